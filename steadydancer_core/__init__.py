@@ -1,0 +1,1 @@
+"""SteadyDancer in pure PyTorch: DiT, encoders, VAE, sampler, offloading. Never imports ComfyUI."""

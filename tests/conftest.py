@@ -1,0 +1,43 @@
+"""Shared test helpers: the fixture root and tiny-config switches."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixture_root() -> Path:
+    """Fixture root from ``STEADYDANCER_FIXTURES`` (default ``../shared/fixtures`` from the repo root)."""
+    env = os.environ.get("STEADYDANCER_FIXTURES")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "fixtures")
+
+
+def fixture_file(*parts: str) -> Path:
+    """Path of a fixture file. Fails (never skips) when it is missing: fidelity tests must not pass silently."""
+    path = fixture_root().joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"fixture file missing: {path}. Set STEADYDANCER_FIXTURES to the fixture root "
+            f"(default ../shared/fixtures relative to the repo root)."
+        )
+    return path
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    root = fixture_root()
+    if not root.is_dir():
+        pytest.fail(f"fixture root {root} does not exist; set STEADYDANCER_FIXTURES")
+    return root
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,120 @@
+"""Dual guidance (text CFG + pose-condition CFG inside a step window) and the guided denoising loop.
+
+Per step ``idx`` of ``N`` the official SteadyDancer sampler forms::
+
+    pred = u + gs * (c - u)                       outside the window
+    pred = u + gs * (c - u) + cgs * (c - uc)      if idx/N > start and idx/N < end   (both strict)
+
+with ``c`` = conditional prediction, ``u`` = prediction with the negative prompt, ``uc`` = prediction with the
+negative (augmented) pose condition. A pass whose term cannot change the result is not run: the negative-prompt
+pass when ``gs == 1`` (``u + 1*(c - u) == c``) and the negative-pose pass when ``cgs == 0`` or outside the window.
+(``cgs == 1`` is *not* neutral in this formula: the official runs the pass and adds ``c - uc``.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .config import DEFAULT_CONDITION_CFG_END, DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_GUIDE_SCALE, \
+    DEFAULT_GUIDE_SCALE
+from .schedulers import Schedule
+
+COND = "cond"                        # positive prompt, positive pose
+UNCOND_TEXT = "uncond_text"          # negative prompt, positive pose
+UNCOND_CONDITION = "uncond_condition"  # positive prompt, negative (augmented) pose
+
+
+class Cancelled(RuntimeError):
+    """Raised between sampling steps when the caller asked to stop."""
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Text scale ``gs``, pose-condition scale ``cgs`` and the pose-CFG window (fractions of the step count)."""
+
+    text_scale: float = DEFAULT_GUIDE_SCALE
+    condition_scale: float = DEFAULT_CONDITION_GUIDE_SCALE
+    condition_start: float = DEFAULT_CONDITION_CFG_START
+    condition_end: float = DEFAULT_CONDITION_CFG_END
+
+    def __post_init__(self):
+        for name in ("text_scale", "condition_scale", "condition_start", "condition_end"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"guidance {name} must be a number, got {value!r}")
+        if self.text_scale < 0 or self.condition_scale < 0:
+            raise ValueError("guidance scales must be >= 0 (text 1 = no text CFG, condition 0 = no pose CFG)")
+
+    def window_active(self, idx: int, steps: int) -> bool:
+        return condition_window_active(idx, steps, self.condition_start, self.condition_end)
+
+    def passes(self, idx: int, steps: int) -> tuple[str, ...]:
+        """The DiT passes needed at step ``idx`` (COND always first)."""
+        out = [COND]
+        if self.text_scale != 1:
+            out.append(UNCOND_TEXT)
+        if self.condition_scale != 0 and self.window_active(idx, steps):
+            out.append(UNCOND_CONDITION)
+        return tuple(out)
+
+
+def condition_window_active(idx: int, steps: int, start: float, end: float) -> bool:
+    """Official window test: ``start < idx/steps < end`` (both strict)."""
+    frac = idx / steps
+    return frac > start and frac < end
+
+
+def combine(preds: dict[str, torch.Tensor], guidance: Guidance) -> torch.Tensor:
+    """Guided prediction from the passes present in ``preds`` (same dtype as the predictions)."""
+    c = preds[COND]
+    if UNCOND_TEXT in preds:
+        u = preds[UNCOND_TEXT]
+        out = u + guidance.text_scale * (c - u)
+    else:
+        out = c
+    if UNCOND_CONDITION in preds:
+        out = out + guidance.condition_scale * (c - preds[UNCOND_CONDITION])
+    return out
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the loop reports after each step: index (0-based), count, the latent after the step."""
+
+    step: int
+    steps: int
+    timestep: int
+    latent: torch.Tensor
+
+
+# predict(latent [16,F,h,w], timestep int, passes) -> {pass: prediction [16,F,h,w]}
+Predictor = Callable[[torch.Tensor, int, Sequence[str]], dict]
+
+
+def denoise(noise: torch.Tensor, schedule: Schedule, solver, predict: Predictor, guidance: Guidance,
+            pin: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+            on_step: Optional[Callable[[StepInfo], None]] = None,
+            should_cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+    """Run the guided sampling loop from ``noise`` [16,F,h,w] (float32) and return the final latent.
+
+    ``pin`` (optional) rewrites the latent before every model call and on the result (used to keep known latent
+    frames clean). ``should_cancel`` is polled before every step; when it returns True, ``Cancelled`` is raised.
+    """
+    latent = noise
+    steps = schedule.steps
+    for idx in range(steps):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"generation cancelled before step {idx + 1}/{steps}")
+        if pin is not None:
+            latent = pin(latent)
+        t = int(schedule.timesteps[idx])
+        preds = predict(latent, t, guidance.passes(idx, steps))
+        velocity = combine(preds, guidance)
+        latent = solver.step(velocity[None], latent[None])[0]
+        if pin is not None:
+            latent = pin(latent)
+        if on_step is not None:
+            on_step(StepInfo(step=idx, steps=steps, timestep=t, latent=latent))
+    return latent

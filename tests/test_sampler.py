@@ -1,0 +1,138 @@
+"""Sampler fidelity against the official schedules, solvers and dual-guidance loop (fixtures), plus unit checks."""
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import fixture_file
+from steadydancer_core.guidance import COND, UNCOND_CONDITION, UNCOND_TEXT, Cancelled, Guidance, \
+    condition_window_active, denoise
+from steadydancer_core.schedulers import make_schedule, make_solver, schedule_from_sigmas
+
+SAMPLER_DIR = "steadydancer_sampler"
+
+
+@pytest.fixture(scope="module")
+def sampler_io():
+    return load_file(str(fixture_file(SAMPLER_DIR, "sampler_io.safetensors")))
+
+
+@pytest.fixture(scope="module")
+def sampler_meta():
+    return json.loads(fixture_file(SAMPLER_DIR, "sampler_meta.json").read_text())
+
+
+def _toy_cond(x, t):
+    return 0.3 * x + 0.1 * math.sin(t / 100)
+
+
+def _toy_uncond_text(x, t):
+    return 0.2 * x - 0.05 * math.cos(t / 300)
+
+
+def _toy_uncond_condition(x, t):
+    return 0.4 * x + 0.03
+
+
+TOYS = {COND: _toy_cond, UNCOND_TEXT: _toy_uncond_text, UNCOND_CONDITION: _toy_uncond_condition}
+
+
+def _toy_predict(calls=None):
+    def predict(x, t, passes):
+        if calls is not None:
+            calls.append(tuple(passes))
+        return {p: TOYS[p](x, float(t)) for p in passes}
+    return predict
+
+
+@pytest.mark.fidelity
+def test_sampler_schedules_match_official(sampler_io, sampler_meta):
+    for entry in sampler_meta["schedules"]:
+        key = entry["key"]
+        sched = make_schedule(entry["solver"], entry["steps"], entry["shift"])
+        assert torch.equal(sched.timesteps, sampler_io[f"sched.{key}.timesteps"]), key
+        assert (sched.sigmas - sampler_io[f"sched.{key}.sigmas"]).abs().max() <= 1e-6, key
+
+
+@pytest.mark.fidelity
+def test_sampler_toy_trajectories_match_official(sampler_io, sampler_meta):
+    for entry in sampler_meta["schedules"]:
+        key = entry["key"]
+        sched = make_schedule(entry["solver"], entry["steps"], entry["shift"])
+        solver = make_solver(entry["solver"], sched)
+        x = sampler_io["toy.x_init"].clone()
+        traj = sampler_io[f"toy.{key}.traj"]
+        for i, t in enumerate(sched.timesteps.tolist()):
+            x = solver.step(_toy_cond(x, float(t))[None], x[None])[0]
+            assert (x - traj[i]).abs().max() <= 1e-5, (key, i)
+        assert (x - sampler_io[f"toy.{key}.final"]).abs().max() <= 1e-5, key
+
+
+@pytest.mark.fidelity
+def test_sampler_dual_guidance_records_match_official(sampler_io, sampler_meta):
+    for rec in sampler_meta["cfg"]:
+        k = rec["index"]
+        guidance = Guidance(rec["guide_scale"], rec["condition_guide_scale"], rec["st_cond_cfg"], rec["end_cond_cfg"])
+        sched = make_schedule(rec["solver"], rec["steps"], rec["shift"])
+        window = [int(guidance.window_active(i, sched.steps)) for i in range(sched.steps)]
+        assert window == sampler_io[f"cfg.{k}.window"].tolist() == rec["window"]
+        traj = []
+        final = denoise(sampler_io["toy.x_init"].clone(), sched, make_solver(rec["solver"], sched), _toy_predict(),
+                        guidance, on_step=lambda info: traj.append(info.latent.clone()))
+        assert (torch.stack(traj) - sampler_io[f"cfg.{k}.traj"]).abs().max() <= 1e-5, k
+        assert (final - sampler_io[f"cfg.{k}.final"]).abs().max() <= 1e-5, k
+
+
+@pytest.mark.fidelity
+def test_sampler_official_loop_matches(sampler_io, sampler_meta):
+    loop = sampler_meta["loop"]
+    noise = torch.randn(*loop["latent_shape"], generator=torch.Generator("cpu").manual_seed(loop["seed"]))
+    assert torch.equal(noise, sampler_io["loop.noise"])
+    sched = make_schedule(loop["solver"], loop["steps"], loop["shift"])
+    guidance = Guidance(loop["gs"], loop["cgs"], loop["st"], loop["end"])
+    calls = []
+    final = denoise(noise, sched, make_solver(loop["solver"], sched), _toy_predict(calls), guidance)
+    assert sum(len(c) for c in calls) == loop["model_calls"]
+    assert [int(UNCOND_CONDITION in c) for c in calls] == loop["window"]
+    assert (final - sampler_io["loop.final"]).abs().max() <= 1e-5
+
+
+def test_sampler_window_is_strict():
+    assert not condition_window_active(2, 10, 0.2, 0.5)
+    assert condition_window_active(3, 10, 0.2, 0.5)
+    assert not condition_window_active(5, 10, 0.2, 0.5)
+    assert not condition_window_active(0, 4, 0.0, 1.0)
+
+
+def test_sampler_neutral_scales_skip_passes():
+    g = Guidance(1.0, 0.0, 0.0, 1.0)
+    assert g.passes(2, 4) == (COND,)
+    g = Guidance(5.0, 1.0, 0.0, 1.0)  # cgs 1 is not neutral in the official formula
+    assert g.passes(2, 4) == (COND, UNCOND_TEXT, UNCOND_CONDITION)
+
+
+def test_sampler_custom_sigmas_and_euler():
+    sched = schedule_from_sigmas([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert sched.timesteps.tolist() == [1000, 750, 500, 250]
+    assert sched.sigmas[-1] == 0
+    # Euler on v = x1 - x0 with a straight path lands exactly on x0.
+    x0, n = torch.randn(16, 1, 2, 2), torch.randn(16, 1, 2, 2)
+    solver = make_solver("euler", sched)
+    x = n.clone()
+    for _ in range(sched.steps):
+        x = solver.step((n - x0)[None], x[None])[0]
+    assert torch.allclose(x, x0, atol=1e-6)
+    for bad in ([0.5, 0.7], [1.5, 0.2], [], [0.0]):
+        with pytest.raises(ValueError):
+            schedule_from_sigmas(bad)
+
+
+def test_sampler_cancel_between_steps():
+    sched = make_schedule("unipc", 4, 5.0)
+    seen = []
+    with pytest.raises(Cancelled):
+        denoise(torch.zeros(16, 1, 2, 2), sched, make_solver("unipc", sched), _toy_predict(), Guidance(),
+                on_step=lambda info: seen.append(info.step), should_cancel=lambda: len(seen) >= 2)
+    assert seen == [0, 1]

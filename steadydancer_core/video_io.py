@@ -1,0 +1,286 @@
+"""Read and write video files with PyAV, streaming, so memory never grows with the video's length.
+
+Frames in the core are torch float32 ``[T, H, W, 3]`` in ``[0, 1]`` (ComfyUI's IMAGE convention). Reading yields
+chunks of that shape; writing accepts chunks of that shape (or uint8 numpy ``[T, H, W, 3]``) and encodes them as
+H.264 / yuv420p mp4 incrementally, so a long video can be decoded and written segment by segment.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+DEFAULT_CRF = 19              # visually lossless-ish x264 quality; lower is better, 0 is lossless
+DEFAULT_PRESET = "medium"
+DEFAULT_CHUNK_FRAMES = 16
+
+
+class VideoReadError(ValueError):
+    """A file that cannot be read as a video; the message names the file and what to do."""
+
+
+class VideoWriteError(ValueError):
+    """Invalid frames or settings for writing a video; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds: size in pixels, frame rate and (when the container knows it) frame count."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+    duration_s: float | None
+
+
+def _import_av():
+    try:
+        import av  # noqa: PLC0415  (optional at import time of the package)
+    except ImportError as err:  # pragma: no cover - av is a dependency
+        raise ImportError("reading and writing video needs PyAV: pip install av") from err
+    return av
+
+
+def _open_input(path: str | Path):
+    av = _import_av()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}. Check the path (or pass pose frames instead).")
+    try:
+        container = av.open(str(path), mode="r")
+    except av.FFmpegError as err:
+        raise VideoReadError(
+            f"{path} could not be opened as a video ({err}). Use an mp4/webm/mov/mkv/gif file that plays in a "
+            f"media player; re-encode it with ffmpeg if it is truncated or unusual."
+        ) from err
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"{path} has no video stream (audio only or not a video). Pass a video file.")
+    return container
+
+
+def _stream_fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Size, frame rate and frame count of a video file without decoding it."""
+    container = _open_input(path)
+    try:
+        stream = container.streams.video[0]
+        frames = int(stream.frames) if stream.frames else None
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        fps = _stream_fps(stream)
+        if frames is None and duration and fps:
+            frames = int(round(duration * fps))
+        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, frames, duration)
+    finally:
+        container.close()
+
+
+def resample_indices(source_fps: float, target_fps: float) -> Iterator[tuple[int, int]]:
+    """Endless ``(source_index, output_index)`` pairs: the source frame on screen at each output frame's time.
+
+    Output frame ``j`` (at ``j / target_fps`` s) shows source frame ``floor(j * source_fps / target_fps)``; a
+    source frame may be used zero times (downsampling) or several times (upsampling).
+    """
+    if source_fps <= 0 or target_fps <= 0:
+        raise ValueError(f"frame rates must be positive, got source {source_fps} and target {target_fps}")
+    ratio = source_fps / target_fps
+    j = 0
+    while True:
+        yield int(math.floor(j * ratio + 1e-9)), j
+        j += 1
+
+
+def iter_video_frames(
+    path: str | Path,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    max_frames: int | None = None,
+    target_fps: float | None = None,
+) -> Iterator[torch.Tensor]:
+    """Decode ``path`` as float32 chunks ``[t, H, W, 3]`` in ``[0, 1]`` (``t <= chunk_frames``), streaming.
+
+    ``target_fps`` resamples to that rate by nearest frame (``None`` keeps every frame); ``max_frames`` stops
+    after that many output frames. Only one chunk is held in memory at a time.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    av = _import_av()
+    container = _open_input(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        picks = None
+        if target_fps is not None:
+            source_fps = _stream_fps(stream)
+            if source_fps <= 0:
+                raise VideoReadError(f"{path} does not state its frame rate; read it without target_fps.")
+            picks = resample_indices(source_fps, target_fps)
+        next_pick = next(picks) if picks is not None else None
+        buffer: list[np.ndarray] = []
+        emitted = 0
+        try:
+            decoded = container.decode(stream)
+            for index, frame in enumerate(decoded):
+                rgb = frame.to_ndarray(format="rgb24")
+                repeats = 1
+                if picks is not None:
+                    repeats = 0
+                    while next_pick[0] <= index:
+                        repeats += 1
+                        next_pick = next(picks)
+                for _ in range(repeats):
+                    buffer.append(rgb)
+                    emitted += 1
+                    if len(buffer) == chunk_frames:
+                        yield _to_float_frames(buffer)
+                        buffer = []
+                    if max_frames is not None and emitted >= max_frames:
+                        break
+                if max_frames is not None and emitted >= max_frames:
+                    break
+        except av.FFmpegError as err:
+            raise VideoReadError(
+                f"{path} is damaged after {emitted} frames ({err}). Re-encode it with ffmpeg or trim it."
+            ) from err
+        if buffer:
+            yield _to_float_frames(buffer)
+        if emitted == 0:
+            raise VideoReadError(f"{path} contains no decodable frames. Pass a video with at least one frame.")
+    finally:
+        container.close()
+
+
+def read_video(
+    path: str | Path, max_frames: int | None = None, target_fps: float | None = None
+) -> tuple[torch.Tensor, float]:
+    """Whole video as float32 ``[T, H, W, 3]`` in ``[0, 1]`` plus its frame rate (``target_fps`` if given)."""
+    chunks = list(iter_video_frames(path, max_frames=max_frames, target_fps=target_fps))
+    fps = float(target_fps) if target_fps is not None else probe_video(path).fps
+    return torch.cat(chunks, dim=0), fps
+
+
+def _to_float_frames(frames: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(frames)).to(torch.float32).div_(255.0)
+
+
+def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``[T, H, W, 3]`` float in ``[0, 1]`` (torch or numpy) or uint8 -> contiguous uint8 numpy ``[T, H, W, 3]``."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().to("cpu")
+        if frames.dtype == torch.uint8:
+            array = frames.numpy()
+        else:
+            array = frames.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).numpy()
+    else:
+        array = np.asarray(frames)
+        if array.dtype != np.uint8:
+            array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise VideoWriteError(f"frames must be [T, H, W, 3] RGB, got shape {tuple(array.shape)}")
+    return np.ascontiguousarray(array)
+
+
+class VideoWriter:
+    """Incremental H.264 (yuv420p) mp4 writer: ``with VideoWriter(path, fps) as w: w.write(chunk)``.
+
+    The size is taken from the first chunk; later chunks must match it. yuv420p needs even sizes: an odd width or
+    height is padded by repeating the last column/row, with a warning that says so.
+    """
+
+    def __init__(self, path: str | Path, fps: float, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
+        if not fps or fps <= 0:
+            raise VideoWriteError(f"fps must be positive, got {fps}")
+        if not 0 <= int(crf) <= 51:
+            raise VideoWriteError(f"crf must be in 0..51 (lower = better quality), got {crf}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.crf = int(crf)
+        self.preset = preset
+        self.frames_written = 0
+        self._container = None
+        self._stream = None
+        self._size: tuple[int, int] | None = None     # (height, width) of the input frames
+        self._pad = (0, 0)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(flush=exc_type is None)
+
+    def _open(self, height: int, width: int) -> None:
+        av = _import_av()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pad = (height % 2, width % 2)
+        if any(self._pad):
+            warnings.warn(
+                f"video size {width}x{height} is odd; yuv420p needs even sizes, so the frames are padded to "
+                f"{width + self._pad[1]}x{height + self._pad[0]} by repeating the last column/row",
+                stacklevel=3,
+            )
+        self._container = av.open(str(self.path), mode="w")
+        rate = Fraction(self.fps).limit_denominator(1001)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width = width + self._pad[1]
+        self._stream.height = height + self._pad[0]
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._size = (height, width)
+
+    def write(self, frames: torch.Tensor | np.ndarray) -> None:
+        """Encode ``[T, H, W, 3]`` frames (float in ``[0, 1]`` or uint8) and append them to the file."""
+        array = frames_to_uint8(frames)
+        height, width = array.shape[1:3]
+        if self._container is None:
+            self._open(height, width)
+        elif (height, width) != self._size:
+            raise VideoWriteError(
+                f"frame size changed from {self._size[1]}x{self._size[0]} to {width}x{height}; all frames of a "
+                f"video must have one size (resize them first)."
+            )
+        if any(self._pad):
+            array = np.pad(array, ((0, 0), (0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        av = _import_av()
+        for image in array:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+            self.frames_written += 1
+
+    def close(self, flush: bool = True) -> None:
+        """Flush the encoder and close the file (idempotent). ``flush=False`` only closes (after an error)."""
+        if self._container is None:
+            return
+        try:
+            if flush:
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+        finally:
+            self._container.close()
+            self._container = None
+            self._stream = None
+
+
+def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, crf: int = DEFAULT_CRF) -> Path:
+    """Write all ``[T, H, W, 3]`` frames to an H.264 mp4 at ``path`` and return the path."""
+    with VideoWriter(path, fps, crf=crf) as writer:
+        writer.write(frames)
+    return Path(path)

@@ -1,0 +1,196 @@
+"""Everything the nodes need from the ComfyUI host, in one place.
+
+Model folders (``folder_paths``), the progress bar, interrupts, ComfyUI's model management and latent previews.
+The node modules call these helpers and never import ComfyUI themselves, so a test can replace the host with a
+small stand-in (``folder_paths``, ``comfy.utils``, ``comfy.model_management`` and ``comfy_api.latest`` modules put
+into ``sys.modules``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from typing import Callable, Iterable
+
+import folder_paths
+
+LOG = logging.getLogger("steadydancer")
+
+# Folder names registered with ComfyUI. "steadydancer" holds DiT files for users who keep them apart from other
+# diffusion models; "dwpose" holds the ONNX pose models.
+STEADYDANCER_FOLDER = "steadydancer"
+DWPOSE_FOLDER = "dwpose"
+DIT_FOLDERS = ("diffusion_models", STEADYDANCER_FOLDER)
+LORA_FOLDERS = ("loras", STEADYDANCER_FOLDER)
+NONE_CHOICE = "None"
+
+ONNX_EXTENSIONS = {".onnx"}
+# Where comfyui_controlnet_aux keeps the DWPose / YOLOX ONNX files it downloaded (relative to its pack folder).
+CONTROLNET_AUX_DIRS = ("comfyui_controlnet_aux",)
+CONTROLNET_AUX_CKPT_SUBDIRS = (
+    os.path.join("ckpts", "yzd-v", "DWPose"),
+    os.path.join("ckpts", "hr16", "yolox-onnx"),
+    os.path.join("ckpts", "hr16", "DWPose-TorchScript-BatchSize5"),
+)
+
+
+# ----------------------------------------------------------------------------------------------- model folders
+def _custom_nodes_dirs() -> list[str]:
+    try:
+        return list(folder_paths.get_folder_paths("custom_nodes"))
+    except (KeyError, AttributeError):
+        return []
+
+
+def controlnet_aux_pose_dirs() -> list[str]:
+    """Existing comfyui_controlnet_aux checkpoint folders that may hold ``yolox_l.onnx`` / ``dw-ll_ucoco_384.onnx``."""
+    found = []
+    for base in _custom_nodes_dirs():
+        for pack in CONTROLNET_AUX_DIRS:
+            for sub in CONTROLNET_AUX_CKPT_SUBDIRS:
+                path = os.path.join(base, pack, sub)
+                if os.path.isdir(path):
+                    found.append(path)
+    return found
+
+
+def register_model_folders() -> None:
+    """Register ``models/steadydancer`` (weight files) and ``models/dwpose`` (ONNX files, plus the folders where
+    comfyui_controlnet_aux stores its DWPose downloads). Safe to call more than once."""
+    models_dir = folder_paths.models_dir
+    folder_paths.add_model_folder_path(STEADYDANCER_FOLDER, os.path.join(models_dir, STEADYDANCER_FOLDER))
+    dirs, _ = folder_paths.folder_names_and_paths[STEADYDANCER_FOLDER]
+    folder_paths.folder_names_and_paths[STEADYDANCER_FOLDER] = (dirs, set(folder_paths.supported_pt_extensions) | {".gguf"})
+
+    folder_paths.add_model_folder_path(DWPOSE_FOLDER, os.path.join(models_dir, DWPOSE_FOLDER))
+    for path in controlnet_aux_pose_dirs():
+        if path not in folder_paths.folder_names_and_paths[DWPOSE_FOLDER][0]:
+            folder_paths.add_model_folder_path(DWPOSE_FOLDER, path)
+    dirs, _ = folder_paths.folder_names_and_paths[DWPOSE_FOLDER]
+    folder_paths.folder_names_and_paths[DWPOSE_FOLDER] = (dirs, set(ONNX_EXTENSIONS))
+    # GGUF DiT files live in diffusion_models too; ComfyUI's default extension set does not list .gguf.
+    if "diffusion_models" in folder_paths.folder_names_and_paths:
+        dirs, exts = folder_paths.folder_names_and_paths["diffusion_models"]
+        if exts and ".gguf" not in exts:
+            folder_paths.folder_names_and_paths["diffusion_models"] = (dirs, set(exts) | {".gguf"})
+
+
+def list_files(folders: Iterable[str], *, with_none: bool = False) -> list[str]:
+    """Sorted, de-duplicated file names from several registered folders (for a combo widget)."""
+    names: list[str] = []
+    for folder in folders:
+        try:
+            names.extend(folder_paths.get_filename_list(folder))
+        except KeyError:
+            continue
+    names = sorted(dict.fromkeys(names))
+    return ([NONE_CHOICE] if with_none else []) + names
+
+
+def find_file(folders: Iterable[str], name: str, what: str) -> str:
+    """Absolute path of ``name`` in the first folder that has it; a readable error naming where to put it."""
+    folders = tuple(folders)
+    for folder in folders:
+        try:
+            path = folder_paths.get_full_path(folder, name)
+        except KeyError:
+            continue
+        if path:
+            return path
+    places = ", ".join(f"models/{f}" for f in folders)
+    raise FileNotFoundError(
+        f"{what} file '{name}' was not found in {places}. Put the file there (or add the folder in "
+        f"extra_model_paths.yaml) and press R in the UI to refresh the lists."
+    )
+
+
+# ------------------------------------------------------------------------------------ progress and interrupts
+def interrupted() -> bool:
+    """True after the user pressed Cancel (POST /interrupt)."""
+    import comfy.model_management as mm
+
+    return bool(mm.processing_interrupted())
+
+
+def raise_if_interrupted() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user cancelled (the UI shows it as interrupted)."""
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+
+
+class StepProgress:
+    """ComfyUI progress bar for a loop of ``total`` steps, with optional preview images.
+
+    ``__call__(step, total, preview=None)`` is the shape the core's callbacks use: ``step`` counts finished steps,
+    ``preview`` is an RGB uint8 numpy array [H, W, 3] or a float tensor [H, W, 3] in 0..1, or None.
+    """
+
+    PREVIEW_MAX_SIZE = 512
+
+    def __init__(self, total: int, node_id: str | None = None):
+        import comfy.utils
+
+        self.bar = comfy.utils.ProgressBar(max(1, int(total)), node_id=node_id)
+
+    def __call__(self, step: int, total: int | None = None, preview=None) -> None:
+        self.bar.update_absolute(int(step), total=None if total is None else max(1, int(total)),
+                                 preview=_preview_tuple(preview))
+
+
+def _preview_tuple(image):
+    if image is None:
+        return None
+    try:
+        import numpy as np
+        from PIL import Image
+    except ImportError:
+        return None
+    if hasattr(image, "detach"):
+        image = (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype("uint8")
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        return None
+    return ("JPEG", Image.fromarray(array.astype("uint8")), StepProgress.PREVIEW_MAX_SIZE)
+
+
+# ------------------------------------------------------------------------------------------ model management
+def free_comfy_models() -> None:
+    """Ask ComfyUI to unload its own models (other workflows' checkpoints) before SteadyDancer needs the memory."""
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+
+
+def empty_cache() -> None:
+    import comfy.model_management as mm
+
+    mm.soft_empty_cache()
+
+
+def torch_device():
+    """The device ComfyUI computes on (``cpu`` under ``--cpu``)."""
+    import comfy.model_management as mm
+
+    return mm.get_torch_device()
+
+
+# ------------------------------------------------------------------------------------------------------ video
+def make_video(frames, fps: float, audio=None):
+    """A ComfyUI VIDEO object from IMAGE frames [T, H, W, 3] in 0..1 (for the core SaveVideo node)."""
+    from comfy_api.latest import InputImpl, Types
+
+    rate = Fraction(fps).limit_denominator(1001)
+    return InputImpl.VideoFromComponents(Types.VideoComponents(images=frames, audio=audio, frame_rate=rate))
+
+
+def video_components(video):
+    """(frames [T, H, W, 3] float in 0..1, fps float, audio or None) of a ComfyUI VIDEO object."""
+    parts = video.get_components()
+    return parts.images, float(parts.frame_rate), getattr(parts, "audio", None)
+
+
+def host_callbacks(total_steps: int, node_id: str | None) -> tuple[Callable, Callable[[], bool]]:
+    """(progress callback, should_cancel) pair for a core call."""
+    return StepProgress(total_steps, node_id), interrupted

@@ -1,0 +1,131 @@
+"""LoadSteadyDancerModel and SteadyDancerLoRA: pick the model files, one call into ``steadydancer_core.bundle``."""
+from __future__ import annotations
+
+from . import comfy_bridge as bridge
+from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
+
+CATEGORY = "SteadyDancer"
+PRECISIONS = ["bf16", "fp16", "fp32"]
+ATTENTION_BACKENDS = ["sdpa", "flash_attn", "sageattn"]
+OFFLOAD_MODES = ["auto", "all_resident", "block_swap"]
+
+
+def _attention_choices() -> list[str]:
+    try:
+        from ..steadydancer_core import attention
+    except ImportError:
+        return list(ATTENTION_BACKENDS)
+    names = getattr(attention, "BACKENDS", None) or ATTENTION_BACKENDS
+    return list(dict.fromkeys(["sdpa", *names]))
+
+
+def _lora_entries(lora_name: str, strength: float, loras: LoraStack | None) -> LoraStack:
+    stack = loras if loras is not None else LoraStack()
+    if lora_name and lora_name != bridge.NONE_CHOICE and strength != 0:
+        stack = stack.plus(bridge.find_file(bridge.LORA_FOLDERS, lora_name, "LoRA"), strength)
+    return stack
+
+
+class SteadyDancerLoRA:
+    """Adds one LoRA with a strength to a LoRA stack (chain several for more)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "add"
+    RETURN_TYPES = (LORAS_TYPE,)
+    RETURN_NAMES = ("loras",)
+    DESCRIPTION = "Adds a LoRA (models/loras) with a strength. Chain several, then connect to LoadSteadyDancerModel."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lora_name": (bridge.list_files(bridge.LORA_FOLDERS), {"tooltip": "LoRA file from models/loras."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
+            },
+            "optional": {"loras": (LORAS_TYPE, {"tooltip": "LoRAs added before this one."})},
+        }
+
+    def add(self, lora_name, strength, loras=None):
+        return (_lora_entries(lora_name, strength, loras),)
+
+
+class LoadSteadyDancerModel:
+    """Loads the SteadyDancer DiT with the Wan VAE, umT5 text encoder and CLIP-vision encoder."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    DESCRIPTION = (
+        "Loads SteadyDancer (DiT from models/diffusion_models or models/steadydancer; fp16/bf16, fp8, GGUF) with "
+        "the Wan 2.1 VAE (models/vae), umT5-XXL (models/text_encoders) and CLIP-vision ViT-H (models/clip_vision). "
+        "Offload 'auto' plans block swapping from the free VRAM."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dit_name": (bridge.list_files(bridge.DIT_FOLDERS), {
+                    "tooltip": "SteadyDancer DiT: Wan21_SteadyDancer_fp16 / _fp8_e4m3fn_scaled_KJ .safetensors or a GGUF."}),
+                "vae_name": (bridge.list_files(["vae"]), {"tooltip": "Wan 2.1 VAE (wan_2.1_vae.safetensors)."}),
+                "t5_name": (bridge.list_files(["text_encoders"]), {
+                    "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
+                "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
+                "precision": (PRECISIONS, {"default": "bf16", "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
+                "attention": (_attention_choices(), {"default": "sdpa",
+                                                     "tooltip": "sdpa works everywhere; the others need their package."}),
+                "offload": (OFFLOAD_MODES, {"default": "auto", "tooltip": (
+                    "auto: plan from free VRAM; all_resident: keep every block on the GPU; "
+                    "block_swap: stream blocks_to_swap blocks from CPU memory.")}),
+                "blocks_to_swap": ("INT", {"default": 20, "min": 0, "max": 64, "step": 1,
+                                           "tooltip": "Used by offload=block_swap."}),
+                "lora_name": (bridge.list_files(bridge.LORA_FOLDERS, with_none=True), {
+                    "tooltip": "Optional LoRA, e.g. lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16 (4 steps)."}),
+                "lora_strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
+            },
+            "optional": {
+                "loras": (LORAS_TYPE, {"tooltip": "More LoRAs from SteadyDancerLoRA nodes (applied first)."}),
+            },
+        }
+
+    def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
+             lora_name, lora_strength, loras=None):
+        from ..steadydancer_core import bundle
+
+        stack = _lora_entries(lora_name, lora_strength, loras)
+        paths = dict(
+            dit_path=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
+            vae_path=bridge.find_file(["vae"], vae_name, "VAE"),
+            t5_path=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
+            clip_path=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
+        )
+        offload_arg = {"auto": "auto", "all_resident": "none", "block_swap": int(blocks_to_swap)}[offload]
+        bridge.free_comfy_models()
+        model = bundle.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
+                                  offload=offload_arg)
+        text = _describe(model, stack)
+        return {"result": (model,), "ui": {"text": [text]}}
+
+
+def _describe(model, stack: LoraStack) -> str:
+    lines = []
+    plan = getattr(model, "offload_plan", None) or getattr(model, "plan", None)
+    explanation = getattr(plan, "explanation", None)
+    if explanation:
+        lines.append(str(explanation))
+    for report in getattr(model, "lora_reports", ()) or ():
+        lines.append(str(report))
+    if stack.entries and not getattr(model, "lora_reports", None):
+        lines.append("LoRAs: " + ", ".join(f"{p.rsplit('/', 1)[-1]} x{s:g}" for p, s in stack.entries))
+    return "\n".join(lines) or "model loaded"
+
+
+NODE_CLASS_MAPPINGS = {
+    "LoadSteadyDancerModel": LoadSteadyDancerModel,
+    "SteadyDancerLoRA": SteadyDancerLoRA,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadSteadyDancerModel": "Load SteadyDancer Model",
+    "SteadyDancerLoRA": "SteadyDancer LoRA",
+}

@@ -1,0 +1,156 @@
+"""ExtractPose and AlignPose: driving video -> poses -> aligned positive / augmented negative pose frames."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import comfy_bridge as bridge
+from .types import POSE_TYPE, DrivingPose, PoseModels
+
+CATEGORY = "SteadyDancer"
+DETECTOR_FILE = "yolox_l.onnx"
+ESTIMATOR_FILE = "dw-ll_ucoco_384.onnx"
+PERSON_MODES = ["highest_score", "largest", "all"]
+NO_PERSON_MODES = ["hold_last", "empty"]
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
+    names = bridge.list_files([bridge.DWPOSE_FOLDER])
+    ranked = sorted(names, key=lambda n: (hint not in n.lower(), n))
+    options = {"tooltip": f"ONNX file in models/dwpose (or comfyui_controlnet_aux's ckpts), e.g. {preferred}."}
+    if preferred in names:
+        options["default"] = preferred
+    return ranked, options
+
+
+def frames_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """IMAGE [T, H, W, 3] float 0..1 -> numpy uint8 [T, H, W, 3] RGB."""
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise ValueError(f"expected IMAGE frames [T, H, W, 3], got shape {tuple(images.shape)}")
+    return (images[..., :3].detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+
+
+def uint8_to_frames(frames) -> torch.Tensor:
+    """numpy uint8 [T, H, W, 3] (or a list of [H, W, 3]) -> IMAGE float32 [T, H, W, 3] in 0..1."""
+    array = np.stack(list(frames)) if not isinstance(frames, np.ndarray) else frames
+    return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+
+
+class ExtractPose:
+    """Runs DWPose (YOLOX person detector + whole-body pose model, ONNX) on every driving frame."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "extract"
+    RETURN_TYPES = (POSE_TYPE, "IMAGE", "FLOAT")
+    RETURN_NAMES = ("pose", "preview", "fps")
+    DESCRIPTION = (
+        "Extracts whole-body poses from the driving video (connect a VIDEO from Load Video, or IMAGE frames). "
+        "ONNX models: yolox_l.onnx and dw-ll_ucoco_384.onnx in models/dwpose. Outputs the poses, a preview and "
+        "the driving frame rate (connect it to DecodeVideo's fps)."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        detectors, det_opts = _onnx_choices(DETECTOR_FILE, "yolox")
+        estimators, est_opts = _onnx_choices(ESTIMATOR_FILE, "dw")
+        return {
+            "required": {
+                "detector": (detectors, det_opts),
+                "pose_model": (estimators, est_opts),
+                "person": (PERSON_MODES, {"default": "highest_score",
+                                          "tooltip": "Which person drives the motion; 'all' keeps everyone."}),
+                "no_person": (NO_PERSON_MODES, {"default": "hold_last",
+                                                "tooltip": "Frames without a person: repeat the last pose or draw nothing."}),
+                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
+                                       "tooltip": "Use at most this many driving frames (0 = all)."}),
+                "images_fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01, "tooltip": (
+                    "Frame rate of the 'images' input. A connected 'video' brings its own frame rate.")}),
+            },
+            "optional": {
+                "video": ("VIDEO", {"tooltip": "Driving video (Load Video)."}),
+                "images": ("IMAGE", {"tooltip": "Driving frames, used when no video is connected."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def extract(self, detector, pose_model, person, no_person, max_frames, images_fps, video=None, images=None,
+                unique_id=None):
+        from ..pose import api as pose_api
+
+        if video is not None:
+            images, fps, _audio = bridge.video_components(video)
+        elif images is not None:
+            fps = float(images_fps)
+        else:
+            raise ValueError("ExtractPose needs a driving video: connect 'video' (Load Video) or 'images'.")
+        total = int(images.shape[0])
+        if max_frames and total > max_frames:
+            images = images[:max_frames]
+        models = PoseModels(
+            detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)"),
+            estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)"),
+            person=person, no_person=no_person,
+        )
+        progress = bridge.StepProgress(int(images.shape[0]), unique_id)
+        result = pose_api.extract_poses(
+            frames_to_uint8(images), models.detector_path, models.estimator_path, person=person,
+            no_person=no_person, progress=progress, should_cancel=bridge.interrupted,
+        )
+        bridge.raise_if_interrupted()
+        notes = [result.report] if result.report else []
+        if max_frames and total > max_frames:
+            notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
+        pose = DrivingPose(sequence=result.sequence, fps=fps, models=models, report="; ".join(notes))
+        preview = uint8_to_frames(result.preview)
+        text = f"{len(result.sequence)} frames at {fps:g} fps" + (f"; {pose.report}" if pose.report else "")
+        return {"result": (pose, preview, float(fps)), "ui": {"text": [text]}}
+
+
+class AlignPose:
+    """Retargets the driving poses onto the photo's body (official alignment) and renders the condition frames."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "align"
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("positive_pose", "negative_pose")
+    DESCRIPTION = (
+        "Detects the person in the photo, scales the driving poses to their body (official SteadyDancer alignment) "
+        "and renders the positive pose frames plus the augmented negative frames used by pose guidance."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "photo": ("IMAGE", {"tooltip": "The photo to animate (first frame of the result)."}),
+                "pose": (POSE_TYPE, {"tooltip": "Driving poses from ExtractPose."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                 "tooltip": "Seed of the negative-pose augmentation (random scale/aspect per frame)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def align(self, photo, pose: DrivingPose, seed, unique_id=None):
+        from ..pose import api as pose_api
+
+        photo_np = frames_to_uint8(photo)
+        if photo_np.shape[0] > 1:
+            raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
+                             "pick one (e.g. with an ImageFromBatch node).")
+        result = pose_api.align_and_render(
+            photo_np[0], pose.sequence, pose.models.detector_path, pose.models.estimator_path, seed=int(seed),
+            person=pose.models.person, progress=bridge.StepProgress(len(pose.sequence), unique_id),
+            should_cancel=bridge.interrupted,
+        )
+        bridge.raise_if_interrupted()
+        positive, negative = uint8_to_frames(result.positive), uint8_to_frames(result.negative)
+        notes = [n for n in (pose.report, result.report) if n]
+        text = f"{positive.shape[0]} pose frames {positive.shape[2]}x{positive.shape[1]}"
+        return {"result": (positive, negative), "ui": {"text": ["; ".join([text, *notes])]}}
+
+
+NODE_CLASS_MAPPINGS = {"ExtractPose": ExtractPose, "AlignPose": AlignPose}
+NODE_DISPLAY_NAME_MAPPINGS = {"ExtractPose": "Extract Pose (DWPose)", "AlignPose": "Align Pose to Photo"}

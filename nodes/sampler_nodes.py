@@ -1,0 +1,120 @@
+"""SteadyDancerSampler: photo + pose frames + prompt -> LATENT, one call into ``steadydancer_core.pipeline``.
+
+The LATENT dict it returns holds ComfyUI's ``samples`` ([1, 16, F, H/8, W/8], the first segment's latent for long
+videos) plus the keys in ``types.LATENT_KEYS``: ``steadydancer_result`` (the core GenerationResult DecodeVideo
+needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (adjusted values, shown in the UI).
+"""
+from __future__ import annotations
+
+from . import comfy_bridge as bridge
+from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
+
+CATEGORY = "SteadyDancer"
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+SOLVERS = ["unipc", "dpm++", "euler"]
+FIRST_FRAME_MODES = ["model", "latent", "exact"]
+DEFAULT_PROMPT = "A person dancing, natural motion, high quality."
+
+
+def _core_default(name: str, fallback):
+    try:
+        from ..steadydancer_core import config
+    except ImportError:
+        return fallback
+    return getattr(config, name, fallback)
+
+
+class SteadyDancerSampler:
+    """Generates the video latent: the photo is frame 0, the body follows the pose frames."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    DESCRIPTION = (
+        "SteadyDancer sampling: text guidance (text_cfg) plus pose guidance against the negative poses (pose_cfg, "
+        "active for the step fraction pose_cfg_start..pose_cfg_end). Videos longer than segment_frames are made in "
+        "overlapping segments that keep the photo as identity reference."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE,),
+                "photo": ("IMAGE", {"tooltip": "The photo; it becomes the first frame."}),
+                "positive_pose": ("IMAGE", {"tooltip": "Aligned pose frames (AlignPose)."}),
+                "negative_pose": ("IMAGE", {"tooltip": "Augmented pose frames for pose guidance (AlignPose)."}),
+                "prompt": ("STRING", {"default": DEFAULT_PROMPT, "multiline": True}),
+                "negative_prompt": ("STRING", {"default": _core_default("DEFAULT_NEGATIVE_PROMPT", ""),
+                                               "multiline": True, "tooltip": "Empty = Wan's default negative prompt."}),
+                "steps": ("INT", {"default": 40, "min": 1, "max": 200}),
+                "text_cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                                       "tooltip": "Text guidance scale (1 = off, one pass less)."}),
+                "pose_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                                       "tooltip": "Pose guidance scale against the negative poses (1 = off)."}),
+                "pose_cfg_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                             "tooltip": "Pose guidance starts at this fraction of the steps."}),
+                "pose_cfg_end": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.01,
+                                           "tooltip": "Pose guidance ends at this fraction of the steps (official 0.4)."}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                    "tooltip": "Flow-matching schedule shift (Wan: 5 for 720p, 3 for 480p)."}),
+                "seed": ("INT", {"default": 106060, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
+                "solver": (SOLVERS, {"default": "unipc"}),
+                "length": ("INT", {"default": 81, "min": 0, "max": 100000, "step": 1, "tooltip": (
+                    "Frames to generate (0 = every pose frame). Rounded to 4n+1 with a notice; more than "
+                    "segment_frames makes a long video in segments.")}),
+                "max_area": ("INT", {"default": 1024 * 576, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
+                                     "tooltip": "Pixel area of the video; the photo's aspect ratio is kept "
+                                                "(1024*576 = 589824 official, 832*480 = 399360 for 24 GB)."}),
+                "first_frame": (FIRST_FRAME_MODES, {"default": "latent", "tooltip": (
+                    "model: official behaviour; latent: the first latent frame is the photo at every step; "
+                    "exact: also the decoded frame 0 is the photo, pixel for pixel.")}),
+                "segment_frames": ("INT", {"default": 81, "min": 5, "max": 1001, "step": 4,
+                                           "tooltip": "Long video: frames per segment (4n+1)."}),
+                "segment_overlap": ("INT", {"default": 9, "min": 1, "max": 81, "step": 4, "tooltip": (
+                    "Long video: frames each segment takes from the previous one (4n+1).")}),
+                "color_correction": ("BOOLEAN", {"default": True, "tooltip": (
+                    "Long video: match each segment's colours to the first segment.")}),
+            },
+            "optional": {
+                "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(self, model, photo, positive_pose, negative_pose, prompt, negative_prompt, steps, text_cfg, pose_cfg,
+               pose_cfg_start, pose_cfg_end, shift, seed, solver, length, max_area, first_frame, segment_frames,
+               segment_overlap, color_correction, sigmas=None, unique_id=None):
+        from ..steadydancer_core import pipeline
+
+        if photo.shape[0] != 1:
+            raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
+        if positive_pose.shape[0] != negative_pose.shape[0]:
+            raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
+                             f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
+        settings = pipeline.GenerationSettings(
+            prompt=prompt, negative_prompt=negative_prompt, steps=int(steps), text_cfg=float(text_cfg),
+            pose_cfg=float(pose_cfg), pose_cfg_window=(float(pose_cfg_start), float(pose_cfg_end)),
+            shift=float(shift), seed=int(seed), solver=solver, length=int(length), max_area=int(max_area),
+            first_frame=first_frame, segment_frames=int(segment_frames), segment_overlap=int(segment_overlap),
+            color_correction=bool(color_correction),
+            sigmas=None if sigmas is None else sigmas.detach().float().cpu(),
+        )
+        progress = bridge.StepProgress(int(steps), unique_id)
+        bridge.free_comfy_models()
+        result = pipeline.generate(model, photo[0], positive_pose, negative_pose, settings,
+                                   callback=progress, should_cancel=bridge.interrupted)
+        bridge.raise_if_interrupted()
+        report = "; ".join(str(n) for n in getattr(result, "notices", ()) or ())
+        latent = {
+            "samples": result.latent,
+            LATENT_RESULT_KEY: result,
+            LATENT_REPORT_KEY: report,
+        }
+        text = f"{getattr(result, 'num_frames', '?')} frames" + (f"; {report}" if report else "")
+        return {"result": (latent,), "ui": {"text": [text]}}
+
+
+NODE_CLASS_MAPPINGS = {"SteadyDancerSampler": SteadyDancerSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"SteadyDancerSampler": "SteadyDancer Sampler"}

@@ -1,0 +1,68 @@
+"""Typed objects passed between the SteadyDancer nodes, and their socket type names.
+
+Socket types (what the UI shows on links):
+  STEADYDANCER_MODEL  a ``steadydancer_core.bundle.SteadyDancerModel`` (DiT + VAE + umT5 + CLIP-vision + offload plan)
+  STEADYDANCER_LORAS  a ``LoraStack`` (LoRA files with strengths, applied by LoadSteadyDancerModel)
+  STEADYDANCER_POSE   a ``DrivingPose`` (the driving video's poses, frame rate, and the pose-model settings)
+  LATENT              ComfyUI's latent dict; SteadyDancerSampler adds the keys listed in ``LATENT_KEYS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL_TYPE = "STEADYDANCER_MODEL"
+LORAS_TYPE = "STEADYDANCER_LORAS"
+POSE_TYPE = "STEADYDANCER_POSE"
+
+# Extra keys SteadyDancerSampler puts into its LATENT output (besides ComfyUI's ``samples``).
+LATENT_RESULT_KEY = "steadydancer_result"   # steadydancer_core.pipeline.GenerationResult: what decoding needs
+LATENT_REPORT_KEY = "steadydancer_report"   # str: adjusted values and notices, shown in the UI
+LATENT_KEYS = (LATENT_RESULT_KEY, LATENT_REPORT_KEY)
+
+
+@dataclass(frozen=True)
+class LoraStack:
+    """LoRA files (absolute paths) with strengths, in the order they are applied."""
+
+    entries: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        for path, strength in self.entries:
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"LoRA path must be a non-empty string, got {path!r}")
+            if not isinstance(strength, (int, float)):
+                raise ValueError(f"LoRA strength must be a number, got {strength!r}")
+
+    def plus(self, path: str, strength: float) -> "LoraStack":
+        return LoraStack(self.entries + ((path, float(strength)),))
+
+
+@dataclass(frozen=True)
+class PoseModels:
+    """Where the ONNX pose models are and how detection runs (so AlignPose can detect the photo the same way)."""
+
+    detector_path: str
+    estimator_path: str
+    person: str = "highest_score"      # which person drives: highest_score | largest | all
+    no_person: str = "hold_last"       # frames with nobody: hold_last | empty
+
+
+@dataclass(frozen=True)
+class DrivingPose:
+    """The driving video's poses.
+
+    ``sequence`` is a ``pose.types.PoseSequence`` (normalised keypoints per frame plus the source frame size);
+    ``fps`` the driving video's frame rate; ``models`` the detector settings used; ``report`` what happened
+    (frames without a person, frames skipped) in one or two lines.
+    """
+
+    sequence: Any
+    fps: float
+    models: PoseModels
+    report: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if not self.fps > 0:
+            raise ValueError(f"frame rate must be positive, got {self.fps}")

@@ -1,0 +1,394 @@
+"""The SteadyDancer DiT: Wan 2.1 I2V transformer blocks plus SteadyDancer's condition reconciliation.
+
+Reading order: timestep / rotary helpers -> attention layers -> WanBlock -> Head -> SteadyDancerDiT.forward.
+
+Forward in one picture (B batch, F latent frames, h x w latent size, p = patch size, D = dim):
+
+    condition --TMCM--+--SSAR--+ (sum) -> fused --FAAU(query = x)--> aligned
+    [x | y | fused | aligned] --patch_embedding_fuse--> F frames      \
+    ref_x --patch_embedding--> 1 frame                                 > concatenated in time: F + 2 frames
+    ref_c[:16] --patch_embedding_ref_c--> 1 frame                     /   (rotary frame indices 0..F+1)
+    text (zero-padded to text_len, padding NOT masked) -> text_embedding; CLIP x and c -> img_emb, summed
+    tokens -> num_layers x WanBlock -> Head -> unpatchify -> first F frames  [B, out_dim, F, h, w]
+
+Parameter names equal the released checkpoint's, so ``load_state_dict(official, strict=True)`` works.
+Precision: the residual stream, the modulation and every norm run in float32; linear layers and attention run in
+``compute_dtype`` (the parameter dtype unless set). Rotary tables are real-valued float32 cos/sin built once per
+forward from float64 angles (float32 on devices without float64).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import attention, check_backend
+from .config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
+from .pose_modules import FAAU, SSAR, build_tmcm
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# --- timestep and rotary helpers ----------------------------------------------------------------------------
+
+def _precise_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (not on Apple MPS), else float32. Used only for small tables."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding [cos | sin] of timesteps t [B] (0..1000) -> [B, dim] (float64 where available)."""
+    half = dim // 2
+    dtype = _precise_dtype(t.device)
+    freqs = torch.pow(DIT_FREQ_THETA, -torch.arange(half, device=t.device, dtype=dtype) / half)
+    angles = t.to(dtype)[:, None] * freqs[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def rope_tables(grid: tuple[int, int, int], pairs: tuple[int, int, int], device: torch.device,
+                theta: float = DIT_ROPE_THETA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin for a (frames, height, width) token grid, each [f*h*w, 1, sum(pairs)] float32.
+
+    Channel pairs are split (t, h, w) as in the official model; pair j of an axis with n pairs rotates by
+    ``position * theta ** (-j / n)``. Tokens are ordered frame-major, then row, then column.
+    """
+    dtype = _precise_dtype(device)
+    angles = []
+    for axis, (size, n) in enumerate(zip(grid, pairs)):
+        inv_freq = torch.pow(theta, -torch.arange(n, device=device, dtype=dtype) / n)
+        a = torch.arange(size, device=device, dtype=dtype)[:, None] * inv_freq[None]   # [size, n]
+        shape = [1, 1, 1, n]
+        shape[axis] = size
+        angles.append(a.view(shape).expand(*grid, n))
+    angles = torch.cat(angles, dim=-1).reshape(-1, 1, sum(pairs))
+    return torch.cos(angles).float(), torch.sin(angles).float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs (x[2j], x[2j+1]) of x [B, L, H, D] by the tables [L, 1, D/2]; in fp32."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Wan RMSNorm: normalise in fp32, cast back, then scale (official order)."""
+    return F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype) * weight
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without affine parameters, in fp32."""
+    return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)
+
+
+# --- attention layers -----------------------------------------------------------------------------------------
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with RMS-normalised q/k and 3-axis rotary embedding.
+
+    forward(x [B, L, D] (compute dtype), rope (cos, sin) [L, 1, head_dim/2], keep) -> [B, keep or L, D].
+    ``keep``: only the first ``keep`` tokens are queried (keys and values still see all L tokens).
+    """
+
+    def __init__(self, config: DiTConfig, backend: str):
+        super().__init__()
+        dim, self.heads, self.backend = config.dim, config.num_heads, backend
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+
+    def forward(self, x, rope, keep=None):
+        cos, sin = rope
+        xq = x if keep is None else x[:, :keep]
+        q = self.norm_q(self.q(xq)).unflatten(-1, (self.heads, -1))
+        k = self.norm_k(self.k(x)).unflatten(-1, (self.heads, -1))
+        v = self.v(x).unflatten(-1, (self.heads, -1))
+        q = apply_rope(q, cos[:q.shape[1]], sin[:q.shape[1]])
+        k = apply_rope(k, cos, sin)
+        return self.o(attention(q, k, v, self.backend).flatten(2))
+
+
+class I2VCrossAttention(nn.Module):
+    """Cross-attention to [CLIP image tokens | text tokens]: two softmaxes, outputs summed, one projection.
+
+    forward(x [B, Lq, D], context [B, clip_tokens + Lt, D], text_pad) -> [B, Lq, D].
+    ``text_pad`` > 0: the last text row stands for ``text_pad`` identical zero-padding tokens (the official model
+    attends to all text_len tokens, padding included); it is weighted exactly by its multiplicity.
+    """
+
+    def __init__(self, config: DiTConfig, backend: str):
+        super().__init__()
+        dim, self.heads, self.backend = config.dim, config.num_heads, backend
+        self.clip_tokens = config.clip_tokens
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.k_img = nn.Linear(dim, dim)
+        self.v_img = nn.Linear(dim, dim)
+        norm = (lambda: RMSNorm(dim, config.eps)) if config.qk_norm else nn.Identity
+        self.norm_q, self.norm_k, self.norm_k_img = norm(), norm(), norm()
+
+    def forward(self, x, context, text_pad=0):
+        image, text = context[:, :self.clip_tokens], context[:, self.clip_tokens:]
+        split = (self.heads, -1)
+        q = self.norm_q(self.q(x)).unflatten(-1, split)
+        k_img = self.norm_k_img(self.k_img(image)).unflatten(-1, split)
+        v_img = self.v_img(image).unflatten(-1, split)
+        k = self.norm_k(self.k(text)).unflatten(-1, split)
+        v = self.v(text).unflatten(-1, split)
+        out = attention(q, k_img, v_img, self.backend) + self._text_attention(q, k, v, text_pad)
+        return self.o(out.flatten(2))
+
+    def _text_attention(self, q, k, v, pad):
+        if pad <= 1:
+            return attention(q, k, v, self.backend)
+        if self.backend == "sdpa" and q.dtype in (torch.float32, torch.float64):
+            # log-multiplicity bias: softmax over one key with weight n == n identical keys
+            bias = torch.zeros(1, 1, 1, k.shape[1], dtype=q.dtype, device=q.device)
+            bias[..., -1] = math.log(pad)
+            return attention(q, k, v, self.backend, bias=bias)
+        # half precision cannot hold log(n) exactly enough: repeat the padding key instead
+        k = torch.cat([k, k[:, -1:].expand(-1, pad - 1, -1, -1)], dim=1)
+        v = torch.cat([v, v[:, -1:].expand(-1, pad - 1, -1, -1)], dim=1)
+        return attention(q, k, v, self.backend)
+
+
+# --- transformer block and head -------------------------------------------------------------------------------
+
+class WanBlock(nn.Module):
+    """Wan 2.1 block: adaLN self-attention, (LayerNorm) cross-attention, adaLN GELU-tanh FFN; 6-way modulation.
+
+    forward(x [B, L, D] fp32 residual, e [B, 6, D] fp32 time projection, rope, context [B, Lc, D] (compute
+    dtype), text_pad, keep) -> [B, keep or L, D] fp32.
+    """
+
+    def __init__(self, config: DiTConfig, backend: str):
+        super().__init__()
+        dim, self.eps = config.dim, config.eps
+        self.self_attn = SelfAttention(config, backend)
+        self.norm3 = nn.LayerNorm(dim, eps=config.eps) if config.cross_attn_norm else nn.Identity()
+        self.cross_attn = I2VCrossAttention(config, backend)
+        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(config.ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
+
+    def forward(self, x, e, rope, context, text_pad=0, keep=None):
+        dtype = context.dtype
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
+        h = (layer_norm(x, self.eps) * (1 + scale1) + shift1).to(dtype)
+        attn = self.self_attn(h, rope, keep)
+        if keep is not None:
+            x = x[:, :keep]
+        x = x + attn.float() * gate1
+        x = x + self.cross_attn(self._norm3(x).to(dtype), context, text_pad).float()
+        h = (layer_norm(x, self.eps) * (1 + scale2) + shift2).to(dtype)
+        return x + self.ffn(h).float() * gate2
+
+    def _norm3(self, x):
+        if isinstance(self.norm3, nn.LayerNorm):
+            n = self.norm3
+            return F.layer_norm(x.float(), x.shape[-1:], n.weight.float(), n.bias.float(), n.eps)
+        return x
+
+
+class Head(nn.Module):
+    """Output head: adaLN (2-way modulation by the un-projected time embedding) + linear to patch pixels."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        dim, self.eps = config.dim, config.eps
+        self.head = nn.Linear(dim, math.prod(config.patch_size) * config.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
+
+    def forward(self, x, e, dtype):
+        """x [B, L, D] fp32, e [B, D] fp32 -> [B, L, prod(patch) * out_dim] in ``dtype``."""
+        shift, scale = (self.modulation.float() + e[:, None]).unsqueeze(2).unbind(1)
+        return self.head((layer_norm(x, self.eps) * (1 + scale) + shift).to(dtype))
+
+
+class MLPProj(nn.Module):
+    """CLIP feature projection ``img_emb``: LayerNorm, Linear, GELU, Linear, LayerNorm."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
+                                  nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+
+class SteadyDancerDiT(nn.Module):
+    """SteadyDancer-14B denoiser (Wan 2.1 I2V + condition reconciliation + pose modulation modules).
+
+    Built from plain nn.Linear / nn.Conv / norm modules so loaders can swap linears for quantised ones;
+    ``blocks`` is an nn.ModuleList whose blocks are called through ``__call__`` (offload hooks them).
+    The model never moves itself between devices.
+    """
+
+    def __init__(self, config: DiTConfig, attention_backend: str = "sdpa"):
+        super().__init__()
+        check_backend(attention_backend)
+        self.config = config
+        self.attention_backend = attention_backend
+        self._compute_dtype = None
+        c, patch, cc = config, config.patch_size, config.condition_channels
+        # condition reconciliation: fused [x | y | fused pose | aligned pose], reference image, first pose
+        self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, patch, patch)
+        self.patch_embedding_fuse = nn.Conv3d(c.in_dim + 2 * cc, c.dim, patch, patch)
+        self.patch_embedding_ref_c = nn.Conv3d(cc, c.dim, patch, patch)
+        # synergistic pose modulation modules
+        self.condition_embedding_spatial = SSAR(cc)
+        self.condition_embedding_temporal = build_tmcm(cc)
+        self.condition_embedding_align = FAAU(cc, c.out_dim, c.align_hidden, c.align_heads)
+        # Wan 2.1 I2V embeddings, blocks, head
+        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"),
+                                            nn.Linear(c.dim, c.dim))
+        self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
+        self.blocks = nn.ModuleList([WanBlock(c, attention_backend) for _ in range(c.num_layers)])
+        self.head = Head(c)
+        self.img_emb = MLPProj(c.clip_dim, c.dim)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of linear/attention inputs: set explicitly, else the patch-embedding parameter dtype."""
+        if self._compute_dtype is not None:
+            return self._compute_dtype
+        dtype = self.patch_embedding_fuse.weight.dtype
+        return dtype if dtype in _FLOAT_DTYPES else torch.bfloat16
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype: torch.dtype | None):
+        if dtype is not None and dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {_FLOAT_DTYPES} or None, got {dtype}")
+        self._compute_dtype = dtype
+
+    def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
+        """Predict the flow (velocity) for a batch.
+
+        x [B, 16, F, h, w] noisy latent; t [B] (or [1]) timesteps 0..1000; context [B, L, text_dim] umT5
+        embedding, L <= text_len, zero rows as padding (or a list of [L_i, text_dim]); y [B, 20, F, h, w] (4 mask
+        + 16 image-latent channels); condition [B, 16, F, h, w] pose latent; ref_x [B, 36, 1, h, w] reference
+        image; ref_c [B, >=16, 1, h, w] first pose (first 16 channels used); clip_fea_x / clip_fea_c
+        [B, clip_tokens, clip_dim] CLIP features of the photo / first pose.
+        Returns [B, out_dim, F, h, w] in ``compute_dtype``.
+        """
+        cfg, dtype = self.config, self.compute_dtype
+        context = self._pad_context_list(context, x)
+        t = self._check_inputs(x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c)
+        b, _, frames, _, _ = x.shape
+        x, y, condition, ref_x, ref_c = (u.to(dtype) for u in (x, y, condition, ref_x, ref_c))
+
+        # 1. pose modulation: TMCM + SSAR fused with the raw pose; FAAU aligns it to the noisy latent
+        fused = condition + self.condition_embedding_temporal(condition) + self.condition_embedding_spatial(condition)
+        aligned = self.condition_embedding_align(fused, x)
+
+        # 2. condition reconciliation: three patch embeddings concatenated along time (F + 2 grid frames)
+        tokens = torch.cat([
+            self.patch_embedding_fuse(torch.cat([x, y, fused, aligned], dim=1)),
+            self.patch_embedding(ref_x),
+            self.patch_embedding_ref_c(ref_c[:, :cfg.condition_channels]),
+        ], dim=2)
+        grid = tuple(tokens.shape[2:])
+        tokens = tokens.flatten(2).transpose(1, 2).float()                      # [B, L, D] residual stream
+
+        # 3. time: e modulates the head, e6 the blocks
+        e = self.time_embedding(timestep_embedding(t, cfg.freq_dim).to(dtype))
+        e6 = self.time_projection(e).unflatten(1, (6, cfg.dim)).float()
+
+        # 4. context: [img_emb(clip x) + img_emb(clip c) | text]
+        text, text_pad = self.embed_text(context.to(dtype))
+        clip = self.img_emb(torch.cat([clip_fea_x, clip_fea_c]).to(dtype))
+        context = torch.cat([clip[:b] + clip[b:], text], dim=1)
+
+        # 5. blocks; the last one computes only the tokens that are returned (the first F frames)
+        rope = rope_tables(grid, cfg.rope_pairs, tokens.device)
+        keep = (frames // cfg.patch_size[0]) * grid[1] * grid[2]
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, e6, rope, context, text_pad, keep if i == last else None)
+        out = self.head(tokens[:, :keep], e.float(), dtype)
+        return self.unpatchify(out, (frames // cfg.patch_size[0], grid[1], grid[2]))
+
+    def embed_text(self, context: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Text embedding of context [B, L, text_dim] zero-padded to text_len, padding unmasked.
+
+        The text_len - L padding rows are identical, so one padding row is embedded and its multiplicity
+        returned: -> ([B, L (+1), D], pad count).
+        """
+        pad = self.config.text_len - context.shape[1]
+        if pad > 0:
+            context = torch.cat([context, context.new_zeros(context.shape[0], 1, context.shape[2])], dim=1)
+        return self.text_embedding(context), max(pad, 0)
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[B, f*h*w, pt*ph*pw*C] tokens -> [B, C, f*pt, h*ph, w*pw]."""
+        (pt, ph, pw), c = self.config.patch_size, self.config.out_dim
+        f, h, w = grid
+        x = x.reshape(x.shape[0], f, h, w, pt, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.reshape(x.shape[0], c, f * pt, h * ph, w * pw)
+
+    # --- input validation -----------------------------------------------------------------------------------
+
+    def _pad_context_list(self, context, x):
+        if isinstance(context, (list, tuple)):
+            longest = max(u.shape[0] for u in context)
+            return torch.stack([torch.cat([u, u.new_zeros(longest - u.shape[0], u.shape[1])]) for u in context])
+        return context
+
+    def _check_inputs(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
+        cfg = self.config
+        if x.dim() != 5:
+            raise ValueError(f"x must be [B, {cfg.out_dim}, F, h, w], got {tuple(x.shape)}")
+        b, _, f, h, w = x.shape
+        pt, ph, pw = cfg.patch_size
+        if f % pt or h % ph or w % pw:
+            raise ValueError(f"latent size F x h x w = {f}x{h}x{w} must be divisible by the patch size "
+                             f"{cfg.patch_size}; use a video size that is a multiple of 16 pixels")
+        expected = {
+            "x": (x, (b, cfg.out_dim, f, h, w)),
+            "y": (y, (b, cfg.y_channels, f, h, w)),
+            "condition": (condition, (b, cfg.condition_channels, f, h, w)),
+            "ref_x": (ref_x, (b, cfg.in_dim, 1, h, w)),
+            "clip_fea_x": (clip_fea_x, (b, cfg.clip_tokens, cfg.clip_dim)),
+            "clip_fea_c": (clip_fea_c, (b, cfg.clip_tokens, cfg.clip_dim)),
+        }
+        for name, (tensor, shape) in expected.items():
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"{name} must have shape {list(shape)} (batch {b}, latent {f}x{h}x{w}), "
+                                 f"got {list(tensor.shape)}")
+        if ref_c.dim() != 5 or ref_c.shape[0] != b or ref_c.shape[1] < cfg.condition_channels \
+                or tuple(ref_c.shape[2:]) != (1, h, w):
+            raise ValueError(f"ref_c must be [{b}, >={cfg.condition_channels}, 1, {h}, {w}], "
+                             f"got {list(ref_c.shape)}")
+        if context.dim() != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
+            raise ValueError(f"context must be [{b}, L, {cfg.text_dim}], got {list(context.shape)}")
+        if context.shape[1] > cfg.text_len:
+            raise ValueError(f"text context has {context.shape[1]} tokens, more than text_len {cfg.text_len}; "
+                             "shorten the prompt")
+        t = torch.as_tensor(t, device=x.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(b)
+        if t.numel() != b:
+            raise ValueError(f"t must have one timestep per sample ({b}), got {t.numel()}")
+        return t

@@ -177,10 +177,231 @@ class DiTConfig:
 
 
 # --- VAE -----------------------------------------------------------------------------------------------------
+# Per-channel latent statistics of the Wan 2.1 VAE (z_dim 16), as in the official wrapper:
+# normalised = (mu - mean) / std, and the decoder receives z * std + mean.
+VAE_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)
+VAE_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)
+VAE_REAL_DIM = 96                       # base width of the released Wan 2.1 VAE
+VAE_TINY_DIM = 8                        # base width of the tiny test model
+VAE_DEFAULT_CPU_MEMORY_BUDGET = 4 << 30  # bytes of activations allowed on CPU when tile="auto"
+VAE_CUDA_FREE_MEMORY_FRACTION = 0.7     # share of the free CUDA memory tile="auto" may use
+# Peak activation bytes per pixel of a tile, per base channel (dim), per byte of the compute dtype.
+# Measured on CPU (benchmarks/bench_vae.py, fp32, dim 96) and rounded up; the decoder peak is at full
+# resolution with VAE_TEMPORAL_STRIDE frames in flight, the encoder peak at its first stage.
+VAE_DECODE_ACT_FACTOR = 40.0
+VAE_ENCODE_ACT_FACTOR = 30.0
+VAE_TILE_OVERLAP_FRACTION = 0.25        # default overlap as a share of the tile side (tile="auto" or explicit)
+VAE_MIN_TILE_PIXELS = 64                # smallest tile side tile="auto" picks (pixels, multiple of 8)
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Wan 2.1 causal-3D VAE (official ``WanVAE_`` arguments; ``temperal`` is the upstream spelling)."""
+
+    dim: int = VAE_REAL_DIM
+    z_dim: int = LATENT_CHANNELS
+    dim_mult: tuple = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple = ()
+    temperal_downsample: tuple = (False, True, True)
+
+    def __post_init__(self):
+        object.__setattr__(self, "dim_mult", tuple(int(m) for m in self.dim_mult))
+        object.__setattr__(self, "attn_scales", tuple(float(s) for s in self.attn_scales))
+        object.__setattr__(self, "temperal_downsample", tuple(bool(t) for t in self.temperal_downsample))
+        if self.dim <= 0 or self.num_res_blocks <= 0 or any(m <= 0 for m in self.dim_mult):
+            raise ValueError(f"VAEConfig: dim, num_res_blocks and dim_mult must be positive, got {self}")
+        if self.z_dim != LATENT_CHANNELS:
+            raise ValueError(
+                f"VAEConfig: z_dim {self.z_dim} is not supported; SteadyDancer (Wan 2.1) uses the Wan 2.1 VAE with "
+                f"z_dim {LATENT_CHANNELS} (z_dim 48 is the Wan 2.2 TI2V-5B VAE)."
+            )
+        if 2 ** (len(self.dim_mult) - 1) != VAE_SPATIAL_STRIDE:
+            raise ValueError(f"VAEConfig: dim_mult {self.dim_mult} does not give the spatial stride {VAE_SPATIAL_STRIDE}")
+        if len(self.temperal_downsample) != len(self.dim_mult) - 1 or 2 ** sum(self.temperal_downsample) != VAE_TEMPORAL_STRIDE:
+            raise ValueError(
+                f"VAEConfig: temperal_downsample {self.temperal_downsample} does not give the temporal stride "
+                f"{VAE_TEMPORAL_STRIDE} over {len(self.dim_mult) - 1} stages"
+            )
+
+    @property
+    def latents_mean(self) -> tuple:
+        return VAE_LATENTS_MEAN
+
+    @property
+    def latents_std(self) -> tuple:
+        return VAE_LATENTS_STD
+
+    @classmethod
+    def from_shapes(cls, shapes: dict) -> "VAEConfig":
+        """Infer the width from official-named tensor shapes (``encoder.conv1.weight`` is [dim, 3, 3, 3, 3],
+        ``conv2.weight`` is [z_dim, z_dim, 1, 1, 1]); the rest is the fixed Wan 2.1 layout, checked on load."""
+        for key in ("encoder.conv1.weight", "conv2.weight"):
+            if key not in shapes:
+                raise ValueError(f"VAEConfig.from_shapes: '{key}' is missing; these are not Wan 2.1 VAE weights")
+        conv_in = tuple(shapes["encoder.conv1.weight"])
+        if len(conv_in) != 5 or conv_in[1] != 3:
+            raise ValueError(
+                f"VAEConfig.from_shapes: encoder.conv1.weight has shape {conv_in}, expected [dim, 3, 3, 3, 3] "
+                f"(a Wan 2.1 VAE; [*, 12, ...] would be the Wan 2.2 VAE)"
+            )
+        return cls(dim=int(conv_in[0]), z_dim=int(tuple(shapes["conv2.weight"])[0]))
+
+    @classmethod
+    def tiny(cls) -> "VAEConfig":
+        return cls(dim=VAE_TINY_DIM)
 
 # --- umT5 text encoder -----------------------------------------------------------------------------------------
+UMT5_TEXT_LEN = 512              # tokens per prompt incl. EOS (Wan pads / truncates to this)
+UMT5_PAD_ID = 0
+UMT5_EOS_ID = 1
+UMT5_MAX_DIST = 128              # relative-position bucket range (not stored in the weights)
+
+
+def _encoder_block_count(shapes: dict, prefix: str) -> int:
+    """Number of ``<prefix><i>.`` blocks among the keys of ``shapes`` (0 when none)."""
+    idx = {int(k[len(prefix):].split(".", 1)[0]) for k in shapes
+           if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()}
+    return max(idx) + 1 if idx else 0
+
+
+@dataclass(frozen=True)
+class T5Config:
+    """umT5 encoder (official ``T5Encoder``, shared_pos=False). Defaults are umT5-XXL as used by Wan 2.1."""
+
+    vocab_size: int = 256384
+    dim: int = 4096
+    dim_attn: int = 4096
+    dim_ffn: int = 10240
+    num_heads: int = 64
+    num_layers: int = 24
+    num_buckets: int = 32
+    max_dist: int = UMT5_MAX_DIST
+    text_len: int = UMT5_TEXT_LEN
+    eps: float = 1e-6
+    pad_id: int = UMT5_PAD_ID
+    eos_id: int = UMT5_EOS_ID
+
+    def __post_init__(self):
+        for name in ("vocab_size", "dim", "dim_attn", "dim_ffn", "num_heads", "num_layers", "num_buckets"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"T5Config.{name} must be positive, got {getattr(self, name)}")
+        if self.dim_attn % self.num_heads:
+            raise ValueError(f"T5Config.dim_attn={self.dim_attn} is not divisible by num_heads={self.num_heads}")
+        if self.num_buckets % 2 or self.num_buckets < 4:
+            raise ValueError(f"T5Config.num_buckets must be even and >= 4 (bidirectional), got {self.num_buckets}")
+        if self.max_dist <= self.num_buckets // 4:
+            raise ValueError(f"T5Config.max_dist={self.max_dist} must exceed num_buckets/4={self.num_buckets // 4}")
+        if self.text_len < 2:
+            raise ValueError(f"T5Config.text_len must be >= 2 (one token + EOS), got {self.text_len}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"T5Config.eps must be in (0, 1), got {self.eps}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim_attn // self.num_heads
+
+    @classmethod
+    def tiny(cls, **overrides) -> "T5Config":
+        """Tiny test config (vocab 256, dim 64, 2 layers, text_len 32)."""
+        base = dict(vocab_size=256, dim=64, dim_attn=64, dim_ffn=128, num_heads=4, num_layers=2, text_len=32)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def from_shapes(cls, shapes: dict, text_len: int = UMT5_TEXT_LEN) -> "T5Config":
+        """Config from official-named tensor shapes (``token_embedding.weight``, ``blocks.<i>.…``)."""
+        vocab, dim = shapes["token_embedding.weight"]
+        buckets, heads = shapes["blocks.0.pos_embedding.embedding.weight"]
+        return cls(
+            vocab_size=int(vocab), dim=int(dim), dim_attn=int(shapes["blocks.0.attn.q.weight"][0]),
+            dim_ffn=int(shapes["blocks.0.ffn.fc1.weight"][0]), num_heads=int(heads),
+            num_layers=_encoder_block_count(shapes, "blocks."), num_buckets=int(buckets), text_len=int(text_len),
+        )
+
 
 # --- CLIP vision -------------------------------------------------------------------------------------------------
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_SKIP_LAST_BLOCKS = 1        # Wan uses the output of the second-to-last block (use_31_block), no post-norm
+# Head counts are not stored in the weights: known open-clip widths, else CLIP_FALLBACK_HEAD_DIM (tiny test models).
+CLIP_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16}
+CLIP_FALLBACK_HEAD_DIM = 16
+
+
+@dataclass(frozen=True)
+class CLIPVisionConfig:
+    """CLIP ViT image tower (official ``VisionTransformer``, pool 'token', pre-norm, exact GELU).
+
+    Defaults are open-clip xlm-roberta-large ViT-H/14 as used by Wan 2.1 (output [N, 257, 1280]).
+    """
+
+    dim: int = 1280
+    num_layers: int = 32
+    num_heads: int = 16
+    mlp_dim: int = 5120
+    patch_size: int = 14
+    image_size: int = 224
+    eps: float = 1e-5
+    skip_last_blocks: int = CLIP_SKIP_LAST_BLOCKS
+    mean: tuple = CLIP_MEAN
+    std: tuple = CLIP_STD
+
+    def __post_init__(self):
+        for name in ("dim", "num_layers", "num_heads", "mlp_dim", "patch_size", "image_size"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"CLIPVisionConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"CLIPVisionConfig.dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"CLIPVisionConfig.image_size={self.image_size} is not a multiple of "
+                             f"patch_size={self.patch_size}")
+        if not 0 <= self.skip_last_blocks < self.num_layers:
+            raise ValueError(f"CLIPVisionConfig.skip_last_blocks={self.skip_last_blocks} must be in "
+                             f"[0, num_layers={self.num_layers})")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("CLIPVisionConfig.mean/std need 3 values each, std > 0")
+
+    @property
+    def num_tokens(self) -> int:
+        """Output tokens per image: one class token + (image_size / patch_size)^2 patches (257 for ViT-H/14)."""
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+    @property
+    def used_layers(self) -> int:
+        return self.num_layers - self.skip_last_blocks
+
+    @classmethod
+    def tiny(cls, **overrides) -> "CLIPVisionConfig":
+        """Tiny test config (width 32, 3 blocks, 2 heads; real 224 / 14 geometry, so 257 tokens)."""
+        base = dict(dim=32, num_layers=3, num_heads=2, mlp_dim=128)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def from_shapes(cls, shapes: dict, num_heads: int | None = None) -> "CLIPVisionConfig":
+        """Config from official visual-tower shapes (``patch_embedding.weight``, ``pos_embedding``,
+        ``transformer.<i>.…``; no ``visual.`` prefix). ``num_heads`` is not in the weights: known widths use
+        CLIP_HEADS_BY_WIDTH, other widths CLIP_FALLBACK_HEAD_DIM, unless given."""
+        dim, _, patch, _ = shapes["patch_embedding.weight"]
+        tokens = int(shapes["pos_embedding"][-2])
+        grid = round((tokens - 1) ** 0.5)
+        if grid * grid + 1 != tokens:
+            raise ValueError(f"CLIP pos_embedding has {tokens} tokens, not 1 + a square grid")
+        if num_heads is None:
+            num_heads = CLIP_HEADS_BY_WIDTH.get(int(dim), max(1, int(dim) // CLIP_FALLBACK_HEAD_DIM))
+        return cls(
+            dim=int(dim), num_layers=_encoder_block_count(shapes, "transformer."), num_heads=int(num_heads),
+            mlp_dim=int(shapes["transformer.0.mlp.0.weight"][0]), patch_size=int(patch),
+            image_size=int(grid * patch),
+        )
+
 
 # --- sampling / pipeline ----------------------------------------------------------------------------------------
 NUM_TRAIN_TIMESTEPS = 1000          # flow-matching training steps; timestep = int(sigma * 1000)

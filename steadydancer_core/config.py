@@ -99,7 +99,7 @@ class DiTConfig:
     def tiny(cls, **overrides) -> "DiTConfig":
         """A tiny config for tests (about 0.3 M parameters); keyword arguments override fields."""
         base = dict(dim=64, ffn_dim=128, freq_dim=32, text_dim=32, num_heads=2, num_layers=2, text_len=16,
-                    align_hidden=32, align_heads=4, clip_dim=32)
+                    align_hidden=32, clip_dim=32)
         base.update(overrides)
         return cls(**base)
 

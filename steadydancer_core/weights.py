@@ -1,0 +1,553 @@
+"""Weight files and key names: every reader and every rename table lives here.
+
+Readers (``open_state_dict`` gives a lazy mapping that reads one tensor per access; ``read_state_dict`` reads all):
+single ``.safetensors``; an official model directory (``config.json`` + ``diffusion_pytorch_model*.safetensors``,
+sharded with an index json); ``.pth`` / ``.pt`` via ``torch.load(weights_only=True, mmap=True)``; ``.gguf`` via the
+``gguf`` package (quantised tensors come back as ``quant.GGUFTensor``, kept packed).
+
+Converters map ComfyUI / HF names to the official (upstream checkpoint) names: ``dit_to_official``,
+``t5_to_official``, ``clip_to_official``. Official-named input passes through unchanged.
+``load_dit`` builds the SteadyDancer DiT from any supported file with the config inferred from tensor shapes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import struct
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .quant import (
+    FP8_DTYPES,
+    GGUFTensor,
+    StateDictMismatchError,
+    WeightFileError,
+    empty_init,
+    load_state_dict_into,
+    logical_shape,
+    split_quant_entries,
+)
+
+__all__ = [
+    "WeightFileError", "StateDictMismatchError", "LazyStateDict", "open_state_dict", "read_state_dict",
+    "strip_prefixes", "dit_to_official", "t5_to_official", "clip_to_official", "guess_component", "load_dit",
+]
+
+log = logging.getLogger(__name__)
+
+# ==============================================================================================================
+# Tables (data only)
+# ==============================================================================================================
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+GGUF_SUFFIXES = (".gguf",)
+# containers that wrap a state dict inside a torch.save'd dict
+TORCH_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
+OFFICIAL_DIT_FILE_GLOB = "diffusion_pytorch_model*.safetensors"
+OFFICIAL_DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+OFFICIAL_DIT_CONFIG = "config.json"
+GGUF_ORIG_SHAPE_FIELD = "comfy.gguf.orig_shape.{name}"
+GGUF_PLAIN_TYPES = {"F32": torch.float32, "F16": torch.float16, "F64": torch.float64, "I8": torch.int8,
+                    "I16": torch.int16, "I32": torch.int32, "I64": torch.int64}
+FILE_MAGIC = ((b"PK\x03\x04", "a PyTorch zip checkpoint (.pth)"), (b"GGUF", "a GGUF file (.gguf)"),
+              (b"\x80", "a pickled PyTorch checkpoint (.pth)"), (b"<", "an HTML/XML page (a failed download?)"),
+              (b"version https://git-lfs", "a Git LFS pointer (the real file was not downloaded)"))
+
+# DiT: prefixes that ComfyUI / other tools put in front of the official names (longest first)
+DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
+# modules that only SteadyDancer has on top of Wan 2.1 I2V
+STEADYDANCER_ONLY_PREFIXES = ("patch_embedding_fuse.", "patch_embedding_ref_c.", "condition_embedding_spatial.",
+                              "condition_embedding_temporal.", "condition_embedding_align.")
+WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"
+
+# umT5: (ComfyUI/HF module-path regex, official replacement); the key's last part (weight, scale_weight...) is kept
+T5_RENAMES = (
+    (r"^shared\.", "token_embedding."),
+    (r"^encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"blocks.\1.norm1."),
+    (r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.", r"blocks.\1.pos_embedding.embedding."),
+    (r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.([qkvo])\.", r"blocks.\1.attn.\2."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"blocks.\1.norm2."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_0\.", r"blocks.\1.ffn.gate.0."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_1\.", r"blocks.\1.ffn.fc1."),
+    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wo\.", r"blocks.\1.ffn.fc2."),
+    (r"^encoder\.final_layer_norm\.", "norm."),
+)
+T5_TIED_EMBEDDING = ("encoder.embed_tokens.weight", "shared.weight")   # (tied copy, the one kept)
+
+# CLIP vision: HF CLIPVisionModel(WithProjection) -> official open-clip ``visual.*``
+CLIP_RENAMES = (
+    (r"^vision_model\.embeddings\.patch_embedding\.", "visual.patch_embedding."),
+    (r"^vision_model\.pre_layrnorm\.", "visual.pre_norm."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm1\.", r"visual.transformer.\1.norm1."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm2\.", r"visual.transformer.\1.norm2."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"visual.transformer.\1.attn.proj."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"visual.transformer.\1.mlp.0."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"visual.transformer.\1.mlp.2."),
+    (r"^vision_model\.post_layernorm\.", "visual.post_norm."),
+)
+CLIP_QKV = (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$",
+            "visual.transformer.{i}.attn.to_qkv.{p}")
+# side entries of fp8 q/k/v projections: consumed when the three are concatenated
+CLIP_QKV_SIDE = r"^vision_model\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.(scale_weight|weight_scale|scale_input|input_scale|comfy_quant)$"
+CLIP_RESHAPES = (  # (HF key, official key, official shape prefix added in front)
+    ("vision_model.embeddings.class_embedding", "visual.cls_embedding", (1, 1)),
+    ("vision_model.embeddings.position_embedding.weight", "visual.pos_embedding", (1,)),
+)
+CLIP_TRANSPOSED = (("visual_projection.weight", "visual.head"),)
+CLIP_DROP = (r"^vision_model\.embeddings\.position_ids$", r"^textual\.", r"^log_scale$", r"^text_projection\.")
+# official entries Wan never uses (it takes the second-to-last block's output): dropped unless asked for
+CLIP_UNUSED = (r"^visual\.post_norm\.", r"^visual\.head$")
+
+# guessing what a file holds: (component, keys that identify it)
+COMPONENT_SIGNATURES = (
+    ("SteadyDancer/Wan DiT", ("blocks.0.self_attn.q.weight", "blocks.0.cross_attn.q.weight")),
+    ("Wan VAE", ("decoder.conv1.weight", "encoder.conv1.weight", "conv1.weight")),
+    ("umT5 text encoder", ("encoder.block.0.layer.0.SelfAttention.q.weight", "blocks.0.attn.q.weight")),
+    ("CLIP vision encoder", ("vision_model.embeddings.patch_embedding.weight", "visual.patch_embedding.weight")),
+)
+
+
+# ==============================================================================================================
+# Lazy state dict
+# ==============================================================================================================
+class Entry(NamedTuple):
+    shape: tuple
+    dtype: str          # "float16", "float8_e4m3fn", "Q4_K", ...
+    load: Callable[[], torch.Tensor]
+
+
+class LazyStateDict(Mapping):
+    """name -> tensor, read from the file on access (one tensor at a time). ``shape_of``/``dtype_of`` read no data."""
+
+    def __init__(self, entries: dict[str, Entry], source: str = "", metadata: dict | None = None):
+        self._entries = dict(entries)
+        self.source = source
+        self.metadata = dict(metadata or {})
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], source: str = "") -> "LazyStateDict":
+        return cls({k: Entry(tuple(logical_shape(t)), _dtype_name(t), (lambda t=t: t)) for k, t in tensors.items()},
+                   source)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._entries[key].load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key) -> bool:
+        return key in self._entries
+
+    def entry(self, key: str) -> Entry:
+        return self._entries[key]
+
+    def shape_of(self, key: str) -> tuple:
+        return self._entries[key].shape
+
+    def dtype_of(self, key: str) -> str:
+        return self._entries[key].dtype
+
+    def shapes(self) -> dict[str, tuple]:
+        return {k: e.shape for k, e in self._entries.items()}
+
+    def with_entries(self, entries: dict[str, Entry]) -> "LazyStateDict":
+        return LazyStateDict(entries, self.source, self.metadata)
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return t.qtype if isinstance(t, GGUFTensor) else str(t.dtype).replace("torch.", "")
+
+
+# ==============================================================================================================
+# Readers
+# ==============================================================================================================
+def _sniff(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(32)
+    for magic, what in FILE_MAGIC:
+        if head.startswith(magic):
+            return what
+    return None
+
+
+def _safetensors_header(path: Path) -> dict:
+    """Validate the header and the data extent before handing the file to safetensors."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw_len = f.read(8)
+        if len(raw_len) < 8:
+            raise WeightFileError(f"{path} is empty or truncated ({size} bytes); download it again.")
+        (n,) = struct.unpack("<Q", raw_len)
+        if n > size - 8:
+            other = _sniff(path)
+            if other:
+                raise WeightFileError(f"{path} is not a safetensors file: it looks like {other}. "
+                                      "Use the matching file extension or the right file.")
+            raise WeightFileError(f"{path} is truncated or not a safetensors file: its header claims {n} bytes but "
+                                  f"the file has {size}. Download it again.")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            other = _sniff(path)
+            hint = f" It looks like {other}." if other else ""
+            raise WeightFileError(f"{path} is not a valid safetensors file (unreadable header: {exc}).{hint} "
+                                  "Download it again or pick the right file.") from exc
+    if not isinstance(header, dict):
+        raise WeightFileError(f"{path} is not a valid safetensors file (header is not a JSON object).")
+    data_size = size - 8 - n
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if end > data_size:
+        raise WeightFileError(f"{path} is truncated: tensors need {end} bytes of data but only {data_size} are "
+                              "present. The download was probably interrupted; download it again.")
+    return header
+
+
+def open_safetensors(path: Path) -> LazyStateDict:
+    from safetensors import safe_open
+
+    header = _safetensors_header(path)
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:  # safetensors raises its own error types; report them as a file problem
+        raise WeightFileError(f"{path} could not be opened as safetensors: {exc}. Download it again.") from exc
+    entries = {}
+    for key in handle.keys():
+        info = header[key]
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"].lower())
+        entries[key] = Entry(tuple(info["shape"]), dtype, (lambda k=key: handle.get_tensor(k)))
+    return LazyStateDict(entries, str(path), header.get("__metadata__"))
+
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
+                       "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def open_directory(path: Path) -> LazyStateDict:
+    """Official layout: config.json + diffusion_pytorch_model*.safetensors (+ index json when sharded)."""
+    index = path / OFFICIAL_DIT_INDEX
+    if index.is_file():
+        return open_index(index)
+    files = sorted(path.glob(OFFICIAL_DIT_FILE_GLOB))
+    if not files:
+        present = sorted(p.name for p in path.iterdir())[:20]
+        raise WeightFileError(f"{path} is a folder without {OFFICIAL_DIT_FILE_GLOB} files (found: {present}). "
+                              "Point to the official model folder or to a single weight file.")
+    return _merge([open_safetensors(f) for f in files], str(path))
+
+
+def open_index(index: Path) -> LazyStateDict:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise WeightFileError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from exc
+    shards = {}
+    for name in sorted(set(weight_map.values())):
+        shard = index.parent / name
+        if not shard.is_file():
+            raise WeightFileError(f"shard {shard} listed in {index} is missing; download all shards.")
+        shards[name] = open_safetensors(shard)
+    merged = _merge(list(shards.values()), str(index.parent))
+    absent = sorted(k for k in weight_map if k not in merged)
+    if absent:
+        raise WeightFileError(f"{len(absent)} tensors listed in {index} are not in their shards (e.g. {absent[:5]}); "
+                              "the shards do not match the index. Download them again.")
+    return merged
+
+
+def _merge(parts: list[LazyStateDict], source: str) -> LazyStateDict:
+    entries: dict[str, Entry] = {}
+    for part in parts:
+        dup = set(entries) & set(part.keys())
+        if dup:
+            raise WeightFileError(f"{source}: tensor(s) {sorted(dup)[:5]} appear in more than one shard.")
+        entries.update({k: part.entry(k) for k in part.keys()})
+    return LazyStateDict(entries, source)
+
+
+def open_torch(path: Path) -> LazyStateDict:
+    try:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) and "zip" not in str(exc):
+                raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip/torch errors: all mean "this file cannot be used"
+        other = _sniff(path)
+        hint = f" It looks like {other}." if other and "PyTorch" not in other else ""
+        raise WeightFileError(f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}).{hint} Only plain tensor state dicts are loaded (weights_only); "
+                              "download the file again or use the .safetensors version.") from exc
+    for key in TORCH_CONTAINER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and not any(
+                isinstance(v, torch.Tensor) for v in obj.values()):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise WeightFileError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors.")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    return LazyStateDict.from_tensors(tensors, str(path))
+
+
+def open_gguf(path: Path) -> LazyStateDict:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # the gguf package raises ValueError/struct/OS errors on bad files
+        raise WeightFileError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {str(exc)[:200]}). "
+                              "Download it again.") from exc
+    entries = {}
+    for tensor in reader.tensors:
+        qtype = tensor.tensor_type.name
+        shape = _gguf_orig_shape(reader, tensor.name) or tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        entries[tensor.name] = Entry(shape, _gguf_dtype_name(qtype),
+                                     (lambda t=tensor, s=shape, q=qtype: _gguf_tensor(t, s, q)))
+    return LazyStateDict(entries, str(path))
+
+
+def _gguf_dtype_name(qtype: str) -> str:
+    if qtype in GGUF_PLAIN_TYPES:
+        return str(GGUF_PLAIN_TYPES[qtype]).replace("torch.", "")
+    return "bfloat16" if qtype == "BF16" else qtype
+
+
+def _gguf_orig_shape(reader, name: str) -> tuple | None:
+    field = reader.get_field(GGUF_ORIG_SHAPE_FIELD.format(name=name))
+    if field is None:
+        return None
+    return tuple(int(field.parts[i][0]) for i in field.data)
+
+
+def _gguf_tensor(tensor, shape: tuple, qtype: str) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        data = torch.from_numpy(tensor.data)
+    if qtype in GGUF_PLAIN_TYPES:
+        return data.reshape(shape)
+    if qtype == "BF16":
+        return data.reshape(-1).view(torch.int16).view(torch.bfloat16).reshape(shape)
+    return GGUFTensor(data, qtype, shape)
+
+
+def open_state_dict(path) -> LazyStateDict:
+    """Open any supported weight file or folder lazily (tensors are read on access)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightFileError(f"weight file {path} does not exist; check the path (or put the file in the "
+                              "models folder and pick it again).")
+    if path.is_dir():
+        return open_directory(path)
+    name = path.name.lower()
+    if name.endswith(".index.json"):
+        return open_index(path)
+    if name.endswith(SAFETENSORS_SUFFIXES):
+        return open_safetensors(path)
+    if name.endswith(TORCH_SUFFIXES):
+        return open_torch(path)
+    if name.endswith(GGUF_SUFFIXES):
+        return open_gguf(path)
+    raise WeightFileError(f"{path}: unsupported file type '{path.suffix}'. Supported: "
+                          f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES + GGUF_SUFFIXES)}, or an official model "
+                          "folder.")
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Read every tensor of a weight file/folder into a dict (GGUF quantised tensors stay ``GGUFTensor``)."""
+    lazy = open_state_dict(path)
+    return {k: lazy[k] for k in lazy.keys()}
+
+
+# ==============================================================================================================
+# Converters
+# ==============================================================================================================
+def _as_lazy(sd: Mapping) -> LazyStateDict:
+    return sd if isinstance(sd, LazyStateDict) else LazyStateDict.from_tensors(sd)
+
+
+def _same_kind(original: Mapping, converted: LazyStateDict):
+    return converted if isinstance(original, LazyStateDict) else {k: converted[k] for k in converted.keys()}
+
+
+def _rename(key: str, table) -> str:
+    for pattern, repl in table:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def strip_prefixes(sd: Mapping, prefixes=DIT_PREFIXES):
+    """Remove the first matching prefix from every key (``model.diffusion_model.`` etc.)."""
+    lazy = _as_lazy(sd)
+    entries = {}
+    for key in lazy.keys():
+        new = next((key[len(p):] for p in prefixes if key.startswith(p)), key)
+        if new in entries:
+            raise WeightFileError(f"{lazy.source}: key '{key}' collides with another key after removing prefixes.")
+        entries[new] = lazy.entry(key)
+    return _same_kind(sd, lazy.with_entries(entries))
+
+
+def dit_to_official(sd: Mapping):
+    """ComfyUI single-file DiT -> official names (prefixes removed; fp8 side entries keep their names)."""
+    return strip_prefixes(sd, DIT_PREFIXES)
+
+
+def t5_to_official(sd: Mapping):
+    """ComfyUI/HF umT5 encoder names -> official ``T5Encoder`` names (suffixes such as ``scale_weight`` kept).
+
+    The tied ``encoder.embed_tokens.weight`` is dropped when ``shared.weight`` exists; other keys (``spiece_model``,
+    ``scaled_fp8``) pass through unchanged.
+    """
+    lazy = _as_lazy(sd)
+    tied, kept = T5_TIED_EMBEDDING
+    entries = {}
+    for key in lazy.keys():
+        if key == tied and kept in lazy:
+            continue
+        source_key = kept if key == tied else key
+        entries[_rename(source_key, T5_RENAMES)] = lazy.entry(key)
+    return _same_kind(sd, lazy.with_entries(entries))
+
+
+def clip_to_official(sd: Mapping, drop_unused: bool = True):
+    """HF/ComfyUI CLIP vision names -> official open-clip ``visual.*`` names.
+
+    q/k/v projections are concatenated into ``to_qkv`` ([3D, D] / [3D]); ``class_embedding`` [D] becomes
+    ``cls_embedding`` [1, 1, D]; ``position_embedding`` [N, D] becomes ``pos_embedding`` [1, N, D];
+    ``visual_projection`` [E, D] becomes ``head`` [D, E]. ``textual.*``/``log_scale`` are dropped, and with
+    ``drop_unused`` also ``post_norm``/``head`` (Wan uses the second-to-last block's output). fp8 CLIP weights are
+    dequantised to fp32 here.
+    """
+    lazy = _as_lazy(sd)
+    entries: dict[str, Entry] = {}
+    qkv: dict[tuple[str, str], dict[str, str]] = {}
+    reshapes = {hf: (off, pre) for hf, off, pre in CLIP_RESHAPES}
+    transposed = dict(CLIP_TRANSPOSED)
+    for key in lazy.keys():
+        if any(re.search(p, key) for p in CLIP_DROP):
+            continue
+        m = re.match(CLIP_QKV[0], key)
+        if m:
+            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = key
+        elif key in reshapes:
+            off, pre = reshapes[key]
+            e = lazy.entry(key)
+            entries[off] = Entry(pre + tuple(e.shape), e.dtype, (lambda e=e, pre=pre: e.load().reshape(*pre, *e.shape)))
+        elif key in transposed:
+            e = lazy.entry(key)
+            entries[transposed[key]] = Entry(tuple(reversed(e.shape)), e.dtype, (lambda e=e: e.load().t().contiguous()))
+        elif not re.match(CLIP_QKV_SIDE, key):
+            entries[_rename(key, CLIP_RENAMES)] = lazy.entry(key)
+    for (i, part), names in qkv.items():
+        if set(names) != {"q", "k", "v"}:
+            raise WeightFileError(f"{lazy.source}: layer {i} has only {sorted(names)} of the q/k/v projection {part}s.")
+        parts = [lazy.entry(names[c]) for c in "qkv"]
+        scales = [_scale_entry(lazy, names[c]) for c in "qkv"]
+        shape = (sum(p.shape[0] for p in parts),) + tuple(parts[0].shape[1:])
+        entries[CLIP_QKV[1].format(i=i, p=part)] = Entry(shape, parts[0].dtype, (
+            lambda parts=parts, scales=scales: torch.cat([_plain(p.load(), s) for p, s in zip(parts, scales)])))
+    if drop_unused:
+        entries = {k: e for k, e in entries.items() if not any(re.search(p, k) for p in CLIP_UNUSED)}
+    return _same_kind(sd, lazy.with_entries(entries))
+
+
+def _scale_entry(lazy: LazyStateDict, key: str) -> Entry | None:
+    base = key[: -len(".weight")] if key.endswith(".weight") else None
+    for suffix in (".scale_weight", ".weight_scale"):
+        if base and base + suffix in lazy:
+            return lazy.entry(base + suffix)
+    return None
+
+
+def _plain(t: torch.Tensor, scale: Entry | None) -> torch.Tensor:
+    if t.dtype in FP8_DTYPES or scale is not None:
+        s = scale.load().float() if scale is not None else 1.0
+        return t.float() * s
+    return t
+
+
+def guess_component(keys) -> str | None:
+    """Name of the component a set of (prefix-stripped) keys belongs to, or None."""
+    keys = set(keys)
+    for name, markers in COMPONENT_SIGNATURES:
+        if any(m in keys for m in markers):
+            return name
+    return None
+
+
+# ==============================================================================================================
+# DiT
+# ==============================================================================================================
+def check_steadydancer_keys(keys, source: str = "") -> None:
+    """Raise a clear error for a plain Wan 2.1 checkpoint or a file that is not a DiT at all."""
+    keys = set(keys)
+    if WAN_MARKER_KEY not in keys:
+        found = guess_component(keys)
+        what = f"it looks like a {found} file" if found else f"keys start with {sorted(keys)[:5]}"
+        raise WeightFileError(f"{source} is not a SteadyDancer DiT checkpoint ({what}). Pick the SteadyDancer "
+                              "diffusion model (e.g. Wan21_I2V_SteadyDancer_fp16.safetensors) here.")
+    absent = [p.rstrip(".") for p in STEADYDANCER_ONLY_PREFIXES if not any(k.startswith(p) for k in keys)]
+    if len(absent) == len(STEADYDANCER_ONLY_PREFIXES):
+        raise WeightFileError(f"{source} is a plain Wan 2.1 checkpoint: the SteadyDancer modules {absent} are missing. "
+                              "A SteadyDancer checkpoint is needed (e.g. Wan21_I2V_SteadyDancer_fp16.safetensors, "
+                              "a SteadyDancer GGUF, or the official SteadyDancer-14B folder).")
+
+
+def _read_config_json(path: Path) -> dict:
+    cfg = path / OFFICIAL_DIT_CONFIG if path.is_dir() else path.parent / OFFICIAL_DIT_CONFIG
+    if path.is_dir() and cfg.is_file():
+        try:
+            return json.loads(cfg.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise WeightFileError(f"{cfg} is not valid JSON: {exc}") from exc
+    return {}
+
+
+def dit_config_from_state_dict(sd: LazyStateDict, overrides: Mapping | None = None):
+    """``DiTConfig`` inferred from tensor shapes (no data read); ``overrides`` (config.json) fill what shapes miss."""
+    from .config import DiTConfig
+
+    _, side = split_quant_entries(sd)
+    shapes = {k: tuple(s) for k, s in sd.shapes().items() if k not in side}
+    config = DiTConfig.from_shapes(shapes)
+    names = {f.name for f in dataclasses.fields(config)}
+    extra = {k: v for k, v in (overrides or {}).items() if k in names and k not in shapes and getattr(config, k) != v}
+    if extra:
+        log.info("DiT config from config.json: %s", extra)
+        config = dataclasses.replace(config, **extra)
+    return config
+
+
+def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa", loras=()):
+    """Load a SteadyDancer DiT from any supported file; config inferred from shapes; parameters streamed.
+
+    ``loras``: sequence of (path, strength). The LoRA report is kept as ``model.lora_report``.
+    fp8 and GGUF linear weights stay packed (``PackedLinear``); everything else is cast to ``dtype``.
+    """
+    from .dit import SteadyDancerDiT
+
+    path = Path(path).expanduser()
+    sd = dit_to_official(open_state_dict(path))
+    check_steadydancer_keys(sd.keys(), str(path))
+    config = dit_config_from_state_dict(sd, _read_config_json(path))
+    with empty_init():
+        model = SteadyDancerDiT(config, attention_backend=attention)
+    load_state_dict_into(model, sd, dtype, strict=True, what="SteadyDancer DiT")
+    model.eval().requires_grad_(False)
+    if loras:
+        from .lora import apply_loras
+
+        model.lora_report = apply_loras(model, list(loras))
+    return model

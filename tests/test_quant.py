@@ -1,0 +1,130 @@
+"""fp8 / GGUF packed weights, torch dequantisers vs the gguf package, and the generic state-dict loader."""
+import gguf
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from steadydancer_core.quant import (
+    GGUF_BLOCKS,
+    GGUFTensor,
+    PackedLinear,
+    StateDictMismatchError,
+    WeightFileError,
+    dequantize_gguf,
+    empty_init,
+    load_state_dict_into,
+    quantize_gguf,
+)
+
+QTYPES = sorted(GGUF_BLOCKS)
+
+
+def _random_blocks(qtype: str, n_blocks: int, seed: int = 0) -> np.ndarray:
+    """Arbitrary block bytes with finite fp16 super-scales (exercises every bit of the layout)."""
+    rng = np.random.default_rng(seed)
+    _, nbytes = GGUF_BLOCKS[qtype]
+    raw = rng.integers(0, 256, size=(n_blocks, nbytes), dtype=np.uint8)
+    scale_pos = {"Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [nbytes - 2]}[qtype]
+    for p in scale_pos:
+        raw[:, p:p + 2] = rng.uniform(-0.1, 0.1, size=n_blocks).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return raw
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_torch_dequant_matches_gguf_package_on_random_bytes(qtype):
+    block, _ = GGUF_BLOCKS[qtype]
+    raw = _random_blocks(qtype, 12)
+    ref = gguf.quants.dequantize(raw.reshape(3, -1), gguf.GGMLQuantizationType[qtype])
+    mine = dequantize_gguf(torch.from_numpy(raw.reshape(3, -1)), qtype, (3, 4 * block))
+    np.testing.assert_array_equal(mine.numpy(), ref)
+
+
+@pytest.mark.parametrize("qtype,rel", [("Q8_0", 0.01), ("Q6_K", 0.03), ("Q5_K", 0.06), ("Q4_K", 0.12)])
+def test_quantize_roundtrip(qtype, rel):
+    x = torch.randn(4, 512)
+    raw = quantize_gguf(x, qtype)
+    ref = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[qtype])
+    y = dequantize_gguf(torch.from_numpy(raw), qtype, x.shape)
+    np.testing.assert_array_equal(y.numpy(), ref)
+    assert ((y - x).norm() / x.norm()).item() < rel
+
+
+def test_packed_linear_fp8_scaled_and_gguf():
+    torch.manual_seed(0)
+    w, b, x = torch.randn(8, 256), torch.randn(8), torch.randn(3, 256)
+    scale = torch.tensor(0.01)
+    q8 = (w / scale).to(torch.float8_e4m3fn)
+    lin = PackedLinear(q8, b, scale)
+    assert lin.weight.dtype == torch.float8_e4m3fn
+    ref = x @ (q8.float() * scale).T + b
+    torch.testing.assert_close(lin(x), ref, atol=1e-5, rtol=1e-5)
+    raw = GGUFTensor(torch.from_numpy(quantize_gguf(w, "Q8_0")), "Q8_0", w.shape)
+    glin = PackedLinear(raw, b)
+    assert glin.weight.dtype == torch.uint8 and glin.qtype == "Q8_0"
+    torch.testing.assert_close(glin(x), x @ glin.dequantized_weight(torch.float32).T + b)
+    assert glin(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(32, 16)
+        self.norm = nn.LayerNorm(16)
+        self.mha = nn.MultiheadAttention(16, 2)
+        self.register_buffer("table", torch.arange(4.0), persistent=False)
+
+
+def _dense_sd(seed=0):
+    torch.manual_seed(seed)
+    return {k: torch.randn_like(v) for k, v in _Tiny().state_dict().items()}
+
+
+def test_load_into_meta_module_plain_and_fp8_scaled():
+    sd = _dense_sd()
+    with empty_init():
+        m = _Tiny()
+    assert m.proj.weight.is_meta and not m.table.is_meta
+    load_state_dict_into(m, sd, torch.float32)
+    torch.testing.assert_close(m.proj.weight, sd["proj.weight"])
+    assert isinstance(m.proj, nn.Linear)
+
+    scale = torch.tensor(0.02)
+    fp8 = dict(sd)
+    fp8["proj.weight"] = (sd["proj.weight"] / scale).to(torch.float8_e4m3fn)
+    fp8["proj.scale_weight"] = scale
+    fp8["proj.scale_input"] = torch.tensor(1.0)
+    fp8["mha.out_proj.weight"] = sd["mha.out_proj.weight"].to(torch.float8_e5m2)   # not swappable: dequantised
+    fp8["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    with empty_init():
+        m2 = _Tiny()
+    load_state_dict_into(m2, fp8, torch.float32)
+    assert isinstance(m2.proj, PackedLinear) and m2.proj.weight.dtype == torch.float8_e4m3fn
+    assert type(m2.mha.out_proj) is not PackedLinear and m2.mha.out_proj.weight.dtype == torch.float32
+    x = torch.randn(5, 32)
+    ref = x @ (fp8["proj.weight"].float() * scale).T + sd["proj.bias"]
+    torch.testing.assert_close(m2.proj(x), ref)
+
+
+def test_load_into_reports_every_problem_by_name():
+    sd = _dense_sd()
+    del sd["norm.bias"]
+    sd["extra.weight"] = torch.zeros(1)
+    sd["proj.weight"] = torch.zeros(16, 31)
+    with empty_init():
+        m = _Tiny()
+    with pytest.raises(StateDictMismatchError) as err:
+        load_state_dict_into(m, sd, torch.float32)
+    msg = str(err.value)
+    assert "norm.bias" in msg and "extra.weight" in msg and "proj.weight: file (16, 31) vs model (16, 32)" in msg
+    assert err.value.missing == ["norm.bias"] and err.value.unexpected == ["extra.weight"]
+    assert isinstance(err.value, ValueError)
+
+
+def test_comfy_quant_non_fp8_format_is_rejected():
+    sd = _dense_sd()
+    sd["proj.comfy_quant"] = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    with empty_init():
+        m = _Tiny()
+    with pytest.raises(WeightFileError, match="nvfp4"):
+        load_state_dict_into(m, sd, torch.float32)

@@ -1,0 +1,179 @@
+"""Weight readers, clear file errors, key-name converters and DiT loading in every format."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from steadydancer_core.quant import GGUFTensor, PackedLinear, empty_init, load_state_dict_into
+from steadydancer_core.weights import (
+    LazyStateDict,
+    WeightFileError,
+    clip_to_official,
+    dit_to_official,
+    guess_component,
+    open_state_dict,
+    read_state_dict,
+    strip_prefixes,
+    t5_to_official,
+)
+
+
+def _tensors():
+    torch.manual_seed(0)
+    return {"a.weight": torch.randn(4, 3), "b.bias": torch.randn(5).half(), "c": torch.arange(3)}
+
+
+def _assert_same(got, want):
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+
+
+def test_read_safetensors_pth_and_sharded_dir(tmp_path):
+    sd = _tensors()
+    save_file(sd, tmp_path / "one.safetensors")
+    _assert_same(read_state_dict(tmp_path / "one.safetensors"), sd)
+    torch.save(sd, tmp_path / "one.pth")
+    _assert_same(read_state_dict(tmp_path / "one.pth"), sd)
+    torch.save({"state_dict": sd}, tmp_path / "wrapped.pt")
+    _assert_same(read_state_dict(tmp_path / "wrapped.pt"), sd)
+
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    save_file({"a.weight": sd["a.weight"]}, d / "diffusion_pytorch_model-00001-of-00002.safetensors")
+    save_file({"b.bias": sd["b.bias"], "c": sd["c"]}, d / "diffusion_pytorch_model-00002-of-00002.safetensors")
+    _assert_same(read_state_dict(d), sd)   # no index: all shards
+    index = {"weight_map": {"a.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                            "b.bias": "diffusion_pytorch_model-00002-of-00002.safetensors",
+                            "c": "diffusion_pytorch_model-00002-of-00002.safetensors"}}
+    (d / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    lazy = open_state_dict(d)
+    assert lazy.shape_of("a.weight") == (4, 3) and lazy.dtype_of("b.bias") == "float16"
+    _assert_same(dict(lazy.items()), sd)
+
+
+def test_clear_errors_for_bad_files(tmp_path):
+    with pytest.raises(WeightFileError, match="does not exist"):
+        read_state_dict(tmp_path / "nope.safetensors")
+    save_file(_tensors(), tmp_path / "ok.safetensors")
+    data = (tmp_path / "ok.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-10])
+    with pytest.raises(WeightFileError, match="truncated"):
+        read_state_dict(tmp_path / "cut.safetensors")
+    (tmp_path / "head.safetensors").write_bytes(data[:20])
+    with pytest.raises(WeightFileError, match="truncated"):
+        read_state_dict(tmp_path / "head.safetensors")
+    (tmp_path / "text.safetensors").write_bytes(b"hello world, this is not a weight file at all")
+    with pytest.raises(WeightFileError, match="safetensors"):
+        read_state_dict(tmp_path / "text.safetensors")
+    torch.save(_tensors(), tmp_path / "really_a_pth.safetensors")
+    with pytest.raises(WeightFileError, match="PyTorch"):
+        read_state_dict(tmp_path / "really_a_pth.safetensors")
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    with pytest.raises(WeightFileError, match="unsupported file type"):
+        read_state_dict(tmp_path / "w.onnx")
+    (tmp_path / "bad.pth").write_bytes(b"garbage" * 10)
+    with pytest.raises(WeightFileError, match="PyTorch weight file"):
+        read_state_dict(tmp_path / "bad.pth")
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\x00" * 10)
+    with pytest.raises(WeightFileError, match="GGUF"):
+        read_state_dict(tmp_path / "bad.gguf")
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    with pytest.raises(WeightFileError, match="diffusion_pytorch_model"):
+        read_state_dict(empty)
+
+
+def test_strip_prefixes_and_lazy_passthrough():
+    sd = {"model.diffusion_model.blocks.0.x": torch.zeros(1), "model.head.y": torch.zeros(2),
+          "diffusion_model.z": torch.zeros(3), "scaled_fp8": torch.zeros(0)}
+    out = strip_prefixes(sd)
+    assert sorted(out) == ["blocks.0.x", "head.y", "scaled_fp8", "z"]
+    lazy = dit_to_official(LazyStateDict.from_tensors(sd))
+    assert isinstance(lazy, LazyStateDict) and lazy.shape_of("z") == (3,)
+    assert guess_component(["blocks.0.self_attn.q.weight"]) == "SteadyDancer/Wan DiT"
+
+
+def test_t5_converter_synthetic_keeps_side_entries_and_official_passthrough():
+    sd = {"shared.weight": torch.zeros(8, 4), "encoder.embed_tokens.weight": torch.zeros(8, 4),
+          "encoder.block.3.layer.1.DenseReluDense.wi_0.weight": torch.zeros(2, 4),
+          "encoder.block.3.layer.1.DenseReluDense.wi_0.scale_weight": torch.tensor(1.0),
+          "encoder.block.0.layer.0.SelfAttention.o.weight": torch.zeros(4, 4),
+          "spiece_model": torch.zeros(3, dtype=torch.uint8)}
+    out = t5_to_official(sd)
+    assert sorted(out) == ["blocks.0.attn.o.weight", "blocks.3.ffn.gate.0.scale_weight", "blocks.3.ffn.gate.0.weight",
+                           "spiece_model", "token_embedding.weight"]
+    assert sorted(t5_to_official(out)) == sorted(out)
+
+
+def test_clip_converter_synthetic_qkv_fp8_scaled():
+    d = 4
+    q, k, v = (torch.randn(d, d) for _ in range(3))
+    sd = {"vision_model.encoder.layers.0.self_attn.q_proj.weight": q.to(torch.float8_e4m3fn),
+          "vision_model.encoder.layers.0.self_attn.q_proj.scale_weight": torch.tensor(2.0),
+          "vision_model.encoder.layers.0.self_attn.k_proj.weight": k,
+          "vision_model.encoder.layers.0.self_attn.v_proj.weight": v,
+          "vision_model.embeddings.class_embedding": torch.randn(d)}
+    out = clip_to_official(sd)
+    assert sorted(out) == ["visual.cls_embedding", "visual.transformer.0.attn.to_qkv.weight"]
+    qkv = out["visual.transformer.0.attn.to_qkv.weight"]
+    torch.testing.assert_close(qkv[:d], q.to(torch.float8_e4m3fn).float() * 2)
+    torch.testing.assert_close(qkv[d:], torch.cat([k, v]))
+    assert out["visual.cls_embedding"].shape == (1, 1, d)
+
+
+@pytest.mark.fidelity
+def test_t5_converter_matches_official_names_and_values():
+    from conftest import fixture_file
+
+    official = read_state_dict(fixture_file("umt5_tiny", "umt5_tiny_official.pth"))
+    comfy = t5_to_official(read_state_dict(fixture_file("umt5_tiny", "umt5_tiny_fp16.safetensors")))
+    assert set(comfy) - set(official) == {"spiece_model"}
+    for key, value in official.items():
+        assert torch.equal(comfy[key].float(), value.float()), key
+    fp8 = t5_to_official(open_state_dict(fixture_file("umt5_tiny", "umt5_tiny_fp8_scaled.safetensors")))
+    assert fp8.dtype_of("blocks.0.attn.q.weight") == "float8_e4m3fn" and "blocks.0.attn.q.scale_weight" in fp8
+
+
+@pytest.mark.fidelity
+def test_clip_converter_matches_official_visual_tower():
+    from conftest import fixture_file
+
+    official = {k: v for k, v in read_state_dict(fixture_file("clip_vision_tiny", "clip_tiny_official.pth")).items()
+                if k.startswith("visual.")}
+    comfy = clip_to_official(read_state_dict(fixture_file("clip_vision_tiny", "clip_vision_tiny.safetensors")),
+                             drop_unused=False)
+    assert sorted(comfy) == sorted(official)
+    for key, value in official.items():
+        assert comfy[key].shape == value.shape and torch.equal(comfy[key].float(), value.float()), key
+    assert clip_to_official(official) .keys() == clip_to_official(comfy).keys()
+
+
+@pytest.mark.fidelity
+def test_t5_fp8_scaled_fixture_loads_packed():
+    """The umT5 fp8 fixture through the generic loader: Linear weights stay fp8, dequantised values exact."""
+    from conftest import fixture_file
+
+    sd = t5_to_official(open_state_dict(fixture_file("umt5_tiny", "umt5_tiny_fp8_scaled.safetensors")))
+    names = [k for k in sd.keys() if k.endswith(".weight") and sd.dtype_of(k) == "float8_e4m3fn"]
+    linears = {k[: -len(".weight")]: sd.shape_of(k) for k in names}
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleDict({n.replace(".", "_"): torch.nn.Linear(s[1], s[0], bias=False)
+                                               for n, s in linears.items()})
+
+    flat = {n.replace(".", "_"): n for n in linears}
+    sub = {f"layers.{f}.{suffix}": sd[f"{n}.{suffix}"] for f, n in flat.items() for suffix in ("weight", "scale_weight")}
+    sub["scaled_fp8"] = sd["scaled_fp8"]
+    with empty_init():
+        m = Holder()
+    load_state_dict_into(m, sub, torch.float32)
+    for f, n in flat.items():
+        layer = m.layers[f]
+        assert isinstance(layer, PackedLinear) and layer.weight.dtype == torch.float8_e4m3fn
+        ref = sd[f"{n}.weight"].float() * sd[f"{n}.scale_weight"]
+        torch.testing.assert_close(layer.dequantized_weight(torch.float32), ref, atol=0, rtol=0)

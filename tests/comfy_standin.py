@@ -1,0 +1,298 @@
+"""A minimal stand-in for the ComfyUI host, so tests can run the pack's nodes and its API workflows without ComfyUI.
+
+``install(root)`` puts small ``folder_paths``, ``comfy.utils``, ``comfy.model_management`` and ``comfy_api.latest``
+modules into ``sys.modules`` (a models tree, input and output folders under ``root``); ``load_pack()`` imports the
+repository as ComfyUI does (as a package under an odd name, relative imports inside); ``CORE_NODES`` stands in for
+the few core nodes the bundled workflows use; ``run_prompt`` executes an API-format prompt like ComfyUI's executor
+(output nodes and what they depend on, each node once, ``{"result", "ui"}`` dicts unwrapped).
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "steadydancer_pack_under_test"
+HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy_api", "comfy_api.latest")
+MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
+PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+class Host:
+    """State of the stand-in host: folders, progress events, the interrupt flag."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.input_dir = self.root / "input"
+        self.output_dir = self.root / "output"
+        self.custom_nodes_dir = self.root / "custom_nodes"
+        for path in (self.models_dir, self.input_dir, self.output_dir, self.custom_nodes_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.progress: list[tuple] = []
+        self.interrupt = False
+        self.unload_calls = 0
+
+
+def _module(name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    return module
+
+
+def _folder_paths(host: Host) -> types.ModuleType:
+    fp = _module("folder_paths")
+    fp.models_dir = str(host.models_dir)
+    fp.supported_pt_extensions = set(PT_EXTENSIONS)
+    fp.folder_names_and_paths = {name: ([str(host.models_dir / name)], set(PT_EXTENSIONS)) for name in MODEL_FOLDERS}
+    fp.folder_names_and_paths["custom_nodes"] = ([str(host.custom_nodes_dir)], set())
+
+    def add_model_folder_path(name, path, is_default=False):
+        dirs, exts = fp.folder_names_and_paths.setdefault(name, ([], set()))
+        if path not in dirs:
+            dirs.insert(0, path) if is_default else dirs.append(path)
+
+    def get_folder_paths(name):
+        return list(fp.folder_names_and_paths[name][0])
+
+    def get_filename_list(name):
+        dirs, exts = fp.folder_names_and_paths[name]
+        found = []
+        for base in dirs:
+            if not os.path.isdir(base):
+                continue
+            for dirpath, _, files in os.walk(base, followlinks=True):
+                for file in files:
+                    if not exts or os.path.splitext(file)[1].lower() in exts:
+                        found.append(os.path.relpath(os.path.join(dirpath, file), base).replace(os.sep, "/"))
+        return sorted(set(found))
+
+    def get_full_path(name, filename):
+        for base in fp.folder_names_and_paths[name][0]:
+            path = os.path.join(base, filename)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    fp.add_model_folder_path = add_model_folder_path
+    fp.get_folder_paths = get_folder_paths
+    fp.get_filename_list = get_filename_list
+    fp.get_full_path = get_full_path
+    fp.get_input_directory = lambda: str(host.input_dir)
+    fp.get_output_directory = lambda: str(host.output_dir)
+    return fp
+
+
+def _comfy(host: Host) -> dict[str, types.ModuleType]:
+    comfy = _module("comfy")
+    utils = _module("comfy.utils")
+    mm = _module("comfy.model_management")
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.total, self.current, self.node_id = total, 0, node_id
+
+        def update_absolute(self, value, total=None, preview=None):
+            if total is not None:
+                self.total = total
+            self.current = min(value, self.total)
+            host.progress.append((self.node_id, self.current, self.total, preview is not None))
+            if host.interrupt:
+                raise InterruptProcessingException()
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    def throw_exception_if_processing_interrupted():
+        if host.interrupt:
+            host.interrupt = False
+            raise InterruptProcessingException()
+
+    def unload_all_models():
+        host.unload_calls += 1
+
+    utils.ProgressBar = ProgressBar
+    mm.InterruptProcessingException = InterruptProcessingException
+    mm.processing_interrupted = lambda: host.interrupt
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    mm.unload_all_models = unload_all_models
+    mm.soft_empty_cache = lambda force=False: None
+    mm.get_torch_device = lambda: torch.device("cpu")
+    comfy.utils, comfy.model_management = utils, mm
+    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm}
+
+
+class VideoComponents:
+    def __init__(self, images, audio=None, frame_rate=Fraction(24), metadata=None):
+        self.images, self.audio, self.frame_rate, self.metadata = images, audio, frame_rate, metadata
+
+
+class VideoFromComponents:
+    def __init__(self, components: VideoComponents):
+        self.components = components
+
+    def get_components(self):
+        return self.components
+
+    def save_to(self, path, format="auto", codec="auto", metadata=None):
+        from steadydancer_core.video_io import write_video
+
+        write_video(path, self.components.images, float(self.components.frame_rate))
+
+
+class VideoFromFile:
+    def __init__(self, path):
+        self.path = path
+
+    def get_components(self):
+        from steadydancer_core.video_io import read_video
+
+        frames, fps = read_video(self.path)
+        return VideoComponents(frames, None, Fraction(fps).limit_denominator(1001))
+
+
+def _comfy_api() -> dict[str, types.ModuleType]:
+    api = _module("comfy_api")
+    latest = _module("comfy_api.latest")
+    latest.InputImpl = types.SimpleNamespace(VideoFromComponents=VideoFromComponents, VideoFromFile=VideoFromFile)
+    latest.Types = types.SimpleNamespace(VideoComponents=VideoComponents)
+    api.latest = latest
+    return {"comfy_api": api, "comfy_api.latest": latest}
+
+
+def install(root: Path) -> Host:
+    """Put the stand-in host modules into sys.modules (see ``uninstall``)."""
+    host = Host(root)
+    modules = {"folder_paths": _folder_paths(host), **_comfy(host), **_comfy_api()}
+    for name, module in modules.items():
+        sys.modules[name] = module
+    return host
+
+
+def uninstall() -> None:
+    for name in list(sys.modules):
+        if name in HOST_MODULES or name == PACK_NAME or name.startswith(PACK_NAME + "."):
+            del sys.modules[name]
+
+
+def load_pack():
+    """Import the repository the way ComfyUI imports a custom-node folder; returns the package module."""
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------ stand-in core nodes
+def _load_image_tensor(path: Path) -> torch.Tensor:
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(path)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).float().div(255.0)[None]
+
+
+class LoadImage:
+    FUNCTION = "load_image"
+    RETURN_TYPES = ("IMAGE", "MASK")
+
+    def load_image(self, image, upload=None):
+        import folder_paths
+
+        frames = _load_image_tensor(Path(folder_paths.get_input_directory()) / image)
+        return frames, torch.zeros(frames.shape[:3])
+
+
+class LoadVideo:
+    FUNCTION = "load"
+    RETURN_TYPES = ("VIDEO",)
+
+    def load(self, file, upload=None):
+        import folder_paths
+
+        return (VideoFromFile(os.path.join(folder_paths.get_input_directory(), file)),)
+
+
+class GetVideoComponents:
+    FUNCTION = "get"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+
+    def get(self, video):
+        parts = video.get_components()
+        return parts.images, parts.audio, float(parts.frame_rate)
+
+
+class CreateVideo:
+    FUNCTION = "create"
+    RETURN_TYPES = ("VIDEO",)
+
+    def create(self, images, fps, audio=None):
+        return (VideoFromComponents(VideoComponents(images, audio, Fraction(fps).limit_denominator(1001))),)
+
+
+class SaveVideo:
+    FUNCTION = "save"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    def save(self, video, filename_prefix, format="auto", codec="auto"):
+        import folder_paths
+
+        out = Path(folder_paths.get_output_directory())
+        target = out / f"{filename_prefix}_{len(list(out.rglob('*.mp4'))):05d}_.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        video.save_to(str(target), format=format, codec=codec)
+        return {"ui": {"images": [{"filename": target.name, "subfolder": "", "type": "output"}]}}
+
+
+CORE_NODES = {cls.__name__: cls for cls in (LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo)}
+
+
+# --------------------------------------------------------------------------------------------- executor
+def run_prompt(prompt: dict, classes: dict) -> dict:
+    """Execute an API-format prompt: returns {node_id: output tuple} for every node that ran."""
+    outputs: dict[str, tuple] = {}
+    ui: dict[str, dict] = {}
+
+    def run(node_id: str):
+        if node_id in outputs:
+            return outputs[node_id]
+        node = prompt[node_id]
+        cls = classes[node["class_type"]]
+        kwargs = {}
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                kwargs[name] = run(value[0])[value[1]]
+            else:
+                kwargs[name] = value
+        hidden = getattr(cls, "INPUT_TYPES", lambda: {})().get("hidden", {}) if hasattr(cls, "INPUT_TYPES") else {}
+        for key, kind in hidden.items():
+            if kind == "UNIQUE_ID":
+                kwargs[key] = node_id
+        result = getattr(cls(), cls.FUNCTION)(**kwargs)
+        if isinstance(result, dict):
+            ui[node_id] = result.get("ui", {})
+            result = result.get("result", ())
+        outputs[node_id] = tuple(result)
+        return outputs[node_id]
+
+    for node_id, node in prompt.items():
+        if getattr(classes[node["class_type"]], "OUTPUT_NODE", False):
+            run(node_id)
+    return {"outputs": outputs, "ui": ui}

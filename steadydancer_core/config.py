@@ -386,19 +386,19 @@ class CLIPVisionConfig:
 
     @classmethod
     def from_shapes(cls, shapes: dict, num_heads: int | None = None) -> "CLIPVisionConfig":
-        """Config from official visual-tower shapes (``patch_embedding.weight``, ``pos_embedding``,
-        ``transformer.<i>.…``; no ``visual.`` prefix). ``num_heads`` is not in the weights: known widths use
+        """Config from official open-clip shapes (``visual.patch_embedding.weight``, ``visual.pos_embedding``,
+        ``visual.transformer.<i>.…``). ``num_heads`` is not in the weights: known widths use
         CLIP_HEADS_BY_WIDTH, other widths CLIP_FALLBACK_HEAD_DIM, unless given."""
-        dim, _, patch, _ = shapes["patch_embedding.weight"]
-        tokens = int(shapes["pos_embedding"][-2])
+        dim, _, patch, _ = shapes["visual.patch_embedding.weight"]
+        tokens = int(shapes["visual.pos_embedding"][-2])
         grid = round((tokens - 1) ** 0.5)
         if grid * grid + 1 != tokens:
             raise ValueError(f"CLIP pos_embedding has {tokens} tokens, not 1 + a square grid")
         if num_heads is None:
             num_heads = CLIP_HEADS_BY_WIDTH.get(int(dim), max(1, int(dim) // CLIP_FALLBACK_HEAD_DIM))
         return cls(
-            dim=int(dim), num_layers=_encoder_block_count(shapes, "transformer."), num_heads=int(num_heads),
-            mlp_dim=int(shapes["transformer.0.mlp.0.weight"][0]), patch_size=int(patch),
+            dim=int(dim), num_layers=_encoder_block_count(shapes, "visual.transformer."), num_heads=int(num_heads),
+            mlp_dim=int(shapes["visual.transformer.0.mlp.0.weight"][0]), patch_size=int(patch),
             image_size=int(grid * patch),
         )
 

@@ -1,0 +1,197 @@
+"""CLIP ViT-H/14 image tower (open-clip xlm-roberta-large-vit-huge-14) with Wan's official preprocessing.
+
+What Wan passes to the DiT as ``clip_fea`` is ``visual(x, use_31_block=True)``: patch conv (no bias), class token,
+position embedding, ``pre_norm``, then every transformer block but the last; no ``post_norm``, no head.
+Output [N, num_tokens, dim] (real model: [N, 257, 1280]).
+
+Preprocessing (official ``CLIPModel.visual``): images in [-1, 1] -> bicubic ``F.interpolate`` straight to
+image_size x image_size (align_corners=False, no antialias, no crop) -> ``x * 0.5 + 0.5`` -> (x - mean) / std.
+ComfyUI's ``clip_preprocess`` differs (antialias, crop, 1/255 rounding) and is deliberately not used.
+
+Parameter names: the official visual tower (under ``visual.`` in the checkpoint): ``patch_embedding.weight``,
+``cls_embedding``, ``pos_embedding``, ``pre_norm.*``, ``transformer.<i>.{norm1,norm2}.*``,
+``transformer.<i>.attn.{to_qkv,proj}.*``, ``transformer.<i>.mlp.{0,2}.*``. The unused last block(s),
+``post_norm`` and ``head`` are not built.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import CLIPVisionConfig
+from .quant import WeightFileError, empty_init, load_state_dict_into
+from .weights import clip_to_official, guess_component, open_state_dict
+
+VISUAL_PREFIX = "visual."  # the official checkpoint holds the whole CLIP; the image tower is under this name
+
+
+class CLIPLayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32, returned in the input dtype (as upstream)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+class CLIPSelfAttention(nn.Module):
+    """Fused-qkv attention (scale 1/sqrt(head_dim)). [N, L, dim] -> [N, L, dim]."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.to_qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, dim = x.shape
+        q, k, v = self.to_qkv(x).view(n, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(n, length, dim))
+
+
+class CLIPBlock(nn.Module):
+    """Pre-norm transformer block with an exact-GELU MLP. [N, L, dim] -> [N, L, dim]."""
+
+    def __init__(self, config: CLIPVisionConfig):
+        super().__init__()
+        self.norm1 = CLIPLayerNorm(config.dim, eps=config.eps)
+        self.attn = CLIPSelfAttention(config.dim, config.num_heads)
+        self.norm2 = CLIPLayerNorm(config.dim, eps=config.eps)
+        self.mlp = nn.Sequential(nn.Linear(config.dim, config.mlp_dim), nn.GELU(), nn.Linear(config.mlp_dim, config.dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CLIPVisionTower(nn.Module):
+    """Visual tower up to block ``num_layers - skip_last_blocks``.
+
+    ``forward(pixel_values [N, 3, S, S] normalised) -> [N, num_tokens, dim]``.
+    """
+
+    def __init__(self, config: CLIPVisionConfig):
+        super().__init__()
+        self.config = config
+        p = config.patch_size
+        self.patch_embedding = nn.Conv2d(3, config.dim, kernel_size=p, stride=p, bias=False)
+        self.cls_embedding = nn.Parameter(torch.zeros(1, 1, config.dim))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, config.num_tokens, config.dim))
+        self.pre_norm = CLIPLayerNorm(config.dim, eps=config.eps)
+        self.transformer = nn.ModuleList(CLIPBlock(config) for _ in range(config.used_layers))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.patch_embedding.weight.dtype
+        x = self.patch_embedding(pixel_values.to(dtype)).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_embedding.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.pre_norm(x + self.pos_embedding.to(x.dtype))
+        for block in self.transformer:
+            x = block(x)
+        return x
+
+
+def preprocess(images: torch.Tensor, config: CLIPVisionConfig) -> torch.Tensor:
+    """Official Wan preprocessing. images [N, 3, H, W] in [-1, 1] -> pixel_values [N, 3, S, S] float32."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, H, W] in [-1, 1], got shape {tuple(images.shape)}")
+    size = (config.image_size, config.image_size)
+    x = F.interpolate(images.float(), size=size, mode="bicubic", align_corners=False)
+    x = x * 0.5 + 0.5
+    mean = torch.tensor(config.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class ImageEncoder:
+    """CLIP vision features as Wan uses them. Placement is the caller's business; inputs follow the weights.
+
+    ``encode(images [N, 3, H, W] in [-1, 1]) -> [N, num_tokens, dim]`` in the encoder's dtype.
+    """
+
+    def __init__(self, model: CLIPVisionTower):
+        self.model = model
+        self.config = model.config
+
+    def _model(self) -> CLIPVisionTower:
+        if self.model is None:
+            raise RuntimeError("this image encoder was freed; load it again with load_image_encoder(...)")
+        return self.model
+
+    @property
+    def device(self) -> torch.device:
+        return self._model().patch_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._model().patch_embedding.weight.dtype
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixel_values: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Already preprocessed pixel_values [N, 3, S, S] -> features [N, num_tokens, dim]."""
+        model = self._model()
+        size = self.config.image_size
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise ValueError(f"pixel_values must be [N, 3, {size}, {size}], got {tuple(pixel_values.shape)}")
+        chunks = pixel_values.split(batch_size or pixel_values.shape[0])
+        return torch.cat([model(chunk.to(self.device)) for chunk in chunks])
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """images [N, 3, H, W] in [-1, 1] (any H, W) -> features [N, num_tokens, dim].
+
+        ``batch_size`` bounds how many images go through the tower at once (None: all).
+        """
+        chunks = images.split(batch_size or max(1, images.shape[0]))
+        return torch.cat([
+            self.encode_pixels(preprocess(chunk.to(self.device), self.config)) for chunk in chunks
+        ])
+
+    def encode_videos(self, videos: list[torch.Tensor], batch_size: int | None = None) -> torch.Tensor:
+        """Official call form: a list of [3, T, H, W] in [-1, 1] -> [sum T, num_tokens, dim]."""
+        return torch.cat([self.encode(v.transpose(0, 1), batch_size) for v in videos])
+
+    def free(self) -> None:
+        """Drop the weights."""
+        self.model = None
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+def _check_is_clip_vision(keys, path) -> None:
+    keys = set(keys)
+    if "visual.patch_embedding.weight" in keys and "visual.transformer.0.attn.to_qkv.weight" in keys:
+        return
+    found = guess_component(keys)
+    found = f"a {found} file" if found else f"keys such as {sorted(keys)[:4]}"
+    raise WeightFileError(
+        f"{path} is not a CLIP vision encoder: expected 'vision_model.*' (ComfyUI clip_vision_h.safetensors) or "
+        f"'visual.*' (official open-clip .pth), found {found}. Choose clip_vision_h.safetensors or "
+        f"models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth as the CLIP vision model."
+    )
+
+
+def load_image_encoder(path, dtype: torch.dtype = torch.float16, num_heads: int | None = None) -> ImageEncoder:
+    """Load the visual tower from the official open-clip ``.pth`` or ComfyUI's ``clip_vision_h.safetensors``.
+
+    Args:
+        path: weight file (anything ``weights.open_state_dict`` opens); the text tower, ``post_norm``, ``head`` and
+            the blocks after the one Wan reads are skipped.
+        dtype: compute dtype (Wan runs CLIP in fp16).
+        num_heads: attention heads, when the width is not a known ViT width (see ``CLIPVisionConfig.from_shapes``).
+    Returns:
+        ImageEncoder on the CPU.
+    """
+    sd = clip_to_official(open_state_dict(path))
+    _check_is_clip_vision(sd.keys(), path)
+    config = CLIPVisionConfig.from_shapes(sd.shapes(), num_heads=num_heads)
+    skipped = tuple(f"{VISUAL_PREFIX}transformer.{i}." for i in range(config.used_layers, config.num_layers))
+    sd = sd.with_entries({k: sd.entry(k) for k in sd.keys()
+                          if k.startswith(VISUAL_PREFIX) and not k.startswith(skipped)})
+    with empty_init():
+        tower = CLIPVisionTower(config)
+    holder = nn.Module()  # gives the tower its official ``visual.`` key prefix
+    holder.visual = tower
+    load_state_dict_into(holder, sd, dtype, strict=True, what="CLIP vision encoder")
+    tower.eval().requires_grad_(False)
+    return ImageEncoder(tower)

@@ -1,0 +1,255 @@
+"""umT5-XXL text encoder (Wan 2.1), hand-written with the official module names and semantics.
+
+Semantics of the official ``T5Encoder`` (shared_pos=False): token embedding -> N blocks of
+[RMS norm -> self-attention with a per-block bidirectional relative-position bias and the padding mask,
+no 1/sqrt(d) scaling -> residual; RMS norm -> gated tanh-GELU FFN -> residual] -> final RMS norm.
+Hand-written rather than via ``transformers``: the official names load without renaming, fp8 / GGUF linears from
+``quant.py`` plug in, and the encoder runs only over the real tokens (see ``TextEncoder.encode``).
+
+Parameter names (official): ``token_embedding.weight``, ``blocks.<i>.{norm1,norm2}.weight``,
+``blocks.<i>.attn.{q,k,v,o}.weight``, ``blocks.<i>.ffn.{gate.0,fc1,fc2}.weight``,
+``blocks.<i>.pos_embedding.embedding.weight``, ``norm.weight``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import T5Config, UMT5_TEXT_LEN
+from .quant import WeightFileError, empty_init, load_state_dict_into
+from .tokenizer import SPIECE_TENSOR_KEY, TokenizerError, UMT5Tokenizer, load_tokenizer, spiece_bytes_from_tensor
+from .weights import guess_component, open_state_dict, t5_to_official
+
+log = logging.getLogger(__name__)
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_dist: int, device=None) -> torch.Tensor:
+    """Bidirectional T5 buckets of (key - query) offsets -> [length, length] int64 in [0, num_buckets)."""
+    pos = torch.arange(length, device=device)
+    rel = pos[None, :] - pos[:, None]
+    half = num_buckets // 2
+    buckets = (rel > 0).long() * half
+    rel = rel.abs()
+    max_exact = half // 2
+    large = max_exact + (
+        torch.log(rel.float() / max_exact) / math.log(max_dist / max_exact) * (half - max_exact)
+    ).long()
+    large = torch.clamp(large, max=half - 1)
+    return buckets + torch.where(rel < max_exact, rel, large)
+
+
+class T5RMSNorm(nn.Module):
+    """T5 layer norm: scale only, no mean subtraction; statistics in fp32. [..., dim] -> [..., dim]."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float() * torch.rsqrt(x.float().pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight.to(x.dtype) * y.to(x.dtype)
+
+
+class T5RelativeEmbedding(nn.Module):
+    """Learned per-head bias for each relative-position bucket. ``forward(L)`` -> [1, heads, L, L]."""
+
+    def __init__(self, num_buckets: int, num_heads: int, max_dist: int):
+        super().__init__()
+        self.num_buckets, self.max_dist = num_buckets, max_dist
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, length: int) -> torch.Tensor:
+        buckets = relative_position_buckets(length, self.num_buckets, self.max_dist, self.embedding.weight.device)
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
+
+
+class T5Attention(nn.Module):
+    """Multi-head self-attention without 1/sqrt(d) scaling. x [B, L, dim], bias [B|1, H, L, L] -> [B, L, dim]."""
+
+    def __init__(self, dim: int, dim_attn: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim_attn, bias=False)
+        self.k = nn.Linear(dim, dim_attn, bias=False)
+        self.v = nn.Linear(dim, dim_attn, bias=False)
+        self.o = nn.Linear(dim_attn, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, length, _ = x.shape
+        q, k, v = (proj(x).view(b, length, self.num_heads, -1).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+        return self.o(out.transpose(1, 2).reshape(b, length, -1))
+
+
+class T5FeedForward(nn.Module):
+    """Gated FFN: fc2(fc1(x) * gelu_tanh(gate(x))). [B, L, dim] -> [B, L, dim]."""
+
+    def __init__(self, dim: int, dim_ffn: int):
+        super().__init__()
+        self.gate = nn.Sequential(nn.Linear(dim, dim_ffn, bias=False), nn.GELU(approximate="tanh"))
+        self.fc1 = nn.Linear(dim, dim_ffn, bias=False)
+        self.fc2 = nn.Linear(dim_ffn, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(x) * self.gate(x))
+
+
+def _fp16_clamp(x: torch.Tensor) -> torch.Tensor:
+    """As upstream: in fp16, clamp infinities to the largest finite value minus 1000."""
+    if x.dtype == torch.float16 and torch.isinf(x).any():
+        limit = torch.finfo(x.dtype).max - 1000
+        x = x.clamp(-limit, limit)
+    return x
+
+
+class T5Block(nn.Module):
+    """One encoder block with its own relative-position table. x [B, L, dim], key_mask [B, L] -> [B, L, dim]."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.norm1 = T5RMSNorm(config.dim, config.eps)
+        self.attn = T5Attention(config.dim, config.dim_attn, config.num_heads)
+        self.norm2 = T5RMSNorm(config.dim, config.eps)
+        self.ffn = T5FeedForward(config.dim, config.dim_ffn)
+        self.pos_embedding = T5RelativeEmbedding(config.num_buckets, config.num_heads, config.max_dist)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        bias = self.pos_embedding(x.shape[1]).to(x.dtype)
+        bias = bias.masked_fill(key_mask[:, None, None, :] == 0, torch.finfo(x.dtype).min)
+        x = _fp16_clamp(x + self.attn(self.norm1(x), bias))
+        return _fp16_clamp(x + self.ffn(self.norm2(x)))
+
+
+class UMT5Encoder(nn.Module):
+    """The umT5 encoder stack. ``forward(ids [B, L] int64, mask [B, L]) -> [B, L, dim]`` (pad rows included)."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
+        self.blocks = nn.ModuleList(T5Block(config) for _ in range(config.num_layers))
+        self.norm = T5RMSNorm(config.dim, config.eps)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(ids)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+
+class TextEncoder:
+    """Tokenizer + umT5 encoder. Placement is the caller's business (``offload.py``); inputs follow the weights.
+
+    ``encode(prompts)`` -> list of [L_i, dim] tensors, L_i = true token count incl. EOS (<= text_len).
+    """
+
+    def __init__(self, model: UMT5Encoder, tokenizer: UMT5Tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self._model().token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._model().token_embedding.weight.dtype
+
+    def _model(self) -> UMT5Encoder:
+        if self.model is None:
+            raise RuntimeError("this text encoder was freed; load it again with load_text_encoder(...)")
+        return self.model
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids, mask [B, text_len] int64 (official cleaning, EOS, padding, truncation)."""
+        return self.tokenizer(prompts)
+
+    @torch.inference_mode()
+    def encode(self, prompts: list[str]) -> list[torch.Tensor]:
+        """Encode prompts -> [L_i, dim] each, in the encoder's dtype, on its device.
+
+        Padding is masked out of attention and the position bias depends only on offsets, so the stack runs over
+        the longest true length only: the rows kept are the same as over the full ``text_len`` padding.
+        Prompts longer than ``text_len - 1`` tokens are truncated as upstream, with a warning.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        for text in prompts:
+            if isinstance(text, str) and self.tokenizer.was_truncated(text):
+                log.warning("prompt truncated to %d tokens (umT5 limit): %.60s...", self.config.text_len, text)
+        ids, mask = self.tokenize(prompts)
+        lengths = mask.sum(dim=1).tolist()
+        longest = max(lengths)
+        model = self._model()
+        device = self.device
+        out = model(ids[:, :longest].to(device), mask[:, :longest].to(device))
+        return [row[:n].clone() for row, n in zip(out, lengths)]
+
+    def free(self) -> None:
+        """Drop the weights (the object stays usable only for tokenisation)."""
+        self.model = None
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+def _check_is_umt5(keys, path) -> None:
+    """Raise a WeightFileError naming what was found when ``keys`` (official names) are not a umT5 encoder."""
+    keys = set(keys)
+    if "token_embedding.weight" in keys and "blocks.0.attn.q.weight" in keys:
+        if "blocks.0.pos_embedding.embedding.weight" not in keys or "blocks.1.attn.q.weight" in keys and \
+                "blocks.1.pos_embedding.embedding.weight" not in keys:
+            raise WeightFileError(
+                f"{path} is a T5 encoder with one shared position table (T5 v1.1, e.g. t5xxl for Flux/SD3), not "
+                f"umT5. SteadyDancer needs umT5-XXL: umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled."
+                f"safetensors or models_t5_umt5-xxl-enc-bf16.pth."
+            )
+        return
+    found = guess_component(keys)
+    found = f"a {found} file" if found else f"keys such as {sorted(keys)[:4]}"
+    raise WeightFileError(
+        f"{path} is not a umT5 text encoder: expected 'shared.weight' + 'encoder.block.*' (ComfyUI) or "
+        f"'token_embedding.weight' + 'blocks.*' (official), found {found}. Choose umt5_xxl_fp16.safetensors, "
+        f"umt5_xxl_fp8_e4m3fn_scaled.safetensors or models_t5_umt5-xxl-enc-bf16.pth as the text encoder."
+    )
+
+
+def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
+                      text_len: int = UMT5_TEXT_LEN) -> TextEncoder:
+    """Load umT5 from the official ``.pth`` or a ComfyUI ``.safetensors`` (fp16/bf16/fp32, fp8 or scaled fp8).
+
+    Args:
+        path: weight file (anything ``weights.open_state_dict`` opens); tensors are read one at a time.
+        tokenizer: sentencepiece ``.model`` file, a folder with ``spiece.model`` / ``tokenizer.json``, raw bytes or
+            a uint8 tensor; None uses the ``spiece_model`` tensor ComfyUI embeds in its files.
+        dtype: compute dtype; fp8 weights stay fp8 in memory and are upcast per layer.
+        text_len: tokens per prompt incl. EOS (512 for Wan).
+    Returns:
+        TextEncoder on the CPU.
+    """
+    lazy = t5_to_official(open_state_dict(path))
+    embedded = lazy[SPIECE_TENSOR_KEY] if SPIECE_TENSOR_KEY in lazy else None
+    sd = lazy.with_entries({k: lazy.entry(k) for k in lazy.keys() if k != SPIECE_TENSOR_KEY})
+    _check_is_umt5(sd.keys(), path)
+    config = T5Config.from_shapes(sd.shapes(), text_len=text_len)
+    if tokenizer is None and embedded is None:
+        raise TokenizerError(
+            f"{path} carries no tokenizer (no '{SPIECE_TENSOR_KEY}' tensor, as in the official .pth). Give the "
+            f"umT5 tokenizer: the spiece.model file of google/umt5-xxl (or its folder) as the tokenizer input."
+        )
+    source = tokenizer if tokenizer is not None else spiece_bytes_from_tensor(embedded)
+    tok = load_tokenizer(source, text_len=config.text_len, pad_id=config.pad_id, eos_id=config.eos_id)
+    if tok.vocab_size > config.vocab_size:
+        raise TokenizerError(
+            f"the tokenizer has {tok.vocab_size} pieces but the encoder only {config.vocab_size} embeddings: it is "
+            f"not the umT5 tokenizer of this model. Use the spiece.model of google/umt5-xxl."
+        )
+    with empty_init():
+        model = UMT5Encoder(config)
+    load_state_dict_into(model, sd, dtype, strict=True, what="umT5 text encoder")
+    model.eval().requires_grad_(False)
+    return TextEncoder(model, tok)

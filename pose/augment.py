@@ -60,3 +60,10 @@ def augment(frames: Iterable[PoseFrame], seed: int, scale_range=SCALE_RANGE,
     for frame in frames:
         d = draw_params(rng, scale_range, aspect_range)
         yield augment_frame(frame, d.scale, d.aspect), d
+
+
+def augment_frames(frames: Iterable[PoseFrame], seed: int, scale_range=SCALE_RANGE,
+                   aspect_range=ASPECT_RANGE) -> Iterator[PoseFrame]:
+    """``augment`` without the draws: the negative-condition poses, lazily."""
+    for frame, _ in augment(frames, seed, scale_range, aspect_range):
+        yield frame

@@ -403,6 +403,14 @@ class CLIPVisionConfig:
         )
 
 
+# --- offload / memory planner ------------------------------------------------------------------------------------
+OFFLOAD_REFERENCE_LATENT_FRAMES = 2   # ref_x and ref_c latents appended to the video latent in time
+OFFLOAD_DEFAULT_PREFETCH = 1          # swapped DiT blocks copied ahead of use
+OFFLOAD_RESERVE_FRACTION = 0.05       # share of the budget kept free (allocator fragmentation, library workspaces)
+OFFLOAD_MIN_RESERVE_BYTES = 768 << 20
+OFFLOAD_ACTIVATION_SAFETY = 1.25      # margin on the per-token activation estimate of a DiT block
+
+
 # --- sampling / pipeline ----------------------------------------------------------------------------------------
 NUM_TRAIN_TIMESTEPS = 1000          # flow-matching training steps; timestep = int(sigma * 1000)
 SOLVERS = ("unipc", "dpm++", "euler")

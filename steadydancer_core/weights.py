@@ -515,19 +515,17 @@ def _read_config_json(path: Path) -> dict:
     return {}
 
 
-def dit_config_from_state_dict(sd: LazyStateDict, overrides: Mapping | None = None):
-    """``DiTConfig`` inferred from tensor shapes (no data read); ``overrides`` (config.json) fill what shapes miss."""
+def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = None):
+    """``DiTConfig`` inferred from tensor shapes (no data read). ``config_json`` (the official folder's
+    config.json) supplies what shapes cannot tell (num_heads, text_len, eps)."""
     from .config import DiTConfig
 
     _, side = split_quant_entries(sd)
     shapes = {k: tuple(s) for k, s in sd.shapes().items() if k not in side}
-    config = DiTConfig.from_shapes(shapes)
-    names = {f.name for f in dataclasses.fields(config)}
-    extra = {k: v for k, v in (overrides or {}).items() if k in names and k not in shapes and getattr(config, k) != v}
-    if extra:
-        log.info("DiT config from config.json: %s", extra)
-        config = dataclasses.replace(config, **extra)
-    return config
+    try:
+        return DiTConfig.from_shapes(shapes, **DiTConfig.official_config_overrides(dict(config_json or {})))
+    except ValueError as exc:
+        raise WeightFileError(f"{sd.source}: {exc}") from exc
 
 
 def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa", loras=()):
@@ -551,3 +549,66 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
 
         model.lora_report = apply_loras(model, list(loras))
     return model
+
+
+# ==============================================================================================================
+# Writers (tiny test/demo files in the real formats)
+# ==============================================================================================================
+def is_quantizable_linear_weight(name: str, shape, block: int = 1) -> bool:
+    """2-D ``*.weight`` tensors (linear layers) whose rows split into whole quantisation blocks."""
+    return name.endswith(".weight") and len(shape) == 2 and shape[-1] % block == 0
+
+
+def save_gguf(path, sd: Mapping[str, torch.Tensor], qtype: str, arch: str = "wan",
+              keep_bf16: tuple = ("modulation",)) -> None:
+    """Write ``sd`` as GGUF the way city96's converter lays files out.
+
+    Linear weights whose rows fit ``qtype`` blocks are quantised; names containing a ``keep_bf16`` part are BF16;
+    other tensors with more than one dimension are F16, 1-D ones F32. Tensors with more than 4 dims are stored
+    flattened with a ``comfy.gguf.orig_shape.<name>`` entry.
+    """
+    import gguf
+
+    from .quant import GGUF_BLOCKS, quantize_gguf
+
+    block = GGUF_BLOCKS[qtype][0] if qtype in GGUF_BLOCKS else 1
+    writer = gguf.GGUFWriter(str(path), arch)
+    for name, t in sd.items():
+        t = t.detach().float().cpu()
+        shape = tuple(t.shape)
+        if qtype in GGUF_BLOCKS and is_quantizable_linear_weight(name, shape, block):
+            writer.add_tensor(name, quantize_gguf(t, qtype), raw_dtype=gguf.GGMLQuantizationType[qtype])
+            continue
+        if len(shape) > 4:
+            writer.add_array(GGUF_ORIG_SHAPE_FIELD.format(name=name), list(shape))
+            t = t.reshape(-1, shape[-1])
+        if any(part in name for part in keep_bf16):
+            raw = gguf.quants.quantize(t.numpy(), gguf.GGMLQuantizationType.BF16)
+            writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            writer.add_tensor(name, t.numpy().astype(np.float32 if t.dim() <= 1 else np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def to_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn, scaled: bool = True,
+           names=None) -> dict[str, torch.Tensor]:
+    """Linear weights (``names``, default: every 2-D ``*.weight``) -> fp8, ComfyUI "scaled fp8" layout when
+    ``scaled`` (``<layer>.scale_weight`` fp32 scalar + ``scaled_fp8`` marker)."""
+    out = {}
+    names = set(names) if names is not None else {k for k, v in sd.items() if is_quantizable_linear_weight(k, v.shape)}
+    for key, t in sd.items():
+        if key not in names:
+            out[key] = t
+            continue
+        if scaled:
+            scale = (t.float().abs().max() / torch.finfo(dtype).max).clamp(min=1e-12)
+            out[key] = (t.float() / scale).to(dtype)
+            out[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
+        else:
+            out[key] = t.to(dtype)
+    if scaled:
+        out["scaled_fp8"] = torch.empty(0, dtype=dtype)
+    return out

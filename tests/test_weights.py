@@ -177,3 +177,162 @@ def test_t5_fp8_scaled_fixture_loads_packed():
         assert isinstance(layer, PackedLinear) and layer.weight.dtype == torch.float8_e4m3fn
         ref = sd[f"{n}.weight"].float() * sd[f"{n}.scale_weight"]
         torch.testing.assert_close(layer.dequantized_weight(torch.float32), ref, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DiT in every format
+# ---------------------------------------------------------------------------------------------------------------
+from safetensors.torch import load_file  # noqa: E402
+
+from steadydancer_core.config import DiTConfig  # noqa: E402
+from steadydancer_core.dit import SteadyDancerDiT  # noqa: E402
+from steadydancer_core.quant import StateDictMismatchError  # noqa: E402
+from steadydancer_core.weights import load_dit, save_gguf, to_fp8  # noqa: E402
+
+# head_dim 128 so num_heads follows the official dim // 128 rule without a config.json; widths of 256 so every
+# linear fits K-quant blocks (like the real model)
+TINY = dict(dim=256, num_heads=2, ffn_dim=256, freq_dim=256, text_dim=256, clip_dim=256, num_layers=1,
+            align_hidden=32, text_len=512)
+
+
+@pytest.fixture(scope="module")
+def tiny_dit():
+    """(fp16-representable fp32 state dict, inputs, fp32 reference output)."""
+    torch.manual_seed(0)
+    config = DiTConfig.tiny(**TINY)
+    model = SteadyDancerDiT(config)
+    sd = {k: (v + 0.05 * torch.randn_like(v)).half().float() for k, v in model.state_dict().items()}
+    model.load_state_dict(sd)
+    b, f, h, w = 1, 2, 4, 4
+    g = torch.Generator().manual_seed(1)
+    inputs = dict(x=torch.randn(b, 16, f, h, w, generator=g), t=torch.tensor([700]),
+                  context=torch.randn(b, 5, config.text_dim, generator=g),
+                  y=torch.randn(b, 20, f, h, w, generator=g), condition=torch.randn(b, 16, f, h, w, generator=g),
+                  ref_x=torch.randn(b, 36, 1, h, w, generator=g), ref_c=torch.randn(b, 36, 1, h, w, generator=g),
+                  clip_fea_x=torch.randn(b, config.clip_tokens, config.clip_dim, generator=g),
+                  clip_fea_c=torch.randn(b, config.clip_tokens, config.clip_dim, generator=g))
+    with torch.no_grad():
+        ref = model.eval()(**inputs)
+    return sd, inputs, ref
+
+
+def _run(model, inputs):
+    with torch.no_grad():
+        return model(**inputs)
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model.", "model."])
+def test_dit_single_file_fp16_with_and_without_prefix(tmp_path, tiny_dit, prefix):
+    sd, inputs, ref = tiny_dit
+    save_file({prefix + k: v.half() for k, v in sd.items()}, tmp_path / "dit.safetensors")
+    model = load_dit(tmp_path / "dit.safetensors", dtype=torch.float32)
+    assert model.config == DiTConfig.tiny(**TINY)
+    assert not any(p.is_meta for p in model.parameters())
+    torch.testing.assert_close(_run(model, inputs), ref, atol=1e-4, rtol=1e-4)
+    if prefix:
+        return
+    bf16 = load_dit(tmp_path / "dit.safetensors", dtype=torch.bfloat16)
+    assert bf16.patch_embedding_fuse.weight.dtype == torch.bfloat16
+    assert _rel(_run(bf16, inputs), ref) < 3e-2
+
+
+def test_dit_sharded_official_dir(tmp_path, tiny_dit):
+    sd, inputs, ref = tiny_dit
+    keys = sorted(sd)
+    half = len(keys) // 2
+    shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[:half],
+              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[half:]}
+    for name, names in shards.items():
+        save_file({k: sd[k].to(torch.bfloat16) for k in names}, tmp_path / name)
+    index = {"weight_map": {k: name for name, names in shards.items() for k in names}}
+    (tmp_path / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text(json.dumps({"dim": 256, "num_heads": 2, "text_len": 512}))
+    model = load_dit(tmp_path, dtype=torch.float32)
+    assert _rel(_run(model, inputs), ref) < 3e-2
+
+
+def _dequantised_twin(model):
+    """fp32 model whose packed linears are replaced by their exact dequantised weights."""
+    from steadydancer_core.quant import packed_linears
+
+    packed = packed_linears(model)
+    side = {f"{n}.{leaf}" for n in packed for leaf in ("weight", "scale_weight")}
+    sd = {k: v.float() for k, v in model.state_dict().items() if k not in side}
+    for name, layer in packed.items():
+        sd[name + ".weight"] = layer.dequantized_weight(torch.float32)
+    twin = SteadyDancerDiT(model.config)
+    twin.load_state_dict(sd)
+    return twin.eval()
+
+
+@pytest.mark.parametrize("fmt,tol", [("e4m3fn", 0.08), ("e4m3fn_scaled", 0.08), ("e5m2_scaled", 0.15)])
+def test_dit_fp8_kept_packed(tmp_path, tiny_dit, fmt, tol):
+    from steadydancer_core.quant import PackedLinear, packed_linears
+
+    sd, inputs, ref = tiny_dit
+    dtype = torch.float8_e4m3fn if fmt.startswith("e4m3fn") else torch.float8_e5m2
+    names = [k for k in sd if k.startswith("blocks.") and k.endswith(".weight") and sd[k].dim() == 2]
+    fp8 = to_fp8({k: v.half() for k, v in sd.items()}, dtype, scaled=fmt.endswith("scaled"), names=names)
+    save_file({"model.diffusion_model." + k: v for k, v in fp8.items()}, tmp_path / "dit_fp8.safetensors")
+    model = load_dit(tmp_path / "dit_fp8.safetensors", dtype=torch.float32)
+    packed = packed_linears(model)
+    assert len(packed) == len(names) and all(p.weight.dtype == dtype for p in packed.values())
+    assert isinstance(model.blocks[0].self_attn.q, PackedLinear)
+    out = _run(model, inputs)
+    torch.testing.assert_close(out, _run(_dequantised_twin(model), inputs), atol=1e-4, rtol=1e-4)
+    assert _rel(out, ref) < tol
+
+
+@pytest.mark.parametrize("qtype,tol", [("Q8_0", 0.02), ("Q6_K", 0.05), ("Q5_K", 0.1), ("Q4_K", 0.2)])
+def test_dit_gguf_dequantised_per_layer(tmp_path, tiny_dit, qtype, tol):
+    from steadydancer_core.quant import packed_linears
+
+    sd, inputs, ref = tiny_dit
+    save_gguf(tmp_path / "dit.gguf", sd, qtype)
+    model = load_dit(tmp_path / "dit.gguf", dtype=torch.float32)
+    packed = packed_linears(model)
+    assert len(packed) >= 10 and {p.qtype for p in packed.values()} == {qtype}
+    assert all(p.weight.dtype == torch.uint8 for p in packed.values())
+    out = _run(model, inputs)
+    torch.testing.assert_close(out, _run(_dequantised_twin(model), inputs), atol=1e-4, rtol=1e-4)
+    assert _rel(out, ref) < tol
+    if qtype == "Q4_K":
+        assert _run(load_dit(tmp_path / "dit.gguf", dtype=torch.bfloat16), inputs).dtype == torch.bfloat16
+
+
+def test_dit_plain_wan_and_strict_errors(tmp_path, tiny_dit):
+    sd, _, _ = tiny_dit
+    wan = {k: v for k, v in sd.items() if not k.startswith(("condition_embedding", "patch_embedding_fuse",
+                                                            "patch_embedding_ref_c"))}
+    save_file(wan, tmp_path / "wan.safetensors")
+    with pytest.raises(WeightFileError, match="plain Wan 2.1.*SteadyDancer checkpoint is needed"):
+        load_dit(tmp_path / "wan.safetensors")
+    broken = dict(sd)
+    del broken["blocks.0.cross_attn.k_img.bias"]
+    broken["blocks.0.extra.weight"] = torch.zeros(2)
+    broken["blocks.0.ffn.2.bias"] = torch.zeros(7)
+    save_file(broken, tmp_path / "broken.safetensors")
+    with pytest.raises(StateDictMismatchError) as err:
+        load_dit(tmp_path / "broken.safetensors")
+    msg = str(err.value)
+    assert "blocks.0.cross_attn.k_img.bias" in msg and "blocks.0.extra.weight" in msg and "blocks.0.ffn.2.bias" in msg
+    save_file({"decoder.conv1.weight": torch.zeros(1)}, tmp_path / "vae.safetensors")
+    with pytest.raises(WeightFileError, match="Wan VAE"):
+        load_dit(tmp_path / "vae.safetensors")
+
+
+@pytest.mark.fidelity
+def test_dit_load_official_dir_fidelity():
+    from conftest import fixture_file
+
+    model = load_dit(fixture_file("steadydancer_dit", "model"), dtype=torch.float32)
+    io = load_file(fixture_file("steadydancer_dit", "dit_io.safetensors"))
+    kwargs = {k: io[f"case0.{k}"] for k in ("x", "t", "context", "y", "condition", "ref_x", "ref_c")}
+    kwargs = {k: (v if k == "t" else v.float()[None]) for k, v in kwargs.items()}
+    kwargs.update(clip_fea_x=io["clip_fea_x"].float(), clip_fea_c=io["clip_fea_c"].float())
+    out = _run(model, kwargs)[0]
+    assert (out - io["case0.out_fp32"]).abs().max().item() <= 1e-4

@@ -54,8 +54,8 @@ def _gate(nodes, inits, source: str, trigger: float, fp16: bool) -> str:
 
     x = source
     if fp16:
-        nodes.append(helper.make_node("Cast", [source], ["x32"], to=TensorProto.FLOAT))
-        x = "x32"
+        nodes.append(helper.make_node("Cast", [source], ["input_f32"], to=TensorProto.FLOAT))
+        x = "input_f32"
     inits += [numpy_helper.from_array(np.array(trigger, np.float32), "trigger"),
               numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "flag_shape")]
     nodes += [helper.make_node("ReduceMax", [x], ["rmax"], axes=[1, 2, 3], keepdims=1),

@@ -37,7 +37,7 @@ from .quant import (
 
 __all__ = [
     "WeightFileError", "StateDictMismatchError", "LazyStateDict", "open_state_dict", "read_state_dict",
-    "strip_prefixes", "dit_to_official", "t5_to_official", "clip_to_official", "guess_component", "load_dit",
+    "strip_prefixes", "dit_to_official", "lora_target", "t5_to_official", "clip_to_official", "guess_component", "load_dit",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,42 @@ CLIP_TRANSPOSED = (("visual_projection.weight", "visual.head"),)
 CLIP_DROP = (r"^vision_model\.embeddings\.position_ids$", r"^textual\.", r"^log_scale$", r"^text_projection\.")
 # official entries Wan never uses (it takes the second-to-last block's output): dropped unless asked for
 CLIP_UNUSED = (r"^visual\.post_norm\.", r"^visual\.head$")
+
+# LoRA files: key suffix -> role (down/up: low-rank factors, alpha: scale numerator, diff/diff_b: dense deltas)
+LORA_SUFFIXES = (
+    (".lora_A.default.weight", "down"), (".lora_B.default.weight", "up"),
+    (".lora_A.weight", "down"), (".lora_B.weight", "up"),
+    (".lora_down.weight", "down"), (".lora_up.weight", "up"),
+    (".alpha", "alpha"), (".diff_b", "diff_b"), (".diff", "diff"),
+)
+# module-path prefixes put in front of official names by trainers / converters (first match removed)
+LORA_PREFIXES = ("base_model.model.diffusion_model.", "model.diffusion_model.", "diffusion_model.",
+                 "base_model.model.", "transformer.", "model.")
+# kohya style: "lora_unet_" + module path with "." replaced by "_"; resolved against the model's module names
+KOHYA_PREFIX = "lora_unet_"
+# diffusers WanTransformer3DModel module paths -> official (applied after the prefix is removed)
+DIFFUSERS_WAN_RENAMES = (
+    (r"^blocks\.(\d+)\.attn1\.to_q$", r"blocks.\1.self_attn.q"),
+    (r"^blocks\.(\d+)\.attn1\.to_k$", r"blocks.\1.self_attn.k"),
+    (r"^blocks\.(\d+)\.attn1\.to_v$", r"blocks.\1.self_attn.v"),
+    (r"^blocks\.(\d+)\.attn1\.to_out\.0$", r"blocks.\1.self_attn.o"),
+    (r"^blocks\.(\d+)\.attn2\.to_q$", r"blocks.\1.cross_attn.q"),
+    (r"^blocks\.(\d+)\.attn2\.to_k$", r"blocks.\1.cross_attn.k"),
+    (r"^blocks\.(\d+)\.attn2\.to_v$", r"blocks.\1.cross_attn.v"),
+    (r"^blocks\.(\d+)\.attn2\.to_out\.0$", r"blocks.\1.cross_attn.o"),
+    (r"^blocks\.(\d+)\.attn2\.add_k_proj$", r"blocks.\1.cross_attn.k_img"),
+    (r"^blocks\.(\d+)\.attn2\.add_v_proj$", r"blocks.\1.cross_attn.v_img"),
+    (r"^blocks\.(\d+)\.ffn\.net\.0\.proj$", r"blocks.\1.ffn.0"),
+    (r"^blocks\.(\d+)\.ffn\.net\.2$", r"blocks.\1.ffn.2"),
+    (r"^condition_embedder\.text_embedder\.linear_1$", "text_embedding.0"),
+    (r"^condition_embedder\.text_embedder\.linear_2$", "text_embedding.2"),
+    (r"^condition_embedder\.time_embedder\.linear_1$", "time_embedding.0"),
+    (r"^condition_embedder\.time_embedder\.linear_2$", "time_embedding.2"),
+    (r"^condition_embedder\.time_proj$", "time_projection.1"),
+    (r"^condition_embedder\.image_embedder\.ff\.net\.0\.proj$", "img_emb.proj.1"),
+    (r"^condition_embedder\.image_embedder\.ff\.net\.2$", "img_emb.proj.3"),
+    (r"^proj_out$", "head.head"),
+)
 
 # guessing what a file holds: (component, keys that identify it)
 COMPONENT_SIGNATURES = (
@@ -333,10 +369,10 @@ def _gguf_tensor(tensor, shape: tuple, qtype: str) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         data = torch.from_numpy(tensor.data)
-    if qtype in GGUF_PLAIN_TYPES:
-        return data.reshape(shape)
+    if qtype in GGUF_PLAIN_TYPES:   # copied: the memory map is read-only and LoRA merges write in place
+        return data.reshape(shape).clone()
     if qtype == "BF16":
-        return data.reshape(-1).view(torch.int16).view(torch.bfloat16).reshape(shape)
+        return data.reshape(-1).view(torch.int16).view(torch.bfloat16).reshape(shape).clone()
     return GGUFTensor(data, qtype, shape)
 
 
@@ -476,6 +512,24 @@ def _plain(t: torch.Tensor, scale: Entry | None) -> torch.Tensor:
         s = scale.load().float() if scale is not None else 1.0
         return t.float() * s
     return t
+
+
+def lora_target(key: str, module_names) -> tuple[str | None, str | None]:
+    """LoRA key -> (official module name or None when unknown, role or None when the suffix is unknown).
+
+    ``module_names``: the model's module names (a set), used to resolve kohya ``lora_unet_a_b_c`` paths.
+    """
+    role = next((r for suffix, r in LORA_SUFFIXES if key.endswith(suffix)), None)
+    if role is None:
+        return None, None
+    path = key[: -len(next(suffix for suffix, r in LORA_SUFFIXES if key.endswith(suffix)))]
+    if path.startswith(KOHYA_PREFIX):
+        flat = path[len(KOHYA_PREFIX):]
+        matches = [n for n in module_names if n.replace(".", "_") == flat]
+        return (matches[0] if len(matches) == 1 else None), role
+    path = next((path[len(p):] for p in LORA_PREFIXES if path.startswith(p)), path)
+    path = _rename(path, DIFFUSERS_WAN_RENAMES)
+    return (path if path in module_names else None), role
 
 
 def guess_component(keys) -> str | None:

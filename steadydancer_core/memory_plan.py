@@ -1,0 +1,251 @@
+"""Memory planner: how many DiT blocks to swap, whether guidance passes are batched, whether the VAE tiles.
+
+Pure arithmetic (no device needed), unit-tested on CPU. The estimate of one DiT forward, per guidance pass:
+
+    tokens      = (latent_frames + reference frames) * (H / 8 / patch_h) * (W / 8 / patch_w) / patch_t
+    per token   = max(attention phase, FFN phase) * safety
+                  attention: fp32 residual (4 * dim) + normed input, q, k, v, attention out, projection (6 * b * dim)
+                  FFN:       fp32 residual (4 * dim) + normed input (b * dim) + hidden and its GELU (2 * b * ffn_dim)
+    activations = passes_in_one_forward * (tokens * per token + context) + one dequantised linear (scratch)
+    weights     = other + (blocks - swapped) * block + min(swapped, prefetch + 1) * block
+
+with b the compute dtype's bytes. Passes are batched when that streams fewer block bytes per step than running
+them one at a time (all resident beats batching; batching beats swapping twice as many blocks per step).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .config import (
+    DEFAULT_FRAMES_PER_SEGMENT,
+    DEFAULT_MAX_AREA,
+    VAE_SPATIAL_STRIDE,
+    VAE_TEMPORAL_STRIDE,
+    DiTConfig,
+    OFFLOAD_ACTIVATION_SAFETY,
+    OFFLOAD_DEFAULT_PREFETCH,
+    OFFLOAD_MIN_RESERVE_BYTES,
+    OFFLOAD_REFERENCE_LATENT_FRAMES,
+    OFFLOAD_RESERVE_FRACTION,
+)
+
+GIB = 1 << 30
+_AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The planner's decision for one device, model and video size.
+
+    blocks_to_swap: DiT blocks streamed from host memory (0 = all resident); prefetch: swapped blocks copied ahead;
+    offload_embeddings: the text/CLIP embedding layers are streamed too; batch_passes: guidance passes run as one
+    batched forward; vae_tile: (h, w) pixel tile for VAE decode or None (untiled); vae_budget_bytes: activation
+    budget for the VAE's own tiling; fits: the estimate fits the budget; explanation: one line for the user;
+    suggestion: what to change after an out-of-memory error.
+    """
+
+    device: str
+    blocks_to_swap: int
+    prefetch: int
+    offload_embeddings: bool
+    batch_passes: bool
+    vae_tile: tuple | None
+    vae_budget_bytes: int
+    budget_bytes: int
+    usable_bytes: int
+    weight_bytes: int
+    activation_bytes: int
+    estimated_peak_bytes: int
+    tokens: int
+    fits: bool
+    explanation: str
+    suggestion: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dtype_bytes(dtype: torch.dtype) -> int:
+    if not dtype.is_floating_point or dtype.itemsize < 2:
+        raise ValueError(f"dtype is the compute dtype of the activations (bf16, fp16 or fp32), got {dtype}; "
+                         f"fp8/GGUF weights are dequantised to bf16 for compute, so pass torch.bfloat16")
+    return dtype.itemsize
+
+
+def dit_tokens(config: DiTConfig, width: int, height: int, frames: int) -> int:
+    """Sequence length of one DiT forward: video latent frames plus the reference latents, patchified."""
+    pt, ph, pw = config.patch_size
+    latent_frames = 1 + (frames - 1) // VAE_TEMPORAL_STRIDE + OFFLOAD_REFERENCE_LATENT_FRAMES
+    grid_h = height // VAE_SPATIAL_STRIDE // ph
+    grid_w = width // VAE_SPATIAL_STRIDE // pw
+    return (latent_frames // pt) * grid_h * grid_w
+
+
+def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int, dtype: torch.dtype,
+                         passes_per_forward: int = 1) -> int:
+    """Estimated activation peak of one DiT forward over ``passes_per_forward`` batched passes (bytes)."""
+    b = _dtype_bytes(dtype)
+    residual = 4 * config.dim                                     # the residual stream is float32
+    attention = residual + 6 * b * config.dim
+    ffn = residual + b * config.dim + 2 * b * config.ffn_dim
+    per_token = max(attention, ffn) * OFFLOAD_ACTIVATION_SAFETY
+    context = (config.clip_tokens + config.text_len) * config.dim * b * 6   # embedded context, k and v
+    per_pass = dit_tokens(config, width, height, frames) * per_token + context
+    scratch = config.dim * config.ffn_dim * b                      # one dequantised fp8/GGUF linear
+    return int(passes_per_forward * per_pass + scratch)
+
+
+def _weights(n: int, swap: int, prefetch: int, per_block: int, other: int, embedding: int, emb_off: bool) -> int:
+    streamed = min(swap, prefetch + 1) * per_block if swap else 0
+    return other - (embedding if emb_off else 0) + (n - swap) * per_block + streamed
+
+
+def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int, other_weight_bytes: int,
+                dtype: torch.dtype, width: int, height: int, frames: int, guidance_passes: int,
+                max_vram_gb: float | None = None, *, dit_config: DiTConfig | None = None, device: str = "cuda",
+                prefetch: int = OFFLOAD_DEFAULT_PREFETCH, embedding_weight_bytes: int = 0,
+                blocks_to_swap: int | str = _AUTO, batch_passes: bool | str = _AUTO,
+                vae_config=None, vae_dtype: torch.dtype = torch.float32, vae_weight_bytes: int = 0) -> MemoryPlan:
+    """Choose blocks to swap, guidance batching and VAE tiling for ``free_vram_bytes`` of device memory.
+
+    weight_bytes_per_block: the largest DiT block's weights; other_weight_bytes: the rest of the DiT (embeddings,
+    condition modules, head), of which ``embedding_weight_bytes`` can be streamed too; dtype: compute dtype of
+    the activations; width/height/frames: one segment; guidance_passes: DiT passes per step (1-3);
+    max_vram_gb: cap on what may be used (the free memory wins when lower, and the explanation says so);
+    dit_config: activation sizes (default the 14B model); blocks_to_swap / batch_passes: "auto" or a forced value.
+    """
+    cfg = dit_config if dit_config is not None else DiTConfig()
+    _dtype_bytes(dtype)
+    if min(width, height, frames, guidance_passes, n_blocks) < 1:
+        raise ValueError(f"width, height, frames, guidance_passes and n_blocks must be >= 1, got "
+                         f"{width}x{height}x{frames}, {guidance_passes} passes, {n_blocks} blocks")
+    if prefetch < 0:
+        raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+    notes = []
+    budget = int(free_vram_bytes)
+    if max_vram_gb is not None:
+        if max_vram_gb <= 0:
+            raise ValueError(f"max_vram_gb must be positive, got {max_vram_gb}")
+        cap = int(max_vram_gb * GIB)
+        if cap > budget:
+            notes.append(f"max_vram_gb {max_vram_gb:g} exceeds the {budget / GIB:.1f} GiB free, using the free memory")
+        budget = min(budget, cap)
+    usable = max(0, budget - max(OFFLOAD_MIN_RESERVE_BYTES, int(budget * OFFLOAD_RESERVE_FRACTION)))
+    per_block, other, emb = int(weight_bytes_per_block), int(other_weight_bytes), int(embedding_weight_bytes)
+
+    def peak(swap: int, batched: bool, emb_off: bool) -> tuple[int, int]:
+        acts = dit_activation_bytes(cfg, width, height, frames, dtype, guidance_passes if batched else 1)
+        return _weights(n_blocks, swap, prefetch, per_block, other, emb, emb_off), acts
+
+    def fewest_swaps(batched: bool, emb_off: bool) -> int | None:
+        for swap in range(n_blocks + 1):
+            if sum(peak(swap, batched, emb_off)) <= usable:
+                return swap
+        return None
+
+    batch_options = [False] if guidance_passes == 1 else [True, False]
+    if batch_passes != _AUTO:
+        batch_options = [bool(batch_passes) and guidance_passes > 1]
+    emb_off = False
+    if blocks_to_swap == _AUTO:
+        found = {b: fewest_swaps(b, False) for b in batch_options}
+        if all(v is None for v in found.values()) and emb:
+            emb_off = True
+            found = {b: fewest_swaps(b, True) for b in batch_options}
+        fitting = {b: s for b, s in found.items() if s is not None}
+        if fitting:
+            # bytes streamed per step: a batched forward streams the swapped blocks once, separate passes each time
+            batched = min(fitting, key=lambda b: (fitting[b] * (1 if b else guidance_passes), not b))
+            swap = fitting[batched]
+        else:
+            batched, swap = False, n_blocks
+    else:
+        swap = int(blocks_to_swap)
+        if not 0 <= swap <= n_blocks:
+            raise ValueError(f"blocks_to_swap must be in 0..{n_blocks}, got {blocks_to_swap}")
+        batched = batch_options[0] if len(batch_options) == 1 else sum(peak(swap, True, False)) <= usable
+    weights, acts = peak(swap, batched, emb_off)
+    fits = weights + acts <= usable
+    prefetch_used = min(prefetch, swap) if swap else prefetch
+
+    # decoding runs with the DiT still placed (its resident blocks), not its activations or streamed blocks
+    resident_dit = other - (emb if emb_off else 0) + (n_blocks - swap) * per_block
+    vae_budget = max(0, usable - resident_dit - int(vae_weight_bytes))
+    vae_tile, vae_note = None, "VAE untiled"
+    if vae_config is not None:
+        from .vae import plan_tiles
+        tiles = plan_tiles(vae_config, height, width, vae_dtype, mode="decode", tile=_AUTO,
+                           memory_budget=max(vae_budget, 1))
+        vae_tile = tiles.tile
+        vae_note = "VAE untiled" if vae_tile is None else f"VAE tiles {vae_tile[0]}x{vae_tile[1]} px"
+
+    tokens = dit_tokens(cfg, width, height, frames)
+    passes = ("no guidance passes to batch" if guidance_passes == 1 else
+              f"{guidance_passes} guidance passes {'batched' if batched else 'one at a time'}")
+    head = f"{budget / GIB:.1f} GiB budget ({usable / GIB:.1f} usable)" + (f"; {'; '.join(notes)}" if notes else "")
+    explanation = (f"{head}: {width}x{height}x{frames} = {tokens} tokens, {passes}, "
+                   f"{swap} of {n_blocks} blocks swapped" + (" + embeddings" if emb_off else "")
+                   + f", {vae_note}; est. peak {(weights + acts) / GIB:.1f} GiB "
+                   f"(weights {weights / GIB:.1f} + activations {acts / GIB:.1f})"
+                   + ("" if fits else " - DOES NOT FIT"))
+    return MemoryPlan(
+        device=device, blocks_to_swap=swap, prefetch=prefetch_used, offload_embeddings=emb_off,
+        batch_passes=batched, vae_tile=vae_tile, vae_budget_bytes=int(vae_budget), budget_bytes=budget,
+        usable_bytes=usable, weight_bytes=weights, activation_bytes=acts, estimated_peak_bytes=weights + acts,
+        tokens=tokens, fits=fits, explanation=explanation,
+        suggestion=_suggest(swap, n_blocks, batched, fits, budget, weights + acts),
+    )
+
+
+def _suggest(swap: int, n_blocks: int, batched: bool, fits: bool, budget: int, peak: int) -> str:
+    steps = []
+    if batched:
+        steps.append("turn off batched guidance passes")
+    if swap < n_blocks:
+        steps.append(f"swap more DiT blocks (e.g. {min(n_blocks, swap + max(4, n_blocks // 8))} of {n_blocks})")
+    if not fits:
+        steps.append(f"the estimate ({peak / GIB:.1f} GiB) exceeds the budget ({budget / GIB:.1f} GiB) even so")
+    steps.append("lower the resolution (max area) or the frames per segment, or use fp8/GGUF DiT weights")
+    steps.append("close other programs using the GPU")
+    return "; ".join(steps) + "."
+
+
+def plan_for_model(model, offload=_AUTO, width: int | None = None, height: int | None = None,
+                   frames: int = DEFAULT_FRAMES_PER_SEGMENT, guidance_passes: int = 2,
+                   free_vram_bytes: int | None = None, max_vram_gb: float | None = None,
+                   device: str | None = None, batch_passes: bool | str = _AUTO) -> MemoryPlan:
+    """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from the device.
+
+    offload: "auto" | "none" (0 blocks swapped) | a number of blocks to swap. Width/height default to the
+    default max area (square-ish); the pipeline re-plans with the real size. On CPU nothing is swapped.
+    """
+    from .offload import module_bytes
+
+    dit = model.dit
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if width is None or height is None:
+        side = int(DEFAULT_MAX_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
+        width, height = side, side
+    blocks = list(dit.blocks)
+    per_block = max((module_bytes(b) for b in blocks), default=0)
+    total = module_bytes(dit)
+    embedding = sum(module_bytes(getattr(dit, n)) for n in ("text_embedding", "img_emb") if hasattr(dit, n))
+    other = total - sum(module_bytes(b) for b in blocks)
+    vae_modules = model.vae if isinstance(model.vae, torch.nn.Module) else None
+    swap = 0 if offload == "none" else offload
+    if free_vram_bytes is None:
+        if torch.device(device).type == "cuda":
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            free_vram_bytes = int(free)
+        else:
+            free_vram_bytes, swap = total * 4, 0      # host memory: nothing to swap
+    return plan_memory(
+        free_vram_bytes, per_block, len(blocks), other, model.dtype, width, height, frames, guidance_passes,
+        max_vram_gb, dit_config=getattr(dit, "config", None), device=str(device), embedding_weight_bytes=embedding,
+        blocks_to_swap=swap, batch_passes=batch_passes, vae_config=getattr(model.vae, "config", None),
+        vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
+        vae_weight_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
+    )

@@ -68,9 +68,10 @@ def rope_tables(grid: tuple[int, int, int], pairs: tuple[int, int, int], device:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved channel pairs (x[2j], x[2j+1]) of x [B, L, H, D] by the tables [L, 1, D/2]; in fp32."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    out = torch.empty(*a.shape, 2, dtype=a.dtype, device=a.device)
+    torch.mul(a, cos, out=out[..., 0]).addcmul_(b, sin, value=-1)
+    torch.mul(a, sin, out=out[..., 1]).addcmul_(b, cos)
     return out.flatten(-2).to(x.dtype)
 
 

@@ -183,6 +183,8 @@ class TextEncoder:
         for text in prompts:
             if isinstance(text, str) and self.tokenizer.was_truncated(text):
                 log.warning("prompt truncated to %d tokens (umT5 limit): %.60s...", self.config.text_len, text)
+        if not prompts:
+            return []
         ids, mask = self.tokenize(prompts)
         lengths = mask.sum(dim=1).tolist()
         longest = max(lengths)
@@ -236,6 +238,8 @@ def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
     sd = lazy.with_entries({k: lazy.entry(k) for k in lazy.keys() if k != SPIECE_TENSOR_KEY})
     _check_is_umt5(sd.keys(), path)
     config = T5Config.from_shapes(sd.shapes(), text_len=text_len)
+    if isinstance(tokenizer, str) and not tokenizer.strip():
+        tokenizer = None  # an empty path field means "none given"
     if tokenizer is None and embedded is None:
         raise TokenizerError(
             f"{path} carries no tokenizer (no '{SPIECE_TENSOR_KEY}' tensor, as in the official .pth). Give the "

@@ -22,6 +22,9 @@ import torch
 SPIECE_TENSOR_KEY = "spiece_model"
 SPIECE_FILE_NAMES = ("spiece.model", "tokenizer.model")
 HF_TOKENIZER_JSON = "tokenizer.json"
+# Upstream collapses whitespace with the ``regex`` package, whose \s is the Unicode White_Space set; Python's ``re``
+# \s would also match U+001C..U+001F, so the set is spelled out.
+_WHITESPACE_RUN = re.compile("[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 
 
 class TokenizerError(ValueError):
@@ -34,7 +37,7 @@ def clean_prompt(text: str) -> str:
 
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
-    return re.sub(r"\s+", " ", text).strip()
+    return _WHITESPACE_RUN.sub(" ", text).strip()
 
 
 class UMT5Tokenizer:

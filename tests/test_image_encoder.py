@@ -89,6 +89,15 @@ def test_clip_wrong_component_names_expected_and_found(tmp_path):
     assert "umT5" in str(err.value) and "clip_vision_h" in str(err.value)
 
 
+def test_clip_truncated_file_gets_a_clear_error(tmp_path):
+    cfg = CLIPVisionConfig.tiny(image_size=28)
+    save_file({k: v.contiguous() for k, v in official_sd(cfg).items()}, str(tmp_path / "clip.safetensors"))
+    data = (tmp_path / "clip.safetensors").read_bytes()
+    (tmp_path / "half.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_image_encoder(tmp_path / "half.safetensors")
+
+
 def test_clip_pixel_values_shape_checked(tmp_path):
     cfg = CLIPVisionConfig.tiny(image_size=28)
     torch.save(official_sd(cfg), tmp_path / "clip.pth")

@@ -79,6 +79,7 @@ def test_clean_prompt_matches_wan_cleaning():
     assert clean_prompt("fish &amp;amp; chips") == "fish & chips"  # unescaped twice
     assert clean_prompt("\t\n") == ""
     assert clean_prompt("cafÃ© dancer") == "café dancer"  # ftfy repairs mojibake
+    assert clean_prompt("a\u3000b\u2009c\xa0 d\r\ne") == "a b c d e"  # Unicode whitespace collapses too
 
 
 def test_tokenizer_eos_no_bos_padding_and_mask(spm_bytes):
@@ -189,14 +190,16 @@ def test_t5_loads_both_layouts_identically(tiny_files):
     for x, y in zip(a.encode(prompts), b.encode(prompts)):
         assert x.dtype == torch.float32
         torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
+    assert a.encode([]) == []
     a.free()
     with pytest.raises(RuntimeError, match="freed"):
         a.encode(prompts)
 
 
 def test_t5_without_tokenizer_names_the_fix(tiny_files):
-    with pytest.raises(TokenizerError, match="spiece.model"):
-        load_text_encoder(tiny_files / "official.pth")
+    for none_given in (None, ""):
+        with pytest.raises(TokenizerError, match="spiece.model"):
+            load_text_encoder(tiny_files / "official.pth", tokenizer=none_given)
 
 
 def test_t5_tokenizer_larger_than_vocab_is_rejected(tmp_path, tiny_files):
@@ -214,6 +217,13 @@ def test_t5_wrong_component_names_expected_and_found(tmp_path, tiny_files):
     with pytest.raises(ValueError, match="not a umT5 text encoder") as err:
         load_text_encoder(tmp_path / "vae.safetensors", tokenizer=tiny_files / "spiece.model")
     assert "found" in str(err.value) and "umt5_xxl" in str(err.value)
+
+
+def test_t5_truncated_file_gets_a_clear_error(tmp_path, tiny_files):
+    data = (tiny_files / "comfy.safetensors").read_bytes()
+    (tmp_path / "half.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_text_encoder(tmp_path / "half.safetensors")
 
 
 def test_t5_v11_shared_position_table_is_rejected(tmp_path, tiny_files):

@@ -1,0 +1,108 @@
+"""``SteadyDancerModel``: the four networks plus how they are placed, and ``load_model`` to build it from files.
+
+Placement is delegated to ``offload.py``: ``SteadyDancerModel.use(name)`` is the one place the pipeline asks for a
+component to be ready on the execution device; it calls ``offload.use_component(model, name)`` (a context manager)
+when the offload module provides it, and does nothing otherwise (the caller placed the networks).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COMPONENTS = ("dit", "vae", "text_encoder", "image_encoder")
+
+
+@dataclass
+class SteadyDancerModel:
+    """DiT + VAE + umT5 + CLIP-vision handles.
+
+    dit: ``SteadyDancerDiT``; vae: ``WanVAE``; text_encoder: ``TextEncoder``; image_encoder: ``ImageEncoder``;
+    dtype: DiT compute dtype; offload_plan: the ``offload.MemoryPlan`` (or None: everything stays where it is);
+    device: execution device (None = where the DiT's first parameter lives).
+    """
+
+    dit: Any
+    vae: Any
+    text_encoder: Any
+    image_encoder: Any
+    dtype: torch.dtype = torch.bfloat16
+    offload_plan: Any = None
+    device: Optional[torch.device] = None
+    lora_reports: tuple = field(default_factory=tuple)
+    offload_mode: Any = "auto"
+
+    def __post_init__(self):
+        if self.dtype not in PRECISIONS.values():
+            raise ValueError(f"dtype must be one of {tuple(PRECISIONS.values())}, got {self.dtype}")
+
+    @property
+    def execution_device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        plan_device = getattr(self.offload_plan, "device", None)
+        if plan_device is not None:
+            return torch.device(plan_device)
+        for p in self.dit.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def use(self, name: str):
+        """Context manager: component ``name`` (one of COMPONENTS) is usable on the execution device inside it."""
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r}; one of {COMPONENTS}")
+        if self.offload_plan is None:
+            return contextlib.nullcontext()
+        from . import offload
+
+        hook = getattr(offload, "use_component", None)
+        return contextlib.nullcontext() if hook is None else hook(self, name)
+
+    def replan(self, width: int, height: int, frames: int, guidance_passes: int) -> None:
+        """Re-plan placement for the real video size (only when the model has a memory plan)."""
+        if self.offload_plan is not None:
+            self.offload_plan = _plan(self, self.offload_mode, width=width, height=height, frames=frames,
+                                      guidance_passes=guidance_passes)
+
+    def batch_passes_allowed(self) -> bool:
+        """Whether the guidance passes may run as one batched forward (the memory plan decides; default no)."""
+        return bool(getattr(self.offload_plan, "batch_passes", False))
+
+
+def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", attention: str = "sdpa",
+               loras=(), offload="auto", tokenizer_path=None) -> SteadyDancerModel:
+    """Load the four networks (on the CPU) and plan their placement.
+
+    precision: DiT/umT5 compute dtype (bf16 | fp16 | fp32); attention: DiT attention backend; loras: sequence of
+    (path, strength); offload: "auto" | "none" | number of DiT blocks to swap; tokenizer_path: umT5 tokenizer when
+    the T5 file carries none (the official .pth).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    from .image_encoder import load_image_encoder
+    from .text_encoder import load_text_encoder
+    from .vae import load_vae
+    from .weights import load_dit
+
+    dit = load_dit(dit_path, dtype=dtype, attention=attention, loras=tuple(loras))
+    vae = load_vae(vae_path)
+    text_encoder = load_text_encoder(t5_path, tokenizer=tokenizer_path, dtype=dtype)
+    image_encoder = load_image_encoder(clip_path, dtype=torch.float16 if dtype != torch.float32 else torch.float32)
+    report = getattr(dit, "lora_report", None)
+    model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=text_encoder, image_encoder=image_encoder, dtype=dtype,
+                              lora_reports=(report,) if report is not None else ())
+    model.offload_mode = offload
+    model.offload_plan = _plan(model, offload)
+    return model
+
+
+def _plan(model: SteadyDancerModel, offload, **size):
+    """The offload module's memory plan for ``model`` (None when no planner is available)."""
+    from . import offload as offload_module
+
+    planner = getattr(offload_module, "plan_for_model", None)
+    return None if planner is None else planner(model, offload, **size)

@@ -1,0 +1,163 @@
+"""SteadyDancer conditioning tensors, as the official ``WanI2VDancer.generate`` builds them.
+
+Images in: torch float32 [T, H, W, 3] (or [H, W, 3]) in [0, 1]. Model-space videos: [3, T, H, W] in [-1, 1].
+Latents: normalised VAE latents [16, F, h, w] with F = 1 + (T - 1) // 4, h = H / 8, w = W / 8.
+
+* ``y`` [20, F, h, w]: 4 mask channels (1 on known pixel frames, folded 4 per latent frame, the first frame counted
+  4 times) + latent of [known frames, zeros ...];
+* ``ref_x`` [36, 1, h, w]: [latent(photo), ones(4), latent(photo)];
+* ``ref_c`` [36, 1, h, w]: [latent(first positive pose), zeros(4), same latent];
+* ``condition`` / negative condition [16, F, h, w]: latent of the positive / augmented pose frames;
+* ``clip_fea_x`` from the photo at its own resolution, ``clip_fea_c`` from the first positive pose frame resized to
+  the photo's size ([1, 257, 1280] each on the real model).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import LATENT_SIZE_MULTIPLE, MASK_CHANNELS, VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
+
+
+def as_frames(images: torch.Tensor, name: str) -> torch.Tensor:
+    """[T, H, W, 3] (or [H, W, 3]) float in [0, 1] -> float32 [T, H, W, 3]; clear error otherwise."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor [T, H, W, 3] in [0, 1], got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"{name} must be RGB images [T, H, W, 3] in [0, 1], got shape {tuple(images.shape)}")
+    return images.float()
+
+
+def latent_frames(num_frames: int) -> int:
+    return 1 + (num_frames - 1) // VAE_TEMPORAL_STRIDE
+
+
+def target_size(height: int, width: int, max_area: int, stride: int = VAE_SPATIAL_STRIDE,
+                multiple: int = LATENT_SIZE_MULTIPLE) -> tuple[int, int]:
+    """Output (H, W) in pixels: the photo's aspect at about ``max_area`` pixels (official rounding: floor to
+    ``stride * multiple``)."""
+    if max_area < (stride * multiple) ** 2:
+        raise ValueError(f"max_area {max_area} is too small; use at least {(stride * multiple) ** 2} pixels")
+    aspect = height / width
+    lat_h = round(np.sqrt(max_area * aspect) // stride // multiple * multiple)
+    lat_w = round(np.sqrt(max_area / aspect) // stride // multiple * multiple)
+    if lat_h < multiple or lat_w < multiple:
+        raise ValueError(f"photo aspect {width}x{height} is too extreme for max_area {max_area}; crop the photo")
+    return int(lat_h * stride), int(lat_w * stride)
+
+
+def to_model_video(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] in [0, 1] -> [3, T, H, W] in [-1, 1]."""
+    return frames.permute(3, 0, 1, 2).mul(2.0).sub(1.0)
+
+
+def from_model_video(video: torch.Tensor) -> torch.Tensor:
+    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] in [0, 1] (clamped)."""
+    return video.permute(1, 2, 3, 0).add(1.0).div(2.0).clamp(0.0, 1.0)
+
+
+def resize_bicubic(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[3, T, H, W] -> [3, T, *size], torch bicubic without antialias (official ``F.interpolate`` per frame)."""
+    if tuple(video.shape[-2:]) == tuple(size):
+        return video
+    return F.interpolate(video.transpose(0, 1), size=size, mode="bicubic").transpose(0, 1)
+
+
+def resize_like_pil(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[T, H, W, 3] in [0, 1] -> [T, *size, 3] on 8-bit levels: what the official script's PIL bicubic resize of
+    the pose frames to the photo's size does (antialiased bicubic, then 8-bit)."""
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    out = F.interpolate(frames.permute(0, 3, 1, 2), size=size, mode="bicubic", antialias=True, align_corners=False)
+    return out.clamp(0, 1).mul(255).round().div(255).permute(0, 2, 3, 1)
+
+
+def frame_mask(num_frames: int, known: int, lat_h: int, lat_w: int) -> torch.Tensor:
+    """I2V mask [4, F, lat_h, lat_w]: pixel frames ``< known`` are 1, the first frame repeated 4 times, then
+    folded 4 pixel frames per latent frame (official construction, for any 4n + 1 frame count)."""
+    if (num_frames - 1) % VAE_TEMPORAL_STRIDE:
+        raise ValueError(f"frame count must be 4n+1, got {num_frames}")
+    m = torch.zeros(num_frames)
+    m[:known] = 1
+    m = torch.cat([m[:1].repeat(MASK_CHANNELS), m[1:]])
+    m = m.view(-1, MASK_CHANNELS).transpose(0, 1)               # [4, F]
+    return m[:, :, None, None].expand(-1, -1, lat_h, lat_w).contiguous()
+
+
+def encode_video(vae, video: torch.Tensor, tile="auto") -> torch.Tensor:
+    """[3, T, H, W] in [-1, 1] -> normalised latent [16, F, h, w] (float32, on the video's device)."""
+    return vae.encode(video[None], tile=tile)[0].float()
+
+
+def known_frame_latents(y: torch.Tensor) -> torch.Tensor:
+    """The latent frames of ``y`` [20, F, h, w] whose 4 mask channels are all 1 -> [16, k, h, w]."""
+    full = (y[:MASK_CHANNELS] > 0.5).flatten(2).all(dim=2).all(dim=0)
+    k = int(torch.cumprod(full.int(), 0).sum())
+    return y[MASK_CHANNELS:, :k]
+
+
+def build_y(vae, known: torch.Tensor, num_frames: int, tile="auto") -> torch.Tensor:
+    """``y`` [20, F, h, w] from ``known`` frames [3, K, H, W] in [-1, 1] followed by zeros up to ``num_frames``."""
+    _, k, h, w = known.shape
+    video = torch.cat([known, known.new_zeros(3, num_frames - k, h, w)], dim=1)
+    latent = encode_video(vae, video, tile)
+    mask = frame_mask(num_frames, k, latent.shape[-2], latent.shape[-1]).to(latent)
+    return torch.cat([mask, latent])
+
+
+def build_reference(vae, image: torch.Tensor, mask_value: float, tile="auto") -> torch.Tensor:
+    """[latent, mask(4) = ``mask_value``, latent] [36, 1, h, w] from one image [3, 1, H, W] in [-1, 1]."""
+    latent = encode_video(vae, image, tile)
+    mask = torch.full((MASK_CHANNELS, *latent.shape[1:]), float(mask_value), dtype=latent.dtype,
+                      device=latent.device)
+    return torch.cat([latent, mask, latent])
+
+
+def clip_features(image_encoder, image: torch.Tensor) -> torch.Tensor:
+    """CLIP features [1, tokens, dim] of one image [H, W, 3] in [0, 1] (official preprocessing in the encoder)."""
+    return image_encoder.encode(image.permute(2, 0, 1)[None].mul(2.0).sub(1.0))
+
+
+@dataclass
+class ReferenceConditions:
+    """What stays fixed for the whole video: text, CLIP features and the two reference latents."""
+
+    context: torch.Tensor            # [L, text_dim] positive prompt
+    context_null: torch.Tensor       # [L', text_dim] negative prompt
+    clip_fea_x: torch.Tensor         # [1, 257, 1280] photo
+    clip_fea_c: torch.Tensor         # [1, 257, 1280] first positive pose frame
+    ref_x: torch.Tensor              # [36, 1, h, w]
+    ref_c: torch.Tensor              # [36, 1, h, w]
+    photo: torch.Tensor              # [3, 1, H, W] in [-1, 1] at the output size (not clamped)
+
+
+def reference_conditions(model, photo: torch.Tensor, first_pose: torch.Tensor, prompt: str, negative_prompt: str,
+                         size: tuple[int, int], device, tile="auto") -> ReferenceConditions:
+    """Encode prompts, CLIP features and ``ref_x`` / ``ref_c``.
+
+    photo [H, W, 3] and first_pose [H', W', 3] in [0, 1] (the pose is first resized to the photo's size)."""
+    context, context_null = model.text_encoder.encode([prompt, negative_prompt])
+    first_pose = resize_like_pil(first_pose[None], tuple(photo.shape[:2]))[0]
+    clip_x = clip_features(model.image_encoder, photo.to(device))
+    clip_c = clip_features(model.image_encoder, first_pose.to(device))
+    photo_v = resize_bicubic(to_model_video(photo[None]), size).to(device)
+    pose_v = resize_bicubic(to_model_video(first_pose[None]), size).to(device)
+    return ReferenceConditions(
+        context=context.to(device), context_null=context_null.to(device),
+        clip_fea_x=clip_x.to(device), clip_fea_c=clip_c.to(device),
+        ref_x=build_reference(model.vae, photo_v, 1.0, tile), ref_c=build_reference(model.vae, pose_v, 0.0, tile),
+        photo=photo_v,
+    )
+
+
+def pose_latent(vae, poses: torch.Tensor, photo_hw: tuple[int, int], size: tuple[int, int], device,
+                tile="auto") -> torch.Tensor:
+    """Latent [16, F, h, w] of pose frames [T, H', W', 3] in [0, 1]: resized to the photo's size (as the official
+    script loads them), then bicubic to the output size, then VAE-encoded."""
+    frames = resize_like_pil(poses, photo_hw)
+    return encode_video(vae, resize_bicubic(to_model_video(frames), size).to(device), tile)

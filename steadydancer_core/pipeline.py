@@ -1,0 +1,415 @@
+"""generate(): photo + positive/negative pose frames + prompt -> video latents, in overlapping segments.
+
+Images are torch float32 [T, H, W, 3] in [0, 1]. One segment is what the official pipeline does for one clip
+(any 4n + 1 frames). A longer video is cut into segments of ``segment_frames`` that share ``segment_overlap``
+frames: a later segment gets the previous segment's last decoded frames as known first frames (through the I2V
+mask in ``y``), while ``ref_x``, ``ref_c``, ``clip_fea_x`` and ``clip_fea_c`` stay those of the original photo and
+first pose. The overlap is cross-faded and each later segment's colours are matched (per channel gain/offset
+measured on the overlap) to the previous, already matched segment, hence to the first one.
+
+Determinism: the noise of every segment comes from one CPU ``torch.Generator`` seeded with ``settings.seed``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import conditioning as cond
+from .config import DEFAULT_CONDITION_CFG_END, DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_GUIDE_SCALE, \
+    DEFAULT_FRAMES_PER_SEGMENT, DEFAULT_GUIDE_SCALE, DEFAULT_MAX_AREA, DEFAULT_SEGMENT_OVERLAP, DEFAULT_SHIFT, \
+    DEFAULT_SOLVER, DEFAULT_STEPS, FIRST_FRAME_MODES, LATENT_CHANNELS, SOLVERS, VAE_TEMPORAL_STRIDE, \
+    WAN21_LATENT_RGB_BIAS, WAN21_LATENT_RGB_FACTORS, WAN_I2V_NEGATIVE_PROMPT
+from .guidance import COND, UNCOND_CONDITION, UNCOND_TEXT, Cancelled, Guidance, StepInfo, denoise
+from .schedulers import make_schedule, make_solver
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Cancelled", "GenerationSettings", "GenerationResult", "SegmentLatent", "generate", "decode",
+           "iter_decoded", "plan_segments", "resolve_length", "latent_to_rgb"]
+
+COLOR_GAIN_RANGE = (0.8, 1.25)   # per-channel contrast correction is clamped to this range
+
+
+def _is_4n1(n: int) -> bool:
+    return n >= 1 and (n - 1) % VAE_TEMPORAL_STRIDE == 0
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides a generation besides the model and the images (validated).
+
+    negative_prompt "" = Wan's default I2V negative prompt. length 0 = every pose frame. sigmas (custom, shifted,
+    descending) override steps and shift. color_correction: strength 0..1 (True = 1). batch_passes: run the
+    guidance passes as one batched forward (None = as the model's memory plan allows). vae_tile: VAE tiling for
+    the encodes/decodes done while generating ("auto", False, or a tile size in pixels).
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = DEFAULT_STEPS
+    solver: str = DEFAULT_SOLVER
+    shift: float = DEFAULT_SHIFT
+    sigmas: Optional[tuple] = None
+    text_cfg: float = DEFAULT_GUIDE_SCALE
+    pose_cfg: float = DEFAULT_CONDITION_GUIDE_SCALE
+    pose_cfg_window: tuple = (DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_CFG_END)
+    max_area: int = DEFAULT_MAX_AREA
+    length: int = 0
+    first_frame: str = "model"
+    segment_frames: int = DEFAULT_FRAMES_PER_SEGMENT
+    segment_overlap: int = DEFAULT_SEGMENT_OVERLAP
+    color_correction: float = 1.0
+    batch_passes: Optional[bool] = None
+    preview: bool = False
+    vae_tile: object = "auto"
+
+    def __post_init__(self):
+        if self.sigmas is not None:  # normalise a tensor / list to a tuple of floats (same values)
+            object.__setattr__(self, "sigmas", tuple(float(s) for s in torch.as_tensor(self.sigmas).flatten()))
+        object.__setattr__(self, "pose_cfg_window", tuple(float(v) for v in self.pose_cfg_window))
+        object.__setattr__(self, "color_correction", float(self.color_correction))
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise ValueError("prompt and negative_prompt must be strings")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.sigmas is None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if not self.shift > 0:
+            raise ValueError(f"shift must be > 0, got {self.shift}")
+        if len(self.pose_cfg_window) != 2 or self.pose_cfg_window[0] > self.pose_cfg_window[1]:
+            raise ValueError(f"pose_cfg_window must be (start, end) with start <= end, got {self.pose_cfg_window}")
+        Guidance(self.text_cfg, self.pose_cfg, *self.pose_cfg_window)  # validates the scales
+        if self.first_frame not in FIRST_FRAME_MODES:
+            raise ValueError(f"first_frame must be one of {FIRST_FRAME_MODES}, got {self.first_frame!r}")
+        if not isinstance(self.length, int) or self.length < 0:
+            raise ValueError(f"length must be an integer >= 0 (0 = every pose frame), got {self.length!r}")
+        if not isinstance(self.segment_frames, int) or not _is_4n1(self.segment_frames) or self.segment_frames < 5:
+            raise ValueError(f"segment_frames must be 4n+1 and >= 5 (e.g. 81), got {self.segment_frames!r}")
+        if not isinstance(self.segment_overlap, int) or not _is_4n1(self.segment_overlap) \
+                or self.segment_overlap >= self.segment_frames:
+            raise ValueError(f"segment_overlap must be 4k+1 and smaller than segment_frames ({self.segment_frames}), "
+                             f"e.g. 9; got {self.segment_overlap!r}")
+        if not 0.0 <= self.color_correction <= 1.0:
+            raise ValueError(f"color_correction must be between 0 and 1, got {self.color_correction}")
+        if not isinstance(self.max_area, int) or self.max_area < 256:
+            raise ValueError(f"max_area must be an integer number of pixels >= 256, got {self.max_area!r}")
+
+    @property
+    def guidance(self) -> Guidance:
+        return Guidance(self.text_cfg, self.pose_cfg, *self.pose_cfg_window)
+
+    @property
+    def effective_negative_prompt(self) -> str:
+        return self.negative_prompt if self.negative_prompt.strip() else WAN_I2V_NEGATIVE_PROMPT
+
+
+@dataclass
+class SegmentLatent:
+    """One sampled segment: frames [start, start + num_frames) of the video; the first ``known_frames`` were given
+    (the photo, or the previous segment's tail). latent [16, F, h, w] float32 on the CPU. color_gain/offset [3]:
+    the per-channel correction applied to its decoded frames; color_drift [3]: what was measured before it."""
+
+    start: int
+    num_frames: int
+    known_frames: int
+    latent: torch.Tensor
+    color_gain: Optional[torch.Tensor] = None
+    color_offset: Optional[torch.Tensor] = None
+    color_drift: Optional[torch.Tensor] = None
+
+
+@dataclass
+class GenerationResult:
+    """Segments, output size, first-frame mode and the photo at the output size ([H, W, 3] in [0, 1])."""
+
+    segments: list
+    num_frames: int
+    height: int
+    width: int
+    first_frame: str
+    photo: torch.Tensor
+    notices: list = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def latent(self) -> torch.Tensor:
+        """[1, 16, F, h, w]: the whole video's latent for a single segment, the first segment's otherwise."""
+        return self.segments[0].latent[None]
+
+
+def resolve_length(requested: int, available: int) -> tuple[int, list]:
+    """Frame count to generate (4n + 1) and the notices about any adjustment."""
+    if available < 1:
+        raise ValueError("no pose frames given; run ExtractPose/AlignPose on the driving video first")
+    n = requested or available
+    if n > available:
+        raise ValueError(f"{n} frames requested but only {available} pose frames given; lower the length or give a "
+                         f"longer driving video")
+    if _is_4n1(n):
+        return n, []
+    used = (n - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1
+    return used, [f"frame count {n} is not 4n+1: generating {used} frames (the last {n - used} pose frames are "
+                  f"not used; give {used} or {used + VAE_TEMPORAL_STRIDE} frames to avoid this)"]
+
+
+def plan_segments(num_frames: int, segment_frames: int, overlap: int) -> list:
+    """[(start, num_frames, known_frames)]: one segment if it fits, else segments of ``segment_frames`` overlapping by
+    ``overlap`` (every length is 4n + 1)."""
+    if num_frames <= segment_frames:
+        return [(0, num_frames, 1)]
+    plan, start = [(0, segment_frames, 1)], 0
+    while start + segment_frames < num_frames:
+        start += segment_frames - overlap
+        plan.append((start, min(segment_frames, num_frames - start), overlap))
+    return plan
+
+
+def latent_to_rgb(latent: torch.Tensor) -> torch.Tensor:
+    """Cheap preview: normalised latent [16, F, h, w] -> [F, h, w, 3] in [0, 1] (Wan 2.1 latent_rgb_factors)."""
+    factors = torch.tensor(WAN21_LATENT_RGB_FACTORS, dtype=torch.float32, device=latent.device)
+    bias = torch.tensor(WAN21_LATENT_RGB_BIAS, dtype=torch.float32, device=latent.device)
+    rgb = torch.einsum("cfhw,cr->fhwr", latent.float(), factors) + bias
+    return rgb.add(1.0).div(2.0).clamp(0.0, 1.0)
+
+
+def color_match(frames: torch.Tensor, reference: torch.Tensor, strength: float):
+    """Per-channel gain/offset mapping ``frames`` [n, H, W, 3] onto ``reference`` (same shape) statistics.
+
+    Returns (gain [3], offset [3], drift [3] = mean(frames) - mean(reference)); gain/offset are scaled toward the
+    identity by ``strength`` (0 = no correction)."""
+    dims = (0, 1, 2)
+    mean_f, mean_r = frames.mean(dims), reference.mean(dims)
+    std_f, std_r = frames.std(dims), reference.std(dims)
+    gain = (std_r / std_f.clamp_min(1e-4)).clamp(*COLOR_GAIN_RANGE)
+    offset = mean_r - gain * mean_f
+    # blend between the identity and the full mapping: x -> x + s * (g x + o - x)
+    return 1.0 + strength * (gain - 1.0), strength * offset, mean_f - mean_r
+
+
+def _apply_color(frames: torch.Tensor, gain, offset) -> torch.Tensor:
+    if gain is None:
+        return frames
+    return (frames * gain + offset).clamp(0.0, 1.0)
+
+
+class _Assembler:
+    """Turns decoded, colour-matched segments into consecutive non-overlapping chunks; overlaps are cross-faded."""
+
+    def __init__(self, emit: Callable[[int, torch.Tensor], None]):
+        self.emit = emit
+        self.tail: Optional[torch.Tensor] = None
+
+    def push(self, start: int, frames: torch.Tensor, known: int, next_overlap: int) -> None:
+        frames = frames.clone()
+        if self.tail is not None:
+            n = self.tail.shape[0]
+            w = torch.arange(1, n + 1, dtype=frames.dtype).div(n + 1).view(-1, 1, 1, 1)
+            frames[:n] = (1.0 - w) * self.tail + w * frames[:n]
+        cut = frames.shape[0] - next_overlap
+        self.emit(start, frames[:cut])
+        self.tail = frames[cut:] if next_overlap else None
+
+
+def _decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
+    """Normalised latent [16, F, h, w] -> frames [T, H, W, 3] in [0, 1] on the CPU."""
+    with model.use("vae"):
+        video = model.vae.decode(latent[None].to(model.execution_device), tile=tile)[0]
+    return cond.from_model_video(video.float()).cpu()
+
+
+def _photo_at(photo: torch.Tensor, size: tuple) -> torch.Tensor:
+    """The photo [H, W, 3] at the output size; the very same tensor when the size already matches."""
+    if tuple(photo.shape[:2]) == tuple(size):
+        return photo
+    out = F.interpolate(photo.permute(2, 0, 1)[None], size=size, mode="bicubic")[0]
+    return out.permute(1, 2, 0).clamp(0.0, 1.0)
+
+
+def _make_predictor(model, refs: cond.ReferenceConditions, y, condition, condition_null, batch: bool):
+    """predict(latent, t, passes) -> {pass: velocity}: DiT forwards for the requested guidance passes."""
+    device = model.execution_device
+    contexts = {COND: refs.context, UNCOND_TEXT: refs.context_null, UNCOND_CONDITION: refs.context}
+    conditions = {COND: condition, UNCOND_TEXT: condition, UNCOND_CONDITION: condition_null}
+
+    def forward(latent, t, passes):
+        b = len(passes)
+        return model.dit(
+            latent[None].expand(b, *latent.shape),
+            torch.full((b,), t, dtype=torch.long, device=device),
+            [contexts[p] for p in passes],
+            y[None].expand(b, *y.shape),
+            torch.stack([conditions[p] for p in passes]),
+            refs.ref_x[None].expand(b, *refs.ref_x.shape),
+            refs.ref_c[None].expand(b, *refs.ref_c.shape),
+            refs.clip_fea_x.expand(b, *refs.clip_fea_x.shape[1:]),
+            refs.clip_fea_c.expand(b, *refs.clip_fea_c.shape[1:]),
+        )
+
+    @torch.inference_mode()
+    def predict(latent, t, passes):
+        latent = latent.to(device)
+        if batch:
+            out = forward(latent, t, passes)
+            return {p: out[i] for i, p in enumerate(passes)}
+        return {p: forward(latent, t, (p,))[0] for p in passes}
+
+    return predict
+
+
+def _reference_conditions(model, photo, first_pose, settings, size, device) -> cond.ReferenceConditions:
+    with model.use("text_encoder"):
+        context, context_null = model.text_encoder.encode([settings.prompt, settings.effective_negative_prompt])
+    first_pose = cond.resize_like_pil(first_pose[None], tuple(photo.shape[:2]))[0]
+    with model.use("image_encoder"):
+        clip_x = cond.clip_features(model.image_encoder, photo)
+        clip_c = cond.clip_features(model.image_encoder, first_pose)
+    photo_v = cond.resize_bicubic(cond.to_model_video(photo[None]), size).to(device)
+    pose_v = cond.resize_bicubic(cond.to_model_video(first_pose[None]), size).to(device)
+    with model.use("vae"):
+        ref_x = cond.build_reference(model.vae, photo_v, 1.0, settings.vae_tile)
+        ref_c = cond.build_reference(model.vae, pose_v, 0.0, settings.vae_tile)
+    return cond.ReferenceConditions(context=context.to(device), context_null=context_null.to(device),
+                                    clip_fea_x=clip_x.to(device), clip_fea_c=clip_c.to(device),
+                                    ref_x=ref_x.to(device), ref_c=ref_c.to(device), photo=photo_v)
+
+
+@torch.inference_mode()
+def generate(model, photo, positive_pose, negative_pose, settings: GenerationSettings,
+             callback: Optional[Callable] = None, should_cancel: Optional[Callable[[], bool]] = None,
+             on_frames: Optional[Callable[[int, torch.Tensor], None]] = None) -> GenerationResult:
+    """Sample the video latents.
+
+    photo [H, W, 3] (or [1, H, W, 3]); positive_pose / negative_pose [T, H', W', 3]; all float in [0, 1].
+    callback(step, total, preview) after every sampling step (step counts finished steps over all segments;
+    preview [h, w, 3] in [0, 1] when ``settings.preview``, else None). should_cancel() polled between steps ->
+    ``Cancelled``. on_frames(start, frames [n, H, W, 3]) receives the final decoded frames segment by segment (in
+    order, no overlap) while generating, so a caller can write a long video without holding it in memory.
+    """
+    photo = cond.as_frames(photo, "photo")
+    if photo.shape[0] != 1:
+        raise ValueError(f"one photo expected, got a batch of {photo.shape[0]} images")
+    photo = photo[0]
+    pos = cond.as_frames(positive_pose, "positive_pose")
+    neg = cond.as_frames(negative_pose, "negative_pose")
+    num_frames, notices = resolve_length(settings.length, pos.shape[0])
+    if neg.shape[0] < num_frames:
+        raise ValueError(f"negative_pose has {neg.shape[0]} frames but {num_frames} are generated; connect the "
+                         f"negative output of the same AlignPose")
+    for note in notices:
+        log.warning(note)
+    size = cond.target_size(photo.shape[0], photo.shape[1], settings.max_area)
+    plan = plan_segments(num_frames, settings.segment_frames, settings.segment_overlap)
+    schedule = make_schedule(settings.solver, settings.steps, settings.shift, settings.sigmas)
+    guidance = settings.guidance
+    model.replan(width=size[1], height=size[0], frames=plan[0][1],
+                 guidance_passes=max(len(guidance.passes(i, schedule.steps)) for i in range(schedule.steps)))
+    device = model.execution_device
+    batch = model.batch_passes_allowed() if settings.batch_passes is None else bool(settings.batch_passes)
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    photo_out = _photo_at(photo, size)
+    pin_known = settings.first_frame in ("latent", "exact")
+    photo_hw = tuple(photo.shape[:2])
+
+    refs = _reference_conditions(model, photo, pos[0], settings, size, device)
+    total = schedule.steps * len(plan)
+    segments: list = []
+    assembler = _Assembler(on_frames) if on_frames is not None else None
+    tail: Optional[torch.Tensor] = None   # colour-matched last frames of the previous segment (its decode)
+
+    for s, (start, n, known) in enumerate(plan):
+        last = s == len(plan) - 1
+        with model.use("vae"):
+            condition = cond.pose_latent(model.vae, pos[start:start + n], photo_hw, size, device, settings.vae_tile)
+            condition_null = cond.pose_latent(model.vae, neg[start:start + n], photo_hw, size, device,
+                                              settings.vae_tile)
+            known_v = refs.photo if s == 0 else cond.to_model_video(tail).to(device)
+            y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
+        noise = torch.randn(LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:], generator=generator)
+        pin = None
+        if pin_known:
+            clean = cond.known_frame_latents(y)
+            k = clean.shape[1]
+            pin = lambda x, clean=clean, k=k: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
+
+        def on_step(info: StepInfo, offset=s * schedule.steps):
+            if callback is not None:
+                preview = None
+                if settings.preview:
+                    preview = latent_to_rgb(info.latent[:, info.latent.shape[1] // 2:][:, :1])[0].cpu()
+                callback(offset + info.step + 1, total, preview)
+
+        predict = _make_predictor(model, refs, y, condition, condition_null, batch)
+        with model.use("dit"):
+            latent = denoise(noise.to(device), schedule, make_solver(settings.solver, schedule), predict, guidance,
+                             pin=pin, on_step=on_step, should_cancel=should_cancel)
+        seg = SegmentLatent(start=start, num_frames=n, known_frames=known, latent=latent.float().cpu())
+        segments.append(seg)
+        del condition, condition_null, y, predict
+        if last and assembler is None:
+            break
+        frames = _decode_frames(model, seg.latent, settings.vae_tile)
+        if s == 0 and settings.first_frame == "exact":
+            frames[0] = photo_out
+        if s > 0:
+            seg.color_gain, seg.color_offset, seg.color_drift = color_match(frames[:known], tail,
+                                                                            settings.color_correction)
+            if settings.color_correction > 0:
+                frames = _apply_color(frames, seg.color_gain, seg.color_offset)
+            else:
+                seg.color_gain = seg.color_offset = None
+        next_overlap = 0 if last else plan[s + 1][2]
+        if assembler is not None:
+            assembler.push(start, frames, known if s > 0 else 0, next_overlap)
+        tail = frames[frames.shape[0] - next_overlap:] if next_overlap else None
+    drifts = [seg.color_drift for seg in segments if seg.color_drift is not None]
+    if drifts:
+        worst = max(float(d.abs().max()) for d in drifts)
+        notices.append(f"{len(plan)} segments of up to {settings.segment_frames} frames (overlap "
+                       f"{settings.segment_overlap}); largest colour drift at a seam {worst:.3f}"
+                       + (" (corrected)" if settings.color_correction > 0 else " (not corrected)"))
+    return GenerationResult(segments=segments, num_frames=num_frames, height=size[0], width=size[1],
+                            first_frame=settings.first_frame, photo=photo_out, notices=notices, seed=settings.seed)
+
+
+@torch.inference_mode()
+def iter_decoded(model, result: GenerationResult, tile="auto",
+                 should_cancel: Optional[Callable[[], bool]] = None) -> Iterator[tuple]:
+    """Yield (start, frames [n, H, W, 3] in [0, 1]) chunks covering the video in order, segment by segment, with the
+    colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode."""
+    chunks: list = []
+    assembler = _Assembler(lambda start, frames: chunks.append((start, frames)))
+    segs = result.segments
+    for s, seg in enumerate(segs):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"decoding cancelled before segment {s + 1}/{len(segs)}")
+        frames = _decode_frames(model, seg.latent, tile)
+        if s == 0 and result.first_frame == "exact":
+            frames[0] = result.photo
+        frames = _apply_color(frames, seg.color_gain, seg.color_offset)
+        next_overlap = segs[s + 1].known_frames if s + 1 < len(segs) else 0
+        assembler.push(seg.start, frames, seg.known_frames if s > 0 else 0, next_overlap)
+        while chunks:
+            yield chunks.pop(0)
+
+
+def decode(model, result: GenerationResult, tile="auto", callback: Optional[Callable] = None,
+           should_cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+    """The whole video [T, H, W, 3] in [0, 1] (CPU). For long videos prefer ``iter_decoded`` (constant memory)."""
+    tile = "auto" if tile is None else tile
+    out = torch.empty(result.num_frames, result.height, result.width, 3)
+    done = 0
+    for i, (start, frames) in enumerate(iter_decoded(model, result, tile, should_cancel)):
+        out[start:start + frames.shape[0]] = frames
+        done += frames.shape[0]
+        if callback is not None:
+            callback(i + 1, len(result.segments))
+    if done != result.num_frames:
+        raise RuntimeError(f"decoded {done} frames, expected {result.num_frames}")
+    return out

@@ -1,0 +1,173 @@
+"""End-to-end generation on tiny random networks (real DiT / VAE / umT5 / CLIP classes, tiny configs)."""
+import pytest
+import torch
+
+from steadydancer_core import conditioning as cond
+from steadydancer_core.bundle import SteadyDancerModel
+from steadydancer_core.config import CLIPVisionConfig, DiTConfig, T5Config, VAEConfig
+from steadydancer_core.dit import SteadyDancerDiT
+from steadydancer_core.guidance import Cancelled
+from steadydancer_core.image_encoder import CLIPVisionTower, ImageEncoder
+from steadydancer_core.pipeline import GenerationSettings, color_match, decode, generate, latent_to_rgb, \
+    plan_segments, resolve_length
+from steadydancer_core.text_encoder import TextEncoder, UMT5Encoder
+from steadydancer_core.vae import WanVAE
+
+SIZE = 32  # photo side; max_area SIZE*SIZE keeps it unresized
+
+
+class ByteTokenizer:
+    """Deterministic stand-in tokenizer with the UMT5Tokenizer call shape (ids, mask [B, text_len])."""
+
+    def __init__(self, config: T5Config):
+        self.text_len, self.vocab = config.text_len, config.vocab_size
+
+    def __call__(self, prompts):
+        ids = torch.zeros(len(prompts), self.text_len, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, text in enumerate(prompts):
+            toks = [3 + b % (self.vocab - 3) for b in text.encode()][: self.text_len - 1] + [1]
+            ids[i, : len(toks)] = torch.tensor(toks)
+            mask[i, : len(toks)] = 1
+        return ids, mask
+
+    def was_truncated(self, text):
+        return len(text.encode()) > self.text_len - 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    t5 = T5Config.tiny(text_len=DiTConfig.tiny().text_len)
+    clip = CLIPVisionConfig.tiny()
+    dit = SteadyDancerDiT(DiTConfig.tiny(text_dim=t5.dim, clip_dim=clip.dim)).eval().requires_grad_(False)
+    with torch.no_grad():  # make the random DiT respond visibly to its inputs
+        for p in dit.parameters():
+            if p.ndim == 1 and torch.count_nonzero(p) == 0:
+                p.normal_(0, 0.02)
+    vae = WanVAE(VAEConfig.tiny()).eval().requires_grad_(False)
+    text = TextEncoder(UMT5Encoder(t5).eval().requires_grad_(False), ByteTokenizer(t5))
+    image = ImageEncoder(CLIPVisionTower(clip).eval().requires_grad_(False))
+    return SteadyDancerModel(dit=dit, vae=vae, text_encoder=text, image_encoder=image, dtype=torch.float32)
+
+
+def _inputs(frames, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    photo = torch.rand(SIZE, SIZE, 3, generator=g)
+    pos = torch.rand(frames, SIZE, SIZE, 3, generator=g)
+    neg = torch.rand(frames, SIZE, SIZE, 3, generator=g)
+    return photo, pos, neg
+
+
+def _settings(**kw):
+    base = dict(prompt="a dancer", steps=3, max_area=SIZE * SIZE, seed=7, pose_cfg=1.5,
+                pose_cfg_window=(0.0, 1.0), vae_tile=False)
+    base.update(kw)
+    return GenerationSettings(**base)
+
+
+def test_pipeline_shapes_and_determinism(tiny_model):
+    photo, pos, neg = _inputs(9)
+    steps = []
+    a = generate(tiny_model, photo, pos, neg, _settings(), callback=lambda s, t, p: steps.append((s, t)))
+    b = generate(tiny_model, photo, pos, neg, _settings())
+    c = generate(tiny_model, photo, pos, neg, _settings(seed=8))
+    assert a.latent.shape == (1, 16, 3, SIZE // 8, SIZE // 8)
+    assert (a.num_frames, a.height, a.width, a.notices) == (9, SIZE, SIZE, [])
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert torch.equal(a.latent, b.latent)
+    assert not torch.allclose(a.latent, c.latent)
+    video = decode(tiny_model, a)
+    assert video.shape == (9, SIZE, SIZE, 3) and 0 <= video.min() and video.max() <= 1
+
+
+def test_pipeline_batched_passes_match_sequential(tiny_model):
+    photo, pos, neg = _inputs(5)
+    a = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False))
+    b = generate(tiny_model, photo, pos, neg, _settings(batch_passes=True))
+    assert torch.allclose(a.latent, b.latent, atol=1e-4)
+
+
+def test_pipeline_first_frame_modes(tiny_model):
+    photo, pos, neg = _inputs(5)
+    clean = cond.encode_video(tiny_model.vae, cond.to_model_video(photo[None]), tile=False)[:, :1]
+    model_mode = generate(tiny_model, photo, pos, neg, _settings(first_frame="model"))
+    latent_mode = generate(tiny_model, photo, pos, neg, _settings(first_frame="latent"))
+    exact_mode = generate(tiny_model, photo, pos, neg, _settings(first_frame="exact"))
+    assert not torch.allclose(model_mode.latent[0, :, :1], clean, atol=1e-3)
+    assert torch.allclose(latent_mode.latent[0, :, :1], clean, atol=1e-6)
+    assert torch.allclose(exact_mode.latent[0, :, :1], clean, atol=1e-6)
+    frames = decode(tiny_model, exact_mode)
+    assert torch.equal(frames[0], photo)
+    assert not torch.equal(decode(tiny_model, latent_mode)[0], photo)
+
+
+def test_pipeline_long_video_in_segments(tiny_model):
+    photo, pos, neg = _inputs(17)
+    streamed = []
+    settings = _settings(segment_frames=9, segment_overlap=5, first_frame="exact")
+    result = generate(tiny_model, photo, pos, neg, settings, on_frames=lambda s, f: streamed.append((s, f)))
+    assert [(s.start, s.num_frames, s.known_frames) for s in result.segments] == [(0, 9, 1), (4, 9, 5), (8, 9, 5)]
+    assert all(s.latent.shape == (16, 3, SIZE // 8, SIZE // 8) for s in result.segments)
+    assert result.segments[1].color_gain is not None and result.segments[1].color_drift.shape == (3,)
+    assert any("segments" in n for n in result.notices)
+    video = decode(tiny_model, result)
+    assert video.shape == (17, SIZE, SIZE, 3)
+    assert torch.equal(video[0], photo)
+    starts = [s for s, _ in streamed]
+    assert starts == [0, 4, 8] and sum(f.shape[0] for _, f in streamed) == 17
+    assert torch.equal(torch.cat([f for _, f in streamed]), video)
+
+
+def test_pipeline_frame_count_not_4n1_is_rounded_with_notice(tiny_model):
+    photo, pos, neg = _inputs(11)
+    result = generate(tiny_model, photo, pos, neg, _settings(steps=1))
+    assert result.num_frames == 9 and result.latent.shape[2] == 3
+    assert len(result.notices) == 1 and "11" in result.notices[0] and "9" in result.notices[0]
+    assert decode(tiny_model, result).shape[0] == 9
+
+
+def test_pipeline_cancel_and_preview(tiny_model):
+    photo, pos, neg = _inputs(5)
+    seen = []
+    with pytest.raises(Cancelled):
+        generate(tiny_model, photo, pos, neg, _settings(preview=True),
+                 callback=lambda s, t, p: seen.append(p), should_cancel=lambda: len(seen) >= 1)
+    assert len(seen) == 1 and seen[0].shape == (SIZE // 8, SIZE // 8, 3)
+
+
+def test_pipeline_settings_validation():
+    with pytest.raises(ValueError, match="segment_frames"):
+        GenerationSettings(segment_frames=80)
+    with pytest.raises(ValueError, match="segment_overlap"):
+        GenerationSettings(segment_overlap=81)
+    with pytest.raises(ValueError, match="first_frame"):
+        GenerationSettings(first_frame="photo")
+    with pytest.raises(ValueError, match="solver"):
+        GenerationSettings(solver="ddim")
+    s = GenerationSettings(sigmas=torch.tensor([1.0, 0.5, 0.0]), color_correction=True)
+    assert s.sigmas == (1.0, 0.5, 0.0) and s.color_correction == 1.0
+    assert GenerationSettings().effective_negative_prompt  # Wan's default I2V negative prompt
+
+
+def test_pipeline_pure_helpers():
+    assert resolve_length(0, 81) == (81, [])
+    assert resolve_length(10, 81)[0] == 9
+    with pytest.raises(ValueError, match="pose frames"):
+        resolve_length(100, 81)
+    assert plan_segments(81, 81, 9) == [(0, 81, 1)]
+    plan = plan_segments(201, 81, 9)
+    assert plan == [(0, 81, 1), (72, 81, 9), (144, 57, 9)]
+    assert all((n - 1) % 4 == 0 for _, n, _ in plan)
+    assert cond.target_size(1024, 576, 1024 * 576) == (1024, 576)
+    assert cond.target_size(720, 1280, 480 * 832) == (464, 832)
+    mask = cond.frame_mask(9, 5, 2, 2)
+    assert mask.shape == (4, 3, 2, 2)
+    assert mask[:, :2].eq(1).all() and mask[:, 2].eq(0).all()
+    assert cond.frame_mask(81, 1, 1, 1)[:, 0].eq(1).all() and cond.frame_mask(81, 1, 1, 1)[:, 1:].eq(0).all()
+    assert latent_to_rgb(torch.zeros(16, 2, 3, 4)).shape == (2, 3, 4, 3)
+    frames, ref = torch.rand(3, 4, 4, 3) * 0.5, torch.rand(3, 4, 4, 3) * 0.5 + 0.2
+    gain, offset, drift = color_match(frames, ref, 1.0)
+    corrected = frames * gain + offset
+    assert torch.allclose(corrected.mean((0, 1, 2)), ref.mean((0, 1, 2)), atol=1e-5)
+    assert torch.allclose(drift, frames.mean((0, 1, 2)) - ref.mean((0, 1, 2)))

@@ -114,6 +114,9 @@ class WholeBodyEstimator:
     def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs = run_batched(self.session, self.sig, crops, self.batch_size)
         sx, sy = outs[self._order[0]], outs[self._order[1]]
+        w, h = self.input_wh
+        if sx.shape[-1] * h != sy.shape[-1] * w and sy.shape[-1] * h == sx.shape[-1] * w:
+            sx, sy = sy, sx  # unnamed outputs in (y, x) order: the x vector has W * split bins
         if sx.ndim != 3 or sy.ndim != 3 or sx.shape[1] != NUM_KEYPOINTS:
             raise OnnxModelError(f"{self.path}: SimCC outputs have shapes {sx.shape}, {sy.shape}; expected "
                                  f"[N, {NUM_KEYPOINTS}, bins]: this is not a COCO-WholeBody (DWPose) model.")

@@ -131,3 +131,13 @@ def test_pose_official_dict_roundtrip():
     assert f.to_official()["hands"].shape == (4, 21, 2)
     with pytest.raises(ValueError):
         PoseFrame(np.zeros((1, 17, 2)), np.zeros((1, 17), bool), np.zeros((1, 2, 21, 2)), np.zeros((1, 68, 2)), (4, 4))
+
+
+@pytest.mark.parametrize("canvas_hw,out_hw", [((2016, 1152), (832, 480)), ((2016, 1152), (1008, 576)), ((1000, 700), (999, 699))])
+def test_pose_render_resized_region_equals_full_resize(canvas_hw, out_hw):
+    import cv2
+
+    for size, shift in ((1.0, 0.0), (0.4, 0.3), (1.6, -0.2)):
+        f = _person((1008, 576), shift=(shift, 0.0), size=size)
+        full = cv2.resize(pose.render(f, canvas_hw), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(pose.render(f, canvas_hw, output_hw=out_hw), full)

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 import pose
+import pose.detector
+import pose.estimator
 from pose import onnx_runtime
 from pose.estimator import FLIP_INDICES, box_center_scale
 from pose.tiny_models import build_tiny_dwpose, build_tiny_yolox, canonical_pose
@@ -22,7 +24,7 @@ def models(tmp_path_factory):
         "det1": build_tiny_yolox(d / "yolox_fixed_fp16.onnx", boxes=[(320, 320, 200, 400, 0.9)], dynamic_batch=False, fp16=True),
         "est": build_tiny_dwpose(d / "dw-ll_ucoco_384.onnx"),
         "est1": build_tiny_dwpose(d / "dw_fixed_fp16.onnx", dynamic_batch=False, fp16=True, input_name="x",
-                                  output_names=("simcc_y", "simcc_x")[::-1]),
+                                  output_names=("out_a", "out_b")),
         "est_low": build_tiny_dwpose(d / "dw_low.onnx", low_keypoints=[9, 10, 91 + 20, 112 + 20]),
     }
 
@@ -61,6 +63,16 @@ def test_pose_variants_fixed_batch_fp16_renamed(models):
     for x, y in zip(fa, fb):
         np.testing.assert_allclose(x.bodies, y.bodies, atol=5e-3)
         np.testing.assert_array_equal(x.body_visible, y.body_visible)
+
+
+def test_pose_unnamed_outputs_in_y_x_order(models, tmp_path):
+    swapped = build_tiny_dwpose(tmp_path / "dw_swapped.onnx", output_names=("simcc_y", "simcc_x"))
+    est = pose.estimator.WholeBodyEstimator(swapped)
+    est._order = (1, 0)  # as if the names were unknown and the order (y, x)
+    a = WholeBody.load(models["det"], models["est"])([_frame()])[0]
+    b = WholeBody(a_det := pose.detector.PersonDetector(models["det"]), est)([_frame()])[0]
+    np.testing.assert_array_equal(a.bodies, b.bodies)
+    assert a_det.input_hw == (640, 640)
 
 
 def test_pose_person_modes(models):

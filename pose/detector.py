@@ -36,14 +36,17 @@ class DetectorConfig:
                 raise ValueError(f"DetectorConfig.{name} must be in [0, 1], got {v}")
 
 
-def letterbox(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """Keep-ratio resize (bilinear) into the top-left of a 114-padded canvas -> (uint8 [h, w, 3], factor)."""
+def letterbox(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Keep-ratio resize (bilinear) into the top-left of a 114-padded canvas.
+
+    Returns (uint8 [h, w, 3], per-axis factors (new_w / w, new_h / h) used to map boxes back).
+    """
     h, w = image.shape[:2]
     f = min(input_hw[0] / h, input_hw[1] / w)
-    nh, nw = min(int(h * f + 0.5), input_hw[0]), min(int(w * f + 0.5), input_hw[1])
+    nh, nw = max(1, min(int(h * f + 0.5), input_hw[0])), max(1, min(int(w * f + 0.5), input_hw[1]))
     out = np.full((input_hw[0], input_hw[1], 3), PAD_VALUE, dtype=np.uint8)
     out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return out, f
+    return out, np.array([nw / w, nh / h, nw / w, nh / h])
 
 
 def _grids(input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +78,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, pixel_offset: float =
     return np.asarray(keep, dtype=np.int64)
 
 
-def decode(output: np.ndarray, input_hw: tuple[int, int], factor: float, cfg: DetectorConfig) -> np.ndarray:
+def decode(output: np.ndarray, input_hw: tuple[int, int], factor: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
     """One image's raw output [A, 5 + C] -> person boxes [K, 5] (x1, y1, x2, y2, score) in image pixels."""
     grid, stride = _grids(input_hw)
     if output.shape[0] != grid.shape[0] or output.shape[1] < 6:

@@ -32,6 +32,7 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 CONSUMED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
 SCALED_FP8_MARKER = "scaled_fp8"
+QUANT_METADATA_KEY = "_quantization_metadata"    # safetensors header entry: {"layers": {name: {"format": ...}}}
 COMFY_QUANT_FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
 
 # GGUF block geometry: type name -> (elements per block, bytes per block)
@@ -362,11 +363,28 @@ def _comfy_quant_format(t: torch.Tensor, key: str) -> str:
         raise WeightFileError(f"unreadable quantisation descriptor '{key}': {exc}") from exc
 
 
+def _check_quantization_metadata(metadata: Mapping) -> None:
+    """Newer ComfyUI files list quantised layers in the safetensors header: only fp8 formats are supported."""
+    raw = metadata.get(QUANT_METADATA_KEY)
+    if not raw:
+        return
+    try:
+        layers = (json.loads(raw) if isinstance(raw, str) else raw).get("layers", {})
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise WeightFileError(f"unreadable '{QUANT_METADATA_KEY}' in the file header: {exc}") from exc
+    formats = {str(v.get("format", "")) if isinstance(v, dict) else str(v) for v in layers.values()}
+    unsupported = sorted(formats - set(COMFY_QUANT_FP8_FORMATS))
+    if unsupported:
+        raise WeightFileError(f"the file uses quantisation format(s) {unsupported}, which are not supported; use an "
+                              f"fp8 ({', '.join(COMFY_QUANT_FP8_FORMATS)}), fp16/bf16 or GGUF file instead")
+
+
 def split_quant_entries(sd: Mapping) -> tuple[dict[str, str], set[str]]:
     """Find fp8 side entries. Returns (weight name -> scale key, keys consumed as side information).
 
     Raises for quantisation formats other than fp8 (``comfy_quant`` descriptors such as nvfp4).
     """
+    _check_quantization_metadata(getattr(sd, "metadata", None) or {})
     scales: dict[str, str] = {}
     consumed: set[str] = set()
     for key in sd.keys():

@@ -128,3 +128,17 @@ def test_comfy_quant_non_fp8_format_is_rejected():
         m = _Tiny()
     with pytest.raises(WeightFileError, match="nvfp4"):
         load_state_dict_into(m, sd, torch.float32)
+
+
+def test_header_quantization_metadata_non_fp8_is_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    from steadydancer_core.weights import open_state_dict
+
+    sd = _dense_sd()
+    meta = {"_quantization_metadata": '{"layers": {"proj": {"format": "float8_e4m3fn"}, "x": {"format": "nvfp4"}}}'}
+    save_file(sd, tmp_path / "q.safetensors", metadata=meta)
+    with empty_init():
+        m = _Tiny()
+    with pytest.raises(WeightFileError, match="nvfp4"):
+        load_state_dict_into(m, open_state_dict(tmp_path / "q.safetensors"), torch.float32)

@@ -85,6 +85,11 @@ def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
 
 
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x * (1 + scale) + shift (one fused multiply-add)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -193,14 +198,14 @@ class WanBlock(nn.Module):
     def forward(self, x, e, rope, context, text_pad=0, keep=None):
         dtype = context.dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
-        h = (layer_norm(x, self.eps) * (1 + scale1) + shift1).to(dtype)
+        h = modulate(layer_norm(x, self.eps), shift1, scale1).to(dtype)
         attn = self.self_attn(h, rope, keep)
         if keep is not None:
             x = x[:, :keep]
-        x = x + attn.float() * gate1
+        x = torch.addcmul(x, attn.float(), gate1)
         x = x + self.cross_attn(self._norm3(x).to(dtype), context, text_pad).float()
-        h = (layer_norm(x, self.eps) * (1 + scale2) + shift2).to(dtype)
-        return x + self.ffn(h).float() * gate2
+        h = modulate(layer_norm(x, self.eps), shift2, scale2).to(dtype)
+        return torch.addcmul(x, self.ffn(h).float(), gate2)
 
     def _norm3(self, x):
         if isinstance(self.norm3, nn.LayerNorm):
@@ -221,7 +226,7 @@ class Head(nn.Module):
     def forward(self, x, e, dtype):
         """x [B, L, D] fp32, e [B, D] fp32 -> [B, L, prod(patch) * out_dim] in ``dtype``."""
         shift, scale = (self.modulation.float() + e[:, None]).unsqueeze(2).unbind(1)
-        return self.head((layer_norm(x, self.eps) * (1 + scale) + shift).to(dtype))
+        return self.head(modulate(layer_norm(x, self.eps), shift, scale).to(dtype))
 
 
 class MLPProj(nn.Module):
@@ -311,7 +316,7 @@ class SteadyDancerDiT(nn.Module):
             self.patch_embedding_ref_c(ref_c[:, :cfg.condition_channels]),
         ], dim=2)
         grid = tuple(tokens.shape[2:])
-        tokens = tokens.flatten(2).transpose(1, 2).float()                      # [B, L, D] residual stream
+        tokens = tokens.flatten(2).transpose(1, 2).contiguous().float()         # [B, L, D] residual stream
 
         # 3. time: e modulates the head, e6 the blocks
         e = self.time_embedding(timestep_embedding(t, cfg.freq_dim).to(dtype))

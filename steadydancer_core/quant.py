@@ -6,7 +6,7 @@ Storage formats handled here:
   scale comes from ``<layer>.scale_weight`` or ``<layer>.weight_scale``; ``scale_input`` / ``input_scale`` /
   ``comfy_quant`` / ``scaled_fp8`` entries are consumed).
 * GGUF blocks (``GGUFTensor``: raw uint8 bytes + quantisation type + logical shape). Q8_0, Q4_K, Q5_K and Q6_K have
-  torch dequantisers (any device); other GGUF types fall back to the ``gguf`` package's numpy code on CPU.
+  (and Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K) torch dequantisers (any device); other GGUF types fall back to the ``gguf`` package's numpy code on CPU.
 
 ``PackedLinear`` replaces ``nn.Linear`` when the stored weight is fp8 or GGUF: it keeps the packed weight and upcasts
 it to the input's dtype inside ``forward``. LoRA adapters can ride along as an extra low-rank path.
@@ -36,7 +36,8 @@ QUANT_METADATA_KEY = "_quantization_metadata"    # safetensors header entry: {"l
 COMFY_QUANT_FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
 
 # GGUF block geometry: type name -> (elements per block, bytes per block)
-GGUF_BLOCKS = {"Q8_0": (32, 34), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
+GGUF_BLOCKS = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
+               "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
 
 
 class WeightFileError(ValueError):
@@ -96,6 +97,37 @@ def _dq_q8_0(b: torch.Tensor) -> torch.Tensor:
     return d * q
 
 
+def _low_high(qs: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 16] -> int [N, 32]: low nibbles are elements 0..15, high nibbles 16..31."""
+    q = qs.to(torch.int32)
+    return torch.cat([q & 0xF, q >> 4], dim=1)
+
+
+def _fifth_bits(qh: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 4] (little-endian uint32) -> int [N, 32]: bit j is the 5th bit of element j."""
+    bytes_ = qh.to(torch.int32)
+    word = bytes_[:, 0] | (bytes_[:, 1] << 8) | (bytes_[:, 2] << 16) | (bytes_[:, 3] << 24)
+    return (word[:, None] >> torch.arange(32, device=qh.device, dtype=torch.int32)[None]) & 1
+
+
+def _dq_q4_0(b: torch.Tensor) -> torch.Tensor:
+    return _f16(b[:, :2]) * (_low_high(b[:, 2:18]) - 8).float()
+
+
+def _dq_q4_1(b: torch.Tensor) -> torch.Tensor:
+    return _f16(b[:, :2]) * _low_high(b[:, 4:20]).float() + _f16(b[:, 2:4])
+
+
+def _dq_q5_0(b: torch.Tensor) -> torch.Tensor:
+    q = _low_high(b[:, 6:22]) | (_fifth_bits(b[:, 2:6]) << 4)
+    return _f16(b[:, :2]) * (q - 16).float()
+
+
+def _dq_q5_1(b: torch.Tensor) -> torch.Tensor:
+    q = _low_high(b[:, 8:24]) | (_fifth_bits(b[:, 4:8]) << 4)
+    return _f16(b[:, :2]) * q.float() + _f16(b[:, 2:4])
+
+
 def _k_scales(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Unpack the 12-byte 6-bit scales/mins of Q4_K / Q5_K: uint8 [N, 12] -> sc, m int [N, 8]."""
     s = s.to(torch.int32)
@@ -109,6 +141,37 @@ def _nibbles(qs: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 128] -> int [N, 8, 32]: sub-block 2c = low nibbles of chunk c, 2c+1 = high nibbles."""
     q = qs.to(torch.int32).reshape(-1, 4, 1, 32)
     return torch.cat([q & 0xF, q >> 4], dim=2).reshape(-1, 8, 32)
+
+
+def _two_bit_planes(qs: torch.Tensor) -> torch.Tensor:
+    """Q2_K/Q3_K low bits: uint8 [N, 64] -> int [N, 2, 4, 32] (half, shift group, position)."""
+    q = qs.to(torch.int32).reshape(-1, 2, 1, 32)
+    shifts = 2 * torch.arange(4, device=qs.device, dtype=torch.int32)[None, None, :, None]
+    return (q >> shifts) & 3
+
+
+def _per16(scales: torch.Tensor) -> torch.Tensor:
+    """[N, 16] scales of 16-element groups -> [N, 2, 4, 32] aligned with ``_two_bit_planes``."""
+    return scales.reshape(-1, 2, 4, 2).repeat_interleave(16, dim=3)
+
+
+def _dq_q2_k(b: torch.Tensor) -> torch.Tensor:
+    sc = b[:, 0:16].to(torch.int32)
+    d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])
+    scale, minimum = _per16((d * (sc & 0xF)).float()), _per16((dmin * (sc >> 4)).float())
+    return (scale * _two_bit_planes(b[:, 16:80]).float() - minimum).reshape(-1, 256)
+
+
+def _dq_q3_k(b: torch.Tensor) -> torch.Tensor:
+    hmask = b[:, 0:32].to(torch.int32)
+    s = b[:, 96:108].to(torch.int32)
+    lo, mid, top = s[:, 0:4], s[:, 4:8], s[:, 8:12]
+    sc = torch.cat([(lo & 0xF) | ((top & 3) << 4), (mid & 0xF) | (((top >> 2) & 3) << 4),
+                    (lo >> 4) | (((top >> 4) & 3) << 4), (mid >> 4) | (((top >> 6) & 3) << 4)], dim=1) - 32
+    d = _f16(b[:, 108:110])
+    bits = (hmask[:, None, :] >> torch.arange(8, device=b.device, dtype=torch.int32)[None, :, None]) & 1
+    q = _two_bit_planes(b[:, 32:96]) - 4 * (1 - bits.reshape(-1, 2, 4, 32))
+    return (_per16((d * sc).float()) * q.float()).reshape(-1, 256)
 
 
 def _dq_q4_k(b: torch.Tensor) -> torch.Tensor:
@@ -144,7 +207,8 @@ def _dq_q6_k(b: torch.Tensor) -> torch.Tensor:
     return (d[:, :, None] * sc[:, :, None] * q).reshape(-1, 256)
 
 
-_TORCH_DEQUANT = {"Q8_0": _dq_q8_0, "Q4_K": _dq_q4_k, "Q5_K": _dq_q5_k, "Q6_K": _dq_q6_k}
+_TORCH_DEQUANT = {"Q8_0": _dq_q8_0, "Q4_0": _dq_q4_0, "Q4_1": _dq_q4_1, "Q5_0": _dq_q5_0, "Q5_1": _dq_q5_1,
+                  "Q2_K": _dq_q2_k, "Q3_K": _dq_q3_k, "Q4_K": _dq_q4_k, "Q5_K": _dq_q5_k, "Q6_K": _dq_q6_k}
 
 
 def dequantize_gguf(raw: torch.Tensor, qtype: str, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -25,7 +25,8 @@ def _random_blocks(qtype: str, n_blocks: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     _, nbytes = GGUF_BLOCKS[qtype]
     raw = rng.integers(0, 256, size=(n_blocks, nbytes), dtype=np.uint8)
-    scale_pos = {"Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [nbytes - 2]}[qtype]
+    scale_pos = {"Q8_0": [0], "Q4_0": [0], "Q5_0": [0], "Q4_1": [0, 2], "Q5_1": [0, 2], "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2],
+                 "Q5_K": [0, 2], "Q6_K": [nbytes - 2]}[qtype]
     for p in scale_pos:
         raw[:, p:p + 2] = rng.uniform(-0.1, 0.1, size=n_blocks).astype(np.float16).view(np.uint8).reshape(-1, 2)
     return raw

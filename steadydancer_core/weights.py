@@ -78,6 +78,16 @@ T5_RENAMES = (
     (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_1\.", r"blocks.\1.ffn.fc1."),
     (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wo\.", r"blocks.\1.ffn.fc2."),
     (r"^encoder\.final_layer_norm\.", "norm."),
+    # llama.cpp names used by umT5 GGUF files (city96's conversions)
+    (r"^token_embd\.", "token_embedding."),
+    (r"^enc\.blk\.(\d+)\.attn_norm\.", r"blocks.\1.norm1."),
+    (r"^enc\.blk\.(\d+)\.attn_rel_b\.", r"blocks.\1.pos_embedding.embedding."),
+    (r"^enc\.blk\.(\d+)\.attn_([qkvo])\.", r"blocks.\1.attn.\2."),
+    (r"^enc\.blk\.(\d+)\.ffn_norm\.", r"blocks.\1.norm2."),
+    (r"^enc\.blk\.(\d+)\.ffn_gate\.", r"blocks.\1.ffn.gate.0."),
+    (r"^enc\.blk\.(\d+)\.ffn_up\.", r"blocks.\1.ffn.fc1."),
+    (r"^enc\.blk\.(\d+)\.ffn_down\.", r"blocks.\1.ffn.fc2."),
+    (r"^enc\.output_norm\.", "norm."),
 )
 T5_TIED_EMBEDDING = ("encoder.embed_tokens.weight", "shared.weight")   # (tied copy, the one kept)
 
@@ -441,7 +451,8 @@ def dit_to_official(sd: Mapping):
 
 
 def t5_to_official(sd: Mapping):
-    """ComfyUI/HF umT5 encoder names -> official ``T5Encoder`` names (suffixes such as ``scale_weight`` kept).
+    """ComfyUI/HF (or llama.cpp GGUF) umT5 encoder names -> official ``T5Encoder`` names (suffixes such as
+    ``scale_weight`` kept).
 
     The tied ``encoder.embed_tokens.weight`` is dropped when ``shared.weight`` exists; other keys (``spiece_model``,
     ``scaled_fp8``) pass through unchanged.

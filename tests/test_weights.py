@@ -106,6 +106,13 @@ def test_t5_converter_synthetic_keeps_side_entries_and_official_passthrough():
     assert sorted(out) == ["blocks.0.attn.o.weight", "blocks.3.ffn.gate.0.scale_weight", "blocks.3.ffn.gate.0.weight",
                            "spiece_model", "token_embedding.weight"]
     assert sorted(t5_to_official(out)) == sorted(out)
+    gguf_names = {"token_embd.weight": 0, "enc.blk.1.attn_q.weight": 0, "enc.blk.1.attn_norm.weight": 0,
+                  "enc.blk.1.attn_rel_b.weight": 0, "enc.blk.1.ffn_gate.weight": 0, "enc.blk.1.ffn_up.weight": 0,
+                  "enc.blk.1.ffn_down.weight": 0, "enc.blk.1.ffn_norm.weight": 0, "enc.output_norm.weight": 0}
+    assert sorted(t5_to_official({k: torch.zeros(1) for k in gguf_names})) == [
+        "blocks.1.attn.q.weight", "blocks.1.ffn.fc1.weight", "blocks.1.ffn.fc2.weight", "blocks.1.ffn.gate.0.weight",
+        "blocks.1.norm1.weight", "blocks.1.norm2.weight", "blocks.1.pos_embedding.embedding.weight", "norm.weight",
+        "token_embedding.weight"]
 
 
 def test_clip_converter_synthetic_qkv_fp8_scaled():

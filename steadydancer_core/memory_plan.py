@@ -238,10 +238,10 @@ def plan_for_model(model, offload=_AUTO, width: int | None = None, height: int |
     swap = 0 if offload == "none" else offload
     if free_vram_bytes is None:
         if torch.device(device).type == "cuda":
-            free, _ = torch.cuda.mem_get_info(torch.device(device))
-            free_vram_bytes = int(free)
+            free_vram_bytes = _device_free_bytes(model, device, total + dit_activation_bytes(
+                getattr(dit, "config", None) or DiTConfig(), width, height, frames, model.dtype, guidance_passes))
         else:
-            free_vram_bytes, swap = total * 4, 0      # host memory: nothing to swap
+            free_vram_bytes, swap = _host_free_bytes(), 0      # computing in host memory: nothing to swap
     return plan_memory(
         free_vram_bytes, per_block, len(blocks), other, model.dtype, width, height, frames, guidance_passes,
         max_vram_gb, dit_config=getattr(dit, "config", None), device=str(device), embedding_weight_bytes=embedding,
@@ -249,3 +249,28 @@ def plan_for_model(model, offload=_AUTO, width: int | None = None, height: int |
         vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
         vae_weight_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
+
+
+def _device_free_bytes(model, device: str, wanted: int) -> int:
+    """Free device memory for planning: the host application is asked to free ``wanted`` bytes first (through the
+    offloader's hook), and what this model's own placements hold counts as free (they are re-planned)."""
+    from .offload import offloader_for
+
+    offloader = offloader_for(model, device)
+    if offloader.moves:
+        offloader.ask_host_to_free(wanted)
+        free = offloader.free_bytes()
+        if free is not None:
+            return int(free)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def _host_free_bytes() -> int:
+    """Available host memory (Linux/macOS sysconf), or a large value where the platform does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40

@@ -424,15 +424,28 @@ class Offloader:
             free = self.ledger.capacity_bytes - self.ledger.device_bytes
         return None if free is None else free + sum(self.ledger.placed.values())
 
-    def _ask_host_to_free(self, nbytes: int) -> None:
+    def ask_host_to_free(self, nbytes: int) -> None:
+        """Call the free-memory hook (if any) for ``nbytes``."""
         if self.free_memory_hook is not None and nbytes > 0:
             self.free_memory_hook(int(nbytes), self.device)
+
+    def make_room(self, nbytes: int) -> bool:
+        """Ask the host to free ``nbytes``; if the device still lacks them, move this offloader's own placements
+        (the DiT) back to host memory (they are placed again on next use). Returns whether anything was unplaced."""
+        self.ask_host_to_free(nbytes)
+        free = self.transfer.free_bytes()
+        if free is None and self.ledger.capacity_bytes is not None:
+            free = self.ledger.capacity_bytes - self.ledger.device_bytes
+        if free is None or free >= nbytes or not self._placed:
+            return False
+        self.unplace_all()
+        return True
 
     def _upload_module(self, module: nn.Module, name: str, table: dict, skip=()) -> _Residency:
         slots = [s for s in _slots(module, skip) if not self.transfer.is_on_device(s.get())]
         hosts = [s.get() for s in slots]
         nbytes = sum(tensor_bytes(h) for h in hosts)
-        self._ask_host_to_free(nbytes)
+        self.ask_host_to_free(nbytes)
         self.ledger.check(name, nbytes)
         devs, _ = self.transfer.upload(hosts, asynchronous=False)
         for slot, t in zip(slots, devs):
@@ -590,8 +603,12 @@ def use_component(model, name: str) -> Iterator[None]:
         with offloader.guard(plan, "sampling"):
             yield
         return
+    modules = _torch_modules(component)
+    if offloader.moves:
+        from .config import OFFLOAD_MIN_RESERVE_BYTES
+        offloader.make_room(sum(module_bytes(m) for m in modules) + OFFLOAD_MIN_RESERVE_BYTES)
     with contextlib.ExitStack() as stack:
-        for i, module in enumerate(_torch_modules(component)):
+        for i, module in enumerate(modules):
             stack.enter_context(offloader.resident(module, f"{name}.{i}"))
         with offloader.guard(plan, name.replace("_", " ")):
             yield

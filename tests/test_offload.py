@@ -333,3 +333,24 @@ def test_cuda_block_swap_bitwise_identical_and_clean():
     assert all(t.is_pinned() for u in off.swap.units for t in u.homes)
     off.unplace(model)
     assert off.ledger.device_bytes == 0
+
+
+def test_encoders_make_room_by_unplacing_the_dit():
+    dit = ToyDiT()
+    vae = nn.Linear(64, 64)
+    dit_bytes, vae_bytes = offload.module_bytes(dit), offload.module_bytes(vae)
+    model = types.SimpleNamespace(dit=dit, vae=vae, text_encoder=None, image_encoder=None, offload_plan=None)
+    hook_calls = []
+    off = offload.attach_offloader(model, Offloader.simulated(capacity_bytes=dit_bytes + vae_bytes // 2 + (1 << 30)))
+    off.free_memory_hook = lambda nbytes, device: hook_calls.append(nbytes)
+    off.ledger.capacity_bytes = dit_bytes + vae_bytes // 2          # the VAE does not fit next to the DiT
+    with offload.use_component(model, "dit"):
+        pass
+    assert off.is_placed(dit)
+    from steadydancer_core.config import OFFLOAD_MIN_RESERVE_BYTES
+    off.ledger.capacity_bytes = dit_bytes + vae_bytes + OFFLOAD_MIN_RESERVE_BYTES - 1
+    with offload.use_component(model, "vae"):
+        assert not off.is_placed(dit) and "vae.0" in off.ledger.transient
+    assert hook_calls and off.ledger.device_bytes == 0
+    with offload.use_component(model, "dit"):
+        assert off.is_placed(dit)

@@ -135,6 +135,17 @@ def _apply_one(module: nn.Module, name: str, parts: dict[str, torch.Tensor], str
             report.matched.append(f"{name} (diff_b)")
 
 
+def _apply_to_parameter(param: torch.Tensor, name: str, parts: dict[str, torch.Tensor], strength: float,
+                        report: LoraFileReport) -> None:
+    """Bare parameters (e.g. ``blocks.N.modulation``) only take dense ``diff`` updates."""
+    diff = parts.get("diff")
+    if diff is None or diff.numel() != param.numel():
+        report.unmatched.append(f"{name} ({sorted(parts)} cannot update a parameter of shape {tuple(param.shape)})")
+        return
+    _merge(param, diff.float().reshape(param.shape) * strength)
+    report.matched.append(f"{name} (diff)")
+
+
 @torch.no_grad()
 def _merge(target: torch.Tensor, delta: torch.Tensor) -> None:
     target.copy_((target.float() + delta.to(target.device)).to(target.dtype))
@@ -147,15 +158,23 @@ def apply_loras(model: nn.Module, loras) -> LoraReport:
     different model).
     """
     modules = dict(model.named_modules())
-    names = set(modules)
+    params = {n: p for n, p in model.named_parameters() if "." in n and n.rpartition(".")[2] not in ("weight", "bias")}
+    names = set(modules) | set(params)
     dtype = _model_dtype(model)
     report = LoraReport()
     for path, strength in loras:
         sd = open_state_dict(path)
         file_report = LoraFileReport(str(path), float(strength))
+        if float(strength) == 0.0:
+            log.info("LoRA %s has strength 0: skipped", path)
+            report.files.append(file_report)
+            continue
         for name, roles in _group(sd, names, file_report).items():
             parts = {role: sd[key] for role, key in roles.items()}
-            _apply_one(modules[name], name, parts, float(strength), dtype, file_report)
+            if name in params:
+                _apply_to_parameter(params[name], name, parts, float(strength), file_report)
+            else:
+                _apply_one(modules[name], name, parts, float(strength), dtype, file_report)
         if not file_report.matched:
             raise WeightFileError(f"LoRA {path}: none of its {len(sd)} keys fits this model (e.g. "
                                   f"{', '.join(file_report.unmatched[:3])}). Is it a LoRA for a different model "

@@ -30,6 +30,7 @@ class Toy(nn.Module):
         self.blocks = nn.ModuleList([Block()])
         self.head = nn.Module()
         self.head.head = nn.Linear(D, 32)
+        self.head.modulation = nn.Parameter(torch.zeros(1, 2, D))
 
 
 TARGETS = {"blocks.0.self_attn.q": (D, D), "blocks.0.ffn.0": (H, D), "head.head": (32, D)}
@@ -111,6 +112,7 @@ def test_several_files_strengths_diff_and_report(tmp_path):
     b["diffusion_model.blocks.0.norm3.diff"] = torch.full((D,), 0.5)
     b["diffusion_model.blocks.0.ffn.2.diff_b"] = torch.full((D,), 0.25)
     b["something_else"] = torch.zeros(1)
+    b["diffusion_model.head.modulation.diff"] = torch.ones(1, 2, D)
     save_file(a, tmp_path / "a.safetensors")
     save_file(b, tmp_path / "b.safetensors")
     model = _plain(sd)
@@ -122,6 +124,7 @@ def test_several_files_strengths_diff_and_report(tmp_path):
     torch.testing.assert_close(model.blocks[0].self_attn.q.weight, w, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model.blocks[0].norm3.weight, sd["blocks.0.norm3.weight"] - 0.25)
     torch.testing.assert_close(model.blocks[0].ffn[2].bias, sd["blocks.0.ffn.2.bias"] - 0.125)
+    torch.testing.assert_close(model.head.modulation, sd["head.modulation"] - 0.5)
     assert len(report.unmatched) == 2
     assert any("nope" in u for u in report.unmatched) and any("something_else" in u for u in report.unmatched)
     assert "b.safetensors (strength -0.5)" in report.summary()
@@ -129,6 +132,16 @@ def test_several_files_strengths_diff_and_report(tmp_path):
     packed = _packed(sd)
     apply_loras(packed, [(tmp_path / "b.safetensors", -0.5)])
     torch.testing.assert_close(packed.blocks[0].ffn[2].bias, sd["blocks.0.ffn.2.bias"] - 0.125)
+
+
+def test_zero_strength_is_skipped(tmp_path):
+    lora, _ = _lora("lora_AB")
+    save_file(lora, tmp_path / "l.safetensors")
+    sd = _base_sd()
+    model = _plain(sd)
+    report = apply_loras(model, [(tmp_path / "l.safetensors", 0.0)])
+    assert report.files[0].matched == [] and torch.equal(model.blocks[0].self_attn.q.weight,
+                                                         sd["blocks.0.self_attn.q.weight"])
 
 
 def test_lora_for_another_model_is_an_error(tmp_path):

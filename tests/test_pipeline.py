@@ -60,25 +60,25 @@ def _inputs(frames, seed=1):
 
 
 def _settings(**kw):
-    base = dict(prompt="a dancer", steps=3, max_area=SIZE * SIZE, seed=7, pose_cfg=1.5,
+    base = dict(prompt="a dancer", steps=2, max_area=SIZE * SIZE, seed=7, pose_cfg=1.5,
                 pose_cfg_window=(0.0, 1.0), vae_tile=False)
     base.update(kw)
     return GenerationSettings(**base)
 
 
 def test_pipeline_shapes_and_determinism(tiny_model):
-    photo, pos, neg = _inputs(9)
+    photo, pos, neg = _inputs(5)
     steps = []
     a = generate(tiny_model, photo, pos, neg, _settings(), callback=lambda s, t, p: steps.append((s, t)))
     b = generate(tiny_model, photo, pos, neg, _settings())
     c = generate(tiny_model, photo, pos, neg, _settings(seed=8))
-    assert a.latent.shape == (1, 16, 3, SIZE // 8, SIZE // 8)
-    assert (a.num_frames, a.height, a.width, a.notices) == (9, SIZE, SIZE, [])
-    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert a.latent.shape == (1, 16, 2, SIZE // 8, SIZE // 8)
+    assert (a.num_frames, a.height, a.width, a.notices) == (5, SIZE, SIZE, [])
+    assert steps == [(1, 2), (2, 2)]
     assert torch.equal(a.latent, b.latent)
     assert not torch.allclose(a.latent, c.latent)
     video = decode(tiny_model, a)
-    assert video.shape == (9, SIZE, SIZE, 3) and 0 <= video.min() and video.max() <= 1
+    assert video.shape == (5, SIZE, SIZE, 3) and 0 <= video.min() and video.max() <= 1
 
 
 def test_pipeline_batched_passes_match_sequential(tiny_model):
@@ -120,11 +120,11 @@ def test_pipeline_long_video_in_segments(tiny_model):
 
 
 def test_pipeline_frame_count_not_4n1_is_rounded_with_notice(tiny_model):
-    photo, pos, neg = _inputs(11)
+    photo, pos, neg = _inputs(7)
     result = generate(tiny_model, photo, pos, neg, _settings(steps=1))
-    assert result.num_frames == 9 and result.latent.shape[2] == 3
-    assert len(result.notices) == 1 and "11" in result.notices[0] and "9" in result.notices[0]
-    assert decode(tiny_model, result).shape[0] == 9
+    assert result.num_frames == 5 and result.latent.shape[2] == 2
+    assert len(result.notices) == 1 and "7" in result.notices[0] and "5" in result.notices[0]
+    assert decode(tiny_model, result).shape[0] == 5
 
 
 def test_pipeline_cancel_and_preview(tiny_model):

@@ -136,3 +136,67 @@ def test_sampler_cancel_between_steps():
         denoise(torch.zeros(16, 1, 2, 2), sched, make_solver("unipc", sched), _toy_predict(), Guidance(),
                 on_step=lambda info: seen.append(info.step), should_cancel=lambda: len(seen) >= 2)
     assert seen == [0, 1]
+
+
+class _MarkerText:
+    """Stub text encoder: the positive prompt embeds to +1, anything else to -1."""
+
+    def __init__(self, positive):
+        self.positive = positive
+
+    def encode(self, prompts):
+        return [torch.full((3, 8), 1.0 if p == self.positive else -1.0) for p in prompts]
+
+
+class _ZeroImage:
+    def encode(self, images):
+        return torch.zeros(images.shape[0], 257, 8)
+
+
+class _MeanVAE:
+    """Stub VAE: the latent is filled with the video's mean (tells positive from negative pose frames)."""
+
+    def encode(self, video, tile="auto"):
+        b, _, t, h, w = video.shape
+        return video.mean().expand(b, 16, 1 + (t - 1) // 4, h // 8, w // 8).clone()
+
+
+class _ToyDiT(torch.nn.Module):
+    """Stub DiT returning the fixture's three toy predictions, chosen from the context / condition markers."""
+
+    def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
+        out = []
+        for i in range(x.shape[0]):
+            ti = float(t[i])
+            if float(context[i].mean()) < 0:
+                out.append(_toy_uncond_text(x[i], ti))
+            elif float(condition[i].mean()) > 0:
+                out.append(_toy_uncond_condition(x[i], ti))
+            else:
+                out.append(_toy_cond(x[i], ti))
+        return torch.stack(out)
+
+
+@pytest.mark.fidelity
+@pytest.mark.parametrize("batch", [False, True])
+def test_sampler_pipeline_reproduces_official_loop(sampler_io, sampler_meta, batch):
+    """pipeline.generate (first_frame='model') = the official generate() loop: seed -> noise, size -> latent shape,
+    schedule, guidance window, solver."""
+    from steadydancer_core.bundle import SteadyDancerModel
+    from steadydancer_core.pipeline import GenerationSettings, generate
+
+    loop = sampler_meta["loop"]
+    _, frames, lat_h, lat_w = loop["latent_shape"]
+    h, w = lat_h * 8, lat_w * 8
+    num_frames = (frames - 1) * 4 + 1
+    model = SteadyDancerModel(dit=_ToyDiT(), vae=_MeanVAE(), text_encoder=_MarkerText("dance"),
+                              image_encoder=_ZeroImage(), dtype=torch.float32)
+    settings = GenerationSettings(prompt="dance", seed=loop["seed"], steps=loop["steps"], solver=loop["solver"],
+                                  shift=loop["shift"], text_cfg=loop["gs"], pose_cfg=loop["cgs"],
+                                  pose_cfg_window=(loop["st"], loop["end"]), max_area=h * w, first_frame="model",
+                                  batch_passes=batch)
+    photo = torch.full((h, w, 3), 0.5)
+    pos, neg = torch.full((num_frames, h, w, 3), 0.25), torch.full((num_frames, h, w, 3), 0.75)
+    result = generate(model, photo, pos, neg, settings)
+    assert result.latent.shape[1:] == tuple(loop["latent_shape"])
+    assert (result.latent[0] - sampler_io["loop.final"]).abs().max() <= 1e-5

@@ -232,8 +232,12 @@ def dequantize_tensor(t: torch.Tensor, dtype: torch.dtype, scale: torch.Tensor |
     if isinstance(t, GGUFTensor):
         return dequantize_gguf(t, t.qtype, t.logical_shape, dtype)
     if scale is not None:
-        w = t.to(torch.float32) * _broadcast_scale(scale.to(device=t.device, dtype=torch.float32), t.shape)
-        return w.to(dtype)
+        # fp8 values are exact in fp16/bf16, so the upcast is lossless; the product is rounded once in ``dtype``
+        # (in fp32 the result is exact), without an fp32 temporary of the whole weight
+        s = _broadcast_scale(scale.to(device=t.device, dtype=torch.float32), t.shape)
+        if dtype == torch.float32 or not is_fp8(t):
+            return (t.to(torch.float32) * s).to(dtype)
+        return t.to(dtype).mul_(s.to(dtype))
     return t.to(dtype)
 
 

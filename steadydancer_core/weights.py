@@ -120,8 +120,10 @@ LORA_SUFFIXES = (
     (".lora_A.default.weight", "down"), (".lora_B.default.weight", "up"),
     (".lora_A.weight", "down"), (".lora_B.weight", "up"),
     (".lora_down.weight", "down"), (".lora_up.weight", "up"),
-    (".alpha", "alpha"), (".diff_b", "diff_b"), (".diff", "diff"),
+    (".alpha", "alpha"), (".diff_b", "diff_b"), (".diff_m", "diff_m"), (".diff", "diff"),
 )
+# roles that update a bare parameter of the module: role -> (parameter leaf name, role applied to it)
+LORA_PARAMETER_ROLES = {"diff_m": (".modulation", "diff")}
 # module-path prefixes put in front of official names by trainers / converters (first match removed)
 LORA_PREFIXES = ("base_model.model.diffusion_model.", "model.diffusion_model.", "diffusion_model.",
                  "base_model.model.", "transformer.", "model.")
@@ -540,6 +542,9 @@ def lora_target(key: str, module_names) -> tuple[str | None, str | None]:
         return (matches[0] if len(matches) == 1 else None), role
     path = next((path[len(p):] for p in LORA_PREFIXES if path.startswith(p)), path)
     path = _rename(path, DIFFUSERS_WAN_RENAMES)
+    if role in LORA_PARAMETER_ROLES:
+        leaf, role = LORA_PARAMETER_ROLES[role]
+        path += leaf
     return (path if path in module_names else None), role
 
 

@@ -112,7 +112,7 @@ def test_several_files_strengths_diff_and_report(tmp_path):
     b["diffusion_model.blocks.0.norm3.diff"] = torch.full((D,), 0.5)
     b["diffusion_model.blocks.0.ffn.2.diff_b"] = torch.full((D,), 0.25)
     b["something_else"] = torch.zeros(1)
-    b["diffusion_model.head.modulation.diff"] = torch.ones(1, 2, D)
+    b["diffusion_model.head.diff_m"] = torch.ones(1, 2, D)          # lightx2v spelling of a modulation delta
     save_file(a, tmp_path / "a.safetensors")
     save_file(b, tmp_path / "b.safetensors")
     model = _plain(sd)

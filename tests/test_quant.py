@@ -143,3 +143,25 @@ def test_header_quantization_metadata_non_fp8_is_rejected(tmp_path):
         m = _Tiny()
     with pytest.raises(WeightFileError, match="nvfp4"):
         load_state_dict_into(m, open_state_dict(tmp_path / "q.safetensors"), torch.float32)
+
+
+def test_lazy_state_dict_tensors_read_once():
+    """Streaming: the loader checks names/shapes from metadata and reads each tensor exactly once."""
+    from collections import Counter
+
+    from steadydancer_core.weights import Entry, LazyStateDict
+
+    sd = _dense_sd()
+    reads = Counter()
+
+    def loader(key):
+        def load():
+            reads[key] += 1
+            return sd[key].clone()
+        return load
+
+    lazy = LazyStateDict({k: Entry(tuple(v.shape), "float32", loader(k)) for k, v in sd.items()})
+    with empty_init():
+        m = _Tiny()
+    load_state_dict_into(m, lazy, torch.bfloat16)
+    assert reads == Counter({k: 1 for k in sd}) and m.proj.weight.dtype == torch.bfloat16

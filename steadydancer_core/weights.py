@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 import re
 import struct
 import warnings
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 GGUF_SUFFIXES = (".gguf",)
+WEIGHTS_ONLY_REJECTION = "Weights only load failed"    # torch's message when a pickle holds non-tensor objects
 # containers that wrap a state dict inside a torch.save'd dict
 TORCH_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 OFFICIAL_DIT_FILE_GLOB = "diffusion_pytorch_model*.safetensors"
@@ -331,7 +333,14 @@ def open_torch(path: Path) -> LazyStateDict:
             if "mmap" not in str(exc) and "zip" not in str(exc):
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip/torch errors: all mean "this file cannot be used"
+    except pickle.UnpicklingError as exc:
+        if WEIGHTS_ONLY_REJECTION not in str(exc):
+            raise WeightFileError(f"{path} is not a PyTorch weight file or is damaged ({str(exc)[:200]}); "
+                                  "download it again.") from exc
+        raise WeightFileError(f"{path} contains Python objects besides tensors. For safety only plain tensor state "
+                              "dicts are loaded (torch.load weights_only=True); use the .safetensors version of this "
+                              "file or re-save its state_dict.") from exc
+    except Exception as exc:  # zip/torch errors: all mean "this file cannot be used"
         other = _sniff(path)
         hint = f" It looks like {other}." if other and "PyTorch" not in other else ""
         raise WeightFileError(f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: "

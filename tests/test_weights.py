@@ -77,6 +77,9 @@ def test_clear_errors_for_bad_files(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"garbage" * 10)
     with pytest.raises(WeightFileError, match="PyTorch weight file"):
         read_state_dict(tmp_path / "bad.pth")
+    torch.save({"a": torch.zeros(1), "b": WeightFileError("not a tensor")}, tmp_path / "objects.pth")
+    with pytest.raises(WeightFileError, match="Python objects besides tensors"):
+        read_state_dict(tmp_path / "objects.pth")
     (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\x00" * 10)
     with pytest.raises(WeightFileError, match="GGUF"):
         read_state_dict(tmp_path / "bad.gguf")

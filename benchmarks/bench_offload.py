@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     off.unplace(model)
 
     results["targets"] = {
-        "peak_allocated_gb<=22.5": None if swap["peak_allocated_gb"] is None else swap["peak_allocated_gb"] <= TARGET_PEAK_GB,
+        "peak_allocated_gb<=22.5": None if swap["peak_allocated_gb"] is None
+        else swap["peak_allocated_gb"] <= TARGET_PEAK_GB,
         "swap_ratio<=1.2": swap["ratio_to_all_resident"] <= TARGET_SWAP_RATIO,
         "resident>=50%_dense_bf16": None if resident["fraction_of_dense_bf16"] is None
         else resident["fraction_of_dense_bf16"] >= TARGET_MFU,

@@ -14,7 +14,7 @@ them one at a time (all resident beats batching; batching beats swapping twice a
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -242,13 +242,17 @@ def plan_for_model(model, offload=_AUTO, width: int | None = None, height: int |
                 getattr(dit, "config", None) or DiTConfig(), width, height, frames, model.dtype, guidance_passes))
         else:
             free_vram_bytes, swap = _host_free_bytes(), 0      # computing in host memory: nothing to swap
-    return plan_memory(
+    plan = plan_memory(
         free_vram_bytes, per_block, len(blocks), other, model.dtype, width, height, frames, guidance_passes,
         max_vram_gb, dit_config=getattr(dit, "config", None), device=str(device), embedding_weight_bytes=embedding,
         blocks_to_swap=swap, batch_passes=batch_passes, vae_config=getattr(model.vae, "config", None),
         vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
         vae_weight_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
+    if swap != offload and offload not in (_AUTO, "none", 0):
+        plan = replace(plan, explanation=f"{plan.explanation}; computing on the CPU, so offload={offload} swaps "
+                                         f"nothing")
+    return plan
 
 
 def _device_free_bytes(model, device: str, wanted: int) -> int:

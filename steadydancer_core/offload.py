@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from .config import OFFLOAD_DEFAULT_PREFETCH, OFFLOAD_MIN_RESERVE_BYTES
 from .memory_plan import MemoryPlan, plan_for_model, plan_memory  # noqa: F401  (public API of this module)
 
 FreeMemoryHook = Callable[[int, torch.device], None]
@@ -203,8 +204,8 @@ class _Slot:
 
     def set(self, t: torch.Tensor) -> None:
         if self.is_param:
-            old = self.owner._parameters[self.name]
-            self.owner._parameters[self.name] = nn.Parameter(t, requires_grad=bool(old.requires_grad) and t.is_floating_point())
+            grad = bool(self.owner._parameters[self.name].requires_grad) and t.is_floating_point()
+            self.owner._parameters[self.name] = nn.Parameter(t, requires_grad=grad)
         else:
             self.owner._buffers[self.name] = t
 
@@ -241,7 +242,8 @@ class _Residency:
     """Device copies of a module's tensors, undone by ``release`` (host tensors restored, device copies dropped)."""
 
     def __init__(self, name: str, slots: list, hosts: list, table: dict, ledger: DeviceLedger, nbytes: int):
-        self.name, self.slots, self.hosts, self.table, self.ledger, self.nbytes = name, slots, hosts, table, ledger, nbytes
+        self.name, self.slots, self.hosts, self.nbytes = name, slots, hosts, nbytes
+        self.table, self.ledger = table, ledger
 
     def release(self) -> None:
         for slot, host in zip(self.slots, self.hosts):
@@ -278,8 +280,8 @@ class BlockSwap:
     The first ``blocks_to_swap`` blocks are swapped; their copies overlap the embeddings and earlier blocks.
     """
 
-    def __init__(self, offloader: "Offloader", model: nn.Module, blocks_to_swap: int, prefetch: int = 1,
-                 offload_embeddings: bool = False, block_attr: str = "blocks"):
+    def __init__(self, offloader: "Offloader", model: nn.Module, blocks_to_swap: int,
+                 prefetch: int = OFFLOAD_DEFAULT_PREFETCH, offload_embeddings: bool = False, block_attr: str = "blocks"):
         blocks = getattr(model, block_attr, None)
         if not isinstance(blocks, nn.ModuleList):
             raise TypeError(f"block swap needs an nn.ModuleList at model.{block_attr}")
@@ -292,7 +294,8 @@ class BlockSwap:
         self._handles: list = []
         modules = []
         if offload_embeddings:
-            modules += [(n, getattr(model, n)) for n in EMBEDDING_MODULES if isinstance(getattr(model, n, None), nn.Module)]
+            modules += [(n, getattr(model, n)) for n in EMBEDDING_MODULES
+                        if isinstance(getattr(model, n, None), nn.Module)]
         modules += [(f"{block_attr}.{i}", blocks[i]) for i in range(blocks_to_swap)]
         self.units = []
         try:
@@ -455,7 +458,7 @@ class Offloader:
         return _Residency(name, slots, hosts, table, self.ledger, nbytes)
 
     # persistent placement ------------------------------------------------------------------------------------------
-    def place(self, module: nn.Module, name: str, blocks_to_swap: int = 0, prefetch: int = 1,
+    def place(self, module: nn.Module, name: str, blocks_to_swap: int = 0, prefetch: int = OFFLOAD_DEFAULT_PREFETCH,
               offload_embeddings: bool = False) -> None:
         """Put ``module`` on the device until ``unplace``; with ``blocks_to_swap`` > 0 its first blocks stream
         through instead (see ``BlockSwap``). Placing again with the same settings does nothing."""
@@ -594,24 +597,20 @@ def use_component(model, name: str) -> Iterator[None]:
     offloader = offloader_for(model)
     plan = getattr(model, "offload_plan", None)
     component = getattr(model, name)
-    if name == "dit":
-        if offloader.moves:
+    what = "sampling" if name == "dit" else f"the {name.replace('_', ' ')}"
+    with offloader.guard(plan, what), contextlib.ExitStack() as stack:
+        if name == "dit" and offloader.moves:
             swap = plan.blocks_to_swap if plan is not None else 0
-            prefetch = plan.prefetch if plan is not None else 1
+            prefetch = plan.prefetch if plan is not None else OFFLOAD_DEFAULT_PREFETCH
             emb = plan.offload_embeddings if plan is not None else False
             offloader.place(component, "dit", swap, prefetch, emb)
-        with offloader.guard(plan, "sampling"):
-            yield
-        return
-    modules = _torch_modules(component)
-    if offloader.moves:
-        from .config import OFFLOAD_MIN_RESERVE_BYTES
-        offloader.make_room(sum(module_bytes(m) for m in modules) + OFFLOAD_MIN_RESERVE_BYTES)
-    with contextlib.ExitStack() as stack:
-        for i, module in enumerate(modules):
-            stack.enter_context(offloader.resident(module, f"{name}.{i}"))
-        with offloader.guard(plan, name.replace("_", " ")):
-            yield
+        elif name != "dit":
+            modules = _torch_modules(component)
+            if offloader.moves:
+                offloader.make_room(sum(module_bytes(m) for m in modules) + OFFLOAD_MIN_RESERVE_BYTES)
+            for i, module in enumerate(modules):
+                stack.enter_context(offloader.resident(module, f"{name}.{i}"))
+        yield
 
 
 def release_model(model) -> None:

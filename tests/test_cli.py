@@ -31,7 +31,8 @@ def test_parser_defaults_and_exclusive_sources():
 
 
 def test_lora_and_offload_specs():
-    assert cli._loras(["a.safetensors", "dir/b.safetensors:0.5"]) == [("a.safetensors", 1.0), ("dir/b.safetensors", 0.5)]
+    specs = cli._loras(["a.safetensors", "dir/b.safetensors:0.5"])
+    assert specs == [("a.safetensors", 1.0), ("dir/b.safetensors", 0.5)]
     with pytest.raises(cli.CLIError, match="strength"):
         cli._loras(["b.safetensors:strong"])
     assert cli._offload("auto") == "auto" and cli._offload("12") == 12
@@ -75,7 +76,8 @@ def test_end_to_end_on_the_tiny_kit(tmp_path):
     out = tmp_path / "out" / "dance.mp4"
     common = ["--photo", str(kit.photo), "--prompt", "a person dancing",
               "--dit", str(m / "diffusion_models" / tiny_kit.DIT_FP8), "--vae", str(m / "vae" / tiny_kit.VAE_FILE),
-              "--t5", str(m / "text_encoders" / tiny_kit.T5_FP16), "--clip", str(m / "clip_vision" / tiny_kit.CLIP_FILE),
+              "--t5", str(m / "text_encoders" / tiny_kit.T5_FP16),
+              "--clip", str(m / "clip_vision" / tiny_kit.CLIP_FILE),
               "--steps", "2", "--max-area", str(96 * 64), "--pose-cfg", "2.0", "--pose-cfg-window", "0", "1"]
     code = cli.main(common + ["--video", str(kit.video), "--out", str(out), "--driving-fps", "0",
                               "--detector", str(m / "dwpose" / tiny_kit.DETECTOR_FILE),

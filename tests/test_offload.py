@@ -354,3 +354,27 @@ def test_encoders_make_room_by_unplacing_the_dit():
     assert hook_calls and off.ledger.device_bytes == 0
     with offload.use_component(model, "dit"):
         assert off.is_placed(dit)
+
+
+def test_out_of_memory_while_placing_is_reported_with_the_plan():
+    dit = ToyDiT()
+    plan = plan_memory(4 * GIB, 400 << 20, 6, 1 << 30, torch.bfloat16, 64, 64, 5, 1, device="cpu")
+    model = types.SimpleNamespace(dit=dit, vae=None, text_encoder=None, image_encoder=None, offload_plan=plan)
+    off = offload.attach_offloader(model, Offloader.simulated(capacity_bytes=offload.module_bytes(dit) // 2))
+    with pytest.raises(SteadyDancerOutOfMemoryError, match="during sampling.*Try: "):
+        with offload.use_component(model, "dit"):
+            pass
+    assert not off.is_placed(dit) and off.swap is None and off.ledger.device_bytes == 0
+    assert not any(t.is_meta for t in dit.parameters())
+
+
+def test_plan_for_model_reads_sizes_from_the_modules():
+    from steadydancer_core.memory_plan import plan_for_model
+
+    dit = ToyDiT()
+    dit.config = DiTConfig.tiny()
+    model = types.SimpleNamespace(dit=dit, vae=nn.Linear(2, 2), dtype=torch.float32)
+    plan = plan_for_model(model, offload=3, width=64, height=64, frames=5, device="cpu")
+    assert plan.blocks_to_swap == 0 and "offload=3 swaps nothing" in plan.explanation
+    plan = plan_for_model(model, offload=3, width=64, height=64, frames=5, device="cuda", free_vram_bytes=GIB)
+    assert plan.blocks_to_swap == 3 and plan.fits

@@ -154,6 +154,16 @@ def _preview_tuple(image):
     return ("JPEG", Image.fromarray(array.astype("uint8")), StepProgress.PREVIEW_MAX_SIZE)
 
 
+def previews_enabled() -> bool:
+    """Whether ComfyUI was started with latent previews on (``--preview-method`` other than none)."""
+    try:
+        from comfy.cli_args import args
+    except ImportError:
+        return False
+    method = getattr(args, "preview_method", None)
+    return method is not None and str(getattr(method, "value", method)).lower() not in ("none", "")
+
+
 # ------------------------------------------------------------------------------------------ model management
 def free_comfy_models() -> None:
     """Ask ComfyUI to unload its own models (other workflows' checkpoints) before SteadyDancer needs the memory."""

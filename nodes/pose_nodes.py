@@ -4,15 +4,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import pose as pose_api
 from . import comfy_bridge as bridge
 from .types import POSE_TYPE, DrivingPose, PoseModels
 
 CATEGORY = "SteadyDancer"
 DETECTOR_FILE = "yolox_l.onnx"
 ESTIMATOR_FILE = "dw-ll_ucoco_384.onnx"
-PERSON_MODES = ["highest_score", "largest", "all"]
-NO_PERSON_MODES = ["hold_last", "empty"]
+PERSON_MODES = list(pose_api.PERSON_MODES)
+NO_PERSON_MODES = list(pose_api.MISSING_MODES)
+SCALE_FALLBACKS = ["official", "visible"]
+CANVAS_MODES = ["2x", "1x"]
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+PREVIEW_LONG_SIDE = 512
 
 
 def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
@@ -60,10 +64,10 @@ class ExtractPose:
             "required": {
                 "detector": (detectors, det_opts),
                 "pose_model": (estimators, est_opts),
-                "person": (PERSON_MODES, {"default": "highest_score",
-                                          "tooltip": "Which person drives the motion; 'all' keeps everyone."}),
-                "no_person": (NO_PERSON_MODES, {"default": "hold_last",
-                                                "tooltip": "Frames without a person: repeat the last pose or draw nothing."}),
+                "person": (PERSON_MODES, {"default": "highest", "tooltip": (
+                    "Which person drives the motion: highest detector score, largest box, or all of them.")}),
+                "no_person": (NO_PERSON_MODES, {"default": "hold", "tooltip": (
+                    "Frames without a person: hold the nearest earlier pose, or leave the frame empty.")}),
                 "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
                                        "tooltip": "Use at most this many driving frames (0 = all)."}),
                 "images_fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01, "tooltip": (
@@ -78,8 +82,6 @@ class ExtractPose:
 
     def extract(self, detector, pose_model, person, no_person, max_frames, images_fps, video=None, images=None,
                 unique_id=None):
-        from ..pose import api as pose_api
-
         if video is not None:
             images, fps, _audio = bridge.video_components(video)
         elif images is not None:
@@ -87,26 +89,40 @@ class ExtractPose:
         else:
             raise ValueError("ExtractPose needs a driving video: connect 'video' (Load Video) or 'images'.")
         total = int(images.shape[0])
+        notes = []
         if max_frames and total > max_frames:
             images = images[:max_frames]
+            notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
         models = PoseModels(
             detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)"),
             estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)"),
             person=person, no_person=no_person,
         )
-        progress = bridge.StepProgress(int(images.shape[0]), unique_id)
-        result = pose_api.extract_poses(
-            frames_to_uint8(images), models.detector_path, models.estimator_path, person=person,
-            no_person=no_person, progress=progress, should_cancel=bridge.interrupted,
-        )
-        bridge.raise_if_interrupted()
-        notes = [result.report] if result.report else []
-        if max_frames and total > max_frames:
-            notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
-        pose = DrivingPose(sequence=result.sequence, fps=fps, models=models, report="; ".join(notes))
-        preview = uint8_to_frames(result.preview)
-        text = f"{len(result.sequence)} frames at {fps:g} fps" + (f"; {pose.report}" if pose.report else "")
+        count = int(images.shape[0])
+        bar = bridge.StepProgress(count, unique_id)
+
+        def progress(done):
+            bridge.raise_if_interrupted()
+            bar(done, count)
+
+        sequence = pose_api.extract((frames_to_uint8(images[i:i + 1])[0] for i in range(count)),
+                                    models.detector_path, models.estimator_path, person=person,
+                                    on_missing=no_person, progress=progress)
+        if sequence.missing_frames:
+            how = "held the nearest pose" if no_person == "hold" else "left empty"
+            notes.append(f"no person in {len(sequence.missing_frames)} of {count} frames ({how})")
+        pose = DrivingPose(sequence=sequence, fps=fps, models=models, report="; ".join(notes))
+        preview = uint8_to_frames(list(_render_preview(sequence)))
+        text = f"{count} frames at {fps:g} fps" + (f"; {pose.report}" if pose.report else "")
         return {"result": (pose, preview, float(fps)), "ui": {"text": [text]}}
+
+
+def _render_preview(sequence):
+    h, w = sequence.image_hw
+    k = min(1.0, PREVIEW_LONG_SIDE / max(h, w))
+    size = (max(2, int(round(h * k / 2)) * 2), max(2, int(round(w * k / 2)) * 2))
+    for frame in sequence:
+        yield pose_api.render(frame, size)
 
 
 class AlignPose:
@@ -129,27 +145,37 @@ class AlignPose:
                 "pose": (POSE_TYPE, {"tooltip": "Driving poses from ExtractPose."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed of the negative-pose augmentation (random scale/aspect per frame)."}),
+                "canvas": (CANVAS_MODES, {"default": "2x", "tooltip": (
+                    "2x: pose frames at twice the resized photo, as the official code draws them; 1x: half the "
+                    "size (a quarter of the memory, for long videos).")}),
+                "scale_fallback": (SCALE_FALLBACKS, {"default": "official", "tooltip": (
+                    "official: limb scales exactly as the official code; visible: limbs not visible in the photo "
+                    "(upper-body photos) use the mean scale of the visible ones.")}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def align(self, photo, pose: DrivingPose, seed, unique_id=None):
-        from ..pose import api as pose_api
+    def align(self, photo, pose: DrivingPose, seed, canvas, scale_fallback, unique_id=None):
 
         photo_np = frames_to_uint8(photo)
         if photo_np.shape[0] > 1:
             raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
                              "pick one (e.g. with an ImageFromBatch node).")
-        result = pose_api.align_and_render(
-            photo_np[0], pose.sequence, pose.models.detector_path, pose.models.estimator_path, seed=int(seed),
-            person=pose.models.person, progress=bridge.StepProgress(len(pose.sequence), unique_id),
-            should_cancel=bridge.interrupted,
-        )
-        bridge.raise_if_interrupted()
-        positive, negative = uint8_to_frames(result.positive), uint8_to_frames(result.negative)
-        notes = [n for n in (pose.report, result.report) if n]
-        text = f"{positive.shape[0]} pose frames {positive.shape[2]}x{positive.shape[1]}"
-        return {"result": (positive, negative), "ui": {"text": ["; ".join([text, *notes])]}}
+        reference, _resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
+                                                         pose.models.estimator_path, person=pose.models.person)
+        aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
+        out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
+        count = len(aligned)
+        bar = bridge.StepProgress(count, unique_id)
+        positive, negative = [], []
+        for i, (frame, neg) in enumerate(zip(aligned, pose_api.augment_frames(aligned.frames, int(seed)))):
+            bridge.raise_if_interrupted()
+            positive.append(pose_api.render(frame, aligned.canvas_hw, output_hw=out_hw))
+            negative.append(pose_api.render(neg, aligned.canvas_hw, output_hw=out_hw))
+            bar(i + 1, count)
+        positive, negative = uint8_to_frames(positive), uint8_to_frames(negative)
+        text = f"{count} pose frames {positive.shape[2]}x{positive.shape[1]}"
+        return {"result": (positive, negative), "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
 
 
 NODE_CLASS_MAPPINGS = {"ExtractPose": ExtractPose, "AlignPose": AlignPose}

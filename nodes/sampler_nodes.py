@@ -7,21 +7,13 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
+from ..steadydancer_core import config as core
 from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
 CATEGORY = "SteadyDancer"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-SOLVERS = ["unipc", "dpm++", "euler"]
-FIRST_FRAME_MODES = ["model", "latent", "exact"]
 DEFAULT_PROMPT = "A person dancing, natural motion, high quality."
-
-
-def _core_default(name: str, fallback):
-    try:
-        from ..steadydancer_core import config
-    except ImportError:
-        return fallback
-    return getattr(config, name, fallback)
+DEFAULT_FIRST_FRAME = "latent"
 
 
 class SteadyDancerSampler:
@@ -46,36 +38,36 @@ class SteadyDancerSampler:
                 "positive_pose": ("IMAGE", {"tooltip": "Aligned pose frames (AlignPose)."}),
                 "negative_pose": ("IMAGE", {"tooltip": "Augmented pose frames for pose guidance (AlignPose)."}),
                 "prompt": ("STRING", {"default": DEFAULT_PROMPT, "multiline": True}),
-                "negative_prompt": ("STRING", {"default": _core_default("DEFAULT_NEGATIVE_PROMPT", ""),
+                "negative_prompt": ("STRING", {"default": "",
                                                "multiline": True, "tooltip": "Empty = Wan's default negative prompt."}),
-                "steps": ("INT", {"default": 40, "min": 1, "max": 200}),
-                "text_cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                "steps": ("INT", {"default": core.DEFAULT_STEPS, "min": 1, "max": 200}),
+                "text_cfg": ("FLOAT", {"default": core.DEFAULT_GUIDE_SCALE, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                        "tooltip": "Text guidance scale (1 = off, one pass less)."}),
-                "pose_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                "pose_cfg": ("FLOAT", {"default": core.DEFAULT_CONDITION_GUIDE_SCALE, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                        "tooltip": "Pose guidance scale against the negative poses (1 = off)."}),
-                "pose_cfg_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                "pose_cfg_start": ("FLOAT", {"default": core.DEFAULT_CONDITION_CFG_START, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "Pose guidance starts at this fraction of the steps."}),
-                "pose_cfg_end": ("FLOAT", {"default": 0.4, "min": 0.0, "max": 1.0, "step": 0.01,
+                "pose_cfg_end": ("FLOAT", {"default": core.DEFAULT_CONDITION_CFG_END, "min": 0.0, "max": 1.0, "step": 0.01,
                                            "tooltip": "Pose guidance ends at this fraction of the steps (official 0.4)."}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                "shift": ("FLOAT", {"default": core.DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.1,
                                     "tooltip": "Flow-matching schedule shift (Wan: 5 for 720p, 3 for 480p)."}),
                 "seed": ("INT", {"default": 106060, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "solver": (SOLVERS, {"default": "unipc"}),
-                "length": ("INT", {"default": 81, "min": 0, "max": 100000, "step": 1, "tooltip": (
+                "solver": (list(core.SOLVERS), {"default": core.DEFAULT_SOLVER}),
+                "length": ("INT", {"default": core.DEFAULT_FRAMES_PER_SEGMENT, "min": 0, "max": 100000, "step": 1, "tooltip": (
                     "Frames to generate (0 = every pose frame). Rounded to 4n+1 with a notice; more than "
                     "segment_frames makes a long video in segments.")}),
-                "max_area": ("INT", {"default": 1024 * 576, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
+                "max_area": ("INT", {"default": core.DEFAULT_MAX_AREA, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
                                      "tooltip": "Pixel area of the video; the photo's aspect ratio is kept "
                                                 "(1024*576 = 589824 official, 832*480 = 399360 for 24 GB)."}),
-                "first_frame": (FIRST_FRAME_MODES, {"default": "latent", "tooltip": (
+                "first_frame": (list(core.FIRST_FRAME_MODES), {"default": DEFAULT_FIRST_FRAME, "tooltip": (
                     "model: official behaviour; latent: the first latent frame is the photo at every step; "
                     "exact: also the decoded frame 0 is the photo, pixel for pixel.")}),
-                "segment_frames": ("INT", {"default": 81, "min": 5, "max": 1001, "step": 4,
+                "segment_frames": ("INT", {"default": core.DEFAULT_FRAMES_PER_SEGMENT, "min": 5, "max": 1001, "step": 4,
                                            "tooltip": "Long video: frames per segment (4n+1)."}),
-                "segment_overlap": ("INT", {"default": 9, "min": 1, "max": 81, "step": 4, "tooltip": (
+                "segment_overlap": ("INT", {"default": core.DEFAULT_SEGMENT_OVERLAP, "min": 1, "max": 81, "step": 4, "tooltip": (
                     "Long video: frames each segment takes from the previous one (4n+1).")}),
-                "color_correction": ("BOOLEAN", {"default": True, "tooltip": (
-                    "Long video: match each segment's colours to the first segment.")}),
+                "color_correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                    "Long video: strength of matching each segment's colours to the first segment (0 = off).")}),
             },
             "optional": {
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
@@ -93,26 +85,32 @@ class SteadyDancerSampler:
         if positive_pose.shape[0] != negative_pose.shape[0]:
             raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
                              f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
+        available = int(positive_pose.shape[0])
+        notices = []
+        if length > available:
+            notices.append(f"length {length} is more than the {available} pose frames: using {available} "
+                           f"(lower length or use a longer driving video)")
+            length = available
         settings = pipeline.GenerationSettings(
             prompt=prompt, negative_prompt=negative_prompt, steps=int(steps), text_cfg=float(text_cfg),
             pose_cfg=float(pose_cfg), pose_cfg_window=(float(pose_cfg_start), float(pose_cfg_end)),
             shift=float(shift), seed=int(seed), solver=solver, length=int(length), max_area=int(max_area),
             first_frame=first_frame, segment_frames=int(segment_frames), segment_overlap=int(segment_overlap),
-            color_correction=bool(color_correction),
+            color_correction=float(color_correction), preview=bridge.previews_enabled(),
             sigmas=None if sigmas is None else sigmas.detach().float().cpu(),
         )
         progress = bridge.StepProgress(int(steps), unique_id)
         bridge.free_comfy_models()
-        result = pipeline.generate(model, photo[0], positive_pose, negative_pose, settings,
-                                   callback=progress, should_cancel=bridge.interrupted)
-        bridge.raise_if_interrupted()
-        report = "; ".join(str(n) for n in getattr(result, "notices", ()) or ())
-        latent = {
-            "samples": result.latent,
-            LATENT_RESULT_KEY: result,
-            LATENT_REPORT_KEY: report,
-        }
-        text = f"{getattr(result, 'num_frames', '?')} frames" + (f"; {report}" if report else "")
+        try:
+            result = pipeline.generate(model, photo, positive_pose, negative_pose, settings,
+                                       callback=progress, should_cancel=bridge.interrupted)
+        except pipeline.Cancelled:
+            bridge.raise_if_interrupted()
+            raise
+        notices += [str(n) for n in result.notices]
+        report = "; ".join(notices)
+        latent = {"samples": result.latent, LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report}
+        text = f"{result.num_frames} frames at {result.width}x{result.height}" + (f"; {report}" if report else "")
         return {"result": (latent,), "ui": {"text": [text]}}
 
 

@@ -44,8 +44,8 @@ class PoseModels:
 
     detector_path: str
     estimator_path: str
-    person: str = "highest_score"      # which person drives: highest_score | largest | all
-    no_person: str = "hold_last"       # frames with nobody: hold_last | empty
+    person: str = "highest"            # which person drives: highest | largest | all
+    no_person: str = "hold"            # frames with nobody: hold (nearest earlier pose) | empty
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,13 @@ class DecodeVideo:
         if result is None:
             raise ValueError("DecodeVideo needs the LATENT of a SteadyDancerSampler (this latent has no "
                              f"'{LATENT_RESULT_KEY}' entry); use ComfyUI's VAE Decode for other latents.")
-        tile = {"auto": None, "off": False, "on": int(tile_size)}[tiling]
+        tile = {"auto": "auto", "off": False, "on": int(tile_size)}[tiling]
         progress = bridge.StepProgress(1, unique_id)
-        frames = pipeline.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted)
-        bridge.raise_if_interrupted()
+        try:
+            frames = pipeline.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted)
+        except pipeline.Cancelled:
+            bridge.raise_if_interrupted()
+            raise
         frames = frames.float().clamp(0, 1).cpu()
         return (frames, bridge.make_video(frames, float(fps)))
 

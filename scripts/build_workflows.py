@@ -28,6 +28,7 @@ T5_FP16 = "umt5_xxl_fp16.safetensors"
 T5_FP8 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 CLIP_VISION = "clip_vision_h.safetensors"
 DISTILL_LORA = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+AREA_480P = 832 * 480  # pixels: the 24 GB workflow renders at 480p
 DETECTOR = "yolox_l.onnx"
 POSE_MODEL = "dw-ll_ucoco_384.onnx"
 
@@ -191,7 +192,7 @@ def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
         g.link(parts, "fps", extract, "images_fps")
     else:
         g.link(video, "VIDEO", extract, "video")
-    align = g.add("AlignPose", (760, 300), seed=0)
+    align = g.add("AlignPose", (760, 300), seed=0, canvas="1x" if via_images else "2x")
     g.link(photo, "IMAGE", align, "photo")
     g.link(extract, "pose", align, "pose")
     return photo, extract, align
@@ -234,7 +235,7 @@ def long_video(schemas) -> Graph:
     model = g.add("LoadSteadyDancerModel", (760, 0), dit_name=DIT_FP16, vae_name=VAE, t5_name=T5_FP16,
                   clip_vision_name=CLIP_VISION, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
-                       length=0, segment_frames=81, segment_overlap=9, color_correction=True)
+                       length=0, color_correction=1.0)
     decode = g.add("DecodeVideo", (1520, 0))
     g.link(model, "model", decode, "model")
     g.link(sampler, "latent", decode, "latent")
@@ -257,7 +258,7 @@ def low_vram_24gb(schemas) -> Graph:
                   clip_vision_name=CLIP_VISION, offload="block_swap", blocks_to_swap=20,
                   lora_name=DISTILL_LORA, lora_strength=1.0)
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
-                       steps=4, text_cfg=1.0, pose_cfg=1.0, shift=5.0, solver="euler", max_area=832 * 480)
+                       steps=4, text_cfg=1.0, pose_cfg=1.0, shift=5.0, solver="euler", max_area=AREA_480P)
     _decode_save(g, model, sampler, extract, "steadydancer/dance_24gb")
     return g
 

@@ -9,6 +9,7 @@ the few core nodes the bundled workflows use; ``run_prompt`` executes an API-for
 from __future__ import annotations
 
 import importlib.machinery
+import json
 import importlib.util
 import os
 import sys
@@ -265,34 +266,51 @@ CORE_NODES = {cls.__name__: cls for cls in (LoadImage, LoadVideo, GetVideoCompon
 
 
 # --------------------------------------------------------------------------------------------- executor
-def run_prompt(prompt: dict, classes: dict) -> dict:
-    """Execute an API-format prompt: returns {node_id: output tuple} for every node that ran."""
+def run_prompt(prompt: dict, classes: dict, cache: dict | None = None) -> dict:
+    """Execute an API-format prompt like ComfyUI: output nodes and what they depend on, each node once.
+
+    Returns {"outputs": {node id: output tuple}, "ui": {node id: ui dict}, "ran": [node ids executed]}. With
+    ``cache`` (a dict kept by the caller), a node whose class and inputs (upstream nodes included) match an
+    earlier run is not executed again, as ComfyUI's cache does; output nodes always run.
+    """
     outputs: dict[str, tuple] = {}
+    keys: dict[str, str] = {}
     ui: dict[str, dict] = {}
+    ran: list[str] = []
 
     def run(node_id: str):
         if node_id in outputs:
             return outputs[node_id]
         node = prompt[node_id]
         cls = classes[node["class_type"]]
-        kwargs = {}
+        kwargs, signature = {}, {}
         for name, value in node["inputs"].items():
             if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
                 kwargs[name] = run(value[0])[value[1]]
+                signature[name] = [keys[value[0]], value[1]]
             else:
                 kwargs[name] = value
-        hidden = getattr(cls, "INPUT_TYPES", lambda: {})().get("hidden", {}) if hasattr(cls, "INPUT_TYPES") else {}
-        for key, kind in hidden.items():
+                signature[name] = value
+        keys[node_id] = key = json.dumps([node["class_type"], signature], sort_keys=True, default=str)
+        output_node = getattr(cls, "OUTPUT_NODE", False)
+        if cache is not None and key in cache and not output_node:
+            outputs[node_id] = cache[key]
+            return outputs[node_id]
+        hidden = cls.INPUT_TYPES().get("hidden", {}) if hasattr(cls, "INPUT_TYPES") else {}
+        for name, kind in hidden.items():
             if kind == "UNIQUE_ID":
-                kwargs[key] = node_id
+                kwargs[name] = node_id
         result = getattr(cls(), cls.FUNCTION)(**kwargs)
+        ran.append(node_id)
         if isinstance(result, dict):
             ui[node_id] = result.get("ui", {})
             result = result.get("result", ())
         outputs[node_id] = tuple(result)
+        if cache is not None:
+            cache[key] = outputs[node_id]
         return outputs[node_id]
 
     for node_id, node in prompt.items():
         if getattr(classes[node["class_type"]], "OUTPUT_NODE", False):
             run(node_id)
-    return {"outputs": outputs, "ui": ui}
+    return {"outputs": outputs, "ui": ui, "ran": ran}

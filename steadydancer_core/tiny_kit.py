@@ -1,0 +1,350 @@
+"""Tiny random-weight model files in the real formats, under the real file names, plus example inputs.
+
+    python -m steadydancer_core.tiny_kit MODELS_DIR --inputs INPUT_DIR
+
+writes a ComfyUI-style models tree::
+
+    diffusion_models/Wan21_SteadyDancer_fp16.safetensors                 official names, fp16
+    diffusion_models/Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors  block linears fp8 e4m3fn + scale_weight
+    loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors  diffusion_model.* lora_down/lora_up/alpha
+    vae/wan_2.1_vae.safetensors                                           official Wan VAE names
+    text_encoders/umt5_xxl_fp16.safetensors                               ComfyUI/HF names + ``spiece_model`` tokenizer
+    text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors                  the same, fp8 scaled, ``scaled_fp8`` marker
+    clip_vision/clip_vision_h.safetensors                                 HF CLIPVisionModelWithProjection names
+    dwpose/yolox_l.onnx, dwpose/dw-ll_ucoco_384.onnx                      tiny ONNX graphs with the real signatures
+
+and, with ``--inputs``, the example photo and driving video the bundled workflows load. The umT5 tokenizer is a
+small sentencepiece model trained in-process. Everything is random: the output is noise, but every loader,
+converter and node runs exactly as with the real 14B files, on CPU, in seconds. Needs ``onnx`` for the pose models.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import CLIPVisionConfig, DiTConfig, T5Config, VAEConfig
+
+# File names (identical to the real downloads; the bundled workflows reference them).
+DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
+DIT_FP8 = "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors"
+DISTILL_LORA = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+VAE_FILE = "wan_2.1_vae.safetensors"
+T5_FP16 = "umt5_xxl_fp16.safetensors"
+T5_FP8 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+CLIP_FILE = "clip_vision_h.safetensors"
+DETECTOR_FILE = "yolox_l.onnx"
+ESTIMATOR_FILE = "dw-ll_ucoco_384.onnx"
+PHOTO_FILE = "steadydancer_photo.png"
+VIDEO_FILE = "steadydancer_dance.mp4"
+
+# Tiny sizes. The DiT's text and CLIP widths must equal the tiny umT5 / CLIP widths; dim 128 gives one head of the
+# official head width, so the loader's head inference works.
+TINY_T5 = dict(vocab_size=128, dim=64, dim_attn=64, dim_ffn=128, num_heads=4, num_layers=2)
+TINY_CLIP = dict(dim=32, num_layers=3, num_heads=2, mlp_dim=64)
+TINY_DIT = dict(dim=128, ffn_dim=256, freq_dim=32, num_heads=1, num_layers=2, align_hidden=32)
+TINY_LORA_RANK = 4
+TOKENIZER_VOCAB = 96
+FP8_MAX = 448.0  # largest float8_e4m3fn value
+PHOTO_HW = (320, 192)
+VIDEO_HW = (240, 160)
+VIDEO_FRAMES = 5
+VIDEO_FPS = 24
+TOKENIZER_CORPUS = (
+    "a woman dances gracefully in a sunlit studio",
+    "the man waves and smiles at the camera while music plays",
+    "spinning, jumping and landing softly on a wooden floor",
+    "a person dancing, natural motion, high quality",
+    "bright tones, overexposed, static, blurred details, subtitles, worst quality, low quality",
+)
+
+# Official umT5 names -> ComfyUI/HF names (the inverse of weights.T5_RENAMES; checked by a round trip below).
+T5_TO_COMFY = (
+    (r"^token_embedding\.", "shared."),
+    (r"^blocks\.(\d+)\.norm1\.", r"encoder.block.\1.layer.0.layer_norm."),
+    (r"^blocks\.(\d+)\.pos_embedding\.embedding\.", r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias."),
+    (r"^blocks\.(\d+)\.attn\.([qkvo])\.", r"encoder.block.\1.layer.0.SelfAttention.\2."),
+    (r"^blocks\.(\d+)\.norm2\.", r"encoder.block.\1.layer.1.layer_norm."),
+    (r"^blocks\.(\d+)\.ffn\.gate\.0\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_0."),
+    (r"^blocks\.(\d+)\.ffn\.fc1\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_1."),
+    (r"^blocks\.(\d+)\.ffn\.fc2\.", r"encoder.block.\1.layer.1.DenseReluDense.wo."),
+    (r"^norm\.", "encoder.final_layer_norm."),
+)
+# Official open-clip visual names -> HF CLIPVisionModel names (inverse of weights.CLIP_RENAMES; round-trip checked).
+CLIP_TO_HF = (
+    (r"^visual\.patch_embedding\.", "vision_model.embeddings.patch_embedding."),
+    (r"^visual\.pre_norm\.", "vision_model.pre_layrnorm."),
+    (r"^visual\.transformer\.(\d+)\.norm1\.", r"vision_model.encoder.layers.\1.layer_norm1."),
+    (r"^visual\.transformer\.(\d+)\.norm2\.", r"vision_model.encoder.layers.\1.layer_norm2."),
+    (r"^visual\.transformer\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.out_proj."),
+    (r"^visual\.transformer\.(\d+)\.mlp\.0\.", r"vision_model.encoder.layers.\1.mlp.fc1."),
+    (r"^visual\.transformer\.(\d+)\.mlp\.2\.", r"vision_model.encoder.layers.\1.mlp.fc2."),
+)
+CLIP_QKV_OFFICIAL = r"^visual\.transformer\.(\d+)\.attn\.to_qkv\.(weight|bias)$"
+
+
+@dataclass(frozen=True)
+class KitFiles:
+    """Paths written by :func:`write_kit` (inputs are None when no input folder was given)."""
+
+    models_dir: Path
+    files: tuple
+    photo: Path | None
+    video: Path | None
+
+
+def _rename(key: str, table) -> str:
+    for pattern, repl in table:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    raise KeyError(f"no name mapping for '{key}'")
+
+
+def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.2) -> dict[str, torch.Tensor]:
+    """Random state dict: norms/gains near 1, everything else N(0, scale^2) (fp16/bf16-exact values)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, tensor in module.state_dict().items():
+        if not tensor.is_floating_point():
+            out[name] = tensor.clone()
+            continue
+        noise = torch.randn(tensor.shape, generator=gen)
+        if re.search(r"(norm\w*|gamma|ln\w*)\.weight$|\.gamma$", name) or (tensor.ndim == 1 and name.endswith("scale")):
+            value = 1.0 + 0.1 * noise
+        else:
+            value = noise * scale
+        out[name] = value.to(torch.bfloat16).to(torch.float16).float()
+    return out
+
+
+def _save(sd: dict, path: Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=metadata)
+    return path
+
+
+def _fp8_scaled(sd: dict, is_quantised) -> dict:
+    """fp8 e4m3fn copy of the chosen 2-D weights with a per-tensor ``scale_weight``, plus the ``scaled_fp8`` marker."""
+    out = {}
+    for key, value in sd.items():
+        if is_quantised(key, value):
+            scale = value.abs().max().clamp(min=1e-8) / FP8_MAX
+            out[key] = (value / scale).to(torch.float8_e4m3fn)
+            out[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(1).float()
+        else:
+            out[key] = value.half() if value.is_floating_point() else value
+    out["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- components
+def tiny_configs() -> tuple[DiTConfig, VAEConfig, T5Config, CLIPVisionConfig]:
+    t5 = T5Config.tiny(**TINY_T5)
+    clip = CLIPVisionConfig.tiny(**TINY_CLIP)
+    dit = DiTConfig.tiny(text_dim=t5.dim, clip_dim=clip.dim, **TINY_DIT)
+    return dit, VAEConfig.tiny(), t5, clip
+
+
+def dit_state_dict(config: DiTConfig, seed: int) -> dict:
+    from .dit import SteadyDancerDiT
+
+    torch.manual_seed(seed)
+    return _randomise(SteadyDancerDiT(config), seed, scale=0.05)
+
+
+def _dit_linear(key: str, value: torch.Tensor) -> bool:
+    return key.startswith("blocks.") and key.endswith(".weight") and value.ndim == 2
+
+
+def lora_state_dict(dit_sd: dict, rank: int, seed: int) -> dict:
+    """lightx2v-style LoRA over every block linear: ``diffusion_model.<layer>.lora_down/lora_up.weight`` + alpha."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in dit_sd.items():
+        if not _dit_linear(key, value):
+            continue
+        base = "diffusion_model." + key[: -len(".weight")]
+        out[base + ".lora_down.weight"] = (torch.randn(rank, value.shape[1], generator=gen) * 0.02).bfloat16()
+        out[base + ".lora_up.weight"] = (torch.randn(value.shape[0], rank, generator=gen) * 0.02).bfloat16()
+        out[base + ".alpha"] = torch.tensor(float(rank)).bfloat16()
+    return out
+
+
+def vae_state_dict(config: VAEConfig, seed: int) -> dict:
+    from .vae import WanVAE
+
+    torch.manual_seed(seed)
+    return _randomise(WanVAE(config), seed, scale=0.1)
+
+
+def train_tokenizer(vocab_size: int = TOKENIZER_VOCAB) -> bytes:
+    """A small umT5-style sentencepiece model (pad 0, eos 1, unk 2, no bos), trained in memory."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(TOKENIZER_CORPUS) * 20), model_writer=buf, vocab_size=vocab_size, pad_id=0,
+        eos_id=1, unk_id=2, bos_id=-1, model_type="unigram", hard_vocab_limit=False, minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def t5_comfy_state_dict(config: T5Config, spiece: bytes, seed: int) -> dict:
+    from .text_encoder import UMT5Encoder
+    from .weights import t5_to_official
+
+    torch.manual_seed(seed)
+    official = _randomise(UMT5Encoder(config), seed)
+    comfy = {_rename(k, T5_TO_COMFY): v for k, v in official.items()}
+    back = dict(t5_to_official(comfy))
+    if set(back) != set(official):
+        raise RuntimeError(f"umT5 name round trip failed: {sorted(set(back) ^ set(official))[:6]}")
+    comfy["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8).clone()
+    return comfy
+
+
+def clip_hf_state_dict(config: CLIPVisionConfig, seed: int) -> dict:
+    from .image_encoder import CLIPVisionTower
+    from .weights import clip_to_official
+
+    torch.manual_seed(seed)
+    tower = CLIPVisionTower(config)
+    official = {"visual." + k: v for k, v in _randomise(tower, seed).items()}
+    hf = {}
+    for key, value in official.items():
+        m = re.match(CLIP_QKV_OFFICIAL, key)
+        if m:
+            for part, chunk in zip("qkv", value.chunk(3, dim=0)):
+                hf[f"vision_model.encoder.layers.{m.group(1)}.self_attn.{part}_proj.{m.group(2)}"] = chunk.clone()
+        elif key == "visual.cls_embedding":
+            hf["vision_model.embeddings.class_embedding"] = value.reshape(-1)
+        elif key == "visual.pos_embedding":
+            hf["vision_model.embeddings.position_embedding.weight"] = value.reshape(value.shape[-2:])
+        else:
+            hf[_rename(key, CLIP_TO_HF)] = value
+    # the full HF tower also has the blocks Wan skips, the post-norm and the projection: include them as files do
+    gen = torch.Generator().manual_seed(seed + 1)
+    for i in range(config.used_layers, config.num_layers):
+        for name, value in list(hf.items()):
+            if name.startswith(f"vision_model.encoder.layers.0."):
+                hf[name.replace("layers.0.", f"layers.{i}.", 1)] = value.clone()
+    hf["vision_model.post_layernorm.weight"] = torch.ones(config.dim)
+    hf["vision_model.post_layernorm.bias"] = torch.zeros(config.dim)
+    hf["visual_projection.weight"] = torch.randn(config.dim, config.dim, generator=gen) * 0.05
+    hf["vision_model.embeddings.position_ids"] = torch.arange(config.num_tokens)[None]
+    back = dict(clip_to_official(hf))
+    for key, value in official.items():
+        if key not in back or not torch.equal(back[key].float(), value.float()):
+            raise RuntimeError(f"CLIP name round trip failed at {key}")
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in hf.items()}
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+def _draw_person(canvas: np.ndarray, cx: float, cy: float, height: float, phase: float) -> None:
+    """A bright stick figure (the tiny pose models fire on bright pixels)."""
+    import cv2
+
+    white = (255, 255, 255)
+    t = max(2, int(height / 30))
+    head = (int(cx), int(cy - 0.42 * height))
+    neck = (int(cx), int(cy - 0.32 * height))
+    hip = (int(cx), int(cy + 0.05 * height))
+    cv2.circle(canvas, head, int(0.08 * height), white, -1)
+    cv2.line(canvas, neck, hip, white, t)
+    swing = math.sin(phase)
+    for side in (-1, 1):
+        hand = (int(cx + side * 0.25 * height), int(cy - 0.3 * height + side * swing * 0.15 * height))
+        cv2.line(canvas, neck, hand, white, t)
+        foot = (int(cx + side * 0.15 * height + swing * 0.05 * height), int(cy + 0.45 * height))
+        cv2.line(canvas, hip, foot, white, t)
+
+
+def write_inputs(input_dir: Path) -> tuple[Path, Path]:
+    """The example photo (PNG) and driving video (H.264 mp4) the bundled workflows load."""
+    import cv2
+
+    from .video_io import write_video
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    h, w = PHOTO_HW
+    yy, xx = np.mgrid[0:h, 0:w]
+    photo = np.stack([40 + 60 * yy / h, 60 + 40 * xx / w, 110 + 0 * xx], axis=-1).astype(np.uint8)
+    _draw_person(photo, w / 2, h * 0.55, h * 0.8, 0.0)
+    photo_path = input_dir / PHOTO_FILE
+    cv2.imwrite(str(photo_path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    vh, vw = VIDEO_HW
+    frames = np.zeros((VIDEO_FRAMES, vh, vw, 3), np.uint8)
+    frames[...] = (30, 30, 50)
+    for i in range(VIDEO_FRAMES):
+        _draw_person(frames[i], vw / 2 + 10 * math.sin(i / 2), vh * 0.55, vh * 0.8, i / 1.5)
+    video_path = input_dir / VIDEO_FILE
+    write_video(video_path, frames, VIDEO_FPS)
+    return photo_path, video_path
+
+
+# ------------------------------------------------------------------------------------------------- the kit
+def _pose_builders():
+    try:
+        from ..pose.tiny_models import build_tiny_dwpose, build_tiny_yolox
+    except (ImportError, ValueError):  # steadydancer_core imported as a top-level package: pose is one too
+        from pose.tiny_models import build_tiny_dwpose, build_tiny_yolox
+    return build_tiny_yolox, build_tiny_dwpose
+
+
+def _write_models(models_dir: Path, seed: int) -> list[Path]:
+    dit_cfg, vae_cfg, t5_cfg, clip_cfg = tiny_configs()
+    written = []
+    dit = dit_state_dict(dit_cfg, seed)
+    written.append(_save({k: v.half() for k, v in dit.items()}, models_dir / "diffusion_models" / DIT_FP16))
+    written.append(_save(_fp8_scaled(dit, _dit_linear), models_dir / "diffusion_models" / DIT_FP8))
+    written.append(_save(lora_state_dict(dit, TINY_LORA_RANK, seed + 1), models_dir / "loras" / DISTILL_LORA))
+    written.append(_save(vae_state_dict(vae_cfg, seed + 2), models_dir / "vae" / VAE_FILE))
+    t5 = t5_comfy_state_dict(t5_cfg, train_tokenizer(), seed + 3)
+    written.append(_save({k: (v.half() if v.is_floating_point() else v) for k, v in t5.items()},
+                         models_dir / "text_encoders" / T5_FP16))
+    t5_linear = lambda k, v: k.startswith("encoder.block.") and k.endswith(".weight") and v.ndim == 2 \
+        and "relative_attention_bias" not in k  # noqa: E731
+    written.append(_save(_fp8_scaled(t5, t5_linear), models_dir / "text_encoders" / T5_FP8))
+    written.append(_save(clip_hf_state_dict(clip_cfg, seed + 4), models_dir / "clip_vision" / CLIP_FILE))
+    build_tiny_yolox, build_tiny_dwpose = _pose_builders()
+    pose_dir = models_dir / "dwpose"
+    pose_dir.mkdir(parents=True, exist_ok=True)
+    written.append(Path(build_tiny_yolox(pose_dir / DETECTOR_FILE)))
+    written.append(Path(build_tiny_dwpose(pose_dir / ESTIMATOR_FILE)))
+    return written
+
+
+def write_kit(models_dir, input_dir=None, seed: int = 0) -> KitFiles:
+    """Write the tiny models (and the example inputs when ``input_dir`` is given)."""
+    models_dir = Path(models_dir)
+    files = _write_models(models_dir, seed)
+    photo = video = None
+    if input_dir is not None:
+        photo, video = write_inputs(Path(input_dir))
+    return KitFiles(models_dir=models_dir, files=tuple(files), photo=photo, video=video)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steadydancer_core.tiny_kit", description=(
+        "Write tiny random-weight SteadyDancer model files (real formats and names) into a ComfyUI models folder."))
+    parser.add_argument("models_dir", help="ComfyUI models folder (subfolders are created)")
+    parser.add_argument("--inputs", help="also write the example photo and driving video into this folder")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    kit = write_kit(args.models_dir, args.inputs, args.seed)
+    for path in kit.files + tuple(p for p in (kit.photo, kit.video) if p is not None):
+        print(f"{path.stat().st_size / 1024:9.1f} KiB  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

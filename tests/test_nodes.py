@@ -1,0 +1,175 @@
+"""The nodes under a stand-in ComfyUI host with the tiny model kit: every bundled API workflow runs end to end and
+writes a video; progress, interrupt, model folders and error messages.
+
+The API workflows run with their own values except the sampler's steps and max_area, which are lowered to keep the
+test within a few seconds on CPU (the real ComfyUI check runs them unchanged).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import comfy_standin  # noqa: E402
+
+API_FILES = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
+FAST = {"steps": 2, "max_area": 64 * 96}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """(host, node classes) with the tiny kit written into the host's models and input folders."""
+    root = tmp_path_factory.mktemp("comfy")
+    host = comfy_standin.install(root)
+    try:
+        from steadydancer_core import tiny_kit
+
+        tiny_kit.write_kit(host.models_dir, host.input_dir)
+        pack = comfy_standin.load_pack()
+        host.cache = {}  # node outputs shared by the tests, as ComfyUI's cache shares them between prompts
+        yield host, {**comfy_standin.CORE_NODES, **pack.NODE_CLASS_MAPPINGS}
+    finally:
+        comfy_standin.uninstall()
+
+
+def _fast(prompt: dict) -> dict:
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        if node["class_type"] == "SteadyDancerSampler":
+            node["inputs"].update(FAST)
+    return prompt
+
+
+def _read_frames(path: Path) -> torch.Tensor:
+    from steadydancer_core.video_io import read_video
+
+    return read_video(path)[0]
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+def test_api_workflow_runs_and_writes_a_video(path, env):
+    host, classes = env
+    before = set(host.output_dir.rglob("*.mp4"))
+    host.progress.clear()
+    run = comfy_standin.run_prompt(_fast(json.loads(path.read_text())), classes, host.cache)
+    written = sorted(set(host.output_dir.rglob("*.mp4")) - before)
+    assert len(written) == 1, written
+    frames = _read_frames(written[0])
+    sampler_id = next(k for k, v in json.loads(path.read_text()).items() if v["class_type"] == "SteadyDancerSampler")
+    latent = run["outputs"][sampler_id][0]
+    result = latent["steadydancer_result"]
+    assert frames.shape[0] == result.num_frames >= 5
+    assert tuple(frames.shape[1:3]) == (result.height, result.width)
+    assert latent["samples"].shape[:2] == (1, 16)
+    steps = [p for p in host.progress if p[0] == sampler_id]
+    assert steps and steps[-1][1] == steps[-1][2], "the sampler's progress bar reaches its end"
+    assert run["ui"][sampler_id]["text"]
+
+
+def test_first_frame_exact_is_the_photo(env):
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    sampler = next(k for k, v in prompt.items() if v["class_type"] == "SteadyDancerSampler")
+    decode = next(k for k, v in prompt.items() if v["class_type"] == "DecodeVideo")
+    prompt[sampler]["inputs"]["first_frame"] = "exact"
+    run = comfy_standin.run_prompt(prompt, classes, host.cache)
+    assert sampler in run["ran"] and not {"ExtractPose", "AlignPose", "LoadSteadyDancerModel"} & {
+        prompt[i]["class_type"] for i in run["ran"]}, "unchanged upstream nodes come from the cache"
+    frames = run["outputs"][decode][0]
+    result = run["outputs"][sampler][0]["steadydancer_result"]
+    torch.testing.assert_close(frames[0], result.photo.float(), atol=1 / 255, rtol=0)
+
+
+def test_extract_pose_from_images_equals_from_video(env):
+    host, classes = env
+    video = classes["LoadVideo"]().load("steadydancer_dance.mp4")[0]
+    frames, _, fps = classes["GetVideoComponents"]().get(video)
+    node = classes["ExtractPose"]()
+    common = dict(detector="yolox_l.onnx", pose_model="dw-ll_ucoco_384.onnx", person="highest", no_person="hold",
+                  max_frames=0)
+    a = node.extract(**common, images_fps=fps, video=video)["result"]
+    b = node.extract(**common, images_fps=fps, images=frames)["result"]
+    assert len(a[0].sequence) == len(b[0].sequence) == frames.shape[0]
+    assert a[2] == b[2] == pytest.approx(fps)
+    torch.testing.assert_close(a[1], b[1])
+    limited = node.extract(**{**common, "max_frames": 3}, images_fps=fps, images=frames)
+    assert len(limited["result"][0].sequence) == 3 and "max_frames" in limited["ui"]["text"][0]
+
+
+def test_interrupt_stops_the_sampler(env, monkeypatch):
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "SteadyDancerSampler")
+    prompt[sampler_id]["inputs"]["steps"] = 4
+    bar = comfy_standin.sys.modules["comfy.utils"].ProgressBar
+    original = bar.update_absolute
+
+    def cancel_after_first_step(self, value, total=None, preview=None):
+        original(self, value, total, preview)
+        if self.node_id == sampler_id and value >= 1:
+            host.interrupt = True
+
+    monkeypatch.setattr(bar, "update_absolute", cancel_after_first_step)
+    host.progress.clear()
+    try:
+        with pytest.raises(comfy_standin.InterruptProcessingException):
+            comfy_standin.run_prompt(prompt, classes, host.cache)
+    finally:
+        host.interrupt = False
+    done = [p[1] for p in host.progress if p[0] == sampler_id]
+    assert done and max(done) < 4, "sampling stopped before the last step"
+
+
+def test_model_folders_are_registered(env):
+    host, classes = env
+    import folder_paths
+
+    assert folder_paths.get_filename_list("dwpose") == ["dw-ll_ucoco_384.onnx", "yolox_l.onnx"]
+    assert str(host.models_dir / "steadydancer") in folder_paths.get_folder_paths("steadydancer")
+    names = classes["LoadSteadyDancerModel"].INPUT_TYPES()["required"]["dit_name"][0]
+    assert "Wan21_SteadyDancer_fp16.safetensors" in names
+
+
+def test_controlnet_aux_dwpose_folder_is_found(env):
+    host, _ = env
+    import folder_paths
+
+    aux = host.custom_nodes_dir / "comfyui_controlnet_aux" / "ckpts" / "yzd-v" / "DWPose"
+    aux.mkdir(parents=True)
+    (aux / "dw-ll_ucoco_384_aux_copy.onnx").write_bytes(b"onnx")
+    try:
+        from steadydancer_pack_under_test.nodes import comfy_bridge
+
+        comfy_bridge.register_model_folders()
+        assert "dw-ll_ucoco_384_aux_copy.onnx" in folder_paths.get_filename_list("dwpose")
+        assert str(aux) in folder_paths.get_folder_paths("dwpose")
+    finally:
+        (aux / "dw-ll_ucoco_384_aux_copy.onnx").unlink()
+
+
+def test_errors_name_the_problem_and_the_fix(env):
+    _, classes = env
+    loader = classes["LoadSteadyDancerModel"]()
+    with pytest.raises(FileNotFoundError, match=r"models/diffusion_models.*models/steadydancer"):
+        loader.load("missing.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
+                    "clip_vision_h.safetensors", "bf16", "sdpa", "auto", 20, "None", 1.0)
+    with pytest.raises(ValueError, match="SteadyDancerSampler"):
+        classes["DecodeVideo"]().decode(None, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "auto", 256, 24.0)
+    with pytest.raises(ValueError, match="connect 'video'"):
+        classes["ExtractPose"]().extract("yolox_l.onnx", "dw-ll_ucoco_384.onnx", "highest", "hold", 0, 24.0)
+
+
+def test_lora_node_chains(env):
+    _, classes = env
+    lora = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+    (stack,) = classes["SteadyDancerLoRA"]().add(lora, 0.5)
+    (stack,) = classes["SteadyDancerLoRA"]().add(lora, 1.0, loras=stack)
+    assert [s for _, s in stack.entries] == [0.5, 1.0] and all(p.endswith(lora) for p, _ in stack.entries)

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 GGUF_SUFFIXES = (".gguf",)
-WEIGHTS_ONLY_REJECTION = "Weights only load failed"    # torch's message when a pickle holds non-tensor objects
+WEIGHTS_ONLY_REJECTION = "allowed global"    # in torch's message when a pickle holds non-tensor objects
 # containers that wrap a state dict inside a torch.save'd dict
 TORCH_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 OFFICIAL_DIT_FILE_GLOB = "diffusion_pytorch_model*.safetensors"

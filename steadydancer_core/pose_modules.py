@@ -1,14 +1,16 @@
 """SteadyDancer's pose-condition modules ("Synergistic Pose Modulation Modules" of the paper).
 
-* SSAR - Spatial Structure Adaptive Refiner: a dynamic (input-conditioned) 1x1 convolution applied per frame
-  (official class ``DYModule``, module name ``condition_embedding_spatial``).
+* SSAR - the spatial-structure adaptive module (the official code comment calls it "Spatial Structure Adaptive
+  Extractor"): a dynamic (input-conditioned) 1x1 convolution applied per frame (official class ``DYModule`` from
+  dynamic channel-wise decomposition, module name ``condition_embedding_spatial``).
 * TMCM - Temporal Motion Coherence Module: three factorised (2+1)D convolutions, depthwise 1x3x3 in space then
   3x1x1 in time, each followed by SiLU (official ``FactorConv3d`` stack, ``condition_embedding_temporal``).
 * FAAU - Frame-wise Attention Alignment Unit: cross-attention from the noisy latent (query) to the fused pose
   (key/value) (official ``PoseRefNetNoBNV3``, ``condition_embedding_align``). As in the official code the
   attention runs **across frames for each pixel** (``nn.MultiheadAttention`` with ``batch_first=False`` on a
   (frames, pixels, channels) tensor); here it is one batched SDPA over (batch x pixels) sequences of F frames,
-  so a batch of B equals B single calls.
+  so a batch of B equals B single calls (the official module, only ever called with B = 1, would mix the
+  samples of a batch; dropout is an inference no-op).
 
 Parameter names equal the official checkpoint's. All modules take ``[B, C, F, H, W]`` latents.
 """

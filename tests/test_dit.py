@@ -259,3 +259,21 @@ def test_dit_meta_init_and_input_errors():
         model(**{k: (v[..., :3] if v.dim() == 5 else v) for k, v in inputs.items()})
     with pytest.raises(ValueError, match="more than text_len"):
         model(**dict(inputs, context=torch.zeros(1, 17, model.config.text_dim)))
+
+
+@pytest.mark.gpu
+@pytest.mark.fidelity
+def test_dit_cuda_matches_official():
+    """On CUDA: bf16 within the bf16 bar; fp32 (TF32 convolutions off) close to the fp64 truth."""
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for dtype, bar in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+            model = load_fixture_model(dtype).to("cuda")
+            for name, io in fixture_cases():
+                inputs = {k: v.to("cuda") for k, v in case_inputs(io, name).items()}
+                with torch.no_grad():
+                    out = model(**inputs)[0].cpu()
+                assert rel_l2(out, io[f"{name}.out_fp64"]) <= bar, (name, dtype)
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32

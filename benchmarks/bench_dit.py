@@ -186,12 +186,14 @@ def bench_cpu(args):
 
 # --- GPU benchmark ----------------------------------------------------------------------------------------------
 
-def forward_flops(config: DiTConfig, latent, text_tokens) -> float:
-    """Matmul FLOPs of one forward of the transformer (blocks + embeddings; the small pose modules ignored)."""
+def forward_flops(config: DiTConfig, latent) -> float:
+    """Nominal matmul FLOPs of one forward as the official model computes it (all F+2 frames in every block,
+    all text_len keys attended); the small pose modules are ignored. TFLOP/s derived from it are "achieved"
+    model FLOPs (the skipped work of the last block and the padding-key dedup count as done)."""
     f, h, w = latent
     pt, ph, pw = config.patch_size
     d, L = config.dim, (f // pt + 2) * (h // ph) * (w // pw)
-    lt = min(text_tokens + 1, config.text_len)       # embedded text rows (one stands for all padding)
+    lt = config.text_len                             # text rows (the official model embeds the padding)
     lk = config.clip_tokens + config.text_len          # keys attended (padding counted by multiplicity)
     per_block = (2 * L * d * d * 4                     # self-attention q, k, v, o
                  + 2 * 2 * L * L * d                   # QK^T and AV
@@ -220,16 +222,18 @@ def bench_full(device, config: DiTConfig, latent, text_tokens, repeats, dtype=to
     inputs = make_inputs(config, latent, text_tokens, device=device, dtype=dtype)
     cuda = torch.device(device).type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2 ** 30
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
         times = timed({"ours": lambda: model(**inputs)}, repeats, sync)["ours"][0]
     seconds = statistics.median(times)
-    flops = forward_flops(config, latent, text_tokens)
+    flops = forward_flops(config, latent)
     return dict(latent=list(latent), text_tokens=text_tokens, dtype=str(dtype), attention=attention,
                 layers=config.num_layers, dim=config.dim, seconds=seconds, all_seconds=times,
+                weights_gib=weights_gib,
                 peak_memory_gib=torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
-                tflop=flops / 1e12, tflops_per_s=flops / seconds / 1e12,
+                nominal_tflop=flops / 1e12, tflops_per_s=flops / seconds / 1e12,
                 device=torch.cuda.get_device_name() if cuda else str(device))
 
 

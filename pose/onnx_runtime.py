@@ -75,8 +75,19 @@ def get_session(path: str | os.PathLike, providers: Sequence[str] | None = None)
             except Exception as exc:  # onnxruntime raises several private exception types
                 raise OnnxModelError(f"could not load ONNX model {p}: {exc}. The file may be truncated or not an "
                                      f"ONNX model: download it again.") from exc
+            _warn_if_gpu_dropped(providers, sess.get_providers())
             _CACHE[key] = sess
     return sess
+
+
+def _warn_if_gpu_dropped(requested: Sequence[str], active: Sequence[str]) -> None:
+    """onnxruntime silently falls back to the CPU when a GPU provider cannot start (missing CUDA/cuDNN)."""
+    global _WARNED
+    dropped = [p for p in requested if p in GPU_PROVIDERS and p not in active]
+    if dropped and not _WARNED:
+        _WARNED = True
+        log.warning("onnxruntime could not start %s and runs pose detection on the CPU: install the CUDA and cuDNN "
+                    "versions your onnxruntime-gpu release needs (see onnxruntime's install matrix).", dropped[0])
 
 
 def clear_cache() -> None:

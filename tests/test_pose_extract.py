@@ -159,6 +159,11 @@ def test_pose_cpu_fallback_warning_once(monkeypatch, caplog):
         onnx_runtime.choose_providers(["CPUExecutionProvider"])
     assert len([r for r in caplog.records if "onnxruntime-gpu" in r.getMessage()]) == 1
     assert onnx_runtime.choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    monkeypatch.setattr(onnx_runtime, "_WARNED", False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pose.onnx_runtime"):
+        onnx_runtime._warn_if_gpu_dropped(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
+    assert len([r for r in caplog.records if "cuDNN" in r.getMessage()]) == 1
 
 
 def test_pose_bad_model_file_errors(tmp_path):

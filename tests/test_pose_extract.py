@@ -10,7 +10,7 @@ import pose.estimator
 from pose import onnx_runtime
 from pose.estimator import FLIP_INDICES, box_center_scale
 from pose.tiny_models import build_tiny_dwpose, build_tiny_yolox, canonical_pose
-from pose.wholebody import WholeBody, build_frame, detection_size, extract, iter_extract, to_openpose
+from pose.wholebody import WholeBody, build_frame, detection_size, iter_extract, to_openpose
 
 pytest.importorskip("onnx")
 

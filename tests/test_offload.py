@@ -258,6 +258,8 @@ def test_planner_fits_every_card(card, weights):
     assert plan.fits and plan.estimated_peak_bytes <= plan.usable_bytes < plan.budget_bytes
     assert 0 <= plan.blocks_to_swap <= 40 and "\n" not in plan.explanation
     assert f"{plan.blocks_to_swap} of 40 blocks swapped" in plan.explanation
+    if card == 24:
+        assert plan.estimated_peak_bytes <= 22.5e9          # the target for a 24 GB card
     # one block fewer would not fit (the plan swaps no more than needed)
     if plan.blocks_to_swap:
         tighter = _plan(card, weights, blocks_to_swap=plan.blocks_to_swap - 1, batch_passes=plan.batch_passes)

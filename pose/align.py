@@ -26,6 +26,17 @@ CANVAS_FACTOR = 2                 # pose frames are drawn at 2x the resized phot
 class NoPersonError(ValueError):
     """No person was found where one is required (the reference photo, or every driving frame)."""
 
+    @classmethod
+    def in_reference(cls) -> "NoPersonError":
+        return cls("No person was found in the reference photo. Use a photo in which one person is clearly visible "
+                   "(at least head and shoulders, not too small in the frame), or check that the detector/estimator "
+                   "model files are the DWPose ones (yolox_l.onnx, dw-ll_ucoco_384.onnx).")
+
+    @classmethod
+    def in_driving(cls) -> "NoPersonError":
+        return cls("No person was found in any driving frame: use a driving video that shows a person, or check "
+                   "the detector/estimator model files (yolox_l.onnx, dw-ll_ucoco_384.onnx).")
+
 
 def reference_size(height: int, width: int, max_area: int = REFERENCE_MAX_AREA) -> tuple[int, int]:
     """(ref_H, ref_W) of the resized photo, as the official code computes it."""
@@ -224,12 +235,9 @@ class Aligner:
 
     def __init__(self, reference: PoseFrame, first: PoseFrame, scale_fallback: str = "official"):
         if reference.num_persons == 0:
-            raise NoPersonError(
-                "No person was found in the reference photo. Use a photo in which one person is clearly "
-                "visible (at least head and shoulders), or check that the detector/estimator model files are "
-                "the DWPose ones (yolox_l.onnx, dw-ll_ucoco_384.onnx).")
+            raise NoPersonError.in_reference()
         if first.num_persons == 0:
-            raise NoPersonError("No person was found in any driving frame: use a driving video that shows a person.")
+            raise NoPersonError.in_driving()
         self.ref_hw = reference.image_hw
         self.canvas_hw = canvas_size(self.ref_hw)
         self.ref_ratio = self.ref_hw[1] / self.ref_hw[0]
@@ -255,7 +263,7 @@ def first_with_person(frames: Sequence[PoseFrame]) -> int:
     for i, f in enumerate(frames):
         if f.num_persons > 0:
             return i
-    raise NoPersonError("No person was found in any driving frame: use a driving video that shows a person.")
+    raise NoPersonError.in_driving()
 
 
 def align(reference: PoseFrame, driving: PoseSequence | Sequence[PoseFrame], scale_fallback: str = "official") -> AlignedPoses:
@@ -285,4 +293,4 @@ def iter_align(reference: PoseFrame, driving: Iterable[PoseFrame], scale_fallbac
                 yield PoseFrame.empty(aligner.canvas_hw)
         yield aligner(f)
     if aligner is None and pending:
-        raise NoPersonError("No person was found in any driving frame: use a driving video that shows a person.")
+        raise NoPersonError.in_driving()

@@ -157,8 +157,7 @@ def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8,
     filled: list[int] = []
     if missing and on_missing == "hold":
         if len(missing) == len(out):
-            raise NoPersonError("No person was found in any driving frame: use a driving video that shows a "
-                                "person, or lower the detector score threshold.")
+            raise NoPersonError.in_driving()
         last = next(f for f in out if f.num_persons)
         for i, f in enumerate(out):
             if f.num_persons:
@@ -180,8 +179,5 @@ def extract_reference(photo: np.ndarray, model: WholeBody) -> tuple[PoseFrame, n
     resized = resize_reference(photo)
     frame = model([resized])[0]
     if frame.num_persons == 0:
-        raise NoPersonError(
-            "No person was found in the reference photo. Use a photo in which one person is clearly visible "
-            "(at least head and shoulders, not too small in the frame), or check that the detector/estimator "
-            "model files are the DWPose ones (yolox_l.onnx, dw-ll_ucoco_384.onnx).")
+        raise NoPersonError.in_reference()
     return frame, resized

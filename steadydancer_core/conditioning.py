@@ -136,28 +136,10 @@ class ReferenceConditions:
     photo: torch.Tensor              # [3, 1, H, W] in [-1, 1] at the output size (not clamped)
 
 
-def reference_conditions(model, photo: torch.Tensor, first_pose: torch.Tensor, prompt: str, negative_prompt: str,
-                         size: tuple[int, int], device, tile="auto") -> ReferenceConditions:
-    """Encode prompts, CLIP features and ``ref_x`` / ``ref_c``.
-
-    photo [H, W, 3] and first_pose [H', W', 3] in [0, 1] (the pose is first resized to the photo's size)."""
-    context, context_null = model.text_encoder.encode([prompt, negative_prompt])
-    first_pose = resize_like_pil(first_pose[None], tuple(photo.shape[:2]))[0]
-    clip_x = clip_features(model.image_encoder, photo.to(device))
-    clip_c = clip_features(model.image_encoder, first_pose.to(device))
-    photo_v = resize_bicubic(to_model_video(photo[None]), size).to(device)
-    pose_v = resize_bicubic(to_model_video(first_pose[None]), size).to(device)
-    return ReferenceConditions(
-        context=context.to(device), context_null=context_null.to(device),
-        clip_fea_x=clip_x.to(device), clip_fea_c=clip_c.to(device),
-        ref_x=build_reference(model.vae, photo_v, 1.0, tile), ref_c=build_reference(model.vae, pose_v, 0.0, tile),
-        photo=photo_v,
-    )
-
-
 def pose_latent(vae, poses: torch.Tensor, photo_hw: tuple[int, int], size: tuple[int, int], device,
                 tile="auto") -> torch.Tensor:
-    """Latent [16, F, h, w] of pose frames [T, H', W', 3] in [0, 1]: resized to the photo's size (as the official
-    script loads them), then bicubic to the output size, then VAE-encoded."""
+    """Latent [16, F, h, w] on ``device`` of pose frames [T, H', W', 3] in [0, 1]: resized to the photo's size (as
+    the official script loads them), then bicubic to the output size, then VAE-encoded (the pixels stay where they
+    are; the VAE streams chunks to its own device)."""
     frames = resize_like_pil(poses, photo_hw)
-    return encode_video(vae, resize_bicubic(to_model_video(frames), size).to(device), tile)
+    return encode_video(vae, resize_bicubic(to_model_video(frames), size), tile).to(device)

@@ -270,8 +270,8 @@ def _reference_conditions(model, photo, first_pose, settings, size, device) -> c
     with model.use("image_encoder"):
         clip_x = cond.clip_features(model.image_encoder, photo)
         clip_c = cond.clip_features(model.image_encoder, first_pose)
-    photo_v = cond.resize_bicubic(cond.to_model_video(photo[None]), size).to(device)
-    pose_v = cond.resize_bicubic(cond.to_model_video(first_pose[None]), size).to(device)
+    photo_v = cond.resize_bicubic(cond.to_model_video(photo[None]), size)
+    pose_v = cond.resize_bicubic(cond.to_model_video(first_pose[None]), size)
     with model.use("vae"):
         ref_x = cond.build_reference(model.vae, photo_v, 1.0, settings.vae_tile)
         ref_c = cond.build_reference(model.vae, pose_v, 0.0, settings.vae_tile)
@@ -329,7 +329,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
             condition = cond.pose_latent(model.vae, pos[start:start + n], photo_hw, size, device, settings.vae_tile)
             condition_null = cond.pose_latent(model.vae, neg[start:start + n], photo_hw, size, device,
                                               settings.vae_tile)
-            known_v = refs.photo if s == 0 else cond.to_model_video(tail).to(device)
+            known_v = refs.photo if s == 0 else cond.to_model_video(tail)
             y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
         noise = torch.randn(LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:], generator=generator)
         pin = None

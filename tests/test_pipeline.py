@@ -35,8 +35,7 @@ class ByteTokenizer:
         return len(text.encode()) > self.text_len - 1
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
+def _build_tiny_model():
     torch.manual_seed(0)
     t5 = T5Config.tiny(text_len=DiTConfig.tiny().text_len)
     clip = CLIPVisionConfig.tiny()
@@ -49,6 +48,11 @@ def tiny_model():
     text = TextEncoder(UMT5Encoder(t5).eval().requires_grad_(False), ByteTokenizer(t5))
     image = ImageEncoder(CLIPVisionTower(clip).eval().requires_grad_(False))
     return SteadyDancerModel(dit=dit, vae=vae, text_encoder=text, image_encoder=image, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return _build_tiny_model()
 
 
 def _inputs(frames, seed=1):
@@ -171,3 +175,22 @@ def test_pipeline_pure_helpers():
     corrected = frames * gain + offset
     assert torch.allclose(corrected.mean((0, 1, 2)), ref.mean((0, 1, 2)), atol=1e-5)
     assert torch.allclose(drift, frames.mean((0, 1, 2)) - ref.mean((0, 1, 2)))
+
+
+def test_pipeline_with_memory_plan_and_simulated_device(tiny_model):
+    """Placement goes through offload.use_component; results equal the unplaced run (copies are exact)."""
+    from steadydancer_core import offload
+
+    photo, pos, neg = _inputs(5)
+    reference = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False))
+    model = _build_tiny_model()
+    model.offload_plan = offload.plan_for_model(model, 2, device="cpu")
+    model.offload_mode = 2
+    offloader = offload.attach_offloader(model, offload.Offloader.simulated())
+    try:
+        result = generate(model, photo, pos, neg, _settings(batch_passes=False))
+    finally:
+        offload.release_model(model)
+    assert offloader.ledger.uploads > 0 and offloader.ledger.is_clean()
+    assert model.offload_plan.tokens > 0
+    assert torch.equal(result.latent, reference.latent)

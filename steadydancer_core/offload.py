@@ -15,6 +15,12 @@ Models never move themselves; this module moves their parameters and buffers.
 
 On CPU the same code runs with ``Offloader.simulated()``: the "device" is host memory with distinct copies,
 placeholders are meta tensors and an optional capacity raises ``torch.OutOfMemoryError`` like a real card.
+
+With a ``SteadyDancerModel``: ``use_component(model, name)`` (what ``model.use(name)`` calls) places the DiT per
+``model.offload_plan`` (it stays placed) or makes an encoder / the VAE resident for the ``with`` block;
+``release_model(model)`` moves everything back to host memory. A host application that manages its own models
+passes ``offloader_for(model, free_memory_hook=hook)``; ``hook(bytes, device)`` is called before anything is
+placed and before planning, so it can evict its models first.
 """
 from __future__ import annotations
 

@@ -380,3 +380,41 @@ def test_plan_for_model_reads_sizes_from_the_modules():
     assert plan.blocks_to_swap == 0 and "offload=3 swaps nothing" in plan.explanation
     plan = plan_for_model(model, offload=3, width=64, height=64, frames=5, device="cuda", free_vram_bytes=4 * GIB)
     assert plan.blocks_to_swap == 3 and plan.fits
+
+
+class RecordingTransfer(offload._SimulatedTransfer):
+    """Simulated device that records the copy protocol the CUDA path relies on (events, waits, adoption)."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def upload(self, hosts, asynchronous):
+        tensors, _ = super().upload(hosts, asynchronous)
+        event = object() if asynchronous else None
+        self.log.append(("upload", asynchronous, event))
+        return tensors, event
+
+    def wait(self, event):
+        self.log.append(("wait", event))
+
+    def adopt(self, tensors):
+        self.log.append(("adopt", len(tensors)))
+
+
+def test_prefetched_copies_are_waited_for_and_adopted_before_use():
+    model = ToyDiT()
+    transfer = RecordingTransfer()
+    off = Offloader("cpu", transfer=transfer)
+    off.place(model, "dit", blocks_to_swap=6, prefetch=1)
+    transfer.log.clear()
+    with torch.inference_mode():
+        model(*_inputs())
+    uploads = [e for e in transfer.log if e[0] == "upload"]
+    assert len(uploads) == 6 and all(asynchronous for _, asynchronous, _ in uploads)   # all prefetched
+    waits = [e[1] for e in transfer.log if e[0] == "wait"]
+    assert waits == [event for _, _, event in uploads]          # each block waits for its own copy, in order
+    for i, entry in enumerate(transfer.log):
+        if entry[0] == "wait":
+            assert transfer.log[i + 1][0] == "adopt"              # adopted by the compute stream right after
+    assert off.ledger.is_clean()

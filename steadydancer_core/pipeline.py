@@ -148,15 +148,18 @@ def resolve_length(requested: int, available: int) -> tuple[int, list]:
     """Frame count to generate (4n + 1) and the notices about any adjustment."""
     if available < 1:
         raise ValueError("no pose frames given; run ExtractPose/AlignPose on the driving video first")
+    notices = []
     n = requested or available
     if n > available:
-        raise ValueError(f"{n} frames requested but only {available} pose frames given; lower the length or give a "
-                         f"longer driving video")
+        notices.append(f"{n} frames requested but the driving video has only {available} pose frames: using "
+                       f"{available}")
+        n = available
     if _is_4n1(n):
-        return n, []
+        return n, notices
     used = (n - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1
-    return used, [f"frame count {n} is not 4n+1: generating {used} frames (the last {n - used} pose frames are "
-                  f"not used; give {used} or {used + VAE_TEMPORAL_STRIDE} frames to avoid this)"]
+    notices.append(f"frame count {n} is not 4n+1: generating {used} frames (the last {n - used} pose frames are "
+                   f"not used; give {used} or {used + VAE_TEMPORAL_STRIDE} frames to avoid this)")
+    return used, notices
 
 
 def plan_segments(num_frames: int, segment_frames: int, overlap: int) -> list:

@@ -157,8 +157,10 @@ def test_pipeline_settings_validation():
 def test_pipeline_pure_helpers():
     assert resolve_length(0, 81) == (81, [])
     assert resolve_length(10, 81)[0] == 9
+    frames, notices = resolve_length(100, 80)
+    assert frames == 77 and len(notices) == 2 and "80" in notices[0]
     with pytest.raises(ValueError, match="pose frames"):
-        resolve_length(100, 81)
+        resolve_length(0, 0)
     assert plan_segments(81, 81, 9) == [(0, 81, 1)]
     plan = plan_segments(201, 81, 9)
     assert plan == [(0, 81, 1), (72, 81, 9), (144, 57, 9)]

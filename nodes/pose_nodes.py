@@ -17,6 +17,7 @@ SCALE_FALLBACKS = ["official", "visible"]
 CANVAS_MODES = ["2x", "1x"]
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 PREVIEW_LONG_SIDE = 512
+WAN_FPS = 16.0  # frame rate of Wan 2.1's training clips
 
 
 def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
@@ -70,6 +71,9 @@ class ExtractPose:
                     "Frames without a person: hold the nearest earlier pose, or leave the frame empty.")}),
                 "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
                                        "tooltip": "Use at most this many driving frames (0 = all)."}),
+                "target_fps": ("FLOAT", {"default": WAN_FPS, "min": 0.0, "max": 240.0, "step": 0.01, "tooltip": (
+                    "Resample the driving video to this frame rate (Wan 2.1 was trained on 16 fps, so the motion "
+                    "plays at its real speed); 0 keeps every frame as the official scripts do.")}),
                 "images_fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01, "tooltip": (
                     "Frame rate of the 'images' input. A connected 'video' brings its own frame rate.")}),
             },
@@ -80,16 +84,21 @@ class ExtractPose:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def extract(self, detector, pose_model, person, no_person, max_frames, images_fps, video=None, images=None,
-                unique_id=None):
+    def extract(self, detector, pose_model, person, no_person, max_frames, target_fps, images_fps, video=None,
+                images=None, unique_id=None):
         if video is not None:
             images, fps, _audio = bridge.video_components(video)
         elif images is not None:
             fps = float(images_fps)
         else:
             raise ValueError("ExtractPose needs a driving video: connect 'video' (Load Video) or 'images'.")
-        total = int(images.shape[0])
         notes = []
+        if target_fps and abs(target_fps - fps) > 1e-3:
+            picks = resample(int(images.shape[0]), fps, float(target_fps))
+            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({images.shape[0]} -> "
+                         f"{len(picks)} frames)")
+            images, fps = images[picks], float(target_fps)
+        total = int(images.shape[0])
         if max_frames and total > max_frames:
             images = images[:max_frames]
             notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
@@ -115,6 +124,18 @@ class ExtractPose:
         preview = uint8_to_frames(list(_render_preview(sequence)))
         text = f"{count} frames at {fps:g} fps" + (f"; {pose.report}" if pose.report else "")
         return {"result": (pose, preview, float(fps)), "ui": {"text": [text]}}
+
+
+def resample(count: int, source_fps: float, target_fps: float) -> list[int]:
+    """Source frame index shown at each output frame's time (nearest earlier frame), covering the whole clip."""
+    from ..steadydancer_core.video_io import resample_indices
+
+    picks = []
+    for source, _ in resample_indices(source_fps, target_fps):
+        if source >= count:
+            break
+        picks.append(source)
+    return picks
 
 
 def _render_preview(sequence):

@@ -54,7 +54,7 @@ TOKENIZER_VOCAB = 96
 FP8_MAX = 448.0  # largest float8_e4m3fn value
 PHOTO_HW = (320, 192)
 VIDEO_HW = (240, 160)
-VIDEO_FRAMES = 5
+VIDEO_FRAMES = 8
 VIDEO_FPS = 24
 TOKENIZER_CORPUS = (
     "a woman dances gracefully in a sunlit studio",

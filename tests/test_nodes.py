@@ -74,27 +74,13 @@ def test_api_workflow_runs_and_writes_a_video(path, env):
     assert run["ui"][sampler_id]["text"]
 
 
-def test_first_frame_exact_is_the_photo(env):
-    host, classes = env
-    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
-    sampler = next(k for k, v in prompt.items() if v["class_type"] == "SteadyDancerSampler")
-    decode = next(k for k, v in prompt.items() if v["class_type"] == "DecodeVideo")
-    prompt[sampler]["inputs"]["first_frame"] = "exact"
-    run = comfy_standin.run_prompt(prompt, classes, host.cache)
-    assert sampler in run["ran"] and not {"ExtractPose", "AlignPose", "LoadSteadyDancerModel"} & {
-        prompt[i]["class_type"] for i in run["ran"]}, "unchanged upstream nodes come from the cache"
-    frames = run["outputs"][decode][0]
-    result = run["outputs"][sampler][0]["steadydancer_result"]
-    torch.testing.assert_close(frames[0], result.photo.float(), atol=1 / 255, rtol=0)
-
-
 def test_extract_pose_from_images_equals_from_video(env):
     host, classes = env
     video = classes["LoadVideo"]().load("steadydancer_dance.mp4")[0]
     frames, _, fps = classes["GetVideoComponents"]().get(video)
     node = classes["ExtractPose"]()
     common = dict(detector="yolox_l.onnx", pose_model="dw-ll_ucoco_384.onnx", person="highest", no_person="hold",
-                  max_frames=0)
+                  max_frames=0, target_fps=0.0)
     a = node.extract(**common, images_fps=fps, video=video)["result"]
     b = node.extract(**common, images_fps=fps, images=frames)["result"]
     assert len(a[0].sequence) == len(b[0].sequence) == frames.shape[0]
@@ -102,6 +88,10 @@ def test_extract_pose_from_images_equals_from_video(env):
     torch.testing.assert_close(a[1], b[1])
     limited = node.extract(**{**common, "max_frames": 3}, images_fps=fps, images=frames)
     assert len(limited["result"][0].sequence) == 3 and "max_frames" in limited["ui"]["text"][0]
+    slower = node.extract(**{**common, "target_fps": fps * 2 / 3}, images_fps=fps, images=frames)
+    expected = len([j for j in range(3 * frames.shape[0]) if int(j * 1.5 + 1e-9) < frames.shape[0]])
+    assert len(slower["result"][0].sequence) == expected and slower["result"][2] == pytest.approx(fps * 2 / 3)
+    assert "resampled" in slower["ui"]["text"][0]
 
 
 def test_interrupt_stops_the_sampler(env, monkeypatch):
@@ -164,7 +154,7 @@ def test_errors_name_the_problem_and_the_fix(env):
     with pytest.raises(ValueError, match="SteadyDancerSampler"):
         classes["DecodeVideo"]().decode(None, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "auto", 256, 24.0)
     with pytest.raises(ValueError, match="connect 'video'"):
-        classes["ExtractPose"]().extract("yolox_l.onnx", "dw-ll_ucoco_384.onnx", "highest", "hold", 0, 24.0)
+        classes["ExtractPose"]().extract("yolox_l.onnx", "dw-ll_ucoco_384.onnx", "highest", "hold", 0, 16.0, 24.0)
 
 
 def test_lora_node_chains(env):

@@ -158,3 +158,21 @@ def test_pack_nodes_are_in_the_steadydancer_category(pack_classes):
     classes, _ = pack_classes
     for name in ("LoadSteadyDancerModel", "ExtractPose", "AlignPose", "SteadyDancerSampler", "DecodeVideo"):
         assert classes[name].CATEGORY == PACK_CATEGORY
+
+
+@pytest.mark.parametrize("path", sorted(API_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_queue_batch_fills_in_a_pair(path):
+    import queue_batch
+
+    template = json.loads(path.read_text())
+    prompt = queue_batch.prepare(template, "steadydancer/me.png", "steadydancer/clip.mp4", "a robot dancing",
+                                 "steadydancer/batch_001", 7)
+    assert template != prompt and json.loads(path.read_text()) == template  # the template is not modified
+    by_type = {v["class_type"]: v["inputs"] for v in prompt.values()}
+    assert by_type["LoadImage"]["image"] == "steadydancer/me.png"
+    assert by_type["LoadVideo"]["file"] == "steadydancer/clip.mp4"
+    assert by_type["SteadyDancerSampler"]["prompt"] == "a robot dancing"
+    assert by_type["SteadyDancerSampler"]["seed"] == 7
+    assert by_type["SaveVideo"]["filename_prefix"] == "steadydancer/batch_001"
+    entry = {"outputs": {"8": {"images": [{"filename": "x.mp4", "subfolder": "s", "type": "output"}]}}}
+    assert queue_batch.saved_files(entry) == [{"filename": "x.mp4", "subfolder": "s", "type": "output"}]

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
     m.add_argument("--attention", default="sdpa", help="attention backend: sdpa | flash | sage")
     m.add_argument("--offload", default="auto", help="DiT blocks to swap: auto | none | a number")
+    m.add_argument("--max-vram-gb", type=float, default=None, help="use at most this much GPU memory (GiB)")
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", default="", help="what the video shows")
     g.add_argument("--negative-prompt", default="", help="default: Wan's I2V negative prompt")
@@ -216,6 +217,10 @@ def run(args) -> Path:
     log.info("loading models")
     model = load_model(args.dit, args.vae, args.t5, args.clip, precision=args.precision, attention=args.attention,
                        loras=_loras(args.lora), offload=_offload(args.offload), tokenizer_path=args.tokenizer)
+    if args.max_vram_gb is not None:
+        if args.max_vram_gb <= 0:
+            raise CLIError(f"--max-vram-gb must be positive, got {args.max_vram_gb}")
+        model.max_vram_gb = args.max_vram_gb          # read by the memory planner when generate() re-plans
     out = Path(args.out)
     writer = video_io.VideoWriter(out, args.fps, crf=args.crf)
     bar = tqdm(desc="sampling", unit="step")

@@ -380,6 +380,9 @@ def test_plan_for_model_reads_sizes_from_the_modules():
     assert plan.blocks_to_swap == 0 and "offload=3 swaps nothing" in plan.explanation
     plan = plan_for_model(model, offload=3, width=64, height=64, frames=5, device="cuda", free_vram_bytes=4 * GIB)
     assert plan.blocks_to_swap == 3 and plan.fits
+    model.max_vram_gb = 2
+    plan = plan_for_model(model, width=64, height=64, frames=5, device="cuda", free_vram_bytes=4 * GIB)
+    assert plan.budget_bytes == 2 * GIB
 
 
 class RecordingTransfer(offload._SimulatedTransfer):

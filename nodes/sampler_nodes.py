@@ -85,12 +85,6 @@ class SteadyDancerSampler:
         if positive_pose.shape[0] != negative_pose.shape[0]:
             raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
                              f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
-        available = int(positive_pose.shape[0])
-        notices = []
-        if length > available:
-            notices.append(f"length {length} is more than the {available} pose frames: using {available} "
-                           f"(lower length or use a longer driving video)")
-            length = available
         settings = pipeline.GenerationSettings(
             prompt=prompt, negative_prompt=negative_prompt, steps=int(steps), text_cfg=float(text_cfg),
             pose_cfg=float(pose_cfg), pose_cfg_window=(float(pose_cfg_start), float(pose_cfg_end)),
@@ -107,8 +101,7 @@ class SteadyDancerSampler:
         except pipeline.Cancelled:
             bridge.raise_if_interrupted()
             raise
-        notices += [str(n) for n in result.notices]
-        report = "; ".join(notices)
+        report = "; ".join(str(n) for n in result.notices)
         latent = {"samples": result.latent, LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report}
         text = f"{result.num_frames} frames at {result.width}x{result.height}" + (f"; {report}" if report else "")
         return {"result": (latent,), "ui": {"text": [text]}}

@@ -226,6 +226,10 @@ def run(args) -> Path:
     bar = tqdm(desc="sampling", unit="step")
 
     def on_step(step, total, _preview):
+        if bar.total is None:                   # first step: generate() has re-planned for the real size
+            plan = getattr(model, "offload_plan", None)
+            if plan is not None:
+                bar.write(f"memory plan: {plan.explanation}")
         bar.total = total
         bar.update(step - bar.n)
 
@@ -238,9 +242,6 @@ def run(args) -> Path:
         out.unlink(missing_ok=True)          # never leave a truncated mp4 behind
         raise
     bar.close()
-    plan = getattr(model, "offload_plan", None)
-    if plan is not None:
-        log.info("memory plan: %s", plan.explanation)
     for note in result.notices:
         log.warning(note)
     log.info("wrote %d frames (%dx%d, %g fps) to %s", writer.frames_written, result.width, result.height,

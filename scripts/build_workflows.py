@@ -50,6 +50,11 @@ CORE_SCHEMAS = {
                   "outputs": []},
 }
 UPLOAD_VALUE = "image"
+# Node sizes as the ComfyUI 0.8 frontend lays them out (width, height); others get DEFAULT_SIZE.
+NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 160),
+              "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 590), "DecodeVideo": (320, 130),
+              "SaveVideo": (320, 130), "GetVideoComponents": (220, 90), "CreateVideo": (270, 100)}
+DEFAULT_SIZE = (320, 120)
 
 
 def pack_schemas() -> dict:
@@ -168,7 +173,7 @@ class Graph:
         for order, node in enumerate(self.nodes):
             outputs = [{"name": name, "type": kind, "links": out_links[node["id"]][i] or None}
                        for i, (name, kind) in enumerate(node["schema"]["outputs"])]
-            ui = {"id": node["id"], "type": node["type"], "pos": list(node["pos"]), "size": [320, 120],
+            ui = {"id": node["id"], "type": node["type"], "pos": list(node["pos"]), "size": list(NODE_SIZES.get(node["type"], DEFAULT_SIZE)),
                   "flags": {}, "order": order, "mode": 0, "inputs": slots[node["id"]], "outputs": outputs,
                   "properties": {"Node name for S&R": node["type"]}, "widgets_values": self.widget_values(node)}
             if node["title"]:
@@ -183,16 +188,16 @@ class Graph:
 def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
     """Photo, driving video and pose nodes; returns (photo, extract, align) ids."""
     photo = g.add("LoadImage", (0, 0), title="Photo (first frame)", image=PHOTO)
-    video = g.add("LoadVideo", (0, 420), title="Driving video", file=DRIVING_VIDEO)
-    extract = g.add("ExtractPose", (380, 420), detector=DETECTOR, pose_model=POSE_MODEL)
+    video = g.add("LoadVideo", (0, 380), title="Driving video", file=DRIVING_VIDEO)
+    extract = g.add("ExtractPose", (380, 380), detector=DETECTOR, pose_model=POSE_MODEL)
     if via_images:
-        parts = g.add("GetVideoComponents", (380, 760))
+        parts = g.add("GetVideoComponents", (380, 700))
         g.link(video, "VIDEO", parts, "video")
         g.link(parts, "images", extract, "images")
         g.link(parts, "fps", extract, "images_fps")
     else:
         g.link(video, "VIDEO", extract, "video")
-    align = g.add("AlignPose", (760, 300), seed=0, canvas="1x" if via_images else "2x")
+    align = g.add("AlignPose", (760, 360), seed=0, canvas="1x" if via_images else "2x")
     g.link(photo, "IMAGE", align, "photo")
     g.link(extract, "pose", align, "pose")
     return photo, extract, align

@@ -8,7 +8,7 @@ Socket types (what the UI shows on links):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MODEL_TYPE = "STEADYDANCER_MODEL"
@@ -61,7 +61,6 @@ class DrivingPose:
     fps: float
     models: PoseModels
     report: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         if not self.fps > 0:

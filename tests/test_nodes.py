@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import comfy_standin  # noqa: E402
 
 API_FILES = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
-FAST = {"steps": 2, "max_area": 64 * 96}
+FAST = {"steps": 2, "max_area": 48 * 64}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,20 @@ def test_api_workflow_runs_and_writes_a_video(path, env):
     steps = [p for p in host.progress if p[0] == sampler_id]
     assert steps and steps[-1][1] == steps[-1][2], "the sampler's progress bar reaches its end"
     assert run["ui"][sampler_id]["text"]
+
+
+def test_decode_with_tiling_on(env):
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    decode = next(k for k, v in prompt.items() if v["class_type"] == "DecodeVideo")
+    sampler = next(k for k, v in prompt.items() if v["class_type"] == "SteadyDancerSampler")
+    prompt[decode]["inputs"].update(tiling="on", tile_size=64)
+    run = comfy_standin.run_prompt(prompt, classes, host.cache)
+    frames, video = run["outputs"][decode]
+    result = run["outputs"][sampler][0]["steadydancer_result"]
+    assert frames.shape == (result.num_frames, result.height, result.width, 3)
+    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
+    assert video.get_components().images is frames
 
 
 def test_extract_pose_from_images_equals_from_video(env):

@@ -191,11 +191,12 @@ VAE_REAL_DIM = 96                       # base width of the released Wan 2.1 VAE
 VAE_TINY_DIM = 8                        # base width of the tiny test model
 VAE_DEFAULT_CPU_MEMORY_BUDGET = 4 << 30  # bytes of activations allowed on CPU when tile="auto"
 VAE_CUDA_FREE_MEMORY_FRACTION = 0.7     # share of the free CUDA memory tile="auto" may use
-# Peak activation bytes per pixel of a tile, per base channel (dim), per byte of the compute dtype.
-# Measured on CPU (benchmarks/bench_vae.py, fp32, dim 96) and rounded up; the decoder peak is at full
-# resolution with VAE_TEMPORAL_STRIDE frames in flight, the encoder peak at its first stage.
-VAE_DECODE_ACT_FACTOR = 40.0
-VAE_ENCODE_ACT_FACTOR = 30.0
+# Peak activation bytes per pixel of a tile, per base channel (dim), per byte of the compute dtype: the
+# live tensors at the peak (about 10.8 and 7.9 "4 frames x dim channels" units for decode/encode, the causal
+# caches included) plus the conv kernel's own copies; measured on CPU (benchmarks/bench_vae.py) with margin.
+VAE_DECODE_ACT_FACTOR = 56.0
+VAE_ENCODE_ACT_FACTOR = 44.0
+VAE_CPU_FP16_CONV_EXTRA = 100.0          # fp16 conv3d on CPU falls back to an unfolding kernel (~27x input)
 VAE_TILE_OVERLAP_FRACTION = 0.25        # default overlap as a share of the tile side (tile="auto" or explicit)
 VAE_MIN_TILE_PIXELS = 64                # smallest tile side tile="auto" picks (pixels, multiple of 8)
 

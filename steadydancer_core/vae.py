@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .config import (
     LATENT_CHANNELS,
+    VAE_CPU_FP16_CONV_EXTRA,
     VAE_CUDA_FREE_MEMORY_FRACTION,
     VAE_DECODE_ACT_FACTOR,
     VAE_DEFAULT_CPU_MEMORY_BUDGET,
@@ -32,6 +33,8 @@ from .config import (
     VAE_TILE_OVERLAP_FRACTION,
     VAEConfig,
 )
+from .quant import WeightFileError, load_state_dict_into
+from .weights import open_state_dict
 
 __all__ = ["WanVAE", "VAEConfig", "load_vae", "TilePlan", "plan_tiles", "check_video_shape", "VAEWeightsError"]
 
@@ -79,9 +82,10 @@ class RMSNorm(nn.Module):
         self.scale = dim ** 0.5
         self.gamma = nn.Parameter(torch.ones((dim, 1, 1) if images else (dim, 1, 1, 1)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32).clamp_min_(_RMS_EPS)
-        return (x * norm.reciprocal_().to(x.dtype)).mul_(self.gamma * self.scale)
+        inv = norm.reciprocal_().to(x.dtype)
+        return (x.mul_(inv) if inplace else x * inv).mul_(self.gamma * self.scale)
 
 
 class ResidualBlock(nn.Module):
@@ -99,7 +103,7 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, state: dict) -> torch.Tensor:
         r = self.residual
         y = r[2](F.silu(r[0](x), inplace=True), state)
-        y = r[6](F.silu(r[3](y), inplace=True), state)
+        y = r[6](F.silu(r[3](y, inplace=True), inplace=True), state)  # y is ours: normalise in place
         return y.add_(self.shortcut(x))
 
 
@@ -271,8 +275,11 @@ class TilePlan:
     explanation: str
 
 
-def _activation_bytes(config: VAEConfig, pixels: int, dtype: torch.dtype, mode: str) -> int:
+def _activation_bytes(config: VAEConfig, pixels: int, dtype: torch.dtype, mode: str, device: torch.device) -> int:
+    """Estimated activation peak for a tile of ``pixels`` pixels (the feature caches included)."""
     factor = VAE_DECODE_ACT_FACTOR if mode == "decode" else VAE_ENCODE_ACT_FACTOR
+    if device.type == "cpu" and dtype == torch.float16:
+        factor += VAE_CPU_FP16_CONV_EXTRA
     elem = torch.empty((), dtype=dtype).element_size()
     return int(factor * config.dim * elem * pixels)
 
@@ -303,15 +310,16 @@ def plan_tiles(config: VAEConfig, height: int, width: int, dtype: torch.dtype, m
     """
     if mode not in ("decode", "encode"):
         raise ValueError(f"plan_tiles: mode must be 'decode' or 'encode', got {mode!r}")
-    full = _activation_bytes(config, height * width, dtype, mode)
+    device = torch.device(device)
+    full = _activation_bytes(config, height * width, dtype, mode, device)
     if tile is False or tile == 0 or tile == "off":
         return TilePlan(None, (0, 0), full, memory_budget, f"untiled (tiling off); estimated {full / 2**30:.2f} GiB")
     if tile is None or tile == "auto":
-        budget = int(memory_budget) if memory_budget is not None else _default_budget(torch.device(device))
+        budget = int(memory_budget) if memory_budget is not None else _default_budget(device)
         if full <= budget:
             return TilePlan(None, (0, 0), full, budget,
                             f"untiled: estimated {full / 2**30:.2f} GiB fits the budget of {budget / 2**30:.2f} GiB")
-        max_pixels = budget / _activation_bytes(config, 1, dtype, mode)
+        max_pixels = budget / _activation_bytes(config, 1, dtype, mode, device)
         s = VAE_SPATIAL_STRIDE
         th = max(VAE_MIN_TILE_PIXELS, int(math.sqrt(max_pixels)) // s * s)
         th = min(th, height)
@@ -331,7 +339,7 @@ def plan_tiles(config: VAEConfig, height: int, width: int, dtype: torch.dtype, m
             raise ValueError(f"VAE tile overlap {o} must be smaller than the tile size {t} (pixels)")
     if tile_hw[0] >= height and tile_hw[1] >= width:
         return TilePlan(None, (0, 0), full, budget, f"untiled: the tile {tile_hw} covers the whole {height}x{width} frame")
-    est = _activation_bytes(config, min(tile_hw[0], height) * min(tile_hw[1], width), dtype, mode)
+    est = _activation_bytes(config, min(tile_hw[0], height) * min(tile_hw[1], width), dtype, mode, device)
     n = len(_spans(height // 8, tile_hw[0] // 8, ov[0] // 8)) * len(_spans(width // 8, tile_hw[1] // 8, ov[1] // 8))
     return TilePlan(tile_hw, ov, est, budget, f"{why}: {n} tiles of {tile_hw[0]}x{tile_hw[1]} px with overlap "
                     f"{ov[0]}x{ov[1]} px, estimated {est / 2**30:.2f} GiB per tile")
@@ -411,7 +419,12 @@ class WanVAE(nn.Module):
     def device(self) -> torch.device:
         return self.conv2.weight.device
 
+    def _check_latent(self, z: torch.Tensor) -> None:
+        if z.ndim != 5 or z.shape[1] != self.config.z_dim or min(z.shape) == 0:
+            raise ValueError(f"VAE decode expects a latent [B, {self.config.z_dim}, t, h, w], got shape {tuple(z.shape)}")
+
     def _stats(self, like: torch.Tensor):
+        self._check_latent(like)
         mean = torch.tensor(self.config.latents_mean, dtype=torch.float32, device=like.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(self.config.latents_std, dtype=torch.float32, device=like.device).view(1, -1, 1, 1, 1)
         return mean, std
@@ -477,8 +490,7 @@ class WanVAE(nn.Module):
     def decode_raw(self, z: torch.Tensor, tile="auto", tile_overlap=None, memory_budget=None,
                    clamp: bool = True) -> torch.Tensor:
         """Raw (denormalised) latent [B,16,t,h,w] -> video [B,3,1+4(t-1),8h,8w] float32."""
-        if z.ndim != 5 or z.shape[1] != self.config.z_dim or min(z.shape) == 0:
-            raise ValueError(f"VAE decode expects a latent [B, {self.config.z_dim}, t, h, w], got shape {tuple(z.shape)}")
+        self._check_latent(z)
         b, _, lt, h, w = z.shape
         s = VAE_SPATIAL_STRIDE
         t = 1 + VAE_TEMPORAL_STRIDE * (lt - 1)
@@ -508,31 +520,8 @@ class WanVAE(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------------------------
-class VAEWeightsError(ValueError):
-    """The file is not (a complete copy of) the Wan 2.1 VAE; the message names what was expected and found."""
-
-
-def read_state_dict(path) -> dict:
-    """Interim reader (.safetensors, or .pth/.pt via torch.load(weights_only=True)) until weights.py lands."""
-    import pickle
-    from pathlib import Path
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VAE file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, OSError) as exc:
-        raise VAEWeightsError(f"{path}: could not be read ({exc}); the file is truncated or not a weight file. "
-                              f"Download it again.") from exc
-    if not isinstance(sd, dict):
-        raise VAEWeightsError(f"{path}: holds a {type(sd).__name__}, expected a state_dict of tensors")
-    return sd
+class VAEWeightsError(WeightFileError):
+    """The file is not the Wan 2.1 VAE; the message names what was expected and what was found."""
 
 
 _EXPECTED = ("the Wan 2.1 VAE (official 'Wan2.1_VAE.pth' or ComfyUI 'wan_2.1_vae.safetensors', keys like "
@@ -554,11 +543,12 @@ _OTHER_KINDS = (
 )
 
 
-def _check_is_wan21_vae(sd: dict, path) -> None:
-    keys = list(sd)
-    conv_in = sd.get("encoder.conv1.weight")
-    if conv_in is not None and "conv2.weight" in sd:
-        if conv_in.ndim == 5 and conv_in.shape[1] == 12:
+def _check_is_wan21_vae(shapes: dict, path) -> None:
+    """Raise VAEWeightsError unless the key names/shapes (no data read) are those of the Wan 2.1 VAE."""
+    keys = list(shapes)
+    conv_in = shapes.get("encoder.conv1.weight")
+    if conv_in is not None and "conv2.weight" in shapes:
+        if len(conv_in) == 5 and conv_in[1] == 12:
             raise VAEWeightsError(f"{path}: expected {_EXPECTED}; found the Wan 2.2 VAE (12 input channels, z_dim 48), "
                                   f"which Wan 2.1/SteadyDancer cannot use. Choose wan_2.1_vae.safetensors.")
         return
@@ -571,29 +561,17 @@ def _check_is_wan21_vae(sd: dict, path) -> None:
     raise VAEWeightsError(f"{path}: expected {_EXPECTED}; found {found}. Select the VAE file in the VAE input.")
 
 
-def _assign_strict(model: nn.Module, sd: dict, dtype: torch.dtype, path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = [f"{k}: file {tuple(sd[k].shape)}, model {tuple(v.shape)}"
-             for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{name} ({len(items)}): {items[:5]}" for name, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
-        raise VAEWeightsError(f"{path}: does not match the Wan 2.1 VAE layout ({model.config}); " + "; ".join(parts)
-                              + ". The file may be incomplete or a different VAE variant.")
-    model.load_state_dict({k: sd[k].to(dtype) for k in expected}, strict=True, assign=True)
-
-
 def load_vae(path, dtype: torch.dtype = torch.float32) -> WanVAE:
     """Load the Wan 2.1 VAE from an official .pth or a ComfyUI .safetensors (any float dtype) onto the CPU in
-    ``dtype``. The width is read from the weights. Raises VAEWeightsError for files of another component."""
+    ``dtype``, one tensor at a time. The width is read from the weights. Raises VAEWeightsError for a file of
+    another component and WeightFileError (weights.py) for unreadable, truncated or incomplete files."""
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"load_vae: dtype must be float32, bfloat16 or float16, got {dtype}")
-    sd = read_state_dict(path)
-    _check_is_wan21_vae(sd, path)
-    config = VAEConfig.from_shapes({k: tuple(v.shape) for k, v in sd.items()})
+    sd = open_state_dict(path)
+    shapes = sd.shapes()
+    _check_is_wan21_vae(shapes, path)
+    config = VAEConfig.from_shapes(shapes)
     with torch.device("meta"):
         model = WanVAE(config)
-    _assign_strict(model, sd, dtype, path)
+    load_state_dict_into(model, sd, compute_dtype=dtype, strict=True, what=f"Wan 2.1 VAE ({path})")
     return model.eval().requires_grad_(False)

@@ -56,7 +56,7 @@ def write_files(folder: Path, dim: int, layers: int) -> dict[str, Path]:
 
     from steadydancer_core.config import DiTConfig
     from steadydancer_core.dit import SteadyDancerDiT
-    from steadydancer_core.weights import save_gguf, to_fp8
+    from steadydancer_core.file_writers import save_gguf, to_fp8
 
     config = DiTConfig(dim=dim, ffn_dim=dim * 27 // 10 // 256 * 256, num_heads=dim // 128, num_layers=layers)
     with torch.device("meta"):

@@ -3,36 +3,36 @@
 Readers (``open_state_dict`` gives a lazy mapping that reads one tensor per access; ``read_state_dict`` reads all):
 single ``.safetensors``; an official model directory (``config.json`` + ``diffusion_pytorch_model*.safetensors``,
 sharded with an index json); ``.pth`` / ``.pt`` via ``torch.load(weights_only=True, mmap=True)``; ``.gguf`` via the
-``gguf`` package (quantised tensors come back as ``quant.GGUFTensor``, kept packed).
+``gguf`` package (quantised tensors come back as ``gguf_codecs.GGUFTensor``, kept packed).
 
 Converters map ComfyUI / HF names to the official (upstream checkpoint) names: ``dit_to_official``,
 ``t5_to_official``, ``clip_to_official``. Official-named input passes through unchanged.
 ``load_dit`` builds the SteadyDancer DiT from any supported file with the config inferred from tensor shapes.
+Block codecs live in ``gguf_codecs.py``, packed layers and the module loader in ``quant.py``, and the writers of
+test files in ``file_writers.py``.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pickle
 import re
 import struct
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
+from .gguf_codecs import gguf_dtype_name, gguf_logical_shape, gguf_tensor, logical_shape, storage_type
 from .quant import (
-    FP8_DTYPES,
-    GGUFTensor,
+    WEIGHT_SCALE_SUFFIXES,
     StateDictMismatchError,
     WeightFileError,
+    dequantize_tensor,
     empty_init,
+    is_fp8,
     load_state_dict_into,
-    logical_shape,
     split_quant_entries,
 )
 
@@ -49,15 +49,16 @@ log = logging.getLogger(__name__)
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 GGUF_SUFFIXES = (".gguf",)
+# safetensors header dtype -> the dtype name readers report
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
+                       "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 WEIGHTS_ONLY_REJECTION = "allowed global"    # in torch's message when a pickle holds non-tensor objects
 # containers that wrap a state dict inside a torch.save'd dict
 TORCH_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 OFFICIAL_DIT_FILE_GLOB = "diffusion_pytorch_model*.safetensors"
 OFFICIAL_DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 OFFICIAL_DIT_CONFIG = "config.json"
-GGUF_ORIG_SHAPE_FIELD = "comfy.gguf.orig_shape.{name}"
-GGUF_PLAIN_TYPES = {"F32": torch.float32, "F16": torch.float16, "F64": torch.float64, "I8": torch.int8,
-                    "I16": torch.int16, "I32": torch.int32, "I64": torch.int64}
 FILE_MAGIC = ((b"PK\x03\x04", "a PyTorch zip checkpoint (.pth)"), (b"GGUF", "a GGUF file (.gguf)"),
               (b"\x80", "a pickled PyTorch checkpoint (.pth)"), (b"<", "an HTML/XML page (a failed download?)"),
               (b"version https://git-lfs", "a Git LFS pointer (the real file was not downloaded)"))
@@ -168,6 +169,8 @@ COMPONENT_SIGNATURES = (
 # Lazy state dict
 # ==============================================================================================================
 class Entry(NamedTuple):
+    """One stored tensor: logical shape and dtype name known without reading it; ``load()`` reads it."""
+
     shape: tuple
     dtype: str          # "float16", "float8_e4m3fn", "Q4_K", ...
     load: Callable[[], torch.Tensor]
@@ -183,7 +186,8 @@ class LazyStateDict(Mapping):
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor], source: str = "") -> "LazyStateDict":
-        return cls({k: Entry(tuple(logical_shape(t)), _dtype_name(t), (lambda t=t: t)) for k, t in tensors.items()},
+        """Wrap tensors already in memory."""
+        return cls({k: Entry(tuple(logical_shape(t)), storage_type(t), (lambda t=t: t)) for k, t in tensors.items()},
                    source)
 
     def __getitem__(self, key: str) -> torch.Tensor:
@@ -211,17 +215,15 @@ class LazyStateDict(Mapping):
         return {k: e.shape for k, e in self._entries.items()}
 
     def with_entries(self, entries: dict[str, Entry]) -> "LazyStateDict":
+        """Same source and metadata, other entries (what converters return)."""
         return LazyStateDict(entries, self.source, self.metadata)
-
-
-def _dtype_name(t: torch.Tensor) -> str:
-    return t.qtype if isinstance(t, GGUFTensor) else str(t.dtype).replace("torch.", "")
 
 
 # ==============================================================================================================
 # Readers
 # ==============================================================================================================
 def _sniff(path: Path) -> str | None:
+    """What a file really is, from its first bytes (``FILE_MAGIC``), or None."""
     with open(path, "rb") as f:
         head = f.read(32)
     for magic, what in FILE_MAGIC:
@@ -263,6 +265,7 @@ def _safetensors_header(path: Path) -> dict:
 
 
 def open_safetensors(path: Path) -> LazyStateDict:
+    """One ``.safetensors`` file, validated first; tensors memory-mapped and read on access."""
     from safetensors import safe_open
 
     header = _safetensors_header(path)
@@ -273,14 +276,9 @@ def open_safetensors(path: Path) -> LazyStateDict:
     entries = {}
     for key in handle.keys():
         info = header[key]
-        dtype = _SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"].lower())
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"].lower())
         entries[key] = Entry(tuple(info["shape"]), dtype, (lambda k=key: handle.get_tensor(k)))
     return LazyStateDict(entries, str(path), header.get("__metadata__"))
-
-
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
-                       "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
 def open_directory(path: Path) -> LazyStateDict:
@@ -297,6 +295,7 @@ def open_directory(path: Path) -> LazyStateDict:
 
 
 def open_index(index: Path) -> LazyStateDict:
+    """Sharded safetensors: ``*.index.json`` (``weight_map`` name -> shard file) and every shard it lists."""
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, json.JSONDecodeError, KeyError) as exc:
@@ -316,6 +315,7 @@ def open_index(index: Path) -> LazyStateDict:
 
 
 def _merge(parts: list[LazyStateDict], source: str) -> LazyStateDict:
+    """Union of shards; a tensor in two shards is an error."""
     entries: dict[str, Entry] = {}
     for part in parts:
         dup = set(entries) & set(part.keys())
@@ -326,6 +326,8 @@ def _merge(parts: list[LazyStateDict], source: str) -> LazyStateDict:
 
 
 def open_torch(path: Path) -> LazyStateDict:
+    """``.pth``/``.pt``/``.bin``/``.ckpt`` via ``torch.load(weights_only=True)`` (memory-mapped when possible);
+    a state dict wrapped in ``state_dict``/``model``/... is unwrapped."""
     try:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -357,6 +359,7 @@ def open_torch(path: Path) -> LazyStateDict:
 
 
 def open_gguf(path: Path) -> LazyStateDict:
+    """``.gguf``: plain tensors come back dense, quantised ones as ``GGUFTensor`` (uint8 [rows, bytes])."""
     import gguf
 
     try:
@@ -367,34 +370,10 @@ def open_gguf(path: Path) -> LazyStateDict:
     entries = {}
     for tensor in reader.tensors:
         qtype = tensor.tensor_type.name
-        shape = _gguf_orig_shape(reader, tensor.name) or tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        entries[tensor.name] = Entry(shape, _gguf_dtype_name(qtype),
-                                     (lambda t=tensor, s=shape, q=qtype: _gguf_tensor(t, s, q)))
+        shape = gguf_logical_shape(reader, tensor)
+        entries[tensor.name] = Entry(shape, gguf_dtype_name(qtype),
+                                     (lambda t=tensor, s=shape, q=qtype: gguf_tensor(t, s, q)))
     return LazyStateDict(entries, str(path))
-
-
-def _gguf_dtype_name(qtype: str) -> str:
-    if qtype in GGUF_PLAIN_TYPES:
-        return str(GGUF_PLAIN_TYPES[qtype]).replace("torch.", "")
-    return "bfloat16" if qtype == "BF16" else qtype
-
-
-def _gguf_orig_shape(reader, name: str) -> tuple | None:
-    field = reader.get_field(GGUF_ORIG_SHAPE_FIELD.format(name=name))
-    if field is None:
-        return None
-    return tuple(int(field.parts[i][0]) for i in field.data)
-
-
-def _gguf_tensor(tensor, shape: tuple, qtype: str) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        data = torch.from_numpy(tensor.data)
-    if qtype in GGUF_PLAIN_TYPES:   # copied: the memory map is read-only and LoRA merges write in place
-        return data.reshape(shape).clone()
-    if qtype == "BF16":
-        return data.reshape(-1).view(torch.int16).view(torch.bfloat16).reshape(shape).clone()
-    return GGUFTensor(data, qtype, shape)
 
 
 def open_state_dict(path) -> LazyStateDict:
@@ -429,14 +408,17 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
 # Converters
 # ==============================================================================================================
 def _as_lazy(sd: Mapping) -> LazyStateDict:
+    """Any name -> tensor mapping as a ``LazyStateDict`` (converters work on entries)."""
     return sd if isinstance(sd, LazyStateDict) else LazyStateDict.from_tensors(sd)
 
 
 def _same_kind(original: Mapping, converted: LazyStateDict):
+    """Return ``converted`` lazy when ``original`` was lazy, else as a plain dict."""
     return converted if isinstance(original, LazyStateDict) else {k: converted[k] for k in converted.keys()}
 
 
 def _rename(key: str, table) -> str:
+    """Apply the first (regex, replacement) row of ``table`` that matches ``key``; unmatched keys are kept."""
     for pattern, repl in table:
         new, n = re.subn(pattern, repl, key)
         if n:
@@ -515,24 +497,25 @@ def clip_to_official(sd: Mapping, drop_unused: bool = True):
         scales = [_scale_entry(lazy, names[c]) for c in "qkv"]
         shape = (sum(p.shape[0] for p in parts),) + tuple(parts[0].shape[1:])
         entries[CLIP_QKV[1].format(i=i, p=part)] = Entry(shape, parts[0].dtype, (
-            lambda parts=parts, scales=scales: torch.cat([_plain(p.load(), s) for p, s in zip(parts, scales)])))
+            lambda parts=parts, scales=scales: torch.cat([_dense(p.load(), s) for p, s in zip(parts, scales)])))
     if drop_unused:
         entries = {k: e for k, e in entries.items() if not any(re.search(p, k) for p in CLIP_UNUSED)}
     return _same_kind(sd, lazy.with_entries(entries))
 
 
 def _scale_entry(lazy: LazyStateDict, key: str) -> Entry | None:
+    """The fp8 scale entry of ``<layer>.weight`` (``scale_weight`` / ``weight_scale``), or None."""
     base = key[: -len(".weight")] if key.endswith(".weight") else None
-    for suffix in (".scale_weight", ".weight_scale"):
+    for suffix in WEIGHT_SCALE_SUFFIXES:
         if base and base + suffix in lazy:
             return lazy.entry(base + suffix)
     return None
 
 
-def _plain(t: torch.Tensor, scale: Entry | None) -> torch.Tensor:
-    if t.dtype in FP8_DTYPES or scale is not None:
-        s = scale.load().float() if scale is not None else 1.0
-        return t.float() * s
+def _dense(t: torch.Tensor, scale: Entry | None) -> torch.Tensor:
+    """fp8 (optionally scaled) weight [out, in] -> float32 [out, in]; other tensors unchanged."""
+    if is_fp8(t) or scale is not None:
+        return dequantize_tensor(t, torch.float32, None if scale is None else scale.load())
     return t
 
 
@@ -585,6 +568,7 @@ def check_steadydancer_keys(keys, source: str = "") -> None:
 
 
 def _read_config_json(path: Path) -> dict:
+    """The official folder's config.json as a dict ({} for single files or folders without one)."""
     cfg = path / OFFICIAL_DIT_CONFIG if path.is_dir() else path.parent / OFFICIAL_DIT_CONFIG
     if path.is_dir() and cfg.is_file():
         try:
@@ -628,66 +612,3 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
 
         model.lora_report = apply_loras(model, list(loras))
     return model
-
-
-# ==============================================================================================================
-# Writers (tiny test/demo files in the real formats)
-# ==============================================================================================================
-def is_quantizable_linear_weight(name: str, shape, block: int = 1) -> bool:
-    """2-D ``*.weight`` tensors (linear layers) whose rows split into whole quantisation blocks."""
-    return name.endswith(".weight") and len(shape) == 2 and shape[-1] % block == 0
-
-
-def save_gguf(path, sd: Mapping[str, torch.Tensor], qtype: str, arch: str = "wan",
-              keep_bf16: tuple = ("modulation",)) -> None:
-    """Write ``sd`` as GGUF the way city96's converter lays files out.
-
-    Linear weights whose rows fit ``qtype`` blocks are quantised; names containing a ``keep_bf16`` part are BF16;
-    other tensors with more than one dimension are F16, 1-D ones F32. Tensors with more than 4 dims are stored
-    flattened with a ``comfy.gguf.orig_shape.<name>`` entry.
-    """
-    import gguf
-
-    from .quant import GGUF_BLOCKS, quantize_gguf
-
-    block = GGUF_BLOCKS[qtype][0] if qtype in GGUF_BLOCKS else 1
-    writer = gguf.GGUFWriter(str(path), arch)
-    for name, t in sd.items():
-        t = t.detach().float().cpu()
-        shape = tuple(t.shape)
-        if qtype in GGUF_BLOCKS and is_quantizable_linear_weight(name, shape, block):
-            writer.add_tensor(name, quantize_gguf(t, qtype), raw_dtype=gguf.GGMLQuantizationType[qtype])
-            continue
-        if len(shape) > 4:
-            writer.add_array(GGUF_ORIG_SHAPE_FIELD.format(name=name), list(shape))
-            t = t.reshape(-1, shape[-1])
-        if any(part in name for part in keep_bf16):
-            raw = gguf.quants.quantize(t.numpy(), gguf.GGMLQuantizationType.BF16)
-            writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType.BF16)
-        else:
-            writer.add_tensor(name, t.numpy().astype(np.float32 if t.dim() <= 1 else np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def to_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float8_e4m3fn, scaled: bool = True,
-           names=None) -> dict[str, torch.Tensor]:
-    """Linear weights (``names``, default: every 2-D ``*.weight``) -> fp8, ComfyUI "scaled fp8" layout when
-    ``scaled`` (``<layer>.scale_weight`` fp32 scalar + ``scaled_fp8`` marker)."""
-    out = {}
-    names = set(names) if names is not None else {k for k, v in sd.items() if is_quantizable_linear_weight(k, v.shape)}
-    for key, t in sd.items():
-        if key not in names:
-            out[key] = t
-            continue
-        if scaled:
-            scale = (t.float().abs().max() / torch.finfo(dtype).max).clamp(min=1e-12)
-            out[key] = (t.float() / scale).to(dtype)
-            out[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(())
-        else:
-            out[key] = t.to(dtype)
-    if scaled:
-        out["scaled_fp8"] = torch.empty(0, dtype=dtype)
-    return out

@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from steadydancer_core.lora import apply_loras
 from steadydancer_core.quant import PackedLinear, WeightFileError, empty_init, load_state_dict_into
-from steadydancer_core.weights import to_fp8
+from steadydancer_core.file_writers import to_fp8
 
 D, H = 64, 128
 
@@ -158,7 +158,8 @@ def test_lora_for_another_model_is_an_error(tmp_path):
 def test_load_dit_with_lora_gguf_on_the_fly(tmp_path):
     from steadydancer_core.config import DiTConfig
     from steadydancer_core.dit import SteadyDancerDiT
-    from steadydancer_core.weights import load_dit, save_gguf
+    from steadydancer_core.file_writers import save_gguf
+    from steadydancer_core.weights import load_dit
 
     torch.manual_seed(0)
     config = DiTConfig.tiny(dim=256, num_heads=2, ffn_dim=256, freq_dim=256, text_dim=256, clip_dim=256,

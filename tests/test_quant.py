@@ -5,16 +5,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from steadydancer_core.gguf_codecs import GGUF_BLOCKS, GGUFTensor, dequantize_gguf, quantize_gguf
 from steadydancer_core.quant import (
-    GGUF_BLOCKS,
-    GGUFTensor,
     PackedLinear,
     StateDictMismatchError,
     WeightFileError,
-    dequantize_gguf,
     empty_init,
     load_state_dict_into,
-    quantize_gguf,
 )
 
 QTYPES = sorted(GGUF_BLOCKS)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steadydancer_core.quant import GGUFTensor, PackedLinear, empty_init, load_state_dict_into
+from steadydancer_core.gguf_codecs import GGUFTensor
+from steadydancer_core.quant import PackedLinear, empty_init, load_state_dict_into
 from steadydancer_core.weights import (
     LazyStateDict,
     WeightFileError,
@@ -196,8 +197,9 @@ from safetensors.torch import load_file  # noqa: E402
 
 from steadydancer_core.config import DiTConfig  # noqa: E402
 from steadydancer_core.dit import SteadyDancerDiT  # noqa: E402
+from steadydancer_core.file_writers import save_gguf, to_fp8  # noqa: E402
 from steadydancer_core.quant import StateDictMismatchError  # noqa: E402
-from steadydancer_core.weights import load_dit, save_gguf, to_fp8  # noqa: E402
+from steadydancer_core.weights import load_dit  # noqa: E402
 
 # head_dim 128 so num_heads follows the official dim // 128 rule without a config.json; widths of 256 so every
 # linear fits K-quant blocks (like the real model)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from .gguf_codecs import gguf_dtype_name, gguf_logical_shape, gguf_tensor, logical_shape, storage_type
+from .gguf_codecs import GGUFTensor, gguf_dtype_name, gguf_logical_shape, gguf_tensor, logical_shape, storage_type
 from .quant import (
     WEIGHT_SCALE_SUFFIXES,
     StateDictMismatchError,
@@ -513,8 +513,8 @@ def _scale_entry(lazy: LazyStateDict, key: str) -> Entry | None:
 
 
 def _dense(t: torch.Tensor, scale: Entry | None) -> torch.Tensor:
-    """fp8 (optionally scaled) weight [out, in] -> float32 [out, in]; other tensors unchanged."""
-    if is_fp8(t) or scale is not None:
+    """fp8 (optionally scaled) or GGUF weight [out, in] -> float32 [out, in]; other tensors unchanged."""
+    if is_fp8(t) or scale is not None or isinstance(t, GGUFTensor):
         return dequantize_tensor(t, torch.float32, None if scale is None else scale.load())
     return t
 

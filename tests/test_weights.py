@@ -135,6 +135,21 @@ def test_clip_converter_synthetic_qkv_fp8_scaled():
     assert out["visual.cls_embedding"].shape == (1, 1, d)
 
 
+def test_clip_converter_dequantises_gguf_qkv():
+    from steadydancer_core.gguf_codecs import GGUFTensor, dequantize_gguf, quantize_gguf
+
+    d = 32
+    q, k, v = (torch.randn(d, d) for _ in range(3))
+    packed = GGUFTensor(torch.from_numpy(quantize_gguf(q, "Q8_0")), "Q8_0", q.shape)
+    sd = {"vision_model.encoder.layers.0.self_attn.q_proj.weight": packed,
+          "vision_model.encoder.layers.0.self_attn.k_proj.weight": k,
+          "vision_model.encoder.layers.0.self_attn.v_proj.weight": v}
+    qkv = clip_to_official(sd)["visual.transformer.0.attn.to_qkv.weight"]
+    assert qkv.shape == (3 * d, d)
+    torch.testing.assert_close(qkv[:d], dequantize_gguf(packed, "Q8_0", q.shape, torch.float32))
+    torch.testing.assert_close(qkv[d:], torch.cat([k, v]))
+
+
 @pytest.mark.fidelity
 def test_t5_converter_matches_official_names_and_values():
     from conftest import fixture_file

@@ -410,7 +410,7 @@ OFFLOAD_DEFAULT_PREFETCH = 1          # swapped DiT blocks copied ahead of use
 OFFLOAD_RESERVE_FRACTION = 0.1        # share of the budget kept free (allocator fragmentation, library workspaces);
                                       # keeps the planned peak of a 24 GiB card under 22.5 GB allocated
 OFFLOAD_MIN_RESERVE_BYTES = 1 << 30
-OFFLOAD_ACTIVATION_SAFETY = 1.25      # margin on the per-token activation estimate of a DiT block
+OFFLOAD_ACTIVATION_SAFETY = 1.1       # margin on the per-token activation estimate of a DiT block
 
 
 # --- sampling / pipeline ----------------------------------------------------------------------------------------

@@ -287,7 +287,8 @@ class BlockSwap:
     """
 
     def __init__(self, offloader: "Offloader", model: nn.Module, blocks_to_swap: int,
-                 prefetch: int = OFFLOAD_DEFAULT_PREFETCH, offload_embeddings: bool = False, block_attr: str = "blocks"):
+                 prefetch: int = OFFLOAD_DEFAULT_PREFETCH, offload_embeddings: bool = False,
+                 block_attr: str = "blocks"):
         blocks = getattr(model, block_attr, None)
         if not isinstance(blocks, nn.ModuleList):
             raise TypeError(f"block swap needs an nn.ModuleList at model.{block_attr}")

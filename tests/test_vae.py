@@ -19,6 +19,15 @@ ATOL = 1e-4
 TILE_MAX_REL, TILE_MEAN_REL = 4.0, 0.3
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny models gain nothing from threads, and lose a lot on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _io():
     return load_file(str(fixture_file("wan_vae_tiny", "vae_io.safetensors")))
 
@@ -137,10 +146,13 @@ def test_vae_tiled_matches_untiled_within_bound():
 def test_vae_tiled_fixture_weights_within_bound():
     io = _io()
     model = load_vae(fixture_file("wan_vae_tiny", "wan_vae_tiny.pth"))
+    side = min(io["video"].shape[-2:])  # tiles of 3/4 of the frame overlapping by a third of the tile (48/16 at 64)
+    tile = max(16, int(side * 0.75) // 8 * 8)
+    overlap = max(8, tile // 3 // 8 * 8)
     mx, mean = _tile_diff(model.decode(io["z_random"], tile="off", clamp=False),
-                          model.decode(io["z_random"], tile=48, tile_overlap=16, clamp=False))
+                          model.decode(io["z_random"], tile=tile, tile_overlap=overlap, clamp=False))
     assert mx < TILE_MAX_REL and mean < TILE_MEAN_REL, (mx, mean)
-    mx, mean = _tile_diff(model.encode(io["video"], tile="off"), model.encode(io["video"], tile=48, tile_overlap=16))
+    mx, mean = _tile_diff(model.encode(io["video"], tile="off"), model.encode(io["video"], tile=tile, tile_overlap=overlap))
     assert mx < TILE_MAX_REL and mean < TILE_MEAN_REL, (mx, mean)
 
 

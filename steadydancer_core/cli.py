@@ -203,9 +203,10 @@ def run(args) -> Path:
     pose_cfg = args.pose_cfg
     if negative is None:
         negative = positive
-        if pose_cfg != 1.0:
-            notices.append(f"no negative pose frames in {args.pose_dir}: pose CFG {pose_cfg:g} -> 1 (off)")
-            pose_cfg = 1.0
+        if pose_cfg != 0.0:
+            # the pose term is pose_cfg * (cond - uncond_pose): 0 switches it off and saves a pass
+            notices.append(f"no negative pose frames in {args.pose_dir}: pose CFG {pose_cfg:g} -> 0 (off)")
+            pose_cfg = 0.0
     settings = GenerationSettings(
         prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
         solver=args.solver, shift=args.shift, text_cfg=args.text_cfg, pose_cfg=pose_cfg,

@@ -21,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import (
-    LATENT_CHANNELS,
     VAE_CPU_FP16_CONV_EXTRA,
     VAE_CUDA_FREE_MEMORY_FRACTION,
     VAE_DECODE_ACT_FACTOR,
@@ -303,7 +302,7 @@ def plan_tiles(config: VAEConfig, height: int, width: int, dtype: torch.dtype, m
                device: torch.device | str = "cpu") -> TilePlan:
     """Choose the spatial tiling for a (height x width)-pixel video.
 
-    tile: "auto"/None = untiled if the activation estimate fits ``memory_budget`` (default: a share of the free
+    tile: "auto"/None/True = untiled if the activation estimate fits ``memory_budget`` (default: a share of the free
     CUDA memory, or VAE_DEFAULT_CPU_MEMORY_BUDGET on CPU), else the largest square-ish tile that fits;
     0/False/"off" = never tile; an int or (h, w) = that tile size in pixels. overlap: pixels (default a quarter
     of the tile side), must be smaller than the tile.
@@ -314,7 +313,7 @@ def plan_tiles(config: VAEConfig, height: int, width: int, dtype: torch.dtype, m
     full = _activation_bytes(config, height * width, dtype, mode, device)
     if tile is False or tile == 0 or tile == "off":
         return TilePlan(None, (0, 0), full, memory_budget, f"untiled (tiling off); estimated {full / 2**30:.2f} GiB")
-    if tile is None or tile == "auto":
+    if tile is None or tile is True or tile == "auto":
         budget = int(memory_budget) if memory_budget is not None else _default_budget(device)
         if full <= budget:
             return TilePlan(None, (0, 0), full, budget,

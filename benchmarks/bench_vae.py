@@ -124,7 +124,12 @@ def main():
         print(json.dumps(child(args)))
         return
     results = {"cpu": [run_child(args, mode="decode"), run_child(args, mode="encode"),
-                       run_child(args, mode="decode", latent_frames=2 * args.latent_frames)]}
+                       run_child(args, mode="decode", latent_frames=2 * args.latent_frames),
+                       run_child(args, mode="decode", height=2 * args.height, width=2 * args.width),
+                       # the same doubled frame, tile="auto" under the budget the base size needs untiled
+                       run_child(args, mode="decode", height=2 * args.height, width=2 * args.width, tile="auto",
+                                 budget=plan_tiles(VAEConfig(dim=args.dim), args.height, args.width,
+                                                   DTYPES[args.dtype], "decode").estimate_bytes)]}
     results["plans_81x832x480_bf16"] = {
         f"{mode}_budget_{gib}GiB": plan_tiles(VAEConfig(), 480, 832, torch.bfloat16, mode, memory_budget=gib << 30,
                                               device="cuda").explanation

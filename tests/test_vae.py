@@ -222,3 +222,15 @@ def test_vae_config():
         VAEConfig(z_dim=48)
     with pytest.raises(ValueError, match="encoder.conv1.weight"):
         VAEConfig.from_shapes({"conv2.weight": (16, 16, 1, 1, 1)})
+
+
+@pytest.mark.gpu
+def test_vae_cuda_matches_cpu_and_assembles_on_the_input_device():
+    model, g = _tiny(3), torch.Generator().manual_seed(3)
+    z = torch.randn(1, 16, 2, 6, 8, generator=g)
+    ref = model.decode(z, clamp=False)
+    model.to("cuda")  # the caller places the model; inputs may stay on the host
+    out = model.decode(z, tile=32, tile_overlap=16, clamp=False)
+    assert out.device == z.device
+    torch.testing.assert_close(model.decode(z.cuda(), tile="off", clamp=False).cpu(), ref, atol=1e-3, rtol=1e-3)
+    assert out.shape == ref.shape

@@ -88,6 +88,24 @@ def test_decode_with_tiling_on(env):
     assert video.get_components().images is frames
 
 
+def test_long_video_in_segments(env):
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    run = comfy_standin.run_prompt(prompt, classes, host.cache)  # upstream outputs (cached from earlier tests)
+    model = run["outputs"][ids["LoadSteadyDancerModel"]][0]
+    photo = run["outputs"][ids["LoadImage"]][0]
+    positive, negative = run["outputs"][ids["AlignPose"]]
+    positive, negative = torch.cat([positive, positive.flip(0)]), torch.cat([negative, negative.flip(0)])
+    inputs = {k: v for k, v in prompt[ids["SteadyDancerSampler"]]["inputs"].items() if not isinstance(v, list)}
+    inputs.update(length=9, segment_frames=5, segment_overlap=1)
+    out = classes["SteadyDancerSampler"]().sample(model, photo, positive, negative, **inputs)
+    latent = out["result"][0]
+    assert len(latent["steadydancer_result"].segments) == 2 and out["ui"]["text"][0].startswith("9 frames")
+    frames, _ = classes["DecodeVideo"]().decode(model, latent, "auto", 256, 16.0)
+    assert frames.shape[0] == 9
+
+
 def test_extract_pose_from_images_equals_from_video(env):
     host, classes = env
     video = classes["LoadVideo"]().load("steadydancer_dance.mp4")[0]

@@ -1,5 +1,6 @@
-"""Writes the bundled workflows from one description: UI format (workflows/, example_workflows/) and API format
-(workflows/api/). Widget order and defaults come from the nodes' own INPUT_TYPES, so the files always match the
+"""Writes the bundled workflows from one description: UI format (workflows/ui/, example_workflows/) and API format
+(workflows/api/). ComfyUI's template browser lists ``*.json`` directly inside a pack's ``example_workflows/`` and
+also ``workflows/`` (not their subfolders), so the UI copies live in ``workflows/ui/`` to be listed once. Widget order and defaults come from the nodes' own INPUT_TYPES, so the files always match the
 node schemas (tests/test_workflows.py checks that too).
 
     python scripts/build_workflows.py            # rewrite the files
@@ -281,7 +282,7 @@ def render_all() -> dict[Path, str]:
     for name, build in WORKFLOWS.items():
         graph = build(schemas)
         ui = json.dumps(graph.to_ui(), indent=2) + "\n"
-        files[REPO / "workflows" / f"{name}.json"] = ui
+        files[REPO / "workflows" / "ui" / f"{name}.json"] = ui
         files[REPO / "example_workflows" / f"{name}.json"] = ui
         files[REPO / "workflows" / "api" / f"{name}.json"] = json.dumps(graph.to_api(), indent=2) + "\n"
     return files

@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import build_workflows  # noqa: E402
 import comfy_standin  # noqa: E402
 
-UI_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
+UI_FILES = sorted((REPO_ROOT / "workflows" / "ui").glob("*.json"))
 API_DIR = REPO_ROOT / "workflows" / "api"
 PACK_CATEGORY = "SteadyDancer"
 CORE_TYPES = set(build_workflows.CORE_SCHEMAS)
@@ -78,8 +78,16 @@ def test_there_are_three_workflows_in_both_folders():
             "steadydancer_24gb_fp8_distill.json"} <= names
     for path in UI_FILES:
         copy = REPO_ROOT / "example_workflows" / path.name
-        assert copy.read_text() == path.read_text(), f"example_workflows/{path.name} differs from workflows/"
+        assert copy.read_text() == path.read_text(), f"example_workflows/{path.name} differs from workflows/ui/"
         assert (API_DIR / path.name).exists(), f"workflows/api/{path.name} is missing"
+
+
+def test_template_browser_lists_each_workflow_once():
+    """ComfyUI 0.8 lists the *.json directly inside a pack's example_workflows/, example/, examples/, workflow/ and
+    workflows/ folders (not their subfolders): only example_workflows/ may hold them at the top level."""
+    for folder in ("example", "examples", "workflow", "workflows"):
+        assert not sorted((REPO_ROOT / folder).glob("*.json")), f"{folder}/*.json would show twice in the browser"
+    assert UI_FILES and sorted((REPO_ROOT / "example_workflows").glob("*.json"))
 
 
 def test_workflow_files_are_up_to_date_with_the_generator():
@@ -145,7 +153,7 @@ def test_api_workflow_is_the_ui_workflow(path, pack_classes):
 
 def test_basic_dance_is_small_and_uses_only_this_pack_and_core_nodes(pack_classes):
     classes, _ = pack_classes
-    ui = json.loads((REPO_ROOT / "workflows" / "steadydancer_basic_dance.json").read_text())
+    ui = json.loads((REPO_ROOT / "workflows" / "ui" / "steadydancer_basic_dance.json").read_text())
     types = [n["type"] for n in ui["nodes"]]
     assert len(types) <= 8, types
     assert set(types) <= set(classes) | CORE_TYPES

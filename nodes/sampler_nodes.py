@@ -44,7 +44,7 @@ class SteadyDancerSampler:
                 "text_cfg": ("FLOAT", {"default": core.DEFAULT_GUIDE_SCALE, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                        "tooltip": "Text guidance scale (1 = off, one pass less)."}),
                 "pose_cfg": ("FLOAT", {"default": core.DEFAULT_CONDITION_GUIDE_SCALE, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                       "tooltip": "Pose guidance scale against the negative poses (1 = off)."}),
+                                       "tooltip": "Pose guidance scale against the negative poses (0 = off, one pass less)."}),
                 "pose_cfg_start": ("FLOAT", {"default": core.DEFAULT_CONDITION_CFG_START, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "Pose guidance starts at this fraction of the steps."}),
                 "pose_cfg_end": ("FLOAT", {"default": core.DEFAULT_CONDITION_CFG_END, "min": 0.0, "max": 1.0, "step": 0.01,

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from steadydancer_core.config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig  # noqa: E402
-from steadydancer_core.vae import WanVAE, plan_tiles  # noqa: E402
+from steadydancer_core.vae import WanVAE  # noqa: E402
+from steadydancer_core.vae_tiling import plan_tiles  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -5,7 +5,8 @@ Video [B, 3, T, H, W] in [-1, 1] with T = 1 + 4k and H, W multiples of 8  <->  l
 Time is streamed as the official code does: the encoder sees frame 0 alone and then chunks of 4 frames, the decoder
 one latent frame at a time; every causal convolution keeps the last frames of its input in a per-call cache, so
 the activation memory does not grow with the number of frames. Space is optionally cut into overlapping tiles
-that are blended with linear ramps (``tile="auto"`` picks the tiling from a memory budget).
+that are blended with linear ramps (``tile="auto"`` picks the tiling from a memory budget; planning and
+blending live in ``vae_tiling.py``, ``TilePlan`` and ``plan_tiles`` are re-exported here).
 
 Parameter names follow the official ``Wan2.1_VAE.pth`` (ComfyUI's ``wan_2.1_vae.safetensors`` uses the same names).
 Models never move themselves between devices: the caller places the module; inputs follow it.
@@ -13,26 +14,14 @@ Models never move themselves between devices: the caller places the module; inpu
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import (
-    VAE_CPU_FP16_CONV_EXTRA,
-    VAE_CUDA_FREE_MEMORY_FRACTION,
-    VAE_DECODE_ACT_FACTOR,
-    VAE_DEFAULT_CPU_MEMORY_BUDGET,
-    VAE_ENCODE_ACT_FACTOR,
-    VAE_MIN_TILE_PIXELS,
-    VAE_SPATIAL_STRIDE,
-    VAE_TEMPORAL_STRIDE,
-    VAE_TILE_OVERLAP_FRACTION,
-    VAEConfig,
-)
+from .config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .quant import WeightFileError, load_state_dict_into
+from .vae_tiling import TileBlender, TilePlan, plan_tiles
 from .weights import open_state_dict
 
 __all__ = ["WanVAE", "VAEConfig", "load_vae", "TilePlan", "plan_tiles", "check_video_shape", "VAEWeightsError"]
@@ -141,7 +130,8 @@ class Resample(nn.Module):
             raise ValueError(f"Resample: unknown mode {mode!r}")
         self.mode = mode
         if mode.startswith("upsample"):
-            self.resample = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest-exact"), nn.Conv2d(dim, dim // 2, 3, padding=1))
+            self.resample = nn.Sequential(nn.Upsample(scale_factor=2.0, mode="nearest-exact"),
+                                          nn.Conv2d(dim, dim // 2, 3, padding=1))
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         else:
@@ -176,71 +166,95 @@ class Resample(nn.Module):
 
 
 def _stage_dims(config: VAEConfig, decoder: bool) -> list:
+    """Channel widths at the stage boundaries: encoder [dim, dim*m1, ...], decoder [dim*m_last, ..., dim*m1]."""
     mult = [config.dim_mult[-1]] + list(config.dim_mult[::-1]) if decoder else [1] + list(config.dim_mult)
     return [config.dim * m for m in mult]
 
 
-class Encoder3d(nn.Module):
-    """Video [B, 3, t, H, W] -> [B, 2*z_dim, t', H/8, W/8] (upstream ``Encoder3d``)."""
+def _stage(in_dim: int, out_dim: int, blocks: int, attention: bool) -> list:
+    """``blocks`` ResidualBlocks in_dim -> out_dim (then out_dim -> out_dim), each followed by an AttentionBlock
+    if ``attention``."""
+    layers = []
+    for _ in range(blocks):
+        layers.append(ResidualBlock(in_dim, out_dim))
+        if attention:
+            layers.append(AttentionBlock(out_dim))
+        in_dim = out_dim
+    return layers
 
-    def __init__(self, config: VAEConfig):
-        super().__init__()
-        dims, z2 = _stage_dims(config, decoder=False), 2 * config.z_dim
-        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
-        layers, scale = [], 1.0
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
-            for _ in range(config.num_res_blocks):
-                layers.append(ResidualBlock(in_dim, out_dim))
-                if scale in config.attn_scales:
-                    layers.append(AttentionBlock(out_dim))
-                in_dim = out_dim
-            if i != len(config.dim_mult) - 1:
-                layers.append(Resample(out_dim, "downsample3d" if config.temperal_downsample[i] else "downsample2d"))
-                scale /= 2.0
-        self.downsamples = nn.Sequential(*layers)
-        self.middle = nn.Sequential(ResidualBlock(out_dim, out_dim), AttentionBlock(out_dim), ResidualBlock(out_dim, out_dim))
-        self.head = nn.Sequential(RMSNorm(out_dim), nn.SiLU(), CausalConv3d(out_dim, z2, 3, padding=1))
+
+def _middle(dim: int) -> nn.Sequential:
+    """Bottleneck at the lowest resolution: residual, attention, residual. [B, dim, t, h, w] -> same."""
+    return nn.Sequential(ResidualBlock(dim, dim), AttentionBlock(dim), ResidualBlock(dim, dim))
+
+
+def _head(dim: int, out_dim: int) -> nn.Sequential:
+    """Output head: RMSNorm, SiLU, causal 3^3 conv. [B, dim, t, H, W] -> [B, out_dim, t, H, W]."""
+    return nn.Sequential(RMSNorm(dim), nn.SiLU(), CausalConv3d(dim, out_dim, 3, padding=1))
+
+
+class _Coder3d(nn.Module):
+    """Shared streamed forward of Encoder3d / Decoder3d: conv1, the body layers in order, head."""
+
+    def body(self) -> tuple:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, state: dict) -> torch.Tensor:
         x = self.conv1(x, state)
-        for layer in (*self.downsamples, *self.middle):
+        for layer in self.body():
             x = layer(x, state)
         return self.head[2](F.silu(self.head[0](x), inplace=True), state)
 
 
-class Decoder3d(nn.Module):
-    """Latent [B, z_dim, t, h, w] -> video [B, 3, t', 8h, 8w] (upstream ``Decoder3d``)."""
+class Encoder3d(_Coder3d):
+    """Video chunk [B, 3, t, H, W] -> [B, 2*z_dim, t', H/8, W/8] (upstream ``Encoder3d``; t' = 1 for the first
+    chunk of 1 frame and for every later chunk of 4 frames)."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        dims = _stage_dims(config, decoder=False)
+        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
+        layers, scale = [], 1.0
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            layers += _stage(in_dim, out_dim, config.num_res_blocks, scale in config.attn_scales)
+            if i != len(config.dim_mult) - 1:
+                layers.append(Resample(out_dim, "downsample3d" if config.temperal_downsample[i] else "downsample2d"))
+                scale /= 2.0
+        self.downsamples = nn.Sequential(*layers)
+        self.middle = _middle(out_dim)
+        self.head = _head(out_dim, 2 * config.z_dim)
+
+    def body(self) -> tuple:
+        return (*self.downsamples, *self.middle)
+
+
+class Decoder3d(_Coder3d):
+    """Latent chunk [B, z_dim, t, h, w] -> video [B, 3, t', 8h, 8w] (upstream ``Decoder3d``; one latent frame gives
+    1 frame first, 4 frames afterwards)."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         dims = _stage_dims(config, decoder=True)
         upsample_time = config.temperal_downsample[::-1]
         self.conv1 = CausalConv3d(config.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0]))
+        self.middle = _middle(dims[0])
         layers, scale = [], 1.0 / 2 ** (len(config.dim_mult) - 2)
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             if i > 0:
                 in_dim = in_dim // 2  # every upsample halves the width
-            for _ in range(config.num_res_blocks + 1):
-                layers.append(ResidualBlock(in_dim, out_dim))
-                if scale in config.attn_scales:
-                    layers.append(AttentionBlock(out_dim))
-                in_dim = out_dim
+            layers += _stage(in_dim, out_dim, config.num_res_blocks + 1, scale in config.attn_scales)
             if i != len(config.dim_mult) - 1:
                 layers.append(Resample(out_dim, "upsample3d" if upsample_time[i] else "upsample2d"))
                 scale *= 2.0
         self.upsamples = nn.Sequential(*layers)
-        self.head = nn.Sequential(RMSNorm(out_dim), nn.SiLU(), CausalConv3d(out_dim, 3, 3, padding=1))
+        self.head = _head(out_dim, 3)
 
-    def forward(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        x = self.conv1(x, state)
-        for layer in (*self.middle, *self.upsamples):
-            x = layer(x, state)
-        return self.head[2](F.silu(self.head[0](x), inplace=True), state)
+    def body(self) -> tuple:
+        return (*self.middle, *self.upsamples)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# input checks and spatial tiling
+# the model
 # ----------------------------------------------------------------------------------------------------------------
 def check_video_shape(shape) -> None:
     """Raise a ValueError naming the fix unless ``shape`` is [B, 3, 1 + 4k, H, W] with H, W multiples of 8."""
@@ -250,8 +264,8 @@ def check_video_shape(shape) -> None:
     if t < 1 or (t - 1) % VAE_TEMPORAL_STRIDE:
         lo = 1 + max(0, (t - 1) // VAE_TEMPORAL_STRIDE) * VAE_TEMPORAL_STRIDE
         raise ValueError(
-            f"VAE encode needs 1 + {VAE_TEMPORAL_STRIDE}k frames, got {t}: use {lo} or {lo + VAE_TEMPORAL_STRIDE} frames "
-            f"(trim or pad the video)"
+            f"VAE encode needs 1 + {VAE_TEMPORAL_STRIDE}k frames, got {t}: use {lo} or {lo + VAE_TEMPORAL_STRIDE} "
+            f"frames (trim or pad the video)"
         )
     s = VAE_SPATIAL_STRIDE
     if h % s or w % s or h == 0 or w == 0:
@@ -263,134 +277,11 @@ def check_video_shape(shape) -> None:
         )
 
 
-@dataclass(frozen=True)
-class TilePlan:
-    """How one encode/decode call is cut in space. Sizes are in pixels (multiples of 8); ``tile`` None = untiled."""
-
-    tile: tuple | None
-    overlap: tuple
-    estimate_bytes: int      # estimated activation peak of one tile (or of the whole frame when untiled)
-    budget_bytes: int | None
-    explanation: str
+def _frame_span(i: int) -> slice:
+    """Video frames of latent frame i: frame 0 alone, then 4 frames per latent frame ([1, 5), [5, 9), ...)."""
+    return slice(0, 1) if i == 0 else slice(1 + VAE_TEMPORAL_STRIDE * (i - 1), 1 + VAE_TEMPORAL_STRIDE * i)
 
 
-def _activation_bytes(config: VAEConfig, pixels: int, dtype: torch.dtype, mode: str, device: torch.device) -> int:
-    """Estimated activation peak for a tile of ``pixels`` pixels (the feature caches included)."""
-    factor = VAE_DECODE_ACT_FACTOR if mode == "decode" else VAE_ENCODE_ACT_FACTOR
-    if device.type == "cpu" and dtype == torch.float16:
-        factor += VAE_CPU_FP16_CONV_EXTRA
-    elem = torch.empty((), dtype=dtype).element_size()
-    return int(factor * config.dim * elem * pixels)
-
-
-def _default_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * VAE_CUDA_FREE_MEMORY_FRACTION)
-    return VAE_DEFAULT_CPU_MEMORY_BUDGET
-
-
-def _as_pair(v, name: str) -> tuple:
-    pair = (int(v), int(v)) if isinstance(v, (int, float)) else tuple(int(x) for x in v)
-    if len(pair) != 2 or any(x < 0 or x % VAE_SPATIAL_STRIDE for x in pair):
-        raise ValueError(f"VAE {name} must be a multiple of {VAE_SPATIAL_STRIDE} pixels (or an (h, w) pair of them), got {v!r}")
-    return pair
-
-
-def plan_tiles(config: VAEConfig, height: int, width: int, dtype: torch.dtype, mode: str = "decode",
-               tile="auto", overlap=None, memory_budget: int | None = None,
-               device: torch.device | str = "cpu") -> TilePlan:
-    """Choose the spatial tiling for a (height x width)-pixel video.
-
-    tile: "auto"/None/True = untiled if the activation estimate fits ``memory_budget`` (default: a share of the free
-    CUDA memory, or VAE_DEFAULT_CPU_MEMORY_BUDGET on CPU), else the largest square-ish tile that fits;
-    0/False/"off" = never tile; an int or (h, w) = that tile size in pixels. overlap: pixels (default a quarter
-    of the tile side), must be smaller than the tile.
-    """
-    if mode not in ("decode", "encode"):
-        raise ValueError(f"plan_tiles: mode must be 'decode' or 'encode', got {mode!r}")
-    device = torch.device(device)
-    full = _activation_bytes(config, height * width, dtype, mode, device)
-    if tile is False or tile == 0 or tile == "off":
-        return TilePlan(None, (0, 0), full, memory_budget, f"untiled (tiling off); estimated {full / 2**30:.2f} GiB")
-    if tile is None or tile is True or tile == "auto":
-        budget = int(memory_budget) if memory_budget is not None else _default_budget(device)
-        if full <= budget:
-            return TilePlan(None, (0, 0), full, budget,
-                            f"untiled: estimated {full / 2**30:.2f} GiB fits the budget of {budget / 2**30:.2f} GiB")
-        max_pixels = budget / _activation_bytes(config, 1, dtype, mode, device)
-        s = VAE_SPATIAL_STRIDE
-        th = max(VAE_MIN_TILE_PIXELS, int(math.sqrt(max_pixels)) // s * s)
-        th = min(th, height)
-        tw = min(width, max(VAE_MIN_TILE_PIXELS, int(max_pixels / th) // s * s))
-        tile_hw, why = (th, tw), f"estimated {full / 2**30:.2f} GiB untiled exceeds the budget of {budget / 2**30:.2f} GiB"
-    else:
-        tile_hw, why, budget = _as_pair(tile, "tile size"), "tile size given", memory_budget
-        if min(tile_hw) == 0:
-            raise ValueError(f"VAE tile size must be positive, got {tile!r} (use tile=0 to switch tiling off)")
-    if overlap is None:
-        ov = tuple(max(VAE_SPATIAL_STRIDE, round(t * VAE_TILE_OVERLAP_FRACTION / VAE_SPATIAL_STRIDE) * VAE_SPATIAL_STRIDE)
-                   for t in tile_hw)
-    else:
-        ov = _as_pair(overlap, "tile overlap")
-    for t, o, size in zip(tile_hw, ov, (height, width)):
-        if t < size and o >= t:
-            raise ValueError(f"VAE tile overlap {o} must be smaller than the tile size {t} (pixels)")
-    if tile_hw[0] >= height and tile_hw[1] >= width:
-        return TilePlan(None, (0, 0), full, budget, f"untiled: the tile {tile_hw} covers the whole {height}x{width} frame")
-    est = _activation_bytes(config, min(tile_hw[0], height) * min(tile_hw[1], width), dtype, mode, device)
-    n = len(_spans(height // 8, tile_hw[0] // 8, ov[0] // 8)) * len(_spans(width // 8, tile_hw[1] // 8, ov[1] // 8))
-    return TilePlan(tile_hw, ov, est, budget, f"{why}: {n} tiles of {tile_hw[0]}x{tile_hw[1]} px with overlap "
-                    f"{ov[0]}x{ov[1]} px, estimated {est / 2**30:.2f} GiB per tile")
-
-
-def _spans(size: int, tile: int, overlap: int) -> list:
-    """Start/end pairs covering [0, size) with tiles of ``tile`` overlapping by at least ``overlap`` (latent units)."""
-    if tile >= size:
-        return [(0, size)]
-    stride = max(1, tile - overlap)
-    n = -(-(size - tile) // stride) + 1
-    starts = sorted({min(i * stride, size - tile) for i in range(n)})
-    return [(a, a + tile) for a in starts]
-
-
-def _ramp(spans: list, index: int, scale: int, device) -> torch.Tensor:
-    """Blend weights along one axis for tile ``index``: linear ramps over the overlaps with its neighbours."""
-    a, b = spans[index]
-    n = (b - a) * scale
-    w = torch.ones(n, device=device)
-    if index > 0:
-        k = (spans[index - 1][1] - a) * scale
-        w[:k] = torch.minimum(w[:k], (torch.arange(k, device=device) + 0.5) / k)
-    if index + 1 < len(spans):
-        k = (b - spans[index + 1][0]) * scale
-        w[n - k:] = torch.minimum(w[n - k:], (k - torch.arange(k, device=device) - 0.5) / k)
-    return w
-
-
-def _tiles(plan: TilePlan, h: int, w: int):
-    """Yield (ys, xs, wy, wx): latent-unit slices and latent-unit span lists/indices for each tile."""
-    if plan.tile is None:
-        yield slice(0, h), slice(0, w), None
-        return
-    s = VAE_SPATIAL_STRIDE
-    ys = _spans(h, plan.tile[0] // s, plan.overlap[0] // s)
-    xs = _spans(w, plan.tile[1] // s, plan.overlap[1] // s)
-    for i, (y0, y1) in enumerate(ys):
-        for j, (x0, x1) in enumerate(xs):
-            yield slice(y0, y1), slice(x0, x1), (ys, i, xs, j)
-
-
-def _weight_map(where, scale: int, device) -> torch.Tensor | None:
-    if where is None:
-        return None
-    ys, i, xs, j = where
-    return _ramp(ys, i, scale, device)[:, None] * _ramp(xs, j, scale, device)[None, :]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the model
-# ----------------------------------------------------------------------------------------------------------------
 class WanVAE(nn.Module):
     """Wan 2.1 VAE (upstream ``WanVAE_``) with streamed encode/decode, latent normalisation and tiling.
 
@@ -420,7 +311,8 @@ class WanVAE(nn.Module):
 
     def _check_latent(self, z: torch.Tensor) -> None:
         if z.ndim != 5 or z.shape[1] != self.config.z_dim or min(z.shape) == 0:
-            raise ValueError(f"VAE decode expects a latent [B, {self.config.z_dim}, t, h, w], got shape {tuple(z.shape)}")
+            raise ValueError(f"VAE decode expects a latent [B, {self.config.z_dim}, t, h, w], "
+                             f"got shape {tuple(z.shape)}")
 
     def _stats(self, like: torch.Tensor):
         self._check_latent(like)
@@ -445,33 +337,25 @@ class WanVAE(nn.Module):
     # --- encode -------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode_raw(self, video: torch.Tensor, tile="auto", tile_overlap=None, memory_budget=None) -> torch.Tensor:
-        """video [B,3,T,H,W] in [-1,1] -> encoder mean mu [B,16,1+(T-1)//4,H/8,W/8] (float32, not normalised)."""
+        """video [B,3,T,H,W] in [-1,1] -> encoder mean mu [B,16,1+(T-1)//4,H/8,W/8] (float32, not normalised).
+
+        Per tile, time is streamed: latent frame i comes from video frames ``_frame_span(i)`` (frame 0 alone,
+        then chunks of 4) with the causal convolutions' caches carried in ``state``."""
         check_video_shape(video.shape)
         b, _, t, h, w = video.shape
         plan = self.tile_plan(h, w, "encode", tile, tile_overlap, memory_budget)
         self.last_tile_plan = plan
         log.info("VAE encode %dx%d, %d frames: %s", h, w, t, plan.explanation)
         s, lt = VAE_SPATIAL_STRIDE, 1 + (t - 1) // VAE_TEMPORAL_STRIDE
-        out = torch.zeros(b, self.config.z_dim, lt, h // s, w // s, device=video.device)
-        wsum = torch.zeros(h // s, w // s, device=video.device)
-        for ys, xs, where in _tiles(plan, h // s, w // s):
-            mu = self._encode_tile(video[:, :, :, ys.start * s:ys.stop * s, xs.start * s:xs.stop * s])
-            wmap = _weight_map(where, 1, video.device)
-            if wmap is None:
-                return mu
-            out[:, :, :, ys, xs] += mu * wmap
-            wsum[ys, xs] += wmap
-        return out / wsum
-
-    def _encode_tile(self, video: torch.Tensor) -> torch.Tensor:
-        """Streamed encoder over time: frame 0 alone, then chunks of 4 frames. -> mu [B,16,t',h,w] float32."""
-        state, t, mus = {}, video.shape[2], []
-        for f0 in range(0, t, VAE_TEMPORAL_STRIDE):
-            f0, f1 = (0, 1) if f0 == 0 else (f0 - VAE_TEMPORAL_STRIDE + 1, f0 + 1)
-            chunk = video[:, :, f0:f1].to(device=self.device, dtype=self.dtype)
-            out = self.conv1(self.encoder(chunk, state))
-            mus.append(out[:, :self.config.z_dim].float().to(video.device))
-        return torch.cat(mus, dim=2)
+        blend = TileBlender(plan, b, self.config.z_dim, lt, h // s, w // s, scale=1, device=video.device)
+        for tile in blend.tiles():
+            py, px = tile.pixels
+            state = {}
+            for i in range(lt):
+                chunk = video[:, :, _frame_span(i), py, px].to(device=self.device, dtype=self.dtype)
+                mu = self.conv1(self.encoder(chunk, state))[:, :self.config.z_dim]
+                blend.add(tile, slice(i, i + 1), mu.float().to(video.device))
+        return blend.result()
 
     @torch.inference_mode()
     def encode(self, video: torch.Tensor, tile="auto", tile_overlap=None, memory_budget=None) -> torch.Tensor:
@@ -488,7 +372,10 @@ class WanVAE(nn.Module):
     @torch.inference_mode()
     def decode_raw(self, z: torch.Tensor, tile="auto", tile_overlap=None, memory_budget=None,
                    clamp: bool = True) -> torch.Tensor:
-        """Raw (denormalised) latent [B,16,t,h,w] -> video [B,3,1+4(t-1),8h,8w] float32."""
+        """Raw (denormalised) latent [B,16,t,h,w] -> video [B,3,1+4(t-1),8h,8w] float32.
+
+        Per tile, time is streamed: latent frame i alone gives video frames ``_frame_span(i)`` (1 frame, then 4),
+        with the causal convolutions' caches carried in ``state``."""
         self._check_latent(z)
         b, _, lt, h, w = z.shape
         s = VAE_SPATIAL_STRIDE
@@ -496,23 +383,14 @@ class WanVAE(nn.Module):
         plan = self.tile_plan(h * s, w * s, "decode", tile, tile_overlap, memory_budget)
         self.last_tile_plan = plan
         log.info("VAE decode %dx%d, %d frames: %s", h * s, w * s, t, plan.explanation)
-        out = torch.zeros(b, 3, t, h * s, w * s, device=z.device)
-        wsum = torch.ones(1, device=z.device) if plan.tile is None else torch.zeros(h * s, w * s, device=z.device)
-        for ys, xs, where in _tiles(plan, h, w):
-            wmap = _weight_map(where, s, z.device)
-            oy, ox = slice(ys.start * s, ys.stop * s), slice(xs.start * s, xs.stop * s)
+        blend = TileBlender(plan, b, 3, t, h, w, scale=s, device=z.device)
+        for tile in blend.tiles():
             state = {}
             for i in range(lt):
-                zi = z[:, :, i:i + 1, ys, xs].to(device=self.device, dtype=self.dtype)
+                zi = z[:, :, i:i + 1, tile.ys, tile.xs].to(device=self.device, dtype=self.dtype)
                 frames = self.decoder(self.conv2(zi), state).float().to(z.device)
-                f0 = 0 if i == 0 else 1 + VAE_TEMPORAL_STRIDE * (i - 1)
-                if wmap is None:
-                    out[:, :, f0:f0 + frames.shape[2]] = frames
-                else:
-                    out[:, :, f0:f0 + frames.shape[2], oy, ox] += frames * wmap
-            if wmap is not None:
-                wsum[oy, ox] += wmap
-        out = out.div_(wsum)
+                blend.add(tile, _frame_span(i), frames)
+        out = blend.result()
         return out.clamp_(-1.0, 1.0) if clamp else out
 
 

@@ -5,7 +5,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import fixture_file
 from steadydancer_core.config import VAE_LATENTS_MEAN, VAE_LATENTS_STD, VAEConfig
-from steadydancer_core.vae import VAEWeightsError, WanVAE, check_video_shape, load_vae, plan_tiles
+from steadydancer_core.vae import VAEWeightsError, WanVAE, check_video_shape, load_vae
+from steadydancer_core.vae_tiling import plan_tiles
 
 ATOL = 1e-4
 # Tiling is an approximation: the decoder's receptive field and the per-frame attention span the whole frame,

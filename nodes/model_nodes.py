@@ -80,6 +80,9 @@ class LoadSteadyDancerModel:
                     "block_swap: stream blocks_to_swap blocks from CPU memory.")}),
                 "blocks_to_swap": ("INT", {"default": 20, "min": 0, "max": 64, "step": 1,
                                            "tooltip": "Used by offload=block_swap."}),
+                "max_vram_gb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5, "tooltip": (
+                    "Cap on the VRAM the memory planner may use, in GB (e.g. 20 to leave room for other apps). "
+                    "0 = use the free VRAM.")}),
                 "lora_name": (bridge.list_files(bridge.LORA_FOLDERS, with_none=True), {
                     "tooltip": "Optional LoRA, e.g. lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16 (4 steps)."}),
                 "lora_strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
@@ -90,7 +93,7 @@ class LoadSteadyDancerModel:
         }
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
-             lora_name, lora_strength, loras=None):
+             max_vram_gb, lora_name, lora_strength, loras=None):
         from ..steadydancer_core import bundle
 
         stack = _lora_entries(lora_name, lora_strength, loras)
@@ -103,7 +106,7 @@ class LoadSteadyDancerModel:
         offload_arg = {"auto": "auto", "all_resident": "none", "block_swap": int(blocks_to_swap)}[offload]
         bridge.free_comfy_models()
         model = bundle.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
-                                  offload=offload_arg)
+                                  offload=offload_arg, max_vram_gb=float(max_vram_gb) if max_vram_gb > 0 else None)
         text = _describe(model, stack)
         return {"result": (model,), "ui": {"text": [text]}}
 

@@ -22,7 +22,8 @@ class SteadyDancerModel:
 
     dit: ``SteadyDancerDiT``; vae: ``WanVAE``; text_encoder: ``TextEncoder``; image_encoder: ``ImageEncoder``;
     dtype: DiT compute dtype; offload_plan: the ``offload.MemoryPlan`` (or None: everything stays where it is);
-    device: execution device (None = where the DiT's first parameter lives).
+    device: execution device (None = where the DiT's first parameter lives); max_vram_gb: cap on the device
+    memory the memory planner may use (None = the free VRAM).
     """
 
     dit: Any
@@ -34,10 +35,13 @@ class SteadyDancerModel:
     device: Optional[torch.device] = None
     lora_reports: tuple = field(default_factory=tuple)
     offload_mode: Any = "auto"
+    max_vram_gb: Optional[float] = None
 
     def __post_init__(self):
         if self.dtype not in PRECISIONS.values():
             raise ValueError(f"dtype must be one of {tuple(PRECISIONS.values())}, got {self.dtype}")
+        if self.max_vram_gb is not None and not self.max_vram_gb > 0:
+            raise ValueError(f"max_vram_gb must be positive (or None to use the free VRAM), got {self.max_vram_gb}")
 
     @property
     def execution_device(self) -> torch.device:
@@ -73,13 +77,16 @@ class SteadyDancerModel:
 
 
 def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", attention: str = "sdpa",
-               loras=(), offload="auto", tokenizer_path=None) -> SteadyDancerModel:
+               loras=(), offload="auto", tokenizer_path=None, max_vram_gb=None) -> SteadyDancerModel:
     """Load the four networks (on the CPU) and plan their placement.
 
     precision: DiT/umT5 compute dtype (bf16 | fp16 | fp32); attention: DiT attention backend; loras: sequence of
     (path, strength); offload: "auto" | "none" | number of DiT blocks to swap; tokenizer_path: umT5 tokenizer when
-    the T5 file carries none (the official .pth).
+    the T5 file carries none (the official .pth); max_vram_gb: cap on the VRAM the planner may use (None = the
+    free VRAM).
     """
+    if max_vram_gb is not None and not max_vram_gb > 0:
+        raise ValueError(f"max_vram_gb must be positive (or None to use the free VRAM), got {max_vram_gb}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     dtype = PRECISIONS[precision]
@@ -94,7 +101,7 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", 
     image_encoder = load_image_encoder(clip_path, dtype=torch.float16 if dtype != torch.float32 else torch.float32)
     report = getattr(dit, "lora_report", None)
     model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=text_encoder, image_encoder=image_encoder, dtype=dtype,
-                              lora_reports=(report,) if report is not None else ())
+                              lora_reports=(report,) if report is not None else (), max_vram_gb=max_vram_gb)
     model.offload_mode = offload
     model.offload_plan = _plan(model, offload)
     return model

@@ -215,13 +215,12 @@ def run(args) -> Path:
         color_correction=args.color_correction)
     for note in notices:
         log.warning(note)
+    if args.max_vram_gb is not None and args.max_vram_gb <= 0:
+        raise CLIError(f"--max-vram-gb must be positive, got {args.max_vram_gb}")
     log.info("loading models")
     model = load_model(args.dit, args.vae, args.t5, args.clip, precision=args.precision, attention=args.attention,
-                       loras=_loras(args.lora), offload=_offload(args.offload), tokenizer_path=args.tokenizer)
-    if args.max_vram_gb is not None:
-        if args.max_vram_gb <= 0:
-            raise CLIError(f"--max-vram-gb must be positive, got {args.max_vram_gb}")
-        model.max_vram_gb = args.max_vram_gb          # read by the memory planner when generate() re-plans
+                       loras=_loras(args.lora), offload=_offload(args.offload), tokenizer_path=args.tokenizer,
+                       max_vram_gb=args.max_vram_gb)
     out = Path(args.out)
     writer = video_io.VideoWriter(out, args.fps, crf=args.crf)
     bar = tqdm(desc="sampling", unit="step")

@@ -225,8 +225,8 @@ def plan_for_model(model, offload=_AUTO, width: int | None = None, height: int |
 
     offload: "auto" | "none" (0 blocks swapped) | a number of blocks to swap. Width/height default to the
     default max area (square-ish); the pipeline re-plans with the real size. On CPU nothing is swapped.
-    max_vram_gb: cap on the device memory used; when None, a ``max_vram_gb`` attribute of ``model`` (set by the
-    caller, e.g. from a node input) applies.
+    max_vram_gb: cap on the device memory used; when None, the model's own ``max_vram_gb`` (set at load time,
+    e.g. from the node input) applies.
     """
     from .offload import module_bytes
 

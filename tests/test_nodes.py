@@ -182,11 +182,21 @@ def test_errors_name_the_problem_and_the_fix(env):
     loader = classes["LoadSteadyDancerModel"]()
     with pytest.raises(FileNotFoundError, match=r"models/diffusion_models.*models/steadydancer"):
         loader.load("missing.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
-                    "clip_vision_h.safetensors", "bf16", "sdpa", "auto", 20, "None", 1.0)
+                    "clip_vision_h.safetensors", "bf16", "sdpa", "auto", 20, 0.0, "None", 1.0)
     with pytest.raises(ValueError, match="SteadyDancerSampler"):
         classes["DecodeVideo"]().decode(None, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "auto", 256, 24.0)
     with pytest.raises(ValueError, match="connect 'video'"):
         classes["ExtractPose"]().extract("yolox_l.onnx", "dw-ll_ucoco_384.onnx", "highest", "hold", 0, 16.0, 24.0)
+
+
+def test_max_vram_gb_reaches_the_memory_planner(env):
+    _, classes = env
+    args = ("Wan21_SteadyDancer_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
+            "clip_vision_h.safetensors", "fp32", "sdpa", "auto", 0)
+    capped = classes["LoadSteadyDancerModel"]().load(*args, 6.5, "None", 1.0)["result"][0]
+    assert capped.max_vram_gb == 6.5
+    free = classes["LoadSteadyDancerModel"]().load(*args, 0.0, "None", 1.0)["result"][0]
+    assert free.max_vram_gb is None  # 0 = the free VRAM, no cap
 
 
 def test_lora_node_chains(env):

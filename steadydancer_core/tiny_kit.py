@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .config import CLIPVisionConfig, DiTConfig, T5Config, VAEConfig
+from .weights import CLIP_QKV_OFFICIAL, CLIP_TO_HF, T5_TO_COMFY, rename_key
 
 # File names (identical to the real downloads; the bundled workflows reference them).
 DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
@@ -68,29 +69,6 @@ TOKENIZER_CORPUS = (
     "bright tones, overexposed, static, blurred details, subtitles, worst quality, low quality",
 )
 
-# Official umT5 names -> ComfyUI/HF names (the inverse of weights.T5_RENAMES; checked by a round trip below).
-T5_TO_COMFY = (
-    (r"^token_embedding\.", "shared."),
-    (r"^blocks\.(\d+)\.norm1\.", r"encoder.block.\1.layer.0.layer_norm."),
-    (r"^blocks\.(\d+)\.pos_embedding\.embedding\.", r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias."),
-    (r"^blocks\.(\d+)\.attn\.([qkvo])\.", r"encoder.block.\1.layer.0.SelfAttention.\2."),
-    (r"^blocks\.(\d+)\.norm2\.", r"encoder.block.\1.layer.1.layer_norm."),
-    (r"^blocks\.(\d+)\.ffn\.gate\.0\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_0."),
-    (r"^blocks\.(\d+)\.ffn\.fc1\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_1."),
-    (r"^blocks\.(\d+)\.ffn\.fc2\.", r"encoder.block.\1.layer.1.DenseReluDense.wo."),
-    (r"^norm\.", "encoder.final_layer_norm."),
-)
-# Official open-clip visual names -> HF CLIPVisionModel names (inverse of weights.CLIP_RENAMES; round-trip checked).
-CLIP_TO_HF = (
-    (r"^visual\.patch_embedding\.", "vision_model.embeddings.patch_embedding."),
-    (r"^visual\.pre_norm\.", "vision_model.pre_layrnorm."),
-    (r"^visual\.transformer\.(\d+)\.norm1\.", r"vision_model.encoder.layers.\1.layer_norm1."),
-    (r"^visual\.transformer\.(\d+)\.norm2\.", r"vision_model.encoder.layers.\1.layer_norm2."),
-    (r"^visual\.transformer\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.out_proj."),
-    (r"^visual\.transformer\.(\d+)\.mlp\.0\.", r"vision_model.encoder.layers.\1.mlp.fc1."),
-    (r"^visual\.transformer\.(\d+)\.mlp\.2\.", r"vision_model.encoder.layers.\1.mlp.fc2."),
-)
-CLIP_QKV_OFFICIAL = r"^visual\.transformer\.(\d+)\.attn\.to_qkv\.(weight|bias)$"
 
 
 @dataclass(frozen=True)
@@ -101,14 +79,6 @@ class KitFiles:
     files: tuple
     photo: Path | None
     video: Path | None
-
-
-def _rename(key: str, table) -> str:
-    for pattern, repl in table:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    raise KeyError(f"no name mapping for '{key}'")
 
 
 def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.2) -> dict[str, torch.Tensor]:
@@ -208,7 +178,7 @@ def t5_comfy_state_dict(config: T5Config, spiece: bytes, seed: int) -> dict:
 
     torch.manual_seed(seed)
     official = _randomise(UMT5Encoder(config), seed)
-    comfy = {_rename(k, T5_TO_COMFY): v for k, v in official.items()}
+    comfy = {rename_key(k, T5_TO_COMFY, strict=True): v for k, v in official.items()}
     back = dict(t5_to_official(comfy))
     if set(back) != set(official):
         raise RuntimeError(f"umT5 name round trip failed: {sorted(set(back) ^ set(official))[:6]}")
@@ -234,7 +204,7 @@ def clip_hf_state_dict(config: CLIPVisionConfig, seed: int) -> dict:
         elif key == "visual.pos_embedding":
             hf["vision_model.embeddings.position_embedding.weight"] = value.reshape(value.shape[-2:])
         else:
-            hf[_rename(key, CLIP_TO_HF)] = value
+            hf[rename_key(key, CLIP_TO_HF, strict=True)] = value
     # the full HF tower also has the blocks Wan skips, the post-norm and the projection: include them as files do
     gen = torch.Generator().manual_seed(seed + 1)
     for i in range(config.used_layers, config.num_layers):

@@ -118,6 +118,31 @@ CLIP_DROP = (r"^vision_model\.embeddings\.position_ids$", r"^textual\.", r"^log_
 # official entries Wan never uses (it takes the second-to-last block's output): dropped unless asked for
 CLIP_UNUSED = (r"^visual\.post_norm\.", r"^visual\.head$")
 
+# Inverse tables, official -> file layouts (to write files as ComfyUI keeps them; round trips are tested).
+# umT5 official -> ComfyUI/HF names (inverse of T5_RENAMES)
+T5_TO_COMFY = (
+    (r"^token_embedding\.", "shared."),
+    (r"^blocks\.(\d+)\.norm1\.", r"encoder.block.\1.layer.0.layer_norm."),
+    (r"^blocks\.(\d+)\.pos_embedding\.embedding\.", r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias."),
+    (r"^blocks\.(\d+)\.attn\.([qkvo])\.", r"encoder.block.\1.layer.0.SelfAttention.\2."),
+    (r"^blocks\.(\d+)\.norm2\.", r"encoder.block.\1.layer.1.layer_norm."),
+    (r"^blocks\.(\d+)\.ffn\.gate\.0\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_0."),
+    (r"^blocks\.(\d+)\.ffn\.fc1\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_1."),
+    (r"^blocks\.(\d+)\.ffn\.fc2\.", r"encoder.block.\1.layer.1.DenseReluDense.wo."),
+    (r"^norm\.", "encoder.final_layer_norm."),
+)
+# CLIP official open-clip visual -> HF CLIPVisionModel names (inverse of CLIP_RENAMES; q/k/v split from to_qkv)
+CLIP_TO_HF = (
+    (r"^visual\.patch_embedding\.", "vision_model.embeddings.patch_embedding."),
+    (r"^visual\.pre_norm\.", "vision_model.pre_layrnorm."),
+    (r"^visual\.transformer\.(\d+)\.norm1\.", r"vision_model.encoder.layers.\1.layer_norm1."),
+    (r"^visual\.transformer\.(\d+)\.norm2\.", r"vision_model.encoder.layers.\1.layer_norm2."),
+    (r"^visual\.transformer\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.out_proj."),
+    (r"^visual\.transformer\.(\d+)\.mlp\.0\.", r"vision_model.encoder.layers.\1.mlp.fc1."),
+    (r"^visual\.transformer\.(\d+)\.mlp\.2\.", r"vision_model.encoder.layers.\1.mlp.fc2."),
+)
+CLIP_QKV_OFFICIAL = r"^visual\.transformer\.(\d+)\.attn\.to_qkv\.(weight|bias)$"
+
 # LoRA files: key suffix -> role (down/up: low-rank factors, alpha: scale numerator, diff/diff_b: dense deltas)
 LORA_SUFFIXES = (
     (".lora_A.default.weight", "down"), (".lora_B.default.weight", "up"),
@@ -417,12 +442,15 @@ def _same_kind(original: Mapping, converted: LazyStateDict):
     return converted if isinstance(original, LazyStateDict) else {k: converted[k] for k in converted.keys()}
 
 
-def _rename(key: str, table) -> str:
-    """Apply the first (regex, replacement) row of ``table`` that matches ``key``; unmatched keys are kept."""
+def rename_key(key: str, table, strict: bool = False) -> str:
+    """Apply the first (regex, replacement) row of ``table`` that matches ``key``; unmatched keys are kept, or
+    raise KeyError when ``strict``."""
     for pattern, repl in table:
         new, n = re.subn(pattern, repl, key)
         if n:
             return new
+    if strict:
+        raise KeyError(f"no name mapping for '{key}'")
     return key
 
 
@@ -457,7 +485,7 @@ def t5_to_official(sd: Mapping):
         if key == tied and kept in lazy:
             continue
         source_key = kept if key == tied else key
-        entries[_rename(source_key, T5_RENAMES)] = lazy.entry(key)
+        entries[rename_key(source_key, T5_RENAMES)] = lazy.entry(key)
     return _same_kind(sd, lazy.with_entries(entries))
 
 
@@ -489,7 +517,7 @@ def clip_to_official(sd: Mapping, drop_unused: bool = True):
             e = lazy.entry(key)
             entries[transposed[key]] = Entry(tuple(reversed(e.shape)), e.dtype, (lambda e=e: e.load().t().contiguous()))
         elif not re.match(CLIP_QKV_SIDE, key):
-            entries[_rename(key, CLIP_RENAMES)] = lazy.entry(key)
+            entries[rename_key(key, CLIP_RENAMES)] = lazy.entry(key)
     for (i, part), names in qkv.items():
         if set(names) != {"q", "k", "v"}:
             raise WeightFileError(f"{lazy.source}: layer {i} has only {sorted(names)} of the q/k/v projection {part}s.")
@@ -533,7 +561,7 @@ def lora_target(key: str, module_names) -> tuple[str | None, str | None]:
         matches = [n for n in module_names if n.replace(".", "_") == flat]
         return (matches[0] if len(matches) == 1 else None), role
     path = next((path[len(p):] for p in LORA_PREFIXES if path.startswith(p)), path)
-    path = _rename(path, DIFFUSERS_WAN_RENAMES)
+    path = rename_key(path, DIFFUSERS_WAN_RENAMES)
     if role in LORA_PARAMETER_ROLES:
         leaf, role = LORA_PARAMETER_ROLES[role]
         path += leaf

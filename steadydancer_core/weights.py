@@ -70,41 +70,68 @@ STEADYDANCER_ONLY_PREFIXES = ("patch_embedding_fuse.", "patch_embedding_ref_c.",
                               "condition_embedding_temporal.", "condition_embedding_align.")
 WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"
 
-# umT5: (ComfyUI/HF module-path regex, official replacement); the key's last part (weight, scale_weight...) is kept
-T5_RENAMES = (
-    (r"^shared\.", "token_embedding."),
-    (r"^encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"blocks.\1.norm1."),
-    (r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.", r"blocks.\1.pos_embedding.embedding."),
-    (r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.([qkvo])\.", r"blocks.\1.attn.\2."),
-    (r"^encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"blocks.\1.norm2."),
-    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_0\.", r"blocks.\1.ffn.gate.0."),
-    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_1\.", r"blocks.\1.ffn.fc1."),
-    (r"^encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wo\.", r"blocks.\1.ffn.fc2."),
-    (r"^encoder\.final_layer_norm\.", "norm."),
-    # llama.cpp names used by umT5 GGUF files (city96's conversions)
-    (r"^token_embd\.", "token_embedding."),
-    (r"^enc\.blk\.(\d+)\.attn_norm\.", r"blocks.\1.norm1."),
-    (r"^enc\.blk\.(\d+)\.attn_rel_b\.", r"blocks.\1.pos_embedding.embedding."),
-    (r"^enc\.blk\.(\d+)\.attn_([qkvo])\.", r"blocks.\1.attn.\2."),
-    (r"^enc\.blk\.(\d+)\.ffn_norm\.", r"blocks.\1.norm2."),
-    (r"^enc\.blk\.(\d+)\.ffn_gate\.", r"blocks.\1.ffn.gate.0."),
-    (r"^enc\.blk\.(\d+)\.ffn_up\.", r"blocks.\1.ffn.fc1."),
-    (r"^enc\.blk\.(\d+)\.ffn_down\.", r"blocks.\1.ffn.fc2."),
-    (r"^enc\.output_norm\.", "norm."),
+# Name tables are (file-layout prefix, official prefix) pairs; the key's last part (weight, scale_weight...) is
+# kept. Placeholders: {i} a block index, {qkvo} a projection letter. ``prefix_rules`` turns a table into
+# regex rules for either direction, so each mapping is written once.
+NAME_PLACEHOLDERS = {"i": r"\d+", "qkvo": "[qkvo]"}
+
+
+def prefix_rules(names, inverse: bool = False) -> tuple:
+    """(regex, replacement) rules from a name table of (file prefix, official prefix) pairs; ``inverse`` maps
+    official names to the file layout. Placeholders (``NAME_PLACEHOLDERS``) become regex groups carried across."""
+    rules = []
+    for source, target in names:
+        if inverse:
+            source, target = target, source
+        parts = re.split(r"\{(\w+)\}", source)
+        order = parts[1::2]
+        pattern = "^" + "".join(re.escape(p) if k % 2 == 0 else f"({NAME_PLACEHOLDERS[p]})" for k, p in enumerate(parts))
+        replacement = re.sub(r"\{(\w+)\}", lambda m: f"\\{order.index(m.group(1)) + 1}", target)
+        rules.append((pattern, replacement))
+    return tuple(rules)
+
+
+# umT5: ComfyUI / HF T5EncoderModel names
+T5_NAMES = (
+    ("shared.", "token_embedding."),
+    ("encoder.block.{i}.layer.0.layer_norm.", "blocks.{i}.norm1."),
+    ("encoder.block.{i}.layer.0.SelfAttention.relative_attention_bias.", "blocks.{i}.pos_embedding.embedding."),
+    ("encoder.block.{i}.layer.0.SelfAttention.{qkvo}.", "blocks.{i}.attn.{qkvo}."),
+    ("encoder.block.{i}.layer.1.layer_norm.", "blocks.{i}.norm2."),
+    ("encoder.block.{i}.layer.1.DenseReluDense.wi_0.", "blocks.{i}.ffn.gate.0."),
+    ("encoder.block.{i}.layer.1.DenseReluDense.wi_1.", "blocks.{i}.ffn.fc1."),
+    ("encoder.block.{i}.layer.1.DenseReluDense.wo.", "blocks.{i}.ffn.fc2."),
+    ("encoder.final_layer_norm.", "norm."),
 )
+# umT5: llama.cpp names used by GGUF files (city96's conversions); read only
+T5_GGUF_NAMES = (
+    ("token_embd.", "token_embedding."),
+    ("enc.blk.{i}.attn_norm.", "blocks.{i}.norm1."),
+    ("enc.blk.{i}.attn_rel_b.", "blocks.{i}.pos_embedding.embedding."),
+    ("enc.blk.{i}.attn_{qkvo}.", "blocks.{i}.attn.{qkvo}."),
+    ("enc.blk.{i}.ffn_norm.", "blocks.{i}.norm2."),
+    ("enc.blk.{i}.ffn_gate.", "blocks.{i}.ffn.gate.0."),
+    ("enc.blk.{i}.ffn_up.", "blocks.{i}.ffn.fc1."),
+    ("enc.blk.{i}.ffn_down.", "blocks.{i}.ffn.fc2."),
+    ("enc.output_norm.", "norm."),
+)
+T5_RENAMES = prefix_rules(T5_NAMES + T5_GGUF_NAMES)
+T5_TO_COMFY = prefix_rules(T5_NAMES, inverse=True)      # writing files in ComfyUI's layout (tiny kit, tests)
 T5_TIED_EMBEDDING = ("encoder.embed_tokens.weight", "shared.weight")   # (tied copy, the one kept)
 
-# CLIP vision: HF CLIPVisionModel(WithProjection) -> official open-clip ``visual.*``
-CLIP_RENAMES = (
-    (r"^vision_model\.embeddings\.patch_embedding\.", "visual.patch_embedding."),
-    (r"^vision_model\.pre_layrnorm\.", "visual.pre_norm."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm1\.", r"visual.transformer.\1.norm1."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm2\.", r"visual.transformer.\1.norm2."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"visual.transformer.\1.attn.proj."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"visual.transformer.\1.mlp.0."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"visual.transformer.\1.mlp.2."),
-    (r"^vision_model\.post_layernorm\.", "visual.post_norm."),
+# CLIP vision: HF CLIPVisionModel(WithProjection) names -> official open-clip ``visual.*``
+CLIP_NAMES = (
+    ("vision_model.embeddings.patch_embedding.", "visual.patch_embedding."),
+    ("vision_model.pre_layrnorm.", "visual.pre_norm."),
+    ("vision_model.encoder.layers.{i}.layer_norm1.", "visual.transformer.{i}.norm1."),
+    ("vision_model.encoder.layers.{i}.layer_norm2.", "visual.transformer.{i}.norm2."),
+    ("vision_model.encoder.layers.{i}.self_attn.out_proj.", "visual.transformer.{i}.attn.proj."),
+    ("vision_model.encoder.layers.{i}.mlp.fc1.", "visual.transformer.{i}.mlp.0."),
+    ("vision_model.encoder.layers.{i}.mlp.fc2.", "visual.transformer.{i}.mlp.2."),
+    ("vision_model.post_layernorm.", "visual.post_norm."),
 )
+CLIP_RENAMES = prefix_rules(CLIP_NAMES)
+CLIP_TO_HF = prefix_rules(CLIP_NAMES, inverse=True)     # q/k/v are split from to_qkv separately
 CLIP_QKV = (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$",
             "visual.transformer.{i}.attn.to_qkv.{p}")
 # side entries of fp8 q/k/v projections: consumed when the three are concatenated
@@ -117,30 +144,6 @@ CLIP_TRANSPOSED = (("visual_projection.weight", "visual.head"),)
 CLIP_DROP = (r"^vision_model\.embeddings\.position_ids$", r"^textual\.", r"^log_scale$", r"^text_projection\.")
 # official entries Wan never uses (it takes the second-to-last block's output): dropped unless asked for
 CLIP_UNUSED = (r"^visual\.post_norm\.", r"^visual\.head$")
-
-# Inverse tables, official -> file layouts (to write files as ComfyUI keeps them; round trips are tested).
-# umT5 official -> ComfyUI/HF names (inverse of T5_RENAMES)
-T5_TO_COMFY = (
-    (r"^token_embedding\.", "shared."),
-    (r"^blocks\.(\d+)\.norm1\.", r"encoder.block.\1.layer.0.layer_norm."),
-    (r"^blocks\.(\d+)\.pos_embedding\.embedding\.", r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias."),
-    (r"^blocks\.(\d+)\.attn\.([qkvo])\.", r"encoder.block.\1.layer.0.SelfAttention.\2."),
-    (r"^blocks\.(\d+)\.norm2\.", r"encoder.block.\1.layer.1.layer_norm."),
-    (r"^blocks\.(\d+)\.ffn\.gate\.0\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_0."),
-    (r"^blocks\.(\d+)\.ffn\.fc1\.", r"encoder.block.\1.layer.1.DenseReluDense.wi_1."),
-    (r"^blocks\.(\d+)\.ffn\.fc2\.", r"encoder.block.\1.layer.1.DenseReluDense.wo."),
-    (r"^norm\.", "encoder.final_layer_norm."),
-)
-# CLIP official open-clip visual -> HF CLIPVisionModel names (inverse of CLIP_RENAMES; q/k/v split from to_qkv)
-CLIP_TO_HF = (
-    (r"^visual\.patch_embedding\.", "vision_model.embeddings.patch_embedding."),
-    (r"^visual\.pre_norm\.", "vision_model.pre_layrnorm."),
-    (r"^visual\.transformer\.(\d+)\.norm1\.", r"vision_model.encoder.layers.\1.layer_norm1."),
-    (r"^visual\.transformer\.(\d+)\.norm2\.", r"vision_model.encoder.layers.\1.layer_norm2."),
-    (r"^visual\.transformer\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.out_proj."),
-    (r"^visual\.transformer\.(\d+)\.mlp\.0\.", r"vision_model.encoder.layers.\1.mlp.fc1."),
-    (r"^visual\.transformer\.(\d+)\.mlp\.2\.", r"vision_model.encoder.layers.\1.mlp.fc2."),
-)
 CLIP_QKV_OFFICIAL = r"^visual\.transformer\.(\d+)\.attn\.to_qkv\.(weight|bias)$"
 
 # LoRA files: key suffix -> role (down/up: low-rank factors, alpha: scale numerator, diff/diff_b: dense deltas)

@@ -363,3 +363,20 @@ def test_dit_load_official_dir_fidelity():
     kwargs.update(clip_fea_x=io["clip_fea_x"].float(), clip_fea_c=io["clip_fea_c"].float())
     out = _run(model, kwargs)[0]
     assert (out - io["case0.out_fp32"]).abs().max().item() <= 1e-4
+
+
+def test_name_tables_map_both_ways():
+    from steadydancer_core.weights import (CLIP_RENAMES, CLIP_TO_HF, T5_RENAMES, T5_TO_COMFY, prefix_rules,
+                                           rename_key)
+
+    rules = prefix_rules((("enc.{i}.attn_{qkvo}.", "blocks.{i}.attn.{qkvo}."),))
+    assert rename_key("enc.12.attn_k.scale_weight", rules) == "blocks.12.attn.k.scale_weight"
+    assert rename_key("enc.x.attn_k.weight", rules) == "enc.x.attn_k.weight"      # unmatched keys are kept
+    with pytest.raises(KeyError, match="no name mapping"):
+        rename_key("enc.x.attn_k.weight", rules, strict=True)
+    for official in ("token_embedding.weight", "blocks.7.attn.o.weight", "blocks.0.ffn.gate.0.scale_weight",
+                     "blocks.23.pos_embedding.embedding.weight", "norm.weight"):
+        assert rename_key(rename_key(official, T5_TO_COMFY, strict=True), T5_RENAMES) == official
+    assert rename_key("blocks.3.ffn.fc1.weight", T5_TO_COMFY) == "encoder.block.3.layer.1.DenseReluDense.wi_1.weight"
+    for official in ("visual.pre_norm.bias", "visual.transformer.30.mlp.2.weight", "visual.transformer.1.attn.proj.bias"):
+        assert rename_key(rename_key(official, CLIP_TO_HF, strict=True), CLIP_RENAMES) == official

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import fixture_file
 from steadydancer_core.config import CLIP_MEAN, CLIP_STD, CLIPVisionConfig
-from steadydancer_core.image_encoder import CLIPVisionTower, ImageEncoder, load_image_encoder, preprocess
+from steadydancer_core.image_encoder import CLIPVisionTower, load_image_encoder, preprocess
 
 FIX = "clip_vision_tiny"
 

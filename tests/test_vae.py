@@ -126,11 +126,6 @@ def test_vae_tiling_is_exact_for_a_pointwise_model():
                                atol=1e-5, rtol=1e-5)
 
 
-def _tile_diff(a, b):
-    d = (a - b).abs()
-    return (d.max() / a.std()).item(), (d.mean() / a.std()).item()
-
-
 def test_vae_tiled_matches_untiled_within_bound():
     model, g = _tiny(1), torch.Generator().manual_seed(1)
     z = torch.randn(1, 16, 2, 12, 12, generator=g)

@@ -136,7 +136,7 @@ def test_clip_converter_synthetic_qkv_fp8_scaled():
 
 
 def test_clip_converter_dequantises_gguf_qkv():
-    from steadydancer_core.gguf_codecs import GGUFTensor, dequantize_gguf, quantize_gguf
+    from steadydancer_core.gguf_codecs import dequantize_gguf, quantize_gguf
 
     d = 32
     q, k, v = (torch.randn(d, d) for _ in range(3))

@@ -88,8 +88,16 @@ class Client:
         query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
         return self._request("GET", f"/view?{query}")
 
-    def wait(self, prompt_id: str, log=print) -> dict:
-        """Follow the job (websocket when available) until it is in /history; returns the history entry."""
+    def wait(self, prompt_id: str, log=print) -> tuple[dict, dict]:
+        """Follow the job (websocket when available) until it is in /history.
+
+        Returns (history entry, run facts): ``facts`` has ``node_seconds`` (node id -> seconds from its start to the
+        next node's start, as seen over the websocket), ``cached`` (node ids ComfyUI took from its cache),
+        ``previews`` (binary preview frames received) and ``seconds`` (queue to finish); only ``seconds`` without
+        a websocket.
+        """
+        start = time.monotonic()
+        facts = {"node_seconds": {}, "cached": [], "previews": 0}
         try:
             import websocket  # websocket-client
         except ImportError:
@@ -102,44 +110,54 @@ class Client:
                 log(f"  websocket unavailable ({err}); polling /history")
             else:
                 try:
-                    _follow(ws, prompt_id, log)
+                    _follow(ws, prompt_id, log, facts)
                 finally:
                     ws.close()
         while True:
             entry = self.history(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None:
-                return entry
-            if entry and entry.get("outputs"):
-                return entry
+            if entry and (entry.get("status", {}).get("completed") is not None or entry.get("outputs")):
+                facts["seconds"] = time.monotonic() - start
+                return entry, facts
             time.sleep(POLL_SECONDS)
 
 
-def _follow(ws, prompt_id: str, log) -> None:
+def _follow(ws, prompt_id: str, log, facts: dict) -> None:
+    """Read websocket messages of ``prompt_id`` until it ends; per-step progress is logged, times go in ``facts``."""
     import websocket
 
-    current = None
+    current, since = None, time.monotonic()
+
+    def close_node():
+        if current is not None:
+            facts["node_seconds"][current] = facts["node_seconds"].get(current, 0.0) + time.monotonic() - since
+
     while True:
         try:
             raw = ws.recv()
         except websocket.WebSocketTimeoutException:
             continue
         if not isinstance(raw, str):
-            continue  # binary preview frames
+            facts["previews"] += 1  # binary frame: a latent preview image
+            continue
         msg = json.loads(raw)
         data = msg.get("data", {})
         if data.get("prompt_id") not in (None, prompt_id):
             continue
         kind = msg.get("type")
-        if kind == "executing":
-            if data.get("node") is None:
+        if kind == "execution_cached":
+            facts["cached"].extend(data.get("nodes", []))
+        elif kind == "executing":
+            close_node()
+            current, since = data.get("node"), time.monotonic()
+            if current is None:
                 return
-            current = data.get("node")
         elif kind == "progress":
             log(f"  node {data.get('node', current)}: {data['value']}/{data['max']}")
-        elif kind == "execution_error":
-            return
-        elif kind == "execution_interrupted":
-            return
+        elif kind in ("execution_error", "execution_interrupted", "execution_success"):
+            close_node()
+            if kind != "execution_success":
+                return
+            current = None
 
 
 def _explain(text: str) -> str:
@@ -159,6 +177,29 @@ def _node_errors(errors: dict) -> str:
         for e in info.get("errors", []):
             lines.append(f"node {node_id} ({info.get('class_type')}): {e.get('message')} {e.get('details', '')}".strip())
     return "; ".join(lines)
+
+
+def run_failure(status: dict) -> str:
+    """The reason a finished job failed, from its /history status messages."""
+    messages = dict((kind, data) for kind, data in status.get("messages", []))
+    if "execution_interrupted" in messages:
+        data = messages["execution_interrupted"]
+        return f"interrupted (POST /interrupt) while running {data.get('node_type') or 'the queue'}"
+    err = messages.get("execution_error", {})
+    return f"{err.get('node_type')} failed: {err.get('exception_message', '').strip()}"
+
+
+def describe_run(prompt: dict, facts: dict) -> str:
+    """One line: total seconds, then each executed node's seconds (slowest first), cached nodes, previews."""
+    parts = [f"{facts['seconds']:.1f} s"]
+    timed = sorted(facts.get("node_seconds", {}).items(), key=lambda kv: -kv[1])
+    if timed:
+        parts.append(", ".join(f"{prompt.get(n, {}).get('class_type', n)} {t:.1f} s" for n, t in timed))
+    if facts.get("cached"):
+        parts.append(f"{len(facts['cached'])} cached")
+    if facts.get("previews"):
+        parts.append(f"{facts['previews']} previews")
+    return "; ".join(parts)
 
 
 def find_nodes(prompt: dict, class_type: str) -> list[str]:
@@ -241,11 +282,11 @@ def main(argv=None) -> int:
                              f"{args.prefix}_{index:03d}", args.seed)
             prompt_id = client.queue(prompt)
             print(f"{label}: queued {prompt_id}")
-            entry = client.wait(prompt_id)
+            entry, facts = client.wait(prompt_id)
+            print(f"{label}: {describe_run(prompt, facts)}")
             status = entry.get("status", {})
             if status.get("status_str") == "error":
-                err = next((d for kind, d in status.get("messages", []) if kind == "execution_error"), {})
-                raise ComfyError(f"{err.get('node_type')} failed: {err.get('exception_message', '').strip()}")
+                raise ComfyError(run_failure(status))
             files = saved_files(entry)
             if not files:
                 raise ComfyError("finished without writing a video")

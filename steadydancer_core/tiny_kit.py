@@ -15,7 +15,8 @@ writes a ComfyUI-style models tree::
 
 and, with ``--inputs``, the example photo and driving video the bundled workflows load. The umT5 tokenizer is a
 small sentencepiece model trained in-process. Everything is random: the output is noise, but every loader,
-converter and node runs exactly as with the real 14B files, on CPU, in seconds. Needs ``onnx`` for the pose models.
+converter and node runs exactly as with the real 14B files, on CPU (seconds per workflow to about half a minute
+for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra) for the pose models.
 """
 from __future__ import annotations
 
@@ -45,11 +46,14 @@ ESTIMATOR_FILE = "dw-ll_ucoco_384.onnx"
 PHOTO_FILE = "steadydancer_photo.png"
 VIDEO_FILE = "steadydancer_dance.mp4"
 
-# Tiny sizes: the smallest the loaders' config inference accepts, so the bundled workflows run at their real
-# settings (40 steps, 1024x576) in seconds on a CPU. The DiT's text and CLIP widths must equal the tiny umT5 / CLIP
+# Tiny sizes: the smallest the loaders' config inference accepts, so the bundled workflows run on a CPU at their
+# real settings (40 steps, 1024x576). The DiT's text and CLIP widths must equal the tiny umT5 / CLIP
 # widths; DiT dim 128 is one head of the official head width (the loader infers heads as dim / 128); FAAU's hidden
 # width must be a multiple of its 8 heads; CLIP width 16 is one head of the fallback head width and Wan drops its
-# last block, so it needs two; the VAE's base width 1 keeps every layer and the 4x temporal / 8x spatial strides.
+# last block, so it needs two; the VAE's base width 1 keeps every layer and the 4x temporal / 8x spatial strides
+# (and is the fastest VAE width on CPU: wider ones are slower per pixel). The workflows' own resolution is kept
+# (max_area scales the photo up to ~1024x576), so the DiT attention and the VAE still see full-size frames: about
+# half a minute for the 40-step workflows on two CPU cores, a few seconds for the 4-step one.
 TINY_T5 = dict(vocab_size=128, dim=16, dim_attn=16, dim_ffn=16, num_heads=2, num_layers=1)
 TINY_CLIP = dict(dim=16, num_layers=2, num_heads=1, mlp_dim=16)
 TINY_DIT = dict(dim=128, ffn_dim=32, freq_dim=16, num_heads=1, num_layers=1, align_hidden=8)
@@ -59,7 +63,7 @@ TOKENIZER_VOCAB = 96
 FP8_MAX = 448.0  # largest float8_e4m3fn value
 PHOTO_HW = (320, 192)
 VIDEO_HW = (240, 160)
-VIDEO_FRAMES = 8
+VIDEO_FRAMES = 7  # at 24 fps -> 5 frames at the workflows' 16 fps: a 4n+1 count, so no frame is dropped or reported
 VIDEO_FPS = 24
 TOKENIZER_CORPUS = (
     "a woman dances gracefully in a sunlit studio",
@@ -68,7 +72,6 @@ TOKENIZER_CORPUS = (
     "a person dancing, natural motion, high quality",
     "bright tones, overexposed, static, blurred details, subtitles, worst quality, low quality",
 )
-
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ writes a ComfyUI-style models tree::
 
 and, with ``--inputs``, the example photo and driving video the bundled workflows load. The umT5 tokenizer is a
 small sentencepiece model trained in-process. Everything is random: the output is noise, but every loader,
-converter and node runs exactly as with the real 14B files, on CPU (seconds per workflow to about half a minute
-for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra) for the pose models.
+converter and node runs exactly as with the real 14B files, on CPU (under 10 s for the 4-step workflow, about
+20 s for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra) for the pose models.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import CLIPVisionConfig, DiTConfig, T5Config, VAEConfig
-from .weights import CLIP_QKV_OFFICIAL, CLIP_TO_HF, T5_TO_COMFY, rename_key
+from .weights import CLIP_QKV_OFFICIAL, CLIP_TO_HF, DIT_CONFIG_METADATA_KEY, T5_TO_COMFY, rename_key
 
 # File names (identical to the real downloads; the bundled workflows reference them).
 DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
@@ -48,15 +49,16 @@ VIDEO_FILE = "steadydancer_dance.mp4"
 
 # Tiny sizes: the smallest the loaders' config inference accepts, so the bundled workflows run on a CPU at their
 # real settings (40 steps, 1024x576). The DiT's text and CLIP widths must equal the tiny umT5 / CLIP
-# widths; DiT dim 128 is one head of the official head width (the loader infers heads as dim / 128); FAAU's hidden
+# widths; the DiT is 16 wide with one head, stated in the file's metadata (real files need none: the loader
+# infers heads as dim / 128 from shapes alone); FAAU's hidden
 # width must be a multiple of its 8 heads; CLIP width 16 is one head of the fallback head width and Wan drops its
 # last block, so it needs two; the VAE's base width 1 keeps every layer and the 4x temporal / 8x spatial strides
 # (and is the fastest VAE width on CPU: wider ones are slower per pixel). The workflows' own resolution is kept
 # (max_area scales the photo up to ~1024x576), so the DiT attention and the VAE still see full-size frames: about
-# half a minute for the 40-step workflows on two CPU cores, a few seconds for the 4-step one.
+# 20 s for the 40-step workflows on two CPU cores, under 10 s for the 4-step one.
 TINY_T5 = dict(vocab_size=128, dim=16, dim_attn=16, dim_ffn=16, num_heads=2, num_layers=1)
 TINY_CLIP = dict(dim=16, num_layers=2, num_heads=1, mlp_dim=16)
-TINY_DIT = dict(dim=128, ffn_dim=32, freq_dim=16, num_heads=1, num_layers=1, align_hidden=8)
+TINY_DIT = dict(dim=16, ffn_dim=32, freq_dim=16, num_heads=1, num_layers=1, align_hidden=8)
 TINY_VAE_DIM = 1
 TINY_LORA_RANK = 4
 TOKENIZER_VOCAB = 96
@@ -212,7 +214,7 @@ def clip_hf_state_dict(config: CLIPVisionConfig, seed: int) -> dict:
     gen = torch.Generator().manual_seed(seed + 1)
     for i in range(config.used_layers, config.num_layers):
         for name, value in list(hf.items()):
-            if name.startswith(f"vision_model.encoder.layers.0."):
+            if name.startswith("vision_model.encoder.layers.0."):
                 hf[name.replace("layers.0.", f"layers.{i}.", 1)] = value.clone()
     hf["vision_model.post_layernorm.weight"] = torch.ones(config.dim)
     hf["vision_model.post_layernorm.bias"] = torch.zeros(config.dim)
@@ -281,8 +283,10 @@ def _write_models(models_dir: Path, seed: int) -> list[Path]:
     dit_cfg, vae_cfg, t5_cfg, clip_cfg = tiny_configs()
     written = []
     dit = dit_state_dict(dit_cfg, seed)
-    written.append(_save({k: v.half() for k, v in dit.items()}, models_dir / "diffusion_models" / DIT_FP16))
-    written.append(_save(_fp8_scaled(dit, _dit_linear), models_dir / "diffusion_models" / DIT_FP8))
+    # the head count cannot be read from shapes (real files: dim // 128); a width-16 DiT states it in its metadata
+    stated = {DIT_CONFIG_METADATA_KEY: json.dumps({"num_heads": dit_cfg.num_heads})}
+    written.append(_save({k: v.half() for k, v in dit.items()}, models_dir / "diffusion_models" / DIT_FP16, stated))
+    written.append(_save(_fp8_scaled(dit, _dit_linear), models_dir / "diffusion_models" / DIT_FP8, stated))
     written.append(_save(lora_state_dict(dit, TINY_LORA_RANK, seed + 1), models_dir / "loras" / DISTILL_LORA))
     written.append(_save(vae_state_dict(vae_cfg, seed + 2), models_dir / "vae" / VAE_FILE))
     t5 = t5_comfy_state_dict(t5_cfg, train_tokenizer(), seed + 3)

@@ -48,6 +48,8 @@ DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
 STEADYDANCER_ONLY_PREFIXES = ("patch_embedding_fuse.", "patch_embedding_ref_c.", "condition_embedding_spatial.",
                               "condition_embedding_temporal.", "condition_embedding_align.")
 WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"
+# a single safetensors file may state what shapes cannot tell (num_heads, text_len, eps) as JSON in its metadata
+DIT_CONFIG_METADATA_KEY = "config"
 
 # Name tables are (file-layout prefix, official prefix) pairs; the key's last part (weight, scale_weight...) is
 # kept. Placeholders: {i} a block index, {qkvo} a projection letter. ``prefix_rules`` turns a table into
@@ -338,20 +340,34 @@ def check_steadydancer_keys(keys, source: str = "") -> None:
                               "a SteadyDancer GGUF, or the official SteadyDancer-14B folder).")
 
 
-def _read_config_json(path: Path) -> dict:
-    """The official folder's config.json as a dict ({} for single files or folders without one)."""
-    cfg = path / OFFICIAL_DIT_CONFIG if path.is_dir() else path.parent / OFFICIAL_DIT_CONFIG
-    if path.is_dir() and cfg.is_file():
+def _stated_config(path: Path, sd: LazyStateDict) -> dict:
+    """What the files state about the config: the official folder's config.json, or for a single file the JSON
+    under ``DIT_CONFIG_METADATA_KEY`` in its safetensors metadata; {} when neither exists."""
+    if path.is_dir():
+        cfg = path / OFFICIAL_DIT_CONFIG
+        if not cfg.is_file():
+            return {}
+        where = str(cfg)
         try:
-            return json.loads(cfg.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WeightFileError(f"{cfg} is not valid JSON: {exc}") from exc
-    return {}
+            text = cfg.read_text()
+        except OSError as exc:
+            raise WeightFileError(f"{cfg} cannot be read: {exc}") from exc
+    else:
+        text, where = sd.metadata.get(DIT_CONFIG_METADATA_KEY), f"{path} (metadata '{DIT_CONFIG_METADATA_KEY}')"
+        if text is None:
+            return {}
+    try:
+        stated = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WeightFileError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(stated, dict):
+        raise WeightFileError(f"{where} must be a JSON object, got {type(stated).__name__}")
+    return stated
 
 
 def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = None):
     """``DiTConfig`` inferred from tensor shapes (no data read). ``config_json`` (the official folder's
-    config.json) supplies what shapes cannot tell (num_heads, text_len, eps)."""
+    config.json, or a single file's metadata config) supplies what shapes cannot tell (num_heads, text_len, eps)."""
     from .config import DiTConfig
 
     _, side = split_quant_entries(sd)
@@ -373,7 +389,7 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
     path = Path(path).expanduser()
     sd = dit_to_official(open_state_dict(path))
     check_steadydancer_keys(sd.keys(), str(path))
-    config = dit_config_from_state_dict(sd, _read_config_json(path))
+    config = dit_config_from_state_dict(sd, _stated_config(path, sd))
     with empty_init():
         model = SteadyDancerDiT(config, attention_backend=attention)
     load_state_dict_into(model, sd, dtype, strict=True, what="SteadyDancer DiT")

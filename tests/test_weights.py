@@ -282,6 +282,20 @@ def test_dit_sharded_official_dir(tmp_path, tiny_dit):
     assert _rel(_run(model, inputs), ref) < 3e-2
 
 
+def test_dit_single_file_metadata_states_num_heads(tmp_path, tiny_dit):
+    sd, inputs, ref = tiny_dit
+    fp16 = {k: v.half() for k, v in sd.items()}
+    save_file(fp16, tmp_path / "four_heads.safetensors", metadata={"config": json.dumps({"num_heads": 4})})
+    model = load_dit(tmp_path / "four_heads.safetensors", dtype=torch.float32)
+    assert model.config.num_heads == 4 and model.config.head_dim == 64     # not the dim // 128 default
+    save_file(fp16, tmp_path / "bad.safetensors", metadata={"config": "{num_heads: 4"})
+    with pytest.raises(WeightFileError, match="metadata 'config'.*not valid JSON"):
+        load_dit(tmp_path / "bad.safetensors")
+    save_file(fp16, tmp_path / "odd.safetensors", metadata={"config": json.dumps({"num_heads": 3})})
+    with pytest.raises(WeightFileError, match="not divisible by num_heads 3"):
+        load_dit(tmp_path / "odd.safetensors")
+
+
 def _dequantised_twin(model):
     """fp32 model whose packed linears are replaced by their exact dequantised weights."""
     from steadydancer_core.quant import packed_linears

@@ -6,17 +6,13 @@ from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
 
 CATEGORY = "SteadyDancer"
 PRECISIONS = ["bf16", "fp16", "fp32"]
-ATTENTION_BACKENDS = ["sdpa", "flash_attn", "sageattn"]
 OFFLOAD_MODES = ["auto", "all_resident", "block_swap"]
 
 
 def _attention_choices() -> list[str]:
-    try:
-        from ..steadydancer_core import attention
-    except ImportError:
-        return list(ATTENTION_BACKENDS)
-    names = getattr(attention, "BACKENDS", None) or ATTENTION_BACKENDS
-    return list(dict.fromkeys(["sdpa", *names]))
+    from ..steadydancer_core.attention import BACKENDS
+
+    return list(BACKENDS)
 
 
 def _lora_entries(lora_name: str, strength: float, loras: LoraStack | None) -> LoraStack:

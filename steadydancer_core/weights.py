@@ -57,9 +57,10 @@ DIT_CONFIG_METADATA_KEY = "config"
 NAME_PLACEHOLDERS = {"i": r"\d+", "qkvo": "[qkvo]"}
 
 
-def prefix_rules(names, inverse: bool = False) -> tuple:
+def prefix_rules(names, inverse: bool = False, whole: bool = False) -> tuple:
     """(regex, replacement) rules from a name table of (file prefix, official prefix) pairs; ``inverse`` maps
-    official names to the file layout. Placeholders (``NAME_PLACEHOLDERS``) become regex groups carried across."""
+    official names to the file layout; ``whole``: the pairs are whole names, not prefixes. Placeholders
+    (``NAME_PLACEHOLDERS``) become regex groups carried across."""
     rules = []
     for source, target in names:
         if inverse:
@@ -67,6 +68,7 @@ def prefix_rules(names, inverse: bool = False) -> tuple:
         parts = re.split(r"\{(\w+)\}", source)
         order = parts[1::2]
         pattern = "^" + "".join(re.escape(p) if k % 2 == 0 else f"({NAME_PLACEHOLDERS[p]})" for k, p in enumerate(parts))
+        pattern += "$" if whole else ""
         replacement = re.sub(r"\{(\w+)\}", lambda m: f"\\{order.index(m.group(1)) + 1}", target)
         rules.append((pattern, replacement))
     return tuple(rules)
@@ -141,29 +143,30 @@ LORA_PREFIXES = ("base_model.model.diffusion_model.", "model.diffusion_model.", 
                  "base_model.model.", "transformer.", "model.")
 # kohya style: "lora_unet_" + module path with "." replaced by "_"; resolved against the model's module names
 KOHYA_PREFIX = "lora_unet_"
-# diffusers WanTransformer3DModel module paths -> official (applied after the prefix is removed)
-DIFFUSERS_WAN_RENAMES = (
-    (r"^blocks\.(\d+)\.attn1\.to_q$", r"blocks.\1.self_attn.q"),
-    (r"^blocks\.(\d+)\.attn1\.to_k$", r"blocks.\1.self_attn.k"),
-    (r"^blocks\.(\d+)\.attn1\.to_v$", r"blocks.\1.self_attn.v"),
-    (r"^blocks\.(\d+)\.attn1\.to_out\.0$", r"blocks.\1.self_attn.o"),
-    (r"^blocks\.(\d+)\.attn2\.to_q$", r"blocks.\1.cross_attn.q"),
-    (r"^blocks\.(\d+)\.attn2\.to_k$", r"blocks.\1.cross_attn.k"),
-    (r"^blocks\.(\d+)\.attn2\.to_v$", r"blocks.\1.cross_attn.v"),
-    (r"^blocks\.(\d+)\.attn2\.to_out\.0$", r"blocks.\1.cross_attn.o"),
-    (r"^blocks\.(\d+)\.attn2\.add_k_proj$", r"blocks.\1.cross_attn.k_img"),
-    (r"^blocks\.(\d+)\.attn2\.add_v_proj$", r"blocks.\1.cross_attn.v_img"),
-    (r"^blocks\.(\d+)\.ffn\.net\.0\.proj$", r"blocks.\1.ffn.0"),
-    (r"^blocks\.(\d+)\.ffn\.net\.2$", r"blocks.\1.ffn.2"),
-    (r"^condition_embedder\.text_embedder\.linear_1$", "text_embedding.0"),
-    (r"^condition_embedder\.text_embedder\.linear_2$", "text_embedding.2"),
-    (r"^condition_embedder\.time_embedder\.linear_1$", "time_embedding.0"),
-    (r"^condition_embedder\.time_embedder\.linear_2$", "time_embedding.2"),
-    (r"^condition_embedder\.time_proj$", "time_projection.1"),
-    (r"^condition_embedder\.image_embedder\.ff\.net\.0\.proj$", "img_emb.proj.1"),
-    (r"^condition_embedder\.image_embedder\.ff\.net\.2$", "img_emb.proj.3"),
-    (r"^proj_out$", "head.head"),
+# diffusers WanTransformer3DModel module paths -> official (whole paths, applied after the prefix is removed)
+DIFFUSERS_WAN_NAMES = (
+    ("blocks.{i}.attn1.to_q", "blocks.{i}.self_attn.q"),
+    ("blocks.{i}.attn1.to_k", "blocks.{i}.self_attn.k"),
+    ("blocks.{i}.attn1.to_v", "blocks.{i}.self_attn.v"),
+    ("blocks.{i}.attn1.to_out.0", "blocks.{i}.self_attn.o"),
+    ("blocks.{i}.attn2.to_q", "blocks.{i}.cross_attn.q"),
+    ("blocks.{i}.attn2.to_k", "blocks.{i}.cross_attn.k"),
+    ("blocks.{i}.attn2.to_v", "blocks.{i}.cross_attn.v"),
+    ("blocks.{i}.attn2.to_out.0", "blocks.{i}.cross_attn.o"),
+    ("blocks.{i}.attn2.add_k_proj", "blocks.{i}.cross_attn.k_img"),
+    ("blocks.{i}.attn2.add_v_proj", "blocks.{i}.cross_attn.v_img"),
+    ("blocks.{i}.ffn.net.0.proj", "blocks.{i}.ffn.0"),
+    ("blocks.{i}.ffn.net.2", "blocks.{i}.ffn.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
+    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
+    ("proj_out", "head.head"),
 )
+DIFFUSERS_WAN_RENAMES = prefix_rules(DIFFUSERS_WAN_NAMES, whole=True)
 
 # guessing what a file holds: (component, keys that identify it)
 COMPONENT_SIGNATURES = (

@@ -49,7 +49,7 @@ STEADYDANCER_ONLY_PREFIXES = ("patch_embedding_fuse.", "patch_embedding_ref_c.",
                               "condition_embedding_temporal.", "condition_embedding_align.")
 WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"
 # a single safetensors file may state what shapes cannot tell (num_heads, text_len, eps) as JSON in its metadata
-DIT_CONFIG_METADATA_KEY = "config"
+DIT_CONFIG_METADATA_KEY = "steadydancer_config"
 
 # Name tables are (file-layout prefix, official prefix) pairs; the key's last part (weight, scale_weight...) is
 # kept. Placeholders: {i} a block index, {qkvo} a projection letter. ``prefix_rules`` turns a table into

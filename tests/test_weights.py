@@ -283,15 +283,17 @@ def test_dit_sharded_official_dir(tmp_path, tiny_dit):
 
 
 def test_dit_single_file_metadata_states_num_heads(tmp_path, tiny_dit):
+    from steadydancer_core.weights import DIT_CONFIG_METADATA_KEY as KEY
+
     sd, inputs, ref = tiny_dit
     fp16 = {k: v.half() for k, v in sd.items()}
-    save_file(fp16, tmp_path / "four_heads.safetensors", metadata={"config": json.dumps({"num_heads": 4})})
+    save_file(fp16, tmp_path / "four_heads.safetensors", metadata={KEY: json.dumps({"num_heads": 4})})
     model = load_dit(tmp_path / "four_heads.safetensors", dtype=torch.float32)
     assert model.config.num_heads == 4 and model.config.head_dim == 64     # not the dim // 128 default
-    save_file(fp16, tmp_path / "bad.safetensors", metadata={"config": "{num_heads: 4"})
-    with pytest.raises(WeightFileError, match="metadata 'config'.*not valid JSON"):
+    save_file(fp16, tmp_path / "bad.safetensors", metadata={KEY: "{num_heads: 4"})
+    with pytest.raises(WeightFileError, match="metadata 'steadydancer_config'.*not valid JSON"):
         load_dit(tmp_path / "bad.safetensors")
-    save_file(fp16, tmp_path / "odd.safetensors", metadata={"config": json.dumps({"num_heads": 3})})
+    save_file(fp16, tmp_path / "odd.safetensors", metadata={KEY: json.dumps({"num_heads": 3})})
     with pytest.raises(WeightFileError, match="not divisible by num_heads 3"):
         load_dit(tmp_path / "odd.safetensors")
 

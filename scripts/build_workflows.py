@@ -213,11 +213,16 @@ def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
     return sampler
 
 
-def _decode_save(g: Graph, model: int, sampler: int, extract: int, prefix: str) -> int:
+def _decode(g: Graph, model: int, sampler: int, extract: int) -> int:
     decode = g.add("DecodeVideo", (1520, 0))
     g.link(model, "model", decode, "model")
     g.link(sampler, "latent", decode, "latent")
     g.link(extract, "fps", decode, "fps")
+    return decode
+
+
+def _decode_save(g: Graph, model: int, sampler: int, extract: int, prefix: str) -> int:
+    decode = _decode(g, model, sampler, extract)
     save = g.add("SaveVideo", (1900, 0), filename_prefix=prefix, format="auto", codec="auto")
     g.link(decode, "video", save, "video")
     return decode
@@ -242,10 +247,7 @@ def long_video(schemas) -> Graph:
                   clip_vision_name=CLIP_VISION, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
                        length=0, color_correction=1.0)
-    decode = g.add("DecodeVideo", (1520, 0))
-    g.link(model, "model", decode, "model")
-    g.link(sampler, "latent", decode, "latent")
-    g.link(extract, "fps", decode, "fps")
+    decode = _decode(g, model, sampler, extract)
     create = g.add("CreateVideo", (1900, 0), fps=24.0)
     g.link(decode, "frames", create, "images")
     g.link(extract, "fps", create, "fps")

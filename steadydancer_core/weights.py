@@ -362,9 +362,11 @@ def _stated_config(path: Path, sd: LazyStateDict) -> dict:
     try:
         stated = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise WeightFileError(f"{where} is not valid JSON: {exc}") from exc
+        raise WeightFileError(f"{where} is not valid JSON: {exc}; fix or remove it (without it the config is "
+                              "inferred from the tensor shapes)") from exc
     if not isinstance(stated, dict):
-        raise WeightFileError(f"{where} must be a JSON object, got {type(stated).__name__}")
+        raise WeightFileError(f"{where} must be a JSON object such as {{\"num_heads\": 40}}, got "
+                              f"{type(stated).__name__}")
     return stated
 
 

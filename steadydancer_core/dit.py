@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .attention import attention, check_backend
 from .config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
+from .fused_linear import GeluMLP, Linear, linear_gelu
 from .pose_modules import FAAU, SSAR, build_tmcm
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -66,13 +67,18 @@ def rope_tables(grid: tuple[int, int, int], pairs: tuple[int, int, int], device:
     return torch.cos(angles).float(), torch.sin(angles).float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs (x[2j], x[2j+1]) of x [B, L, H, D] by the tables [L, 1, D/2]; in fp32."""
-    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.empty(*a.shape, 2, dtype=a.dtype, device=a.device)
-    torch.mul(a, cos, out=out[..., 0]).addcmul_(b, sin, value=-1)
-    torch.mul(a, sin, out=out[..., 1]).addcmul_(b, cos)
-    return out.flatten(-2).to(x.dtype)
+def apply_rope(x: torch.Tensor, cos_pairs: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs (x[2j], x[2j+1]) of x [B, L, H, D] by angle_j; in fp32.
+
+    cos_pairs [L, 1, D]: cos(angle_j) at both channels of pair j; sin [L, 1, D/2] (see ``rope_tables``).
+    out[2j] = x[2j] cos - x[2j+1] sin, out[2j+1] = x[2j+1] cos + x[2j] sin.
+    """
+    x32 = x.float()
+    out = x32 * cos_pairs
+    pairs, out_pairs = x32.unflatten(-1, (-1, 2)), out.unflatten(-1, (-1, 2))
+    out_pairs[..., 0].addcmul_(pairs[..., 1], sin, value=-1)
+    out_pairs[..., 1].addcmul_(pairs[..., 0], sin)
+    return out.to(x.dtype)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -80,14 +86,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype) * weight
 
 
-def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm without affine parameters, in fp32."""
-    return F.layer_norm(x.float(), x.shape[-1:], eps=eps)
+def norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """adaLN in fp32: LayerNorm(x) * (1 + scale) + shift; x [B, L, D], shift / scale [B or 1, 1, D].
 
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: x * (1 + scale) + shift (one fused multiply-add)."""
-    return torch.addcmul(shift, x, 1 + scale)
+    When one modulation serves the whole batch (one timestep for every sample) it is the LayerNorm's own affine,
+    a single pass over x.
+    """
+    x = x.float()
+    if shift.shape[0] == 1:
+        return F.layer_norm(x, x.shape[-1:], (1 + scale).flatten(), shift.flatten(), eps)
+    return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=eps), 1 + scale)
 
 
 class RMSNorm(nn.Module):
@@ -105,28 +113,29 @@ class RMSNorm(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with RMS-normalised q/k and 3-axis rotary embedding.
 
-    forward(x [B, L, D] (compute dtype), rope (cos, sin) [L, 1, head_dim/2], keep) -> [B, keep or L, D].
+    forward(x [B, L, D] (compute dtype), rope (cos_pairs [L, 1, head_dim], sin [L, 1, head_dim/2]), keep)
+    -> [B, keep or L, D].
     ``keep``: only the first ``keep`` tokens are queried (keys and values still see all L tokens).
     """
 
     def __init__(self, config: DiTConfig, backend: str):
         super().__init__()
         dim, self.heads, self.backend = config.dim, config.num_heads, backend
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.k = Linear(dim, dim)
+        self.v = Linear(dim, dim)
+        self.o = Linear(dim, dim)
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
 
     def forward(self, x, rope, keep=None):
-        cos, sin = rope
+        cos_pairs, sin = rope
         xq = x if keep is None else x[:, :keep]
         q = self.norm_q(self.q(xq)).unflatten(-1, (self.heads, -1))
         k = self.norm_k(self.k(x)).unflatten(-1, (self.heads, -1))
         v = self.v(x).unflatten(-1, (self.heads, -1))
-        q = apply_rope(q, cos[:q.shape[1]], sin[:q.shape[1]])
-        k = apply_rope(k, cos, sin)
+        q = apply_rope(q, cos_pairs[:q.shape[1]], sin[:q.shape[1]])
+        k = apply_rope(k, cos_pairs, sin)
         return self.o(attention(q, k, v, self.backend).flatten(2))
 
 
@@ -142,12 +151,12 @@ class I2VCrossAttention(nn.Module):
         super().__init__()
         dim, self.heads, self.backend = config.dim, config.num_heads, backend
         self.clip_tokens = config.clip_tokens
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.k_img = nn.Linear(dim, dim)
-        self.v_img = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.k = Linear(dim, dim)
+        self.v = Linear(dim, dim)
+        self.o = Linear(dim, dim)
+        self.k_img = Linear(dim, dim)
+        self.v_img = Linear(dim, dim)
         norm = (lambda: RMSNorm(dim, config.eps)) if config.qk_norm else nn.Identity
         self.norm_q, self.norm_k, self.norm_k_img = norm(), norm(), norm()
 
@@ -159,7 +168,7 @@ class I2VCrossAttention(nn.Module):
         v_img = self.v_img(image).unflatten(-1, split)
         k = self.norm_k(self.k(text)).unflatten(-1, split)
         v = self.v(text).unflatten(-1, split)
-        out = attention(q, k_img, v_img, self.backend) + self._text_attention(q, k, v, text_pad)
+        out = attention(q, k_img, v_img, self.backend).add_(self._text_attention(q, k, v, text_pad))
         return self.o(out.flatten(2))
 
     def _text_attention(self, q, k, v, pad):
@@ -181,7 +190,7 @@ class I2VCrossAttention(nn.Module):
 class WanBlock(nn.Module):
     """Wan 2.1 block: adaLN self-attention, (LayerNorm) cross-attention, adaLN GELU-tanh FFN; 6-way modulation.
 
-    forward(x [B, L, D] fp32 residual, e [B, 6, D] fp32 time projection, rope, context [B, Lc, D] (compute
+    forward(x [B, L, D] fp32 residual, e [B or 1, 6, D] fp32 time projection, rope, context [B, Lc, D] (compute
     dtype), text_pad, keep) -> [B, keep or L, D] fp32.
     """
 
@@ -191,20 +200,19 @@ class WanBlock(nn.Module):
         self.self_attn = SelfAttention(config, backend)
         self.norm3 = nn.LayerNorm(dim, eps=config.eps) if config.cross_attn_norm else nn.Identity()
         self.cross_attn = I2VCrossAttention(config, backend)
-        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"),
-                                 nn.Linear(config.ffn_dim, dim))
+        self.ffn = GeluMLP(dim, config.ffn_dim, dim, approximate="tanh")
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
     def forward(self, x, e, rope, context, text_pad=0, keep=None):
         dtype = context.dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
-        h = modulate(layer_norm(x, self.eps), shift1, scale1).to(dtype)
+        h = norm_modulate(x, shift1, scale1, self.eps).to(dtype)
         attn = self.self_attn(h, rope, keep)
         if keep is not None:
             x = x[:, :keep]
         x = torch.addcmul(x, attn.float(), gate1)
         x = x + self.cross_attn(self._norm3(x).to(dtype), context, text_pad).float()
-        h = modulate(layer_norm(x, self.eps), shift2, scale2).to(dtype)
+        h = norm_modulate(x, shift2, scale2, self.eps).to(dtype)
         return torch.addcmul(x, self.ffn(h).float(), gate2)
 
     def _norm3(self, x):
@@ -220,13 +228,13 @@ class Head(nn.Module):
     def __init__(self, config: DiTConfig):
         super().__init__()
         dim, self.eps = config.dim, config.eps
-        self.head = nn.Linear(dim, math.prod(config.patch_size) * config.out_dim)
+        self.head = Linear(dim, math.prod(config.patch_size) * config.out_dim)
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
 
     def forward(self, x, e, dtype):
-        """x [B, L, D] fp32, e [B, D] fp32 -> [B, L, prod(patch) * out_dim] in ``dtype``."""
+        """x [B, L, D] fp32, e [B or 1, D] fp32 -> [B, L, prod(patch) * out_dim] in ``dtype``."""
         shift, scale = (self.modulation.float() + e[:, None]).unsqueeze(2).unbind(1)
-        return self.head(modulate(layer_norm(x, self.eps), shift, scale).to(dtype))
+        return self.head(norm_modulate(x, shift, scale, self.eps).to(dtype))
 
 
 class MLPProj(nn.Module):
@@ -234,11 +242,12 @@ class MLPProj(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
-                                  nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), Linear(in_dim, in_dim), nn.GELU(),
+                                  Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
 
     def forward(self, x):
-        return self.proj(x)
+        norm_in, fc1, act, fc2, norm_out = self.proj
+        return norm_out(fc2(linear_gelu(fc1, act, norm_in(x))))
 
 
 # --- the model ------------------------------------------------------------------------------------------------
@@ -246,8 +255,8 @@ class MLPProj(nn.Module):
 class SteadyDancerDiT(nn.Module):
     """SteadyDancer-14B denoiser (Wan 2.1 I2V + condition reconciliation + pose modulation modules).
 
-    Built from plain nn.Linear / nn.Conv / norm modules so loaders can swap linears for quantised ones;
-    ``blocks`` is an nn.ModuleList whose blocks are called through ``__call__`` (offload hooks them).
+    Built from nn.Linear (``fused_linear.Linear``: bias and GELU fused on CPU) / nn.Conv / norm modules, so loaders
+    can swap linears for quantised ones; ``blocks`` is an nn.ModuleList whose blocks are called through ``__call__`` (offload hooks them).
     The model never moves itself between devices.
     """
 
@@ -267,10 +276,9 @@ class SteadyDancerDiT(nn.Module):
         self.condition_embedding_temporal = build_tmcm(cc)
         self.condition_embedding_align = FAAU(cc, c.out_dim, c.align_hidden, c.align_heads)
         # Wan 2.1 I2V embeddings, blocks, head
-        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"),
-                                            nn.Linear(c.dim, c.dim))
-        self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
+        self.text_embedding = GeluMLP(c.text_dim, c.dim, c.dim, approximate="tanh")
+        self.time_embedding = nn.Sequential(Linear(c.freq_dim, c.dim), nn.SiLU(), Linear(c.dim, c.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(c.dim, 6 * c.dim))
         self.blocks = nn.ModuleList([WanBlock(c, attention_backend) for _ in range(c.num_layers)])
         self.head = Head(c)
         self.img_emb = MLPProj(c.clip_dim, c.dim)
@@ -292,7 +300,7 @@ class SteadyDancerDiT(nn.Module):
     def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
         """Predict the flow (velocity) for a batch.
 
-        x [B, 16, F, h, w] noisy latent; t [B] (or [1]) timesteps 0..1000; context [B, L, text_dim] umT5
+        x [B, 16, F, h, w] noisy latent; t [B] timesteps 0..1000, or [1] (one for the whole batch: cheaper); context [B, L, text_dim] umT5
         embedding, L <= text_len, zero rows as padding (or a list of [L_i, text_dim]); y [B, 20, F, h, w] (4 mask
         + 16 image-latent channels); condition [B, 16, F, h, w] pose latent; ref_x [B, 36, 1, h, w] reference
         image; ref_c [B, >=16, 1, h, w] first pose (first 16 channels used); clip_fea_x / clip_fea_c
@@ -318,7 +326,7 @@ class SteadyDancerDiT(nn.Module):
         grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2).contiguous().float()         # [B, L, D] residual stream
 
-        # 3. time: e modulates the head, e6 the blocks
+        # 3. time: e modulates the head, e6 the blocks ([1, ...] when one timestep serves the batch)
         e = self.time_embedding(timestep_embedding(t, cfg.freq_dim).to(dtype))
         e6 = self.time_projection(e).unflatten(1, (6, cfg.dim)).float()
 
@@ -328,7 +336,8 @@ class SteadyDancerDiT(nn.Module):
         context = torch.cat([clip[:b] + clip[b:], text], dim=1)
 
         # 5. blocks; the last one computes only the tokens that are returned (the first F frames)
-        rope = rope_tables(grid, cfg.rope_pairs, tokens.device)
+        cos, sin = rope_tables(grid, cfg.rope_pairs, tokens.device)
+        rope = (cos.repeat_interleave(2, dim=-1), sin)
         keep = (frames // cfg.patch_size[0]) * grid[1] * grid[2]
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
@@ -393,8 +402,6 @@ class SteadyDancerDiT(nn.Module):
             raise ValueError(f"text context has {context.shape[1]} tokens, more than text_len {cfg.text_len}; "
                              "shorten the prompt")
         t = torch.as_tensor(t, device=x.device).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(b)
-        if t.numel() != b:
-            raise ValueError(f"t must have one timestep per sample ({b}), got {t.numel()}")
+        if t.numel() not in (1, b):
+            raise ValueError(f"t must be one timestep for the batch or one per sample ({b}), got {t.numel()}")
         return t

@@ -94,7 +94,7 @@ def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int
     fp32 = 4 * config.dim                                         # one float32 row (the residual stream)
     attention = fp32 + 3 * b * config.dim + 3 * fp32
     ffn = 2 * fp32 + b * config.dim + 2 * b * config.ffn_dim
-    rope = 2 * 4 * (config.head_dim // 2)                          # fp32 cos and sin tables
+    rope = 3 * 4 * (config.head_dim // 2)                          # fp32 cos (per channel) and sin tables
     per_token = (max(attention, ffn) + rope) * OFFLOAD_ACTIVATION_SAFETY
     context = (config.clip_tokens + config.text_len) * config.dim * b * 6   # embedded context, k and v
     per_pass = dit_tokens(config, width, height, frames) * per_token + context

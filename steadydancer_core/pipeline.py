@@ -245,7 +245,7 @@ def _make_predictor(model, refs: cond.ReferenceConditions, y, condition, conditi
         b = len(passes)
         return model.dit(
             latent[None].expand(b, *latent.shape),
-            torch.full((b,), t, dtype=torch.long, device=device),
+            torch.tensor([t], dtype=torch.long, device=device),          # one timestep for every pass
             [contexts[p] for p in passes],
             y[None].expand(b, *y.shape),
             torch.stack([conditions[p] for p in passes]),

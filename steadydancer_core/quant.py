@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fused_linear import Linear
 from .gguf_codecs import GGUFTensor, dequantize_gguf, logical_shape, storage_type
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -33,6 +34,9 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 CONSUMED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
 SCALED_FP8_MARKER = "scaled_fp8"
+# layers a packed weight may replace (not subclasses such as MultiheadAttention.out_proj, whose weight is read
+# directly by its owner)
+SWAPPABLE_LINEARS = (nn.Linear, Linear)
 QUANT_METADATA_KEY = "_quantization_metadata"    # safetensors header entry: {"layers": {name: {"format": ...}}}
 COMFY_QUANT_FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
 
@@ -278,7 +282,7 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
                          strict: bool = True, what: str = "model") -> nn.Module:
     """Fill ``module`` from ``sd`` (name -> tensor; may be a lazy mapping that reads tensors on access).
 
-    Floating tensors become ``compute_dtype``; an exact ``nn.Linear`` whose stored weight is fp8 or GGUF becomes a
+    Floating tensors become ``compute_dtype``; an ``nn.Linear`` (exactly, or the fused ``Linear``) whose stored weight is fp8 or GGUF becomes a
     ``PackedLinear`` (weight kept packed, bias in ``compute_dtype``); other fp8/GGUF tensors are dequantised.
     Tensors are read one at a time, so peak memory is the model plus one tensor. Returns ``module``.
     Raises ``StateDictMismatchError`` listing missing / unexpected keys and shape mismatches.
@@ -295,7 +299,7 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
         owner = modules[owner_name]
         scale = sd[scales[name]] if name in scales else None
         tensor = sd[name]
-        if type(owner) is nn.Linear and leaf == "weight" and is_packed(tensor):
+        if type(owner) in SWAPPABLE_LINEARS and leaf == "weight" and is_packed(tensor):
             bias_name = f"{owner_name}.bias" if owner_name else "bias"
             bias = _cast(sd[bias_name], compute_dtype, None) if owner.bias is not None and bias_name in keys else None
             packed = PackedLinear(tensor, bias, scale)

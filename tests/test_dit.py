@@ -155,6 +155,29 @@ def test_dit_batch_equals_single_calls():
             torch.testing.assert_close(batched[i:i + 1], model(**single), atol=2e-5, rtol=1e-5)
 
 
+def test_dit_one_timestep_for_the_batch_equals_one_per_sample():
+    """t [1] (the cheaper shared modulation) == the same timestep given per sample."""
+    model = tiny_model()
+    inputs = tiny_inputs(model.config, batch=2)
+    with torch.no_grad():
+        shared = model(**dict(inputs, t=torch.tensor([417])))
+        per_sample = model(**dict(inputs, t=torch.tensor([417, 417])))
+    torch.testing.assert_close(shared, per_sample, atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one timestep for the batch or one per sample"):
+        model(**dict(inputs, t=torch.tensor([1, 2, 3])))
+
+
+def test_dit_fused_cpu_linears_match_plain_linears(monkeypatch):
+    from steadydancer_core import fused_linear
+    model = tiny_model()
+    inputs = tiny_inputs(model.config, batch=2)
+    with torch.no_grad():
+        fused = model(**inputs)
+        monkeypatch.setattr(fused_linear, "ONEDNN_ENABLED", False)
+        plain = model(**inputs)
+    torch.testing.assert_close(fused, plain, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_dit_text_padding_equals_explicit_zero_rows(dtype):
     """Short context == context zero-padded to text_len (official: padding is embedded and attended)."""
@@ -204,7 +227,7 @@ def test_rope_matches_complex_rotation():
     grid, pairs = (3, 2, 4), (6, 5, 5)
     cos, sin = rope_tables(grid, pairs, torch.device("cpu"))
     x = torch.randn(2, 24, 3, 32, dtype=torch.float64)
-    ours = apply_rope(x, cos.double(), sin.double())
+    ours = apply_rope(x, cos.double().repeat_interleave(2, dim=-1), sin.double())
     f, h, w = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in grid), indexing="ij")
     angles = torch.cat([pos.reshape(-1, 1) * 10000.0 ** (-torch.arange(n, dtype=torch.float64) / n)
                         for pos, n in zip((f, h, w), pairs)], dim=1)

@@ -162,10 +162,13 @@ class _MeanVAE:
 
 
 class _ToyDiT(torch.nn.Module):
-    """Stub DiT returning the fixture's three toy predictions, chosen from the context / condition markers."""
+    """Stub DiT returning the fixture's three toy predictions, chosen from the context / condition markers.
+
+    Like the real DiT it takes one timestep per sample or one for the whole batch."""
 
     def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
         out = []
+        t = t.expand(x.shape[0]) if t.numel() == 1 else t
         for i in range(x.shape[0]):
             ti = float(t[i])
             if float(context[i].mean()) < 0:

@@ -1,0 +1,86 @@
+"""Linear layers whose bias and activation ride on the matrix multiply where the CPU allows it.
+
+``linear(x, weight, bias, activation)`` is ``act(F.linear(x, weight, bias))``. For float32 inference on x86 CPUs
+with oneDNN (every x86 PyTorch wheel) it is one call to oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``,
+the kernel PyTorch's own compiler emits for CPU linears): the bias and the GELU are applied to each output tile
+while it is still in cache instead of in extra passes over the output, and oneDNN's kernels are at least as fast as
+the BLAS ``addmm`` path on current x86 CPUs. The result equals ``F.linear`` up to float32 summation order.
+Everywhere else (GPU, half precision, autograd, other CPUs) it is exactly ``F.linear`` followed by the activation.
+
+``Linear`` is ``nn.Linear`` computed this way (same parameters, same state-dict keys, still an ``nn.Linear`` for
+loaders that swap layers); ``GeluMLP`` is the ``Linear -> GELU -> Linear`` stack of the upstream text embedding and
+feed-forward layers, state-dict keys ``0.*`` / ``2.*`` as upstream.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# activation name -> (oneDNN post-op, oneDNN algorithm, F.gelu approximate)
+ACTIVATIONS = {"gelu": ("gelu", "none", "none"), "gelu_tanh": ("gelu", "tanh", "tanh")}
+
+# Set to False to compute every layer with F.linear (for comparisons); read at call time.
+ONEDNN_ENABLED = True
+
+
+@functools.cache
+def onednn_linear_available() -> bool:
+    """oneDNN's fused linear exists in this PyTorch build and the CPU is x86 with AVX2 or AVX-512."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    return (ONEDNN_ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.is_contiguous()
+            and (bias is None or bias.dtype == torch.float32)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and onednn_linear_available())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           activation: str | None = None) -> torch.Tensor:
+    """act(x @ weight^T + bias): x [..., in], weight [out, in], bias [out] -> [..., out].
+
+    ``activation``: None, ``"gelu"`` (exact, erf) or ``"gelu_tanh"``.
+    """
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)} or None")
+    if _use_onednn(x, weight, bias):
+        post_op, algorithm = ACTIVATIONS[activation][:2] if activation else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post_op, [], algorithm)
+    out = F.linear(x, weight, bias)
+    return out if activation is None else F.gelu(out, approximate=ACTIVATIONS[activation][2])
+
+
+def gelu_name(module: nn.GELU) -> str:
+    """``linear`` activation name of an ``nn.GELU`` module."""
+    return "gelu_tanh" if module.approximate == "tanh" else "gelu"
+
+
+def linear_gelu(layer: nn.Module, act: nn.GELU, x: torch.Tensor) -> torch.Tensor:
+    """``act(layer(x))``, fused into one call when ``layer`` is a plain ``Linear`` (not a swapped-in packed layer)."""
+    if type(layer) is Linear:
+        return linear(x, layer.weight, layer.bias, gelu_name(act))
+    return act(layer(x))
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` computed by ``linear`` (identical parameters and state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class GeluMLP(nn.Sequential):
+    """Linear -> GELU -> Linear; x [..., in_dim] -> [..., out_dim]. The first linear and the GELU are fused."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, approximate: str = "none"):
+        super().__init__(Linear(in_dim, hidden_dim), nn.GELU(approximate=approximate), Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, act, fc2 = self
+        return fc2(linear_gelu(fc1, act, x))

@@ -9,8 +9,12 @@ neutralised, as in the reference fixtures) and the ratio ours / official is repo
 GPU (only when CUDA exists): the full 40-layer dim-5120 model with random bf16 weights at 832x480x81 frames
 (latent 21x60x104): seconds per forward, peak memory and achieved TFLOP/s.
 
+With ``--breakdown`` each CPU forward is also profiled once: the time spent in matrix products (linears, convolutions,
+attention kernels) is reported apart from everything else (norms, rotary, elementwise, copies, Python), which shows
+how close each implementation is to its arithmetic floor.
+
 Writes benchmarks/results/dit_cpu.json (and dit_gpu.json on a GPU).
-    python benchmarks/bench_dit.py [--official /path/to/SteadyDancer] [--repeats 5] [--threads N]
+    python benchmarks/bench_dit.py [--official /path/to/SteadyDancer] [--repeats 5] [--threads N] [--breakdown]
 """
 from __future__ import annotations
 
@@ -143,6 +147,25 @@ def official_forward(model, inputs):
 
 # --- CPU benchmark --------------------------------------------------------------------------------------------
 
+# profiler op names counted as matrix products (the arithmetic a faithful forward cannot avoid)
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise",
+              "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::mkldnn_convolution",
+              "aten::slow_conv3d_forward", "aten::_convolution")
+
+
+def breakdown(fn, repeats=3) -> dict:
+    """Profile ``fn``: seconds per call in matrix products vs the rest (self CPU time over all threads / wall)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        wall = (time.perf_counter() - start) / repeats
+    matmul = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6 / repeats
+    return dict(profiled_seconds=wall, matmul_seconds=matmul, other_seconds=wall - matmul)
+
+
 def bench_cpu(args):
     config = DiTConfig(**MID_CONFIG)
     model = SteadyDancerDiT(config).eval()
@@ -169,6 +192,12 @@ def bench_cpu(args):
                             all_seconds=wall, all_cpu_seconds=cpu)
         print(f"{name}: {statistics.median(wall):.4f} s wall (median of {args.repeats}, min {min(wall):.4f}), "
               f"{statistics.median(cpu):.4f} s CPU, {result['threads']} threads")
+    if args.breakdown:
+        with torch.inference_mode():
+            for name, fn in fns.items():
+                result[name]["breakdown"] = split = breakdown(fn)
+                print(f"{name} (profiled): {split['profiled_seconds']:.4f} s = matrix products "
+                      f"{split['matmul_seconds']:.4f} s + other {split['other_seconds']:.4f} s")
     if args.official:
         ours, official = result["ours"], result["official"]
         diff = outputs["official"].double() - outputs["ours"][0].double()
@@ -242,6 +271,8 @@ def main(argv=None):
     parser.add_argument("--official", help="path of an official SteadyDancer checkout to time against")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="profile the CPU forwards: time in matrix products vs the rest")
     parser.add_argument("--gpu-repeats", type=int, default=2)
     parser.add_argument("--attention", default="sdpa", help="attention backend for the GPU run")
     parser.add_argument("--skip-cpu", action="store_true")

@@ -36,6 +36,7 @@ def onednn_linear_available() -> bool:
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return (ONEDNN_ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.is_contiguous()
+            and weight.numel() > 0
             and (bias is None or bias.dtype == torch.float32)
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and onednn_linear_available())

@@ -47,6 +47,9 @@ def test_linear_falls_back_where_onednn_does_not_apply():
                                                          layer.bias.bfloat16())))
         strided = layer.weight.t().contiguous().t()            # non-contiguous weight
         torch.testing.assert_close(linear(x, strided), F.linear(x, strided))
+        empty = torch.zeros(4, 0)                              # no input features
+        torch.testing.assert_close(linear(torch.zeros(3, 0), empty, layer.bias), layer.bias.expand(3, 4))
+        assert linear(torch.zeros(0, 8), layer.weight).shape == (0, 4)
     with pytest.raises(ValueError, match="unknown activation"):
         linear(x, layer.weight, activation="relu")
 

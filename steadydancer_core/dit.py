@@ -303,9 +303,9 @@ class SteadyDancerDiT(nn.Module):
 
         x [B, 16, F, h, w] noisy latent; t [B] timesteps 0..1000, or [1] (one for the whole batch: cheaper);
         context [B, L, text_dim] umT5 embedding, L <= text_len, zero rows as padding (or a list of [L_i, text_dim]);
-        y [B, 20, F, h, w] (4 mask + 16 image-latent channels); condition [B, 16, F, h, w] pose latent; ref_x [B, 36, 1, h, w] reference
-        image; ref_c [B, >=16, 1, h, w] first pose (first 16 channels used); clip_fea_x / clip_fea_c
-        [B, clip_tokens, clip_dim] CLIP features of the photo / first pose.
+        y [B, 20, F, h, w] (4 mask + 16 image-latent channels); condition [B, 16, F, h, w] pose latent;
+        ref_x [B, 36, 1, h, w] reference image; ref_c [B, >=16, 1, h, w] first pose (first 16 channels used);
+        clip_fea_x / clip_fea_c [B, clip_tokens, clip_dim] CLIP features of the photo / first pose.
         Returns [B, out_dim, F, h, w] in ``compute_dtype``.
         """
         cfg, dtype = self.config, self.compute_dtype

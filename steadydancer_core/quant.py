@@ -282,8 +282,9 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
                          strict: bool = True, what: str = "model") -> nn.Module:
     """Fill ``module`` from ``sd`` (name -> tensor; may be a lazy mapping that reads tensors on access).
 
-    Floating tensors become ``compute_dtype``; an ``nn.Linear`` (exactly, or the fused ``Linear``) whose stored weight is fp8 or GGUF becomes a
-    ``PackedLinear`` (weight kept packed, bias in ``compute_dtype``); other fp8/GGUF tensors are dequantised.
+    Floating tensors become ``compute_dtype``; an ``nn.Linear`` (exactly, or the fused ``Linear``) whose stored
+    weight is fp8 or GGUF becomes a ``PackedLinear`` (weight kept packed, bias in ``compute_dtype``); other fp8/GGUF
+    tensors are dequantised.
     Tensors are read one at a time, so peak memory is the model plus one tensor. Returns ``module``.
     Raises ``StateDictMismatchError`` listing missing / unexpected keys and shape mismatches.
     """

@@ -221,6 +221,11 @@ def _decode(g: Graph, model: int, sampler: int, extract: int) -> int:
     return decode
 
 
+def _loader(g: Graph, **widgets) -> int:
+    """LoadSteadyDancerModel with the shared VAE and CLIP vision files; the rest of its widgets from ``widgets``."""
+    return g.add("LoadSteadyDancerModel", (760, 0), vae_name=VAE, clip_vision_name=CLIP_VISION, **widgets)
+
+
 def _decode_save(g: Graph, model: int, sampler: int, extract: int, prefix: str) -> int:
     decode = _decode(g, model, sampler, extract)
     save = g.add("SaveVideo", (1900, 0), filename_prefix=prefix, format="auto", codec="auto")
@@ -232,8 +237,7 @@ def basic_dance(schemas) -> Graph:
     """Eight nodes: photo + driving video -> poses -> SteadyDancer -> mp4."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, via_images=False)
-    model = g.add("LoadSteadyDancerModel", (760, 0), dit_name=DIT_FP16, vae_name=VAE, t5_name=T5_FP16,
-                  clip_vision_name=CLIP_VISION, lora_name="None")
+    model = _loader(g, dit_name=DIT_FP16, t5_name=T5_FP16, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.")
     _decode_save(g, model, sampler, extract, "steadydancer/dance")
     return g
@@ -243,8 +247,7 @@ def long_video(schemas) -> Graph:
     """Every driving frame, generated in overlapping segments; the driving video's audio is kept."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, via_images=True)
-    model = g.add("LoadSteadyDancerModel", (760, 0), dit_name=DIT_FP16, vae_name=VAE, t5_name=T5_FP16,
-                  clip_vision_name=CLIP_VISION, lora_name="None")
+    model = _loader(g, dit_name=DIT_FP16, t5_name=T5_FP16, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
                        length=0, color_correction=1.0)
     decode = _decode(g, model, sampler, extract)
@@ -262,9 +265,8 @@ def low_vram_24gb(schemas) -> Graph:
     """24 GB cards: fp8 DiT and umT5, 20 blocks swapped, 4-step distill LoRA (no text CFG), 832x480."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, via_images=False)
-    model = g.add("LoadSteadyDancerModel", (760, 0), dit_name=DIT_FP8, vae_name=VAE, t5_name=T5_FP8,
-                  clip_vision_name=CLIP_VISION, offload="block_swap", blocks_to_swap=20,
-                  lora_name=DISTILL_LORA, lora_strength=1.0)
+    model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, offload="block_swap", blocks_to_swap=20,
+                    lora_name=DISTILL_LORA, lora_strength=1.0)
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
                        steps=4, text_cfg=1.0, pose_cfg=1.0, shift=5.0, solver="euler", max_area=AREA_480P)
     _decode_save(g, model, sampler, extract, "steadydancer/dance_24gb")

@@ -27,11 +27,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steadydancer_core.config import DiTConfig, VAEConfig  # noqa: E402
-from steadydancer_core.dit import SteadyDancerDiT  # noqa: E402
-from steadydancer_core.memory_plan import dit_tokens, plan_memory  # noqa: E402
-from steadydancer_core.offload import Offloader, module_bytes  # noqa: E402
-from steadydancer_core.quant import empty_init, load_state_dict_into  # noqa: E402
+from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into  # noqa: E402
+from steadydancer_core.models.dit import SteadyDancerDiT  # noqa: E402
+from steadydancer_core.models.dit_config import DiTConfig
+from steadydancer_core.models.vae_config import VAEConfig  # noqa: E402
+from steadydancer_core.runtime.memory_plan import plan_memory  # noqa: E402
+from steadydancer_core.runtime.offload import Offloader
+from steadydancer_core.runtime.sizes import (
+    dit_tokens,
+    module_bytes,  # noqa: E402
+)
 
 GIB = 1 << 30
 GB = 1e9
@@ -241,7 +246,7 @@ def main(argv=None) -> int:
     results["block_swap"] = swap
 
     # 3. VAE decode, DiT still placed
-    from steadydancer_core.vae import WanVAE
+    from steadydancer_core.models.vae import WanVAE
 
     with empty_init():
         vae = WanVAE(vae_config)

@@ -1,4 +1,4 @@
-"""LoadSteadyDancerModel and SteadyDancerLoRA: pick the model files, one call into ``steadydancer_core.bundle``."""
+"""LoadSteadyDancerModel and SteadyDancerLoRA: pick the model files, one call into ``steadydancer_core.runtime.bundle``."""
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
@@ -10,7 +10,7 @@ OFFLOAD_MODES = ["auto", "all_resident", "block_swap"]
 
 
 def _attention_choices() -> list[str]:
-    from ..steadydancer_core.attention import BACKENDS
+    from ..steadydancer_core.models.attention import BACKENDS
 
     return list(BACKENDS)
 
@@ -90,7 +90,7 @@ class LoadSteadyDancerModel:
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
              max_vram_gb, lora_name, lora_strength, loras=None):
-        from ..steadydancer_core import bundle
+        from ..steadydancer_core.runtime import bundle
 
         stack = _lora_entries(lora_name, lora_strength, loras)
         paths = dict(

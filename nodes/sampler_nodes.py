@@ -1,4 +1,4 @@
-"""SteadyDancerSampler: photo + pose frames + prompt -> LATENT, one call into ``steadydancer_core.pipeline``.
+"""SteadyDancerSampler: photo + pose frames + prompt -> LATENT, one call into ``steadydancer_core.sampling.pipeline``.
 
 The LATENT dict it returns holds ComfyUI's ``samples`` ([1, 16, F, H/8, W/8], the first segment's latent for long
 videos) plus the keys in ``types.LATENT_KEYS``: ``steadydancer_result`` (the core GenerationResult DecodeVideo
@@ -6,8 +6,8 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 """
 from __future__ import annotations
 
+from ..steadydancer_core.sampling import defaults as core
 from . import comfy_bridge as bridge
-from ..steadydancer_core import config as core
 from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
 CATEGORY = "SteadyDancer"
@@ -78,7 +78,7 @@ class SteadyDancerSampler:
     def sample(self, model, photo, positive_pose, negative_pose, prompt, negative_prompt, steps, text_cfg, pose_cfg,
                pose_cfg_start, pose_cfg_end, shift, seed, solver, length, max_area, first_frame, segment_frames,
                segment_overlap, color_correction, sigmas=None, unique_id=None):
-        from ..steadydancer_core import pipeline
+        from ..steadydancer_core.sampling import pipeline
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")

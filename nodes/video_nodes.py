@@ -37,7 +37,7 @@ class DecodeVideo:
         }
 
     def decode(self, model, latent, tiling, tile_size, fps, unique_id=None):
-        from ..steadydancer_core import pipeline
+        from ..steadydancer_core.sampling import pipeline
 
         result = latent.get(LATENT_RESULT_KEY)
         if result is None:

@@ -21,9 +21,20 @@ import numpy as np
 import torch
 
 from . import video_io
-from .config import (DEFAULT_CONDITION_CFG_END, DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_GUIDE_SCALE,
-                     DEFAULT_FRAMES_PER_SEGMENT, DEFAULT_GUIDE_SCALE, DEFAULT_MAX_AREA, DEFAULT_SEGMENT_OVERLAP,
-                     DEFAULT_SHIFT, DEFAULT_SOLVER, DEFAULT_STEPS, FIRST_FRAME_MODES, SOLVERS)
+from .sampling.defaults import (
+    DEFAULT_CONDITION_CFG_END,
+    DEFAULT_CONDITION_CFG_START,
+    DEFAULT_CONDITION_GUIDE_SCALE,
+    DEFAULT_FRAMES_PER_SEGMENT,
+    DEFAULT_GUIDE_SCALE,
+    DEFAULT_MAX_AREA,
+    DEFAULT_SEGMENT_OVERLAP,
+    DEFAULT_SHIFT,
+    DEFAULT_SOLVER,
+    DEFAULT_STEPS,
+    FIRST_FRAME_MODES,
+    SOLVERS,
+)
 
 DEFAULT_FPS = 16.0                 # Wan 2.1 was trained on 16 fps clips
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -117,7 +128,7 @@ def _image_files(folder: Path) -> list:
 
 def load_pose_dir(folder: str | Path, size_hw: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(positive, negative or None) frames [T, H, W, 3] in [0, 1] from a pose folder, resized to ``size_hw``."""
-    from .conditioning import resize_like_pil
+    from .sampling.conditioning import resize_like_pil
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -140,7 +151,7 @@ def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, tor
     if not args.detector or not args.estimator:
         raise CLIError("--video needs --detector (yolox_l.onnx) and --estimator (dw-ll_ucoco_384.onnx); or pass "
                        "--pose-dir with already aligned pose frames")
-    from .conditioning import resize_like_pil
+    from .sampling.conditioning import resize_like_pil
 
     notices = []
     info = video_io.probe_video(args.video)
@@ -189,8 +200,8 @@ def run(args) -> Path:
     """Generate the video described by parsed ``args``; returns the output path."""
     from tqdm import tqdm
 
-    from .bundle import load_model
-    from .pipeline import GenerationSettings, generate
+    from .runtime.bundle import load_model
+    from .sampling.pipeline import GenerationSettings, generate
 
     photo = read_image(args.photo)
     notices = []

@@ -31,8 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLIPVisionConfig, DiTConfig, T5Config, VAEConfig
-from .weights import CLIP_QKV_OFFICIAL, CLIP_TO_HF, DIT_CONFIG_METADATA_KEY, T5_TO_COMFY, rename_key
+from .loading.key_names import (
+    CLIP_QKV_OFFICIAL,
+    CLIP_TO_HF,
+    DIT_CONFIG_METADATA_KEY,
+    T5_TO_COMFY,
+    rename_key,
+)
+from .models.dit_config import DiTConfig
+from .models.image_encoder_config import CLIPVisionConfig
+from .models.text_encoder_config import T5Config
+from .models.vae_config import VAEConfig
 
 # File names (identical to the real downloads; the bundled workflows reference them).
 DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
@@ -134,7 +143,7 @@ def tiny_configs() -> tuple[DiTConfig, VAEConfig, T5Config, CLIPVisionConfig]:
 
 
 def dit_state_dict(config: DiTConfig, seed: int) -> dict:
-    from .dit import SteadyDancerDiT
+    from .models.dit import SteadyDancerDiT
 
     torch.manual_seed(seed)
     return _randomise(SteadyDancerDiT(config), seed, scale=0.05)
@@ -159,7 +168,7 @@ def lora_state_dict(dit_sd: dict, rank: int, seed: int) -> dict:
 
 
 def vae_state_dict(config: VAEConfig, seed: int) -> dict:
-    from .vae import WanVAE
+    from .models.vae import WanVAE
 
     torch.manual_seed(seed)
     return _randomise(WanVAE(config), seed, scale=0.1)
@@ -178,8 +187,8 @@ def train_tokenizer(vocab_size: int = TOKENIZER_VOCAB) -> bytes:
 
 
 def t5_comfy_state_dict(config: T5Config, spiece: bytes, seed: int) -> dict:
-    from .text_encoder import UMT5Encoder
-    from .weights import t5_to_official
+    from .loading.key_names import t5_to_official
+    from .models.text_encoder import UMT5Encoder
 
     torch.manual_seed(seed)
     official = _randomise(UMT5Encoder(config), seed)
@@ -192,8 +201,8 @@ def t5_comfy_state_dict(config: T5Config, spiece: bytes, seed: int) -> dict:
 
 
 def clip_hf_state_dict(config: CLIPVisionConfig, seed: int) -> dict:
-    from .image_encoder import CLIPVisionTower
-    from .weights import clip_to_official
+    from .loading.key_names import clip_to_official
+    from .models.image_encoder import CLIPVisionTower
 
     torch.manual_seed(seed)
     tower = CLIPVisionTower(config)

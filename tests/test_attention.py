@@ -5,9 +5,14 @@ import math
 import pytest
 import torch
 
-from steadydancer_core.attention import AttentionBackendError, attention, available_backends, check_backend
-from steadydancer_core.config import DiTConfig
-from steadydancer_core.dit import SteadyDancerDiT
+from steadydancer_core.models.attention import (
+    AttentionBackendError,
+    attention,
+    available_backends,
+    check_backend,
+)
+from steadydancer_core.models.dit import SteadyDancerDiT
+from steadydancer_core.models.dit_config import DiTConfig
 
 
 def reference_attention(q, k, v, bias=None):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from steadydancer_core import cli, video_io
-from steadydancer_core.config import VAE_TEMPORAL_STRIDE
+from steadydancer_core.models.vae_config import VAE_TEMPORAL_STRIDE
 
 HAVE_PIPELINE = all(importlib.util.find_spec(m) is not None
-                    for m in ("steadydancer_core.pipeline", "steadydancer_core.bundle", "steadydancer_core.tiny_kit"))
+                    for m in ("steadydancer_core.sampling.pipeline", "steadydancer_core.runtime.bundle", "steadydancer_core.tiny_kit"))
 
 
 def _write_png(path, rgb):

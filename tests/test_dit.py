@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
+from conftest import fixture_file
 from safetensors.torch import load_file
 
-from conftest import fixture_file
-from steadydancer_core.config import DiTConfig
-from steadydancer_core.dit import SteadyDancerDiT, apply_rope, rope_tables
+from steadydancer_core.models.dit import SteadyDancerDiT, apply_rope, rope_tables
+from steadydancer_core.models.dit_config import DiTConfig
 
 FIXTURE = "steadydancer_dit"
 INPUTS = ("x", "t", "context", "y", "condition", "ref_x", "ref_c")
@@ -168,7 +168,7 @@ def test_dit_one_timestep_for_the_batch_equals_one_per_sample():
 
 
 def test_dit_fused_cpu_linears_match_plain_linears(monkeypatch):
-    from steadydancer_core import fused_linear
+    from steadydancer_core.models import fused_linear
     model = tiny_model()
     inputs = tiny_inputs(model.config, batch=2)
     with torch.no_grad():

@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from steadydancer_core import fused_linear
-from steadydancer_core.fused_linear import GeluMLP, Linear, linear
+from steadydancer_core.models import fused_linear
+from steadydancer_core.models.fused_linear import GeluMLP, Linear, linear
 
 
 @pytest.fixture(params=[True, False], ids=["onednn", "aten"])

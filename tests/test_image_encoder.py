@@ -4,11 +4,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fixture_file
 from safetensors.torch import load_file, save_file
 
-from conftest import fixture_file
-from steadydancer_core.config import CLIP_MEAN, CLIP_STD, CLIPVisionConfig
-from steadydancer_core.image_encoder import CLIPVisionTower, load_image_encoder, preprocess
+from steadydancer_core.loading.loaders import load_image_encoder
+from steadydancer_core.models.image_encoder import CLIPVisionTower, preprocess
+from steadydancer_core.models.image_encoder_config import (
+    CLIP_MEAN,
+    CLIP_STD,
+    CLIPVisionConfig,
+)
 
 FIX = "clip_vision_tiny"
 

@@ -4,9 +4,11 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from steadydancer_core.lora import apply_loras
-from steadydancer_core.quant import PackedLinear, WeightFileError, empty_init, load_state_dict_into
-from steadydancer_core.file_writers import to_fp8
+from steadydancer_core.loading.errors import WeightFileError
+from steadydancer_core.loading.file_writers import to_fp8
+from steadydancer_core.loading.lora import apply_loras
+from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
 
 D, H = 64, 128
 
@@ -156,10 +158,10 @@ def test_lora_for_another_model_is_an_error(tmp_path):
 
 
 def test_load_dit_with_lora_gguf_on_the_fly(tmp_path):
-    from steadydancer_core.config import DiTConfig
-    from steadydancer_core.dit import SteadyDancerDiT
-    from steadydancer_core.file_writers import save_gguf
-    from steadydancer_core.weights import load_dit
+    from steadydancer_core.loading.file_writers import save_gguf
+    from steadydancer_core.loading.loaders import load_dit
+    from steadydancer_core.models.dit import SteadyDancerDiT
+    from steadydancer_core.models.dit_config import DiTConfig
 
     torch.manual_seed(0)
     config = DiTConfig.tiny(dim=256, num_heads=2, ffn_dim=256, freq_dim=256, text_dim=256, clip_dim=256,

@@ -6,11 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from steadydancer_core import offload
-from steadydancer_core.config import DiTConfig
-from steadydancer_core.memory_plan import dit_tokens, plan_memory
-from steadydancer_core.offload import BlockSwap, Offloader, SteadyDancerOutOfMemoryError
-from steadydancer_core.quant import PackedLinear
+from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.models.dit_config import DiTConfig
+from steadydancer_core.runtime import offload
+from steadydancer_core.runtime.memory_plan import plan_memory
+from steadydancer_core.runtime.offload import (
+    BlockSwap,
+    Offloader,
+    SteadyDancerOutOfMemoryError,
+)
+from steadydancer_core.runtime.sizes import dit_tokens
 
 GIB = 1 << 30
 
@@ -94,7 +99,7 @@ def test_block_swap_is_identical_to_all_resident(swap, prefetch, emb):
 
 
 def test_real_dit_block_swap_identical():
-    from steadydancer_core.dit import SteadyDancerDiT
+    from steadydancer_core.models.dit import SteadyDancerDiT
 
     cfg = DiTConfig.tiny(num_layers=3)
     torch.manual_seed(0)
@@ -310,7 +315,7 @@ def test_planner_reports_what_does_not_fit():
 
 
 def test_planner_vae_tiling_follows_the_room_left():
-    from steadydancer_core.config import VAEConfig
+    from steadydancer_core.models.vae_config import VAEConfig
 
     roomy = plan_memory(78 * GIB, FP8_BLOCK, 40, FP8_OTHER, torch.bfloat16, 832, 480, 81, 2, vae_config=VAEConfig())
     tight = _plan(24, "fp8", vae_config=VAEConfig(), max_vram_gb=20)
@@ -350,7 +355,7 @@ def test_encoders_make_room_by_unplacing_the_dit():
     with offload.use_component(model, "dit"):
         pass
     assert off.is_placed(dit)
-    from steadydancer_core.config import OFFLOAD_MIN_RESERVE_BYTES
+    from steadydancer_core.runtime.memory_plan import OFFLOAD_MIN_RESERVE_BYTES
     off.ledger.capacity_bytes = dit_bytes + vae_bytes + OFFLOAD_MIN_RESERVE_BYTES - 1
     with offload.use_component(model, "vae"):
         assert not off.is_placed(dit) and "vae.0" in off.ledger.transient
@@ -372,7 +377,7 @@ def test_out_of_memory_while_placing_is_reported_with_the_plan():
 
 
 def test_plan_for_model_reads_sizes_from_the_modules():
-    from steadydancer_core.memory_plan import plan_for_model
+    from steadydancer_core.runtime.model_plan import plan_for_model
 
     dit = ToyDiT()
     dit.config = DiTConfig.tiny()
@@ -454,8 +459,9 @@ class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
 def test_planner_activation_estimate_matches_the_dit_on_cpu():
     """The per-token model of memory_plan against the real DiT's live tensors (bf16, tokens >> context)."""
     import torch.utils._python_dispatch  # noqa: F401
-    from steadydancer_core.dit import SteadyDancerDiT
-    from steadydancer_core.memory_plan import dit_activation_bytes
+
+    from steadydancer_core.models.dit import SteadyDancerDiT
+    from steadydancer_core.runtime.sizes import dit_activation_bytes
 
     cfg = DiTConfig.tiny(dim=256, ffn_dim=704, num_heads=2, num_layers=2, text_len=512, text_dim=32, clip_dim=32)
     torch.manual_seed(0)

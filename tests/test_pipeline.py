@@ -2,16 +2,25 @@
 import pytest
 import torch
 
-from steadydancer_core import conditioning as cond
-from steadydancer_core.bundle import SteadyDancerModel
-from steadydancer_core.config import CLIPVisionConfig, DiTConfig, T5Config, VAEConfig
-from steadydancer_core.dit import SteadyDancerDiT
-from steadydancer_core.guidance import Cancelled
-from steadydancer_core.image_encoder import CLIPVisionTower, ImageEncoder
-from steadydancer_core.pipeline import GenerationSettings, color_match, decode, generate, latent_to_rgb, \
-    plan_segments, resolve_length
-from steadydancer_core.text_encoder import TextEncoder, UMT5Encoder
-from steadydancer_core.vae import WanVAE
+from steadydancer_core.models.dit import SteadyDancerDiT
+from steadydancer_core.models.dit_config import DiTConfig
+from steadydancer_core.models.image_encoder import CLIPVisionTower, ImageEncoder
+from steadydancer_core.models.image_encoder_config import CLIPVisionConfig
+from steadydancer_core.models.text_encoder import TextEncoder, UMT5Encoder
+from steadydancer_core.models.text_encoder_config import T5Config
+from steadydancer_core.models.vae import WanVAE
+from steadydancer_core.models.vae_config import VAEConfig
+from steadydancer_core.runtime.bundle import SteadyDancerModel
+from steadydancer_core.runtime.model_plan import plan_for_model
+from steadydancer_core.sampling import conditioning as cond
+from steadydancer_core.sampling.guidance import Cancelled
+from steadydancer_core.sampling.pipeline import GenerationSettings, decode, generate
+from steadydancer_core.sampling.preview import latent_to_rgb
+from steadydancer_core.sampling.segments import (
+    color_match,
+    plan_segments,
+    resolve_length,
+)
 
 SIZE = 32  # photo side; max_area SIZE*SIZE keeps it unresized
 
@@ -181,12 +190,12 @@ def test_pipeline_pure_helpers():
 
 def test_pipeline_with_memory_plan_and_simulated_device(tiny_model):
     """Placement goes through offload.use_component; results equal the unplaced run (copies are exact)."""
-    from steadydancer_core import offload
+    from steadydancer_core.runtime import offload
 
     photo, pos, neg = _inputs(5)
     reference = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False))
     model = _build_tiny_model()
-    model.offload_plan = offload.plan_for_model(model, 2, device="cpu")
+    model.offload_plan = plan_for_model(model, 2, device="cpu")
     model.offload_mode = 2
     offloader = offload.attach_offloader(model, offload.Offloader.simulated())
     try:

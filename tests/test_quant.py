@@ -5,14 +5,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from steadydancer_core.gguf_codecs import GGUF_BLOCKS, GGUFTensor, dequantize_gguf, quantize_gguf
-from steadydancer_core.quant import (
-    PackedLinear,
-    StateDictMismatchError,
-    WeightFileError,
-    empty_init,
-    load_state_dict_into,
+from steadydancer_core.loading.errors import StateDictMismatchError, WeightFileError
+from steadydancer_core.loading.gguf_codecs import (
+    GGUF_BLOCKS,
+    GGUFTensor,
+    dequantize_gguf,
+    quantize_gguf,
 )
+from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
 
 QTYPES = sorted(GGUF_BLOCKS)
 
@@ -131,7 +132,7 @@ def test_comfy_quant_non_fp8_format_is_rejected():
 def test_header_quantization_metadata_non_fp8_is_rejected(tmp_path):
     from safetensors.torch import save_file
 
-    from steadydancer_core.weights import open_state_dict
+    from steadydancer_core.loading.weight_files import open_state_dict
 
     sd = _dense_sd()
     meta = {"_quantization_metadata": '{"layers": {"proj": {"format": "float8_e4m3fn"}, "x": {"format": "nvfp4"}}}'}
@@ -146,7 +147,7 @@ def test_lazy_state_dict_tensors_read_once():
     """Streaming: the loader checks names/shapes from metadata and reads each tensor exactly once."""
     from collections import Counter
 
-    from steadydancer_core.weights import Entry, LazyStateDict
+    from steadydancer_core.loading.weight_files import Entry, LazyStateDict
 
     sd = _dense_sd()
     reads = Counter()

@@ -4,12 +4,23 @@ import math
 
 import pytest
 import torch
+from conftest import fixture_file
 from safetensors.torch import load_file
 
-from conftest import fixture_file
-from steadydancer_core.guidance import COND, UNCOND_CONDITION, UNCOND_TEXT, Cancelled, Guidance, \
-    condition_window_active, denoise
-from steadydancer_core.schedulers import make_schedule, make_solver, schedule_from_sigmas
+from steadydancer_core.sampling.guidance import (
+    COND,
+    UNCOND_CONDITION,
+    UNCOND_TEXT,
+    Cancelled,
+    Guidance,
+    condition_window_active,
+    denoise,
+)
+from steadydancer_core.sampling.schedulers import (
+    make_schedule,
+    make_solver,
+    schedule_from_sigmas,
+)
 
 SAMPLER_DIR = "steadydancer_sampler"
 
@@ -185,8 +196,8 @@ class _ToyDiT(torch.nn.Module):
 def test_sampler_pipeline_reproduces_official_loop(sampler_io, sampler_meta, batch):
     """pipeline.generate (first_frame='model') = the official generate() loop: seed -> noise, size -> latent shape,
     schedule, guidance window, solver."""
-    from steadydancer_core.bundle import SteadyDancerModel
-    from steadydancer_core.pipeline import GenerationSettings, generate
+    from steadydancer_core.runtime.bundle import SteadyDancerModel
+    from steadydancer_core.sampling.pipeline import GenerationSettings, generate
 
     loop = sampler_meta["loop"]
     _, frames, lat_h, lat_w = loop["latent_shape"]

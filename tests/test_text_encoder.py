@@ -4,17 +4,17 @@ import json
 
 import pytest
 import torch
+from conftest import fixture_file
 from safetensors.torch import load_file, save_file
 
-from conftest import fixture_file
-from steadydancer_core.config import T5Config
-from steadydancer_core.text_encoder import (
+from steadydancer_core.loading.loaders import load_text_encoder
+from steadydancer_core.models.text_encoder import (
     TextEncoder,
     UMT5Encoder,
-    load_text_encoder,
     relative_position_buckets,
 )
-from steadydancer_core.tokenizer import (
+from steadydancer_core.models.text_encoder_config import T5Config
+from steadydancer_core.models.tokenizer import (
     TokenizerError,
     UMT5Tokenizer,
     clean_prompt,
@@ -280,7 +280,7 @@ def test_t5_fp32_matches_official(name, tokenizer):
 
 @pytest.mark.fidelity
 def test_t5_fp8_scaled_stays_fp8_and_matches():
-    from steadydancer_core.quant import PackedLinear
+    from steadydancer_core.loading.quant_ops import PackedLinear
 
     io_, meta = _fixture()
     enc = load_text_encoder(fixture_file(FIX, "umt5_tiny_fp8_scaled.safetensors"), dtype=torch.float32,

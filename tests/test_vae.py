@@ -1,12 +1,17 @@
 """Wan 2.1 VAE: fixture fidelity (both file layouts, all float dtypes), streaming, tiling, errors."""
 import pytest
 import torch
+from conftest import fixture_file
 from safetensors.torch import load_file, save_file
 
-from conftest import fixture_file
-from steadydancer_core.config import VAE_LATENTS_MEAN, VAE_LATENTS_STD, VAEConfig
-from steadydancer_core.vae import VAEWeightsError, WanVAE, check_video_shape, load_vae
-from steadydancer_core.vae_tiling import plan_tiles
+from steadydancer_core.loading.loaders import VAEWeightsError, load_vae
+from steadydancer_core.models.vae import WanVAE, check_video_shape
+from steadydancer_core.models.vae_config import (
+    VAE_LATENTS_MEAN,
+    VAE_LATENTS_STD,
+    VAEConfig,
+)
+from steadydancer_core.models.vae_tiling import plan_tiles
 
 ATOL = 1e-4
 # Tiling is an approximation: the decoder's receptive field and the per-frame attention span the whole frame,

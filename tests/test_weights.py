@@ -5,18 +5,21 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steadydancer_core.gguf_codecs import GGUFTensor
-from steadydancer_core.quant import PackedLinear, empty_init, load_state_dict_into
-from steadydancer_core.weights import (
-    LazyStateDict,
-    WeightFileError,
+from steadydancer_core.loading.errors import WeightFileError
+from steadydancer_core.loading.gguf_codecs import GGUFTensor
+from steadydancer_core.loading.key_names import (
     clip_to_official,
     dit_to_official,
     guess_component,
-    open_state_dict,
-    read_state_dict,
     strip_prefixes,
     t5_to_official,
+)
+from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
+from steadydancer_core.loading.weight_files import (
+    LazyStateDict,
+    open_state_dict,
+    read_state_dict,
 )
 
 
@@ -136,7 +139,7 @@ def test_clip_converter_synthetic_qkv_fp8_scaled():
 
 
 def test_clip_converter_dequantises_gguf_qkv():
-    from steadydancer_core.gguf_codecs import dequantize_gguf, quantize_gguf
+    from steadydancer_core.loading.gguf_codecs import dequantize_gguf, quantize_gguf
 
     d = 32
     q, k, v = (torch.randn(d, d) for _ in range(3))
@@ -210,11 +213,11 @@ def test_t5_fp8_scaled_fixture_loads_packed():
 # ---------------------------------------------------------------------------------------------------------------
 from safetensors.torch import load_file  # noqa: E402
 
-from steadydancer_core.config import DiTConfig  # noqa: E402
-from steadydancer_core.dit import SteadyDancerDiT  # noqa: E402
-from steadydancer_core.file_writers import save_gguf, to_fp8  # noqa: E402
-from steadydancer_core.quant import StateDictMismatchError  # noqa: E402
-from steadydancer_core.weights import load_dit  # noqa: E402
+from steadydancer_core.loading.errors import StateDictMismatchError  # noqa: E402
+from steadydancer_core.loading.file_writers import save_gguf, to_fp8  # noqa: E402
+from steadydancer_core.loading.loaders import load_dit  # noqa: E402
+from steadydancer_core.models.dit import SteadyDancerDiT  # noqa: E402
+from steadydancer_core.models.dit_config import DiTConfig  # noqa: E402
 
 # head_dim 128 so num_heads follows the official dim // 128 rule without a config.json; widths of 256 so every
 # linear fits K-quant blocks (like the real model)
@@ -283,7 +286,7 @@ def test_dit_sharded_official_dir(tmp_path, tiny_dit):
 
 
 def test_dit_single_file_metadata_states_num_heads(tmp_path, tiny_dit):
-    from steadydancer_core.weights import DIT_CONFIG_METADATA_KEY as KEY
+    from steadydancer_core.loading.key_names import DIT_CONFIG_METADATA_KEY as KEY
 
     sd, inputs, ref = tiny_dit
     fp16 = {k: v.half() for k, v in sd.items()}
@@ -300,7 +303,7 @@ def test_dit_single_file_metadata_states_num_heads(tmp_path, tiny_dit):
 
 def _dequantised_twin(model):
     """fp32 model whose packed linears are replaced by their exact dequantised weights."""
-    from steadydancer_core.quant import packed_linears
+    from steadydancer_core.loading.quant_ops import packed_linears
 
     packed = packed_linears(model)
     side = {f"{n}.{leaf}" for n in packed for leaf in ("weight", "scale_weight")}
@@ -314,7 +317,7 @@ def _dequantised_twin(model):
 
 @pytest.mark.parametrize("fmt,tol", [("e4m3fn", 0.08), ("e4m3fn_scaled", 0.08), ("e5m2_scaled", 0.15)])
 def test_dit_fp8_kept_packed(tmp_path, tiny_dit, fmt, tol):
-    from steadydancer_core.quant import PackedLinear, packed_linears
+    from steadydancer_core.loading.quant_ops import PackedLinear, packed_linears
 
     sd, inputs, ref = tiny_dit
     dtype = torch.float8_e4m3fn if fmt.startswith("e4m3fn") else torch.float8_e5m2
@@ -332,7 +335,7 @@ def test_dit_fp8_kept_packed(tmp_path, tiny_dit, fmt, tol):
 
 @pytest.mark.parametrize("qtype,tol", [("Q8_0", 0.02), ("Q6_K", 0.05), ("Q5_K", 0.1), ("Q4_K", 0.2)])
 def test_dit_gguf_dequantised_per_layer(tmp_path, tiny_dit, qtype, tol):
-    from steadydancer_core.quant import packed_linears
+    from steadydancer_core.loading.quant_ops import packed_linears
 
     sd, inputs, ref = tiny_dit
     save_gguf(tmp_path / "dit.gguf", sd, qtype)
@@ -382,8 +385,14 @@ def test_dit_load_official_dir_fidelity():
 
 
 def test_name_tables_map_both_ways():
-    from steadydancer_core.weights import (CLIP_RENAMES, CLIP_TO_HF, T5_RENAMES, T5_TO_COMFY, prefix_rules,
-                                           rename_key)
+    from steadydancer_core.loading.key_names import (
+        CLIP_RENAMES,
+        CLIP_TO_HF,
+        T5_RENAMES,
+        T5_TO_COMFY,
+        prefix_rules,
+        rename_key,
+    )
 
     rules = prefix_rules((("enc.{i}.attn_{qkvo}.", "blocks.{i}.attn.{qkvo}."),))
     assert rename_key("enc.12.attn_k.scale_weight", rules) == "blocks.12.attn.k.scale_weight"

@@ -2,7 +2,7 @@
 
 ``save_gguf`` lays a state dict out as city96's GGUF converter does (quantised linears, BF16 modulation, F16/F32
 rest, flattened >4-D tensors with a ``comfy.gguf.orig_shape`` field); ``to_fp8`` turns linear weights into ComfyUI
-(scaled) fp8. The readers in ``weights.py`` read both back; nothing here runs when a model is loaded.
+(scaled) fp8. The readers in ``weight_files.py`` read both back; nothing here runs when a model is loaded.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .gguf_codecs import GGUF_BLOCKS, GGUF_ORIG_SHAPE_FIELD, quantize_gguf
-from .quant import SCALED_FP8_MARKER, WEIGHT_SCALE_SUFFIXES
+from .state_dict import SCALED_FP8_MARKER, WEIGHT_SCALE_SUFFIXES
 
 __all__ = ["is_quantizable_linear_weight", "save_gguf", "to_fp8"]
 

@@ -2,7 +2,8 @@
 
 Placement is delegated to ``offload.py``: ``SteadyDancerModel.use(name)`` is the one place the pipeline asks for a
 component to be ready on the execution device; it calls ``offload.use_component(model, name)`` (a context manager)
-when the offload module provides it, and does nothing otherwise (the caller placed the networks).
+when the model has a memory plan, and does nothing otherwise (the caller placed the networks). The plan comes from
+``model_plan.plan_for_model``.
 """
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
+
+from ..loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
+from .model_plan import plan_for_model
+from .offload import use_component
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COMPONENTS = ("dit", "vae", "text_encoder", "image_encoder")
@@ -60,16 +65,13 @@ class SteadyDancerModel:
             raise ValueError(f"unknown component {name!r}; one of {COMPONENTS}")
         if self.offload_plan is None:
             return contextlib.nullcontext()
-        from . import offload
-
-        hook = getattr(offload, "use_component", None)
-        return contextlib.nullcontext() if hook is None else hook(self, name)
+        return use_component(self, name)
 
     def replan(self, width: int, height: int, frames: int, guidance_passes: int) -> None:
         """Re-plan placement for the real video size (only when the model has a memory plan)."""
         if self.offload_plan is not None:
-            self.offload_plan = _plan(self, self.offload_mode, width=width, height=height, frames=frames,
-                                      guidance_passes=guidance_passes)
+            self.offload_plan = plan_for_model(self, self.offload_mode, width=width, height=height, frames=frames,
+                                               guidance_passes=guidance_passes)
 
     def batch_passes_allowed(self) -> bool:
         """Whether the guidance passes may run as one batched forward (the memory plan decides; default no)."""
@@ -90,11 +92,6 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     dtype = PRECISIONS[precision]
-    from .image_encoder import load_image_encoder
-    from .text_encoder import load_text_encoder
-    from .vae import load_vae
-    from .weights import load_dit
-
     dit = load_dit(dit_path, dtype=dtype, attention=attention, loras=tuple(loras))
     vae = load_vae(vae_path)
     text_encoder = load_text_encoder(t5_path, tokenizer=tokenizer_path, dtype=dtype)
@@ -103,13 +100,6 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", 
     model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=text_encoder, image_encoder=image_encoder, dtype=dtype,
                               lora_reports=(report,) if report is not None else (), max_vram_gb=max_vram_gb)
     model.offload_mode = offload
-    model.offload_plan = _plan(model, offload)
+    model.offload_plan = plan_for_model(model, offload)
     return model
 
-
-def _plan(model: SteadyDancerModel, offload, **size):
-    """The offload module's memory plan for ``model`` (None when no planner is available)."""
-    from . import offload as offload_module
-
-    planner = getattr(offload_module, "plan_for_model", None)
-    return None if planner is None else planner(model, offload, **size)

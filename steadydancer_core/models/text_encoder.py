@@ -4,7 +4,7 @@ Semantics of the official ``T5Encoder`` (shared_pos=False): token embedding -> N
 [RMS norm -> self-attention with a per-block bidirectional relative-position bias and the padding mask,
 no 1/sqrt(d) scaling -> residual; RMS norm -> gated tanh-GELU FFN -> residual] -> final RMS norm.
 Hand-written rather than via ``transformers``: the official names load without renaming, fp8 / GGUF linears from
-``quant.py`` plug in, and the encoder runs only over the real tokens (see ``TextEncoder.encode``).
+``loading/quant_ops.py`` plug in, and the encoder runs only over the real tokens (see ``TextEncoder.encode``).
 
 Parameter names (official): ``token_embedding.weight``, ``blocks.<i>.{norm1,norm2}.weight``,
 ``blocks.<i>.attn.{q,k,v,o}.weight``, ``blocks.<i>.ffn.{gate.0,fc1,fc2}.weight``,
@@ -19,10 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import T5Config, UMT5_TEXT_LEN
-from .quant import WeightFileError, empty_init, load_state_dict_into
-from .tokenizer import SPIECE_TENSOR_KEY, TokenizerError, UMT5Tokenizer, load_tokenizer, spiece_bytes_from_tensor
-from .weights import guess_component, open_state_dict, t5_to_official
+from .text_encoder_config import T5Config
+from .tokenizer import UMT5Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -198,62 +196,3 @@ class TextEncoder:
         self.model = None
 
 
-# --- loading ----------------------------------------------------------------------------------------------------
-def _check_is_umt5(keys, path) -> None:
-    """Raise a WeightFileError naming what was found when ``keys`` (official names) are not a umT5 encoder."""
-    keys = set(keys)
-    if "token_embedding.weight" in keys and "blocks.0.attn.q.weight" in keys:
-        if "blocks.0.pos_embedding.embedding.weight" not in keys or "blocks.1.attn.q.weight" in keys and \
-                "blocks.1.pos_embedding.embedding.weight" not in keys:
-            raise WeightFileError(
-                f"{path} is a T5 encoder with one shared position table (T5 v1.1, e.g. t5xxl for Flux/SD3), not "
-                f"umT5. SteadyDancer needs umT5-XXL: umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled."
-                f"safetensors or models_t5_umt5-xxl-enc-bf16.pth."
-            )
-        return
-    found = guess_component(keys)
-    found = f"a {found} file" if found else f"keys such as {sorted(keys)[:4]}"
-    raise WeightFileError(
-        f"{path} is not a umT5 text encoder: expected 'shared.weight' + 'encoder.block.*' (ComfyUI) or "
-        f"'token_embedding.weight' + 'blocks.*' (official), found {found}. Choose umt5_xxl_fp16.safetensors, "
-        f"umt5_xxl_fp8_e4m3fn_scaled.safetensors or models_t5_umt5-xxl-enc-bf16.pth as the text encoder."
-    )
-
-
-def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
-                      text_len: int = UMT5_TEXT_LEN) -> TextEncoder:
-    """Load umT5 from the official ``.pth`` or a ComfyUI ``.safetensors`` (fp16/bf16/fp32, fp8 or scaled fp8).
-
-    Args:
-        path: weight file (anything ``weights.open_state_dict`` opens); tensors are read one at a time.
-        tokenizer: sentencepiece ``.model`` file, a folder with ``spiece.model`` / ``tokenizer.json``, raw bytes or
-            a uint8 tensor; None uses the ``spiece_model`` tensor ComfyUI embeds in its files.
-        dtype: compute dtype; fp8 weights stay fp8 in memory and are upcast per layer.
-        text_len: tokens per prompt incl. EOS (512 for Wan).
-    Returns:
-        TextEncoder on the CPU.
-    """
-    lazy = t5_to_official(open_state_dict(path))
-    embedded = lazy[SPIECE_TENSOR_KEY] if SPIECE_TENSOR_KEY in lazy else None
-    sd = lazy.with_entries({k: lazy.entry(k) for k in lazy.keys() if k != SPIECE_TENSOR_KEY})
-    _check_is_umt5(sd.keys(), path)
-    config = T5Config.from_shapes(sd.shapes(), text_len=text_len)
-    if isinstance(tokenizer, str) and not tokenizer.strip():
-        tokenizer = None  # an empty path field means "none given"
-    if tokenizer is None and embedded is None:
-        raise TokenizerError(
-            f"{path} carries no tokenizer (no '{SPIECE_TENSOR_KEY}' tensor, as in the official .pth). Give the "
-            f"umT5 tokenizer: the spiece.model file of google/umt5-xxl (or its folder) as the tokenizer input."
-        )
-    source = tokenizer if tokenizer is not None else spiece_bytes_from_tensor(embedded)
-    tok = load_tokenizer(source, text_len=config.text_len, pad_id=config.pad_id, eos_id=config.eos_id)
-    if tok.vocab_size > config.vocab_size:
-        raise TokenizerError(
-            f"the tokenizer has {tok.vocab_size} pieces but the encoder only {config.vocab_size} embeddings: it is "
-            f"not the umT5 tokenizer of this model. Use the spiece.model of google/umt5-xxl."
-        )
-    with empty_init():
-        model = UMT5Encoder(config)
-    load_state_dict_into(model, sd, dtype, strict=True, what="umT5 text encoder")
-    model.eval().requires_grad_(False)
-    return TextEncoder(model, tok)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import attention, check_backend
-from .config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
+from .dit_config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
 from .fused_linear import GeluMLP, Linear, linear_gelu
 from .pose_modules import FAAU, SSAR, build_tmcm
 

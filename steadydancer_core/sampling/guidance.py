@@ -17,8 +17,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .config import DEFAULT_CONDITION_CFG_END, DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_GUIDE_SCALE, \
-    DEFAULT_GUIDE_SCALE
+from .defaults import (
+    DEFAULT_CONDITION_CFG_END,
+    DEFAULT_CONDITION_CFG_START,
+    DEFAULT_CONDITION_GUIDE_SCALE,
+    DEFAULT_GUIDE_SCALE,
+)
 from .schedulers import Schedule
 
 COND = "cond"                        # positive prompt, positive pose

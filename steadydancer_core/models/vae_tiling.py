@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from .config import (
+from .vae_config import (
     VAE_CPU_FP16_CONV_EXTRA,
     VAE_CUDA_FREE_MEMORY_FRACTION,
     VAE_DECODE_ACT_FACTOR,

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import LATENT_SIZE_MULTIPLE, MASK_CHANNELS, VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
+from ..models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
+from .defaults import LATENT_SIZE_MULTIPLE, MASK_CHANNELS
 
 
 def as_frames(images: torch.Tensor, name: str) -> torch.Tensor:

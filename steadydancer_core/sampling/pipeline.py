@@ -18,24 +18,47 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from ..models.vae_config import LATENT_CHANNELS
 from . import conditioning as cond
-from .config import DEFAULT_CONDITION_CFG_END, DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_GUIDE_SCALE, \
-    DEFAULT_FRAMES_PER_SEGMENT, DEFAULT_GUIDE_SCALE, DEFAULT_MAX_AREA, DEFAULT_SEGMENT_OVERLAP, DEFAULT_SHIFT, \
-    DEFAULT_SOLVER, DEFAULT_STEPS, FIRST_FRAME_MODES, LATENT_CHANNELS, SOLVERS, VAE_TEMPORAL_STRIDE, \
-    WAN21_LATENT_RGB_BIAS, WAN21_LATENT_RGB_FACTORS, WAN_I2V_NEGATIVE_PROMPT
-from .guidance import COND, UNCOND_CONDITION, UNCOND_TEXT, Cancelled, Guidance, StepInfo, denoise
+from .defaults import (
+    DEFAULT_CONDITION_CFG_END,
+    DEFAULT_CONDITION_CFG_START,
+    DEFAULT_CONDITION_GUIDE_SCALE,
+    DEFAULT_FRAMES_PER_SEGMENT,
+    DEFAULT_GUIDE_SCALE,
+    DEFAULT_MAX_AREA,
+    DEFAULT_SEGMENT_OVERLAP,
+    DEFAULT_SHIFT,
+    DEFAULT_SOLVER,
+    DEFAULT_STEPS,
+    FIRST_FRAME_MODES,
+    SOLVERS,
+    WAN_I2V_NEGATIVE_PROMPT,
+)
+from .guidance import (
+    COND,
+    UNCOND_CONDITION,
+    UNCOND_TEXT,
+    Cancelled,
+    Guidance,
+    StepInfo,
+    denoise,
+)
+from .preview import latent_to_rgb
 from .schedulers import make_schedule, make_solver
+from .segments import (
+    Assembler,
+    apply_color,
+    color_match,
+    is_4n1,
+    plan_segments,
+    resolve_length,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Cancelled", "GenerationSettings", "GenerationResult", "SegmentLatent", "generate", "decode",
            "iter_decoded", "plan_segments", "resolve_length", "latent_to_rgb"]
-
-COLOR_GAIN_RANGE = (0.8, 1.25)   # per-channel contrast correction is clamped to this range
-
-
-def _is_4n1(n: int) -> bool:
-    return n >= 1 and (n - 1) % VAE_TEMPORAL_STRIDE == 0
 
 
 @dataclass(frozen=True)
@@ -90,9 +113,9 @@ class GenerationSettings:
             raise ValueError(f"first_frame must be one of {FIRST_FRAME_MODES}, got {self.first_frame!r}")
         if not isinstance(self.length, int) or self.length < 0:
             raise ValueError(f"length must be an integer >= 0 (0 = every pose frame), got {self.length!r}")
-        if not isinstance(self.segment_frames, int) or not _is_4n1(self.segment_frames) or self.segment_frames < 5:
+        if not isinstance(self.segment_frames, int) or not is_4n1(self.segment_frames) or self.segment_frames < 5:
             raise ValueError(f"segment_frames must be 4n+1 and >= 5 (e.g. 81), got {self.segment_frames!r}")
-        if not isinstance(self.segment_overlap, int) or not _is_4n1(self.segment_overlap) \
+        if not isinstance(self.segment_overlap, int) or not is_4n1(self.segment_overlap) \
                 or self.segment_overlap >= self.segment_frames:
             raise ValueError(f"segment_overlap must be 4k+1 and smaller than segment_frames ({self.segment_frames}), "
                              f"e.g. 9; got {self.segment_overlap!r}")
@@ -142,82 +165,6 @@ class GenerationResult:
     def latent(self) -> torch.Tensor:
         """[1, 16, F, h, w]: the whole video's latent for a single segment, the first segment's otherwise."""
         return self.segments[0].latent[None]
-
-
-def resolve_length(requested: int, available: int) -> tuple[int, list]:
-    """Frame count to generate (4n + 1) and the notices about any adjustment."""
-    if available < 1:
-        raise ValueError("no pose frames given; run ExtractPose/AlignPose on the driving video first")
-    notices = []
-    n = requested or available
-    if n > available:
-        notices.append(f"{n} frames requested but the driving video has only {available} pose frames: using "
-                       f"{available}")
-        n = available
-    if _is_4n1(n):
-        return n, notices
-    used = (n - 1) // VAE_TEMPORAL_STRIDE * VAE_TEMPORAL_STRIDE + 1
-    notices.append(f"frame count {n} is not 4n+1: generating {used} frames (the last {n - used} pose frames are "
-                   f"not used; give {used} or {used + VAE_TEMPORAL_STRIDE} frames to avoid this)")
-    return used, notices
-
-
-def plan_segments(num_frames: int, segment_frames: int, overlap: int) -> list:
-    """[(start, num_frames, known_frames)]: one segment if it fits, else segments of ``segment_frames`` overlapping by
-    ``overlap`` (every length is 4n + 1)."""
-    if num_frames <= segment_frames:
-        return [(0, num_frames, 1)]
-    plan, start = [(0, segment_frames, 1)], 0
-    while start + segment_frames < num_frames:
-        start += segment_frames - overlap
-        plan.append((start, min(segment_frames, num_frames - start), overlap))
-    return plan
-
-
-def latent_to_rgb(latent: torch.Tensor) -> torch.Tensor:
-    """Cheap preview: normalised latent [16, F, h, w] -> [F, h, w, 3] in [0, 1] (Wan 2.1 latent_rgb_factors)."""
-    factors = torch.tensor(WAN21_LATENT_RGB_FACTORS, dtype=torch.float32, device=latent.device)
-    bias = torch.tensor(WAN21_LATENT_RGB_BIAS, dtype=torch.float32, device=latent.device)
-    rgb = torch.einsum("cfhw,cr->fhwr", latent.float(), factors) + bias
-    return rgb.add(1.0).div(2.0).clamp(0.0, 1.0)
-
-
-def color_match(frames: torch.Tensor, reference: torch.Tensor, strength: float):
-    """Per-channel gain/offset mapping ``frames`` [n, H, W, 3] onto ``reference`` (same shape) statistics.
-
-    Returns (gain [3], offset [3], drift [3] = mean(frames) - mean(reference)); gain/offset are scaled toward the
-    identity by ``strength`` (0 = no correction)."""
-    dims = (0, 1, 2)
-    mean_f, mean_r = frames.mean(dims), reference.mean(dims)
-    std_f, std_r = frames.std(dims), reference.std(dims)
-    gain = (std_r / std_f.clamp_min(1e-4)).clamp(*COLOR_GAIN_RANGE)
-    offset = mean_r - gain * mean_f
-    # blend between the identity and the full mapping: x -> x + s * (g x + o - x)
-    return 1.0 + strength * (gain - 1.0), strength * offset, mean_f - mean_r
-
-
-def _apply_color(frames: torch.Tensor, gain, offset) -> torch.Tensor:
-    if gain is None:
-        return frames
-    return (frames * gain + offset).clamp(0.0, 1.0)
-
-
-class _Assembler:
-    """Turns decoded, colour-matched segments into consecutive non-overlapping chunks; overlaps are cross-faded."""
-
-    def __init__(self, emit: Callable[[int, torch.Tensor], None]):
-        self.emit = emit
-        self.tail: Optional[torch.Tensor] = None
-
-    def push(self, start: int, frames: torch.Tensor, known: int, next_overlap: int) -> None:
-        frames = frames.clone()
-        if self.tail is not None:
-            n = self.tail.shape[0]
-            w = torch.arange(1, n + 1, dtype=frames.dtype).div(n + 1).view(-1, 1, 1, 1)
-            frames[:n] = (1.0 - w) * self.tail + w * frames[:n]
-        cut = frames.shape[0] - next_overlap
-        self.emit(start, frames[:cut])
-        self.tail = frames[cut:] if next_overlap else None
 
 
 def _decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
@@ -323,7 +270,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     refs = _reference_conditions(model, photo, pos[0], settings, size, device)
     total = schedule.steps * len(plan)
     segments: list = []
-    assembler = _Assembler(on_frames) if on_frames is not None else None
+    assembler = Assembler(on_frames) if on_frames is not None else None
     tail: Optional[torch.Tensor] = None   # colour-matched last frames of the previous segment (its decode)
 
     for s, (start, n, known) in enumerate(plan):
@@ -364,7 +311,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
             seg.color_gain, seg.color_offset, seg.color_drift = color_match(frames[:known], tail,
                                                                             settings.color_correction)
             if settings.color_correction > 0:
-                frames = _apply_color(frames, seg.color_gain, seg.color_offset)
+                frames = apply_color(frames, seg.color_gain, seg.color_offset)
             else:
                 seg.color_gain = seg.color_offset = None
         next_overlap = 0 if last else plan[s + 1][2]
@@ -387,7 +334,7 @@ def iter_decoded(model, result: GenerationResult, tile="auto",
     """Yield (start, frames [n, H, W, 3] in [0, 1]) chunks covering the video in order, segment by segment, with the
     colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode."""
     chunks: list = []
-    assembler = _Assembler(lambda start, frames: chunks.append((start, frames)))
+    assembler = Assembler(lambda start, frames: chunks.append((start, frames)))
     segs = result.segments
     for s, seg in enumerate(segs):
         if should_cancel is not None and should_cancel():
@@ -395,7 +342,7 @@ def iter_decoded(model, result: GenerationResult, tile="auto",
         frames = _decode_frames(model, seg.latent, tile)
         if s == 0 and result.first_frame == "exact":
             frames[0] = result.photo
-        frames = _apply_color(frames, seg.color_gain, seg.color_offset)
+        frames = apply_color(frames, seg.color_gain, seg.color_offset)
         next_overlap = segs[s + 1].known_frames if s + 1 < len(segs) else 0
         assembler.push(seg.start, frames, seg.known_frames if s > 0 else 0, next_overlap)
         while chunks:

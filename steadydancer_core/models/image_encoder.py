@@ -19,9 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import CLIPVisionConfig
-from .quant import WeightFileError, empty_init, load_state_dict_into
-from .weights import clip_to_official, guess_component, open_state_dict
+from .image_encoder_config import CLIPVisionConfig
 
 VISUAL_PREFIX = "visual."  # the official checkpoint holds the whole CLIP; the image tower is under this name
 
@@ -157,41 +155,3 @@ class ImageEncoder:
         self.model = None
 
 
-# --- loading ----------------------------------------------------------------------------------------------------
-def _check_is_clip_vision(keys, path) -> None:
-    keys = set(keys)
-    if "visual.patch_embedding.weight" in keys and "visual.transformer.0.attn.to_qkv.weight" in keys:
-        return
-    found = guess_component(keys)
-    found = f"a {found} file" if found else f"keys such as {sorted(keys)[:4]}"
-    raise WeightFileError(
-        f"{path} is not a CLIP vision encoder: expected 'vision_model.*' (ComfyUI clip_vision_h.safetensors) or "
-        f"'visual.*' (official open-clip .pth), found {found}. Choose clip_vision_h.safetensors or "
-        f"models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth as the CLIP vision model."
-    )
-
-
-def load_image_encoder(path, dtype: torch.dtype = torch.float16, num_heads: int | None = None) -> ImageEncoder:
-    """Load the visual tower from the official open-clip ``.pth`` or ComfyUI's ``clip_vision_h.safetensors``.
-
-    Args:
-        path: weight file (anything ``weights.open_state_dict`` opens); the text tower, ``post_norm``, ``head`` and
-            the blocks after the one Wan reads are skipped.
-        dtype: compute dtype (Wan runs CLIP in fp16).
-        num_heads: attention heads, when the width is not a known ViT width (see ``CLIPVisionConfig.from_shapes``).
-    Returns:
-        ImageEncoder on the CPU.
-    """
-    sd = clip_to_official(open_state_dict(path))
-    _check_is_clip_vision(sd.keys(), path)
-    config = CLIPVisionConfig.from_shapes(sd.shapes(), num_heads=num_heads)
-    skipped = tuple(f"{VISUAL_PREFIX}transformer.{i}." for i in range(config.used_layers, config.num_layers))
-    sd = sd.with_entries({k: sd.entry(k) for k in sd.keys()
-                          if k.startswith(VISUAL_PREFIX) and not k.startswith(skipped)})
-    with empty_init():
-        tower = CLIPVisionTower(config)
-    holder = nn.Module()  # gives the tower its official ``visual.`` key prefix
-    holder.visual = tower
-    load_state_dict_into(holder, sd, dtype, strict=True, what="CLIP vision encoder")
-    tower.eval().requires_grad_(False)
-    return ImageEncoder(tower)

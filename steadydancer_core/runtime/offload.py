@@ -33,8 +33,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from .config import OFFLOAD_DEFAULT_PREFETCH, OFFLOAD_MIN_RESERVE_BYTES
-from .memory_plan import MemoryPlan, plan_for_model, plan_memory  # noqa: F401  (public API of this module)
+from .memory_plan import OFFLOAD_DEFAULT_PREFETCH, OFFLOAD_MIN_RESERVE_BYTES, MemoryPlan
+from .sizes import module_bytes, tensor_bytes
 
 FreeMemoryHook = Callable[[int, torch.device], None]
 """``hook(bytes_needed, device)``: asks a host application (ComfyUI) to free its own models first."""
@@ -226,15 +226,6 @@ def _slots(module: nn.Module, skip: Iterable[nn.Module] = ()) -> list:
         found += [_Slot(sub, n, True) for n, p in sub._parameters.items() if p is not None]
         found += [_Slot(sub, n, False) for n, b in sub._buffers.items() if b is not None]
     return found
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of all parameters and buffers of ``module`` (placeholders count at their real size)."""
-    return sum(tensor_bytes(s.get()) for s in _slots(module))
 
 
 def _placeholder(t: torch.Tensor) -> torch.Tensor:

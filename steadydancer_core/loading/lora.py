@@ -20,8 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .quant import LoraAdapter, PackedLinear, WeightFileError
-from .weights import lora_target, open_state_dict
+from .errors import WeightFileError
+from .key_names import lora_target
+from .quant_ops import LoraAdapter, PackedLinear
+from .weight_files import open_state_dict
 
 log = logging.getLogger(__name__)
 

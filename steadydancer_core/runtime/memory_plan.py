@@ -18,25 +18,20 @@ beats swapping twice as many blocks per step).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
-from .config import (
-    DEFAULT_FRAMES_PER_SEGMENT,
-    DEFAULT_MAX_AREA,
-    VAE_SPATIAL_STRIDE,
-    VAE_TEMPORAL_STRIDE,
-    DiTConfig,
-    OFFLOAD_ACTIVATION_SAFETY,
-    OFFLOAD_DEFAULT_PREFETCH,
-    OFFLOAD_MIN_RESERVE_BYTES,
-    OFFLOAD_REFERENCE_LATENT_FRAMES,
-    OFFLOAD_RESERVE_FRACTION,
-)
+from ..models.dit_config import DiTConfig
+from .sizes import dit_activation_bytes, dit_tokens, dtype_bytes
 
+# --- planner constants ------------------------------------------------------------------------------------------
+OFFLOAD_DEFAULT_PREFETCH = 1          # swapped DiT blocks copied ahead of use
+OFFLOAD_RESERVE_FRACTION = 0.1        # share of the budget kept free (allocator fragmentation, library workspaces);
+                                      # keeps the planned peak of a 24 GiB card under 22.5 GB allocated
+OFFLOAD_MIN_RESERVE_BYTES = 1 << 30
 GIB = 1 << 30
-_AUTO = "auto"
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -71,37 +66,6 @@ class MemoryPlan:
         return asdict(self)
 
 
-def _dtype_bytes(dtype: torch.dtype) -> int:
-    if not dtype.is_floating_point or dtype.itemsize < 2:
-        raise ValueError(f"dtype is the compute dtype of the activations (bf16, fp16 or fp32), got {dtype}; "
-                         f"fp8/GGUF weights are dequantised to bf16 for compute, so pass torch.bfloat16")
-    return dtype.itemsize
-
-
-def dit_tokens(config: DiTConfig, width: int, height: int, frames: int) -> int:
-    """Sequence length of one DiT forward: video latent frames plus the reference latents, patchified."""
-    pt, ph, pw = config.patch_size
-    latent_frames = 1 + (frames - 1) // VAE_TEMPORAL_STRIDE + OFFLOAD_REFERENCE_LATENT_FRAMES
-    grid_h = height // VAE_SPATIAL_STRIDE // ph
-    grid_w = width // VAE_SPATIAL_STRIDE // pw
-    return (latent_frames // pt) * grid_h * grid_w
-
-
-def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int, dtype: torch.dtype,
-                         passes_per_forward: int = 1) -> int:
-    """Estimated activation peak of one DiT forward over ``passes_per_forward`` batched passes (bytes)."""
-    b = _dtype_bytes(dtype)
-    fp32 = 4 * config.dim                                         # one float32 row (the residual stream)
-    attention = fp32 + 3 * b * config.dim + 3 * fp32
-    ffn = 2 * fp32 + b * config.dim + 2 * b * config.ffn_dim
-    rope = 3 * 4 * (config.head_dim // 2)                          # fp32 cos (per channel) and sin tables
-    per_token = (max(attention, ffn) + rope) * OFFLOAD_ACTIVATION_SAFETY
-    context = (config.clip_tokens + config.text_len) * config.dim * b * 6   # embedded context, k and v
-    per_pass = dit_tokens(config, width, height, frames) * per_token + context
-    scratch = config.dim * config.ffn_dim * b                      # one dequantised fp8/GGUF linear
-    return int(passes_per_forward * per_pass + scratch)
-
-
 def _weights(n: int, swap: int, prefetch: int, per_block: int, other: int, embedding: int, emb_off: bool) -> int:
     streamed = min(swap, prefetch + 1) * per_block if swap else 0
     return other - (embedding if emb_off else 0) + (n - swap) * per_block + streamed
@@ -111,7 +75,7 @@ def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int
                 dtype: torch.dtype, width: int, height: int, frames: int, guidance_passes: int,
                 max_vram_gb: float | None = None, *, dit_config: DiTConfig | None = None, device: str = "cuda",
                 prefetch: int = OFFLOAD_DEFAULT_PREFETCH, embedding_weight_bytes: int = 0,
-                blocks_to_swap: int | str = _AUTO, batch_passes: bool | str = _AUTO,
+                blocks_to_swap: int | str = AUTO, batch_passes: bool | str = AUTO,
                 vae_config=None, vae_dtype: torch.dtype = torch.float32, vae_weight_bytes: int = 0) -> MemoryPlan:
     """Choose blocks to swap, guidance batching and VAE tiling for ``free_vram_bytes`` of device memory.
 
@@ -122,7 +86,7 @@ def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int
     dit_config: activation sizes (default the 14B model); blocks_to_swap / batch_passes: "auto" or a forced value.
     """
     cfg = dit_config if dit_config is not None else DiTConfig()
-    _dtype_bytes(dtype)
+    dtype_bytes(dtype)
     if min(width, height, frames, guidance_passes, n_blocks) < 1:
         raise ValueError(f"width, height, frames, guidance_passes and n_blocks must be >= 1, got "
                          f"{width}x{height}x{frames}, {guidance_passes} passes, {n_blocks} blocks")
@@ -151,10 +115,10 @@ def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int
         return None
 
     batch_options = [False] if guidance_passes == 1 else [True, False]
-    if batch_passes != _AUTO:
+    if batch_passes != AUTO:
         batch_options = [bool(batch_passes) and guidance_passes > 1]
     emb_off = False
-    if blocks_to_swap == _AUTO:
+    if blocks_to_swap == AUTO:
         found = {b: fewest_swaps(b, False) for b in batch_options}
         if all(v is None for v in found.values()) and emb:
             emb_off = True
@@ -180,8 +144,8 @@ def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int
     vae_budget = max(0, usable - resident_dit - int(vae_weight_bytes))
     vae_tile, vae_note = None, "VAE untiled"
     if vae_config is not None:
-        from .vae import plan_tiles
-        tiles = plan_tiles(vae_config, height, width, vae_dtype, mode="decode", tile=_AUTO,
+        from ..models.vae_tiling import plan_tiles
+        tiles = plan_tiles(vae_config, height, width, vae_dtype, mode="decode", tile=AUTO,
                            memory_budget=max(vae_budget, 1))
         vae_tile = tiles.tile
         vae_note = "VAE untiled" if vae_tile is None else f"VAE tiles {vae_tile[0]}x{vae_tile[1]} px"
@@ -217,73 +181,3 @@ def _suggest(swap: int, n_blocks: int, batched: bool, fits: bool, budget: int, p
     return "; ".join(steps) + "."
 
 
-def plan_for_model(model, offload=_AUTO, width: int | None = None, height: int | None = None,
-                   frames: int = DEFAULT_FRAMES_PER_SEGMENT, guidance_passes: int = 2,
-                   free_vram_bytes: int | None = None, max_vram_gb: float | None = None,
-                   device: str | None = None, batch_passes: bool | str = _AUTO) -> MemoryPlan:
-    """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from the device.
-
-    offload: "auto" | "none" (0 blocks swapped) | a number of blocks to swap. Width/height default to the
-    default max area (square-ish); the pipeline re-plans with the real size. On CPU nothing is swapped.
-    max_vram_gb: cap on the device memory used; when None, the model's own ``max_vram_gb`` (set at load time,
-    e.g. from the node input) applies.
-    """
-    from .offload import module_bytes
-
-    if max_vram_gb is None:
-        max_vram_gb = getattr(model, "max_vram_gb", None)
-    dit = model.dit
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if width is None or height is None:
-        side = int(DEFAULT_MAX_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
-        width, height = side, side
-    blocks = list(dit.blocks)
-    per_block = max((module_bytes(b) for b in blocks), default=0)
-    total = module_bytes(dit)
-    embedding = sum(module_bytes(getattr(dit, n)) for n in ("text_embedding", "img_emb") if hasattr(dit, n))
-    other = total - sum(module_bytes(b) for b in blocks)
-    vae_modules = model.vae if isinstance(model.vae, torch.nn.Module) else None
-    swap = 0 if offload == "none" else offload
-    if free_vram_bytes is None:
-        if torch.device(device).type == "cuda":
-            free_vram_bytes = _device_free_bytes(model, device, total + dit_activation_bytes(
-                getattr(dit, "config", None) or DiTConfig(), width, height, frames, model.dtype, guidance_passes))
-        else:
-            free_vram_bytes, swap = _host_free_bytes(), 0      # computing in host memory: nothing to swap
-    plan = plan_memory(
-        free_vram_bytes, per_block, len(blocks), other, model.dtype, width, height, frames, guidance_passes,
-        max_vram_gb, dit_config=getattr(dit, "config", None), device=str(device), embedding_weight_bytes=embedding,
-        blocks_to_swap=swap, batch_passes=batch_passes, vae_config=getattr(model.vae, "config", None),
-        vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
-        vae_weight_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
-    )
-    if swap != offload and offload not in (_AUTO, "none", 0):
-        plan = replace(plan, explanation=f"{plan.explanation}; computing on the CPU, so offload={offload} swaps "
-                                         f"nothing")
-    return plan
-
-
-def _device_free_bytes(model, device: str, wanted: int) -> int:
-    """Free device memory for planning: the host application is asked to free ``wanted`` bytes first (through the
-    offloader's hook), and what this model's own placements hold counts as free (they are re-planned)."""
-    from .offload import offloader_for
-
-    offloader = offloader_for(model, device)
-    if offloader.moves:
-        offloader.ask_host_to_free(wanted)
-        free = offloader.free_bytes()
-        if free is not None:
-            return int(free)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(free)
-
-
-def _host_free_bytes() -> int:
-    """Available host memory (Linux/macOS sysconf), or a large value where the platform does not say."""
-    import os
-
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 40

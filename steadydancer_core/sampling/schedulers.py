@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import NUM_TRAIN_TIMESTEPS, SOLVER_ORDER, SOLVERS
+from .defaults import NUM_TRAIN_TIMESTEPS, SOLVER_ORDER, SOLVERS
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
-from .quant import WeightFileError, load_state_dict_into
+from .vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .vae_tiling import TileBlender, TilePlan, plan_tiles
-from .weights import open_state_dict
 
 __all__ = ["WanVAE", "VAEConfig", "load_vae", "TilePlan", "plan_tiles", "check_video_shape", "VAEWeightsError"]
 
@@ -394,61 +392,3 @@ class WanVAE(nn.Module):
         return out.clamp_(-1.0, 1.0) if clamp else out
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# loading
-# ----------------------------------------------------------------------------------------------------------------
-class VAEWeightsError(WeightFileError):
-    """The file is not the Wan 2.1 VAE; the message names what was expected and what was found."""
-
-
-_EXPECTED = ("the Wan 2.1 VAE (official 'Wan2.1_VAE.pth' or ComfyUI 'wan_2.1_vae.safetensors', keys like "
-             "'encoder.conv1.weight', 'decoder.upsamples.0.residual.0.gamma', 'conv1.weight', 'conv2.weight')")
-
-# (key prefix found in the file, what the file then is)
-_OTHER_KINDS = (
-    ("model.diffusion_model.", "a diffusion model (DiT) saved with ComfyUI's 'model.diffusion_model.' prefix"),
-    ("patch_embedding.", "a Wan diffusion model (DiT)"),
-    ("blocks.0.self_attn.", "a Wan diffusion model (DiT)"),
-    ("token_embedding.", "a umT5 text encoder (official layout)"),
-    ("shared.weight", "a umT5/T5 text encoder"),
-    ("encoder.block.", "a umT5/T5 text encoder"),
-    ("visual.", "an open-clip CLIP model"),
-    ("vision_model.", "a CLIP vision encoder"),
-    ("encoder.conv_in.", "an image VAE (Stable Diffusion/Flux AutoencoderKL layout)"),
-    ("first_stage_model.", "a full image-model checkpoint (VAE under 'first_stage_model.')"),
-    ("lora_", "a LoRA"),
-)
-
-
-def _check_is_wan21_vae(shapes: dict, path) -> None:
-    """Raise VAEWeightsError unless the key names/shapes (no data read) are those of the Wan 2.1 VAE."""
-    keys = list(shapes)
-    conv_in = shapes.get("encoder.conv1.weight")
-    if conv_in is not None and "conv2.weight" in shapes:
-        if len(conv_in) == 5 and conv_in[1] == 12:
-            raise VAEWeightsError(f"{path}: expected {_EXPECTED}; found the Wan 2.2 VAE (12 input channels, z_dim 48), "
-                                  f"which Wan 2.1/SteadyDancer cannot use. Choose wan_2.1_vae.safetensors.")
-        return
-    for prefix, kind in _OTHER_KINDS:
-        if any(k.startswith(prefix) or f".{prefix}" in k for k in keys):
-            found = kind
-            break
-    else:
-        found = f"{len(keys)} tensors with unrecognised names, e.g. {keys[:3]}"
-    raise VAEWeightsError(f"{path}: expected {_EXPECTED}; found {found}. Select the VAE file in the VAE input.")
-
-
-def load_vae(path, dtype: torch.dtype = torch.float32) -> WanVAE:
-    """Load the Wan 2.1 VAE from an official .pth or a ComfyUI .safetensors (any float dtype) onto the CPU in
-    ``dtype``, one tensor at a time. The width is read from the weights. Raises VAEWeightsError for a file of
-    another component and WeightFileError (weights.py) for unreadable, truncated or incomplete files."""
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"load_vae: dtype must be float32, bfloat16 or float16, got {dtype}")
-    sd = open_state_dict(path)
-    shapes = sd.shapes()
-    _check_is_wan21_vae(shapes, path)
-    config = VAEConfig.from_shapes(shapes)
-    with torch.device("meta"):
-        model = WanVAE(config)
-    load_state_dict_into(model, sd, compute_dtype=dtype, strict=True, what=f"Wan 2.1 VAE ({path})")
-    return model.eval().requires_grad_(False)

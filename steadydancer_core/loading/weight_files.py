@@ -6,7 +6,7 @@ without reading data) for: a single ``.safetensors``; an official model director
 ``torch.load(weights_only=True, mmap=True)``; ``.gguf`` via the ``gguf`` package (quantised tensors come back as
 ``gguf_codecs.GGUFTensor``, kept packed). ``read_state_dict`` reads everything. Wrong, truncated or disguised files
 (an HTML page, a Git LFS pointer, a pickle named .safetensors) get a ``WeightFileError`` naming what was found.
-Key names are not touched here: renaming lives in ``weights.py``.
+Key names are not touched here: renaming lives in ``key_names.py``.
 """
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ from typing import NamedTuple
 
 import torch
 
-from .gguf_codecs import gguf_dtype_name, gguf_logical_shape, gguf_tensor, logical_shape, storage_type
-from .quant import WeightFileError
+from .errors import WeightFileError
+from .gguf_codecs import (
+    gguf_dtype_name,
+    gguf_logical_shape,
+    gguf_tensor,
+    logical_shape,
+    storage_type,
+)
 
 __all__ = ["Entry", "LazyStateDict", "open_state_dict", "read_state_dict", "OFFICIAL_DIT_CONFIG"]
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import DIT_ALIGN_NORM_EPS, DIT_SSAR_FC_SQUEEZE, DIT_SSAR_GROUPS
+from .dit_config import DIT_ALIGN_NORM_EPS, DIT_SSAR_FC_SQUEEZE, DIT_SSAR_GROUPS
 
 
 class HardSigmoid3(nn.Module):

@@ -1,19 +1,9 @@
-"""Quantised weights kept packed in memory and dequantised per forward, plus the generic state-dict loader.
+"""Filling a model built on the meta device from any name -> tensor mapping, strictly.
 
-Storage formats handled here:
-
-* fp8 ``float8_e4m3fn`` / ``float8_e5m2`` weights, plain or *scaled* (real weight = ``weight.float() * scale``; the
-  scale comes from ``<layer>.scale_weight`` or ``<layer>.weight_scale``; ``scale_input`` / ``input_scale`` /
-  ``comfy_quant`` / ``scaled_fp8`` entries are consumed).
-* GGUF blocks (``gguf_codecs.GGUFTensor``: raw uint8 bytes + quantisation type + logical shape), dequantised by
-  ``gguf_codecs.dequantize_gguf``.
-
-``PackedLinear`` replaces ``nn.Linear`` when the stored weight is fp8 or GGUF: it keeps the packed weight and upcasts
-it to the input's dtype inside ``forward``. LoRA adapters can ride along as an extra low-rank path.
-
-``load_state_dict_into(module, sd, compute_dtype)`` fills a module built with ``empty_init()`` (parameters on the meta
-device) from any name -> tensor mapping, swapping layers as needed, and raises one ``StateDictMismatchError`` that lists
-every missing key, unexpected key and shape mismatch by name.
+``empty_init()`` builds modules without memory; ``check_state_dict`` compares names and shapes without reading data;
+``load_state_dict_into`` fills the module one tensor at a time (fp8 / GGUF weights of quantised layers stay packed,
+other tensors become the compute dtype) and raises one ``StateDictMismatchError`` listing every missing key,
+unexpected key and shape mismatch. fp8 side entries (scales, ``comfy_quant`` descriptors) are recognised here.
 """
 from __future__ import annotations
 
@@ -23,130 +13,31 @@ from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .fused_linear import Linear
-from .gguf_codecs import GGUFTensor, dequantize_gguf, logical_shape, storage_type
-
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+from ..models.fused_linear import Linear
+from .errors import StateDictMismatchError, WeightFileError
+from .gguf_codecs import logical_shape
+from .quant_ops import PackedLinear, dequantize_tensor, is_packed
 
 # suffixes that carry quantisation side information for ``<layer>.weight`` (never module parameters)
 WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+
+
 CONSUMED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
+
+
 SCALED_FP8_MARKER = "scaled_fp8"
+
+
 # layers a packed weight may replace (not subclasses such as MultiheadAttention.out_proj, whose weight is read
 # directly by its owner)
 SWAPPABLE_LINEARS = (nn.Linear, Linear)
+
+
 QUANT_METADATA_KEY = "_quantization_metadata"    # safetensors header entry: {"layers": {name: {"format": ...}}}
+
+
 COMFY_QUANT_FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
-
-
-class WeightFileError(ValueError):
-    """A weight file that cannot be used; the message names the file, the problem and the fix."""
-
-
-class StateDictMismatchError(WeightFileError):
-    """Keys or shapes of a state dict do not fit the model; lists every offending name."""
-
-    def __init__(self, message: str, missing=(), unexpected=(), mismatched=()):
-        super().__init__(message)
-        self.missing = list(missing)
-        self.unexpected = list(unexpected)
-        self.mismatched = list(mismatched)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# fp8
-# --------------------------------------------------------------------------------------------------------------
-def is_fp8(t: torch.Tensor) -> bool:
-    """True for float8_e4m3fn / float8_e5m2 tensors."""
-    return t.dtype in FP8_DTYPES
-
-
-def is_packed(t: torch.Tensor) -> bool:
-    """True for tensors that stay packed in memory (fp8 or GGUF)."""
-    return isinstance(t, GGUFTensor) or is_fp8(t)
-
-
-def dequantize_tensor(t: torch.Tensor, dtype: torch.dtype, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Any stored tensor (GGUF, fp8 with optional scale, plain float) -> dense ``dtype`` of its logical shape.
-
-    ``scale``: fp32 scalar or per-output-row [out] (real weight = ``t * scale``).
-    """
-    if isinstance(t, GGUFTensor):
-        return dequantize_gguf(t, t.qtype, t.logical_shape, dtype)
-    if scale is not None:
-        # fp8 values are exact in fp16/bf16, so the upcast is lossless; the product is rounded once in ``dtype``
-        # (in fp32 the result is exact), without an fp32 temporary of the whole weight
-        s = _broadcast_scale(scale.to(device=t.device, dtype=torch.float32), t.shape)
-        if dtype == torch.float32 or not is_fp8(t):
-            return (t.to(torch.float32) * s).to(dtype)
-        return t.to(dtype).mul_(s.to(dtype))
-    return t.to(dtype)
-
-
-def _broadcast_scale(scale: torch.Tensor, shape) -> torch.Tensor:
-    """Per-tensor scalar or per-output-row scale -> broadcastable against a weight of ``shape``."""
-    if scale.numel() == 1:
-        return scale.reshape(())
-    if scale.numel() == shape[0]:
-        return scale.reshape(shape[0], *([1] * (len(shape) - 1)))
-    raise WeightFileError(f"fp8 weight scale with {scale.numel()} elements does not fit a weight of shape {tuple(shape)}")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Layers
-# --------------------------------------------------------------------------------------------------------------
-class LoraAdapter(nn.Module):
-    """Low-rank update ``scale * up @ down``: down [r, in], up [out, r]. Buffers, so they follow the module."""
-
-    def __init__(self, down: torch.Tensor, up: torch.Tensor, scale: float):
-        super().__init__()
-        self.register_buffer("down", down)
-        self.register_buffer("up", up)
-        self.scale = float(scale)
-
-    def delta(self, dtype: torch.dtype) -> torch.Tensor:
-        """Dense weight update [out, in]."""
-        return (self.up.to(torch.float32) @ self.down.to(torch.float32) * self.scale).to(dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.down.to(x.dtype)), self.up.to(x.dtype)) * self.scale
-
-
-class PackedLinear(nn.Module):
-    """Linear layer with an fp8 or GGUF weight kept packed; dequantised to the input's dtype per call.
-
-    x [..., in_features] -> [..., out_features]. ``weight`` is fp8 [out, in] (with an optional fp32 ``scale_weight``)
-    or GGUF bytes uint8 [out, bytes] with ``qtype`` naming the GGUF type.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None = None):
-        super().__init__()
-        shape = logical_shape(weight)
-        self.out_features, self.in_features = int(shape[0]), int(shape[1])
-        self.qtype = storage_type(weight)
-        raw = weight.as_subclass(torch.Tensor) if isinstance(weight, GGUFTensor) else weight
-        self.register_buffer("weight", raw)
-        self.register_buffer("scale_weight", None if scale is None else scale.to(torch.float32))
-        self.register_buffer("bias", bias)
-        self.loras = nn.ModuleList()
-
-    def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """Dense [out, in] weight in ``dtype`` (without LoRA)."""
-        if self.weight.dtype == torch.uint8:
-            return dequantize_gguf(self.weight, self.qtype, (self.out_features, self.in_features), dtype)
-        return dequantize_tensor(self.weight, dtype, self.scale_weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        out = F.linear(x, self.dequantized_weight(x.dtype), bias)
-        for adapter in self.loras:
-            out = out + adapter(x)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, qtype={self.qtype}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -318,8 +209,3 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
             "Build the model inside empty_init() so computed buffers are kept, and load a complete file.",
             missing=leftover)
     return module
-
-
-def packed_linears(module: nn.Module) -> dict[str, PackedLinear]:
-    """Module name -> ``PackedLinear`` for every packed layer inside ``module``."""
-    return {n: m for n, m in module.named_modules() if isinstance(m, PackedLinear)}

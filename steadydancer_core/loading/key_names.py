@@ -1,36 +1,25 @@
-"""Key names: every rename table, the converters to official names, and ``load_dit``.
+"""Key names: every rename table and the converters to official names. All key renaming of the project is here.
 
-Files are read by ``weight_files.py`` (``open_state_dict`` / ``read_state_dict`` / ``LazyStateDict``, re-exported
-here).
+Files are read by ``weight_files.py``; ``loaders.py`` turns them into models.
 
 Converters map ComfyUI / HF names to the official (upstream checkpoint) names: ``dit_to_official``,
 ``t5_to_official``, ``clip_to_official``. Official-named input passes through unchanged.
-``load_dit`` builds the SteadyDancer DiT from any supported file with the config inferred from tensor shapes.
-Block codecs live in ``gguf_codecs.py``, packed layers and the module loader in ``quant.py``, and the writers of
-test files in ``file_writers.py``.
+Block codecs live in ``gguf_codecs.py``, packed layers in ``quant_ops.py``, the module filler in ``state_dict.py``,
+and the writers of test files in ``file_writers.py``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
+from .errors import StateDictMismatchError, WeightFileError
 from .gguf_codecs import GGUFTensor
-from .quant import (
-    WEIGHT_SCALE_SUFFIXES,
-    StateDictMismatchError,
-    WeightFileError,
-    dequantize_tensor,
-    empty_init,
-    is_fp8,
-    load_state_dict_into,
-    split_quant_entries,
-)
-from .weight_files import OFFICIAL_DIT_CONFIG, Entry, LazyStateDict, open_state_dict, read_state_dict
+from .quant_ops import dequantize_tensor, is_fp8
+from .state_dict import WEIGHT_SCALE_SUFFIXES
+from .weight_files import Entry, LazyStateDict, open_state_dict, read_state_dict
 
 __all__ = [
     "WeightFileError", "StateDictMismatchError", "LazyStateDict", "open_state_dict", "read_state_dict",
@@ -343,64 +332,3 @@ def check_steadydancer_keys(keys, source: str = "") -> None:
                               "a SteadyDancer GGUF, or the official SteadyDancer-14B folder).")
 
 
-def _stated_config(path: Path, sd: LazyStateDict) -> dict:
-    """What the files state about the config: the official folder's config.json, or for a single file the JSON
-    under ``DIT_CONFIG_METADATA_KEY`` in its safetensors metadata; {} when neither exists."""
-    if path.is_dir():
-        cfg = path / OFFICIAL_DIT_CONFIG
-        if not cfg.is_file():
-            return {}
-        where = str(cfg)
-        try:
-            text = cfg.read_text()
-        except OSError as exc:
-            raise WeightFileError(f"{cfg} cannot be read: {exc}") from exc
-    else:
-        text, where = sd.metadata.get(DIT_CONFIG_METADATA_KEY), f"{path} (metadata '{DIT_CONFIG_METADATA_KEY}')"
-        if text is None:
-            return {}
-    try:
-        stated = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WeightFileError(f"{where} is not valid JSON: {exc}; fix or remove it (without it the config is "
-                              "inferred from the tensor shapes)") from exc
-    if not isinstance(stated, dict):
-        raise WeightFileError(f"{where} must be a JSON object such as {{\"num_heads\": 40}}, got "
-                              f"{type(stated).__name__}")
-    return stated
-
-
-def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = None):
-    """``DiTConfig`` inferred from tensor shapes (no data read). ``config_json`` (the official folder's
-    config.json, or a single file's metadata config) supplies what shapes cannot tell (num_heads, text_len, eps)."""
-    from .config import DiTConfig
-
-    _, side = split_quant_entries(sd)
-    shapes = {k: tuple(s) for k, s in sd.shapes().items() if k not in side}
-    try:
-        return DiTConfig.from_shapes(shapes, **DiTConfig.official_config_overrides(dict(config_json or {})))
-    except ValueError as exc:
-        raise WeightFileError(f"{sd.source}: {exc}") from exc
-
-
-def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa", loras=()):
-    """Load a SteadyDancer DiT from any supported file; config inferred from shapes; parameters streamed.
-
-    ``loras``: sequence of (path, strength). The LoRA report is kept as ``model.lora_report``.
-    fp8 and GGUF linear weights stay packed (``PackedLinear``); everything else is cast to ``dtype``.
-    """
-    from .dit import SteadyDancerDiT
-
-    path = Path(path).expanduser()
-    sd = dit_to_official(open_state_dict(path))
-    check_steadydancer_keys(sd.keys(), str(path))
-    config = dit_config_from_state_dict(sd, _stated_config(path, sd))
-    with empty_init():
-        model = SteadyDancerDiT(config, attention_backend=attention)
-    load_state_dict_into(model, sd, dtype, strict=True, what="SteadyDancer DiT")
-    model.eval().requires_grad_(False)
-    if loras:
-        from .lora import apply_loras
-
-        model.lora_report = apply_loras(model, list(loras))
-    return model

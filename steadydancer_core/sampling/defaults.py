@@ -1,0 +1,29 @@
+"""Sampling constants and defaults: solvers, steps, guidance scales and window, shift, area, segments, prompts.
+
+The node widgets, the CLI options and ``GenerationSettings`` all take their defaults from here.
+"""
+from __future__ import annotations
+
+# --- sampling / pipeline ----------------------------------------------------------------------------------------
+NUM_TRAIN_TIMESTEPS = 1000          # flow-matching training steps; timestep = int(sigma * 1000)
+SOLVERS = ("unipc", "dpm++", "euler")
+DEFAULT_SOLVER = "unipc"
+SOLVER_ORDER = 2                    # UniPC (bh2) and DPM++ (midpoint) multistep order, as shipped
+DEFAULT_STEPS = 40
+DEFAULT_SHIFT = 5.0                 # official: 5.0 (3.0 recommended for 480p)
+DEFAULT_GUIDE_SCALE = 5.0           # text CFG
+DEFAULT_CONDITION_GUIDE_SCALE = 1.0  # pose-condition CFG (README value; generate_dancer.py CLI default is 1.5)
+DEFAULT_CONDITION_CFG_START = 0.1   # pose CFG active while start < step/steps < end (strict)
+DEFAULT_CONDITION_CFG_END = 0.4
+DEFAULT_MAX_AREA = 1024 * 576       # pixels; output aspect follows the photo
+LATENT_SIZE_MULTIPLE = 2            # latent h, w are multiples of the DiT spatial patch
+DEFAULT_FRAMES_PER_SEGMENT = 81     # frames the model was trained on (4n + 1)
+DEFAULT_SEGMENT_OVERLAP = 9         # frames shared by consecutive segments (4k + 1)
+FIRST_FRAME_MODES = ("model", "latent", "exact")
+MASK_CHANNELS = 4                   # I2V mask channels in y (one per pixel frame of a latent frame)
+WAN_I2V_NEGATIVE_PROMPT = (
+    "镜头晃动，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+DEFAULT_NEGATIVE_PROMPT = WAN_I2V_NEGATIVE_PROMPT  # used when the negative prompt is left empty

@@ -230,18 +230,30 @@ def _reference_conditions(model, photo, first_pose, settings, size, device) -> c
                                     ref_x=ref_x.to(device), ref_c=ref_c.to(device), photo=photo_v)
 
 
-@torch.inference_mode()
-def generate(model, photo, positive_pose, negative_pose, settings: GenerationSettings,
-             callback: Optional[Callable] = None, should_cancel: Optional[Callable[[], bool]] = None,
-             on_frames: Optional[Callable[[int, torch.Tensor], None]] = None) -> GenerationResult:
-    """Sample the video latents.
+@dataclass
+class Job:
+    """A validated generation request, ready to sample: the inputs at their working layout and the plan.
 
-    photo [H, W, 3] (or [1, H, W, 3]); positive_pose / negative_pose [T, H', W', 3]; all float in [0, 1].
-    callback(step, total, preview) after every sampling step (step counts finished steps over all segments;
-    preview [h, w, 3] in [0, 1] when ``settings.preview``, else None). should_cancel() polled between steps ->
-    ``Cancelled``. on_frames(start, frames [n, H, W, 3]) receives the final decoded frames segment by segment (in
-    order, no overlap) while generating, so a caller can write a long video without holding it in memory.
+    photo [H, W, 3]; positive / negative [T, H', W', 3] (float in [0, 1], CPU); size (h, w) of the output;
+    segments: (start, frames, known frames) per segment; schedule: the sampler's sigmas and timesteps.
     """
+
+    photo: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    num_frames: int
+    size: tuple
+    segments: list
+    schedule: object
+    guidance: Guidance
+    batch_passes: bool
+    photo_out: torch.Tensor
+    notices: list
+
+
+def prepare_job(model, photo, positive_pose, negative_pose, settings: GenerationSettings) -> Job:
+    """Validate the inputs against the settings, plan the segments and the schedule, and re-plan the model's
+    memory for the real size. Nothing is encoded yet."""
     photo = cond.as_frames(photo, "photo")
     if photo.shape[0] != 1:
         raise ValueError(f"one photo expected, got a batch of {photo.shape[0]} images")
@@ -255,77 +267,129 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     for note in notices:
         log.warning(note)
     size = cond.target_size(photo.shape[0], photo.shape[1], settings.max_area)
-    plan = plan_segments(num_frames, settings.segment_frames, settings.segment_overlap)
+    segments = plan_segments(num_frames, settings.segment_frames, settings.segment_overlap)
     schedule = make_schedule(settings.solver, settings.steps, settings.shift, settings.sigmas)
     guidance = settings.guidance
-    model.replan(width=size[1], height=size[0], frames=plan[0][1],
+    model.replan(width=size[1], height=size[0], frames=segments[0][1],
                  guidance_passes=max(len(guidance.passes(i, schedule.steps)) for i in range(schedule.steps)))
-    device = model.execution_device
     batch = model.batch_passes_allowed() if settings.batch_passes is None else bool(settings.batch_passes)
-    generator = torch.Generator("cpu").manual_seed(settings.seed)
-    photo_out = _photo_at(photo, size)
-    pin_known = settings.first_frame in ("latent", "exact")
-    photo_hw = tuple(photo.shape[:2])
+    return Job(photo=photo, positive=pos, negative=neg, num_frames=num_frames, size=size, segments=segments,
+               schedule=schedule, guidance=guidance, batch_passes=batch, photo_out=_photo_at(photo, size),
+               notices=notices)
 
-    refs = _reference_conditions(model, photo, pos[0], settings, size, device)
-    total = schedule.steps * len(plan)
-    segments: list = []
+
+def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.ReferenceConditions:
+    """What stays the same for every segment and step: text contexts, CLIP features of the photo and the first
+    pose, and the reference latents ``ref_x`` / ``ref_c`` (all on the execution device)."""
+    return _reference_conditions(model, job.photo, job.positive[0], settings, job.size, model.execution_device)
+
+
+def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
+                   known: Optional[torch.Tensor], generator: torch.Generator, on_step: Optional[Callable] = None,
+                   should_cancel: Optional[Callable[[], bool]] = None) -> SegmentLatent:
+    """Sample segment ``index`` of ``job.segments``.
+
+    known: the frames given to it [k, H, W, 3] (None = the photo, for the first segment). The noise
+    [16, F, h, w] is drawn from ``generator``. Returns its latent on the CPU (float32).
+    """
+    start, n, known_count = job.segments[index]
+    device = model.execution_device
+    photo_hw = tuple(job.photo.shape[:2])
+    with model.use("vae"):
+        condition = cond.pose_latent(model.vae, job.positive[start:start + n], photo_hw, job.size, device,
+                                     settings.vae_tile)
+        condition_null = cond.pose_latent(model.vae, job.negative[start:start + n], photo_hw, job.size, device,
+                                          settings.vae_tile)
+        known_v = refs.photo if known is None else cond.to_model_video(known)
+        y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
+    noise = torch.randn(LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:], generator=generator)
+    pin = None
+    if settings.first_frame in ("latent", "exact"):
+        clean = cond.known_frame_latents(y)
+        k = clean.shape[1]
+        pin = lambda x: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
+    predict = _make_predictor(model, refs, y, condition, condition_null, job.batch_passes)
+    with model.use("dit"):
+        latent = denoise(noise.to(device), job.schedule, make_solver(settings.solver, job.schedule), predict,
+                         job.guidance, pin=pin, on_step=on_step, should_cancel=should_cancel)
+    return SegmentLatent(start=start, num_frames=n, known_frames=known_count, latent=latent.float().cpu())
+
+
+def finish_segment(model, job: Job, seg: SegmentLatent, index: int, tail: Optional[torch.Tensor],
+                   settings: GenerationSettings) -> torch.Tensor:
+    """Decode a sampled segment to frames [n, H, W, 3]: frame 0 = the photo in ``exact`` mode (first segment);
+    later segments are colour-matched on their known frames to ``tail`` (the previous segment's last frames),
+    and the correction is recorded on ``seg``."""
+    frames = _decode_frames(model, seg.latent, settings.vae_tile)
+    if index == 0 and settings.first_frame == "exact":
+        frames[0] = job.photo_out
+    if index > 0:
+        seg.color_gain, seg.color_offset, seg.color_drift = color_match(frames[:seg.known_frames], tail,
+                                                                        settings.color_correction)
+        if settings.color_correction > 0:
+            frames = apply_color(frames, seg.color_gain, seg.color_offset)
+        else:
+            seg.color_gain = seg.color_offset = None
+    return frames
+
+
+def _seam_notice(segments: list, settings: GenerationSettings) -> Optional[str]:
+    drifts = [seg.color_drift for seg in segments if seg.color_drift is not None]
+    if not drifts:
+        return None
+    worst = max(float(d.abs().max()) for d in drifts)
+    return (f"{len(segments)} segments of up to {settings.segment_frames} frames (overlap "
+            f"{settings.segment_overlap}); largest colour drift at a seam {worst:.3f}"
+            + (" (corrected)" if settings.color_correction > 0 else " (not corrected)"))
+
+
+@torch.inference_mode()
+def generate(model, photo, positive_pose, negative_pose, settings: GenerationSettings,
+             callback: Optional[Callable] = None, should_cancel: Optional[Callable[[], bool]] = None,
+             on_frames: Optional[Callable[[int, torch.Tensor], None]] = None) -> GenerationResult:
+    """Sample the video latents: ``prepare_job`` -> ``prepare_references`` -> per segment ``sample_segment`` and
+    ``finish_segment`` (the decode that gives the next segment its known frames).
+
+    photo [H, W, 3] (or [1, H, W, 3]); positive_pose / negative_pose [T, H', W', 3]; all float in [0, 1].
+    callback(step, total, preview) after every sampling step (step counts finished steps over all segments;
+    preview [h, w, 3] in [0, 1] when ``settings.preview``, else None). should_cancel() polled between steps ->
+    ``Cancelled``. on_frames(start, frames [n, H, W, 3]) receives the final decoded frames segment by segment (in
+    order, no overlap) while generating, so a caller can write a long video without holding it in memory.
+    """
+    job = prepare_job(model, photo, positive_pose, negative_pose, settings)
+    refs = prepare_references(model, job, settings)
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    steps = job.schedule.steps
+    total = steps * len(job.segments)
     assembler = Assembler(on_frames) if on_frames is not None else None
+    segments: list = []
     tail: Optional[torch.Tensor] = None   # colour-matched last frames of the previous segment (its decode)
 
-    for s, (start, n, known) in enumerate(plan):
-        last = s == len(plan) - 1
-        with model.use("vae"):
-            condition = cond.pose_latent(model.vae, pos[start:start + n], photo_hw, size, device, settings.vae_tile)
-            condition_null = cond.pose_latent(model.vae, neg[start:start + n], photo_hw, size, device,
-                                              settings.vae_tile)
-            known_v = refs.photo if s == 0 else cond.to_model_video(tail)
-            y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
-        noise = torch.randn(LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:], generator=generator)
-        pin = None
-        if pin_known:
-            clean = cond.known_frame_latents(y)
-            k = clean.shape[1]
-            pin = lambda x, clean=clean, k=k: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
-
-        def on_step(info: StepInfo, offset=s * schedule.steps):
+    for s in range(len(job.segments)):
+        def on_step(info: StepInfo, offset=s * steps):
             if callback is not None:
                 preview = None
                 if settings.preview:
                     preview = latent_to_rgb(info.latent[:, info.latent.shape[1] // 2:][:, :1])[0].cpu()
                 callback(offset + info.step + 1, total, preview)
 
-        predict = _make_predictor(model, refs, y, condition, condition_null, batch)
-        with model.use("dit"):
-            latent = denoise(noise.to(device), schedule, make_solver(settings.solver, schedule), predict, guidance,
-                             pin=pin, on_step=on_step, should_cancel=should_cancel)
-        seg = SegmentLatent(start=start, num_frames=n, known_frames=known, latent=latent.float().cpu())
+        seg = sample_segment(model, job, refs, settings, s, tail, generator, on_step, should_cancel)
         segments.append(seg)
-        del condition, condition_null, y, predict
+        last = s == len(job.segments) - 1
         if last and assembler is None:
             break
-        frames = _decode_frames(model, seg.latent, settings.vae_tile)
-        if s == 0 and settings.first_frame == "exact":
-            frames[0] = photo_out
-        if s > 0:
-            seg.color_gain, seg.color_offset, seg.color_drift = color_match(frames[:known], tail,
-                                                                            settings.color_correction)
-            if settings.color_correction > 0:
-                frames = apply_color(frames, seg.color_gain, seg.color_offset)
-            else:
-                seg.color_gain = seg.color_offset = None
-        next_overlap = 0 if last else plan[s + 1][2]
+        frames = finish_segment(model, job, seg, s, tail, settings)
+        next_overlap = 0 if last else job.segments[s + 1][2]
         if assembler is not None:
-            assembler.push(start, frames, known if s > 0 else 0, next_overlap)
+            assembler.push(seg.start, frames, seg.known_frames if s > 0 else 0, next_overlap)
         tail = frames[frames.shape[0] - next_overlap:] if next_overlap else None
-    drifts = [seg.color_drift for seg in segments if seg.color_drift is not None]
-    if drifts:
-        worst = max(float(d.abs().max()) for d in drifts)
-        notices.append(f"{len(plan)} segments of up to {settings.segment_frames} frames (overlap "
-                       f"{settings.segment_overlap}); largest colour drift at a seam {worst:.3f}"
-                       + (" (corrected)" if settings.color_correction > 0 else " (not corrected)"))
-    return GenerationResult(segments=segments, num_frames=num_frames, height=size[0], width=size[1],
-                            first_frame=settings.first_frame, photo=photo_out, notices=notices, seed=settings.seed)
+    notices = list(job.notices)
+    seam = _seam_notice(segments, settings)
+    if seam is not None:
+        notices.append(seam)
+    return GenerationResult(segments=segments, num_frames=job.num_frames, height=job.size[0], width=job.size[1],
+                            first_frame=settings.first_frame, photo=job.photo_out, notices=notices,
+                            seed=settings.seed)
 
 
 @torch.inference_mode()

@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ from steadydancer_core.loading.state_dict import empty_init, load_state_dict_int
 from steadydancer_core.models.dit import SteadyDancerDiT  # noqa: E402
 from steadydancer_core.models.dit_config import DiTConfig
 from steadydancer_core.models.vae_config import VAEConfig  # noqa: E402
-from steadydancer_core.runtime.memory_plan import plan_memory  # noqa: E402
+from steadydancer_core.runtime.memory_plan import JobShape, ModelSizes, OffloadRequest, plan_memory  # noqa: E402
 from steadydancer_core.runtime.offload import Offloader
 from steadydancer_core.runtime.sizes import (
     dit_tokens,
@@ -231,15 +232,17 @@ def main(argv=None) -> int:
     else:
         free = card
     vae_config = VAEConfig.tiny() if args.dry_run else VAEConfig()
-    plan = plan_memory(free, per_block, config.num_layers, other, dtype, args.width, args.height, args.frames, 2,
-                       dit_config=config, device=str(device), embedding_weight_bytes=embedding,
-                       vae_config=vae_config, blocks_to_swap=2 if args.dry_run else "auto")
+    sizes = ModelSizes(per_block, config.num_layers, other, embedding_bytes=embedding, dtype=dtype, dit_config=config,
+                       vae_config=vae_config)
+    job = JobShape(args.width, args.height, args.frames, 2)
+    plan = plan_memory(free, sizes, job, OffloadRequest(blocks_to_swap=2 if args.dry_run else "auto"),
+                       device=str(device))
     results["plan"] = plan.to_dict()
     if args.force_swap:
         # the streaming overhead itself: a fixed number of swapped blocks under the same cap
-        forced = plan_memory(free, per_block, config.num_layers, other, dtype, args.width, args.height, args.frames,
-                             2, dit_config=config, device=str(device), embedding_weight_bytes=embedding,
-                             blocks_to_swap=min(args.force_swap, config.num_layers), batch_passes=plan.batch_passes)
+        forced_request = OffloadRequest(blocks_to_swap=min(args.force_swap, config.num_layers),
+                                        batch_passes=plan.batch_passes)
+        forced = plan_memory(free, replace(sizes, vae_config=None), job, forced_request, device=str(device))
         off, results["block_swap_forced"] = run_plan(model, forced, device, b2, b1, args.steps, resident)
         off.unplace(model)
     off, swap = run_plan(model, plan, device, b2, b1, args.steps, resident)

@@ -9,7 +9,7 @@ from torch import nn
 from steadydancer_core.loading.quant_ops import PackedLinear
 from steadydancer_core.models.dit_config import DiTConfig
 from steadydancer_core.runtime import offload
-from steadydancer_core.runtime.memory_plan import plan_memory
+from steadydancer_core.runtime.memory_plan import JobShape, ModelSizes, OffloadRequest, plan_memory
 from steadydancer_core.runtime.offload import (
     BlockSwap,
     Offloader,
@@ -149,7 +149,7 @@ def test_interrupt_between_blocks_releases_prefetched_copies():
 
 def test_out_of_memory_becomes_a_clear_error_with_the_plan():
     model = ToyDiT()
-    plan = plan_memory(12 * GIB, 400 << 20, 40, 1 << 30, torch.bfloat16, 832, 480, 81, 2)
+    plan = plan_memory(12 * GIB, ModelSizes(400 << 20, 40, 1 << 30), JobShape(832, 480, 81, 2))
     block_bytes = offload.module_bytes(model.blocks[0])
     resident = offload.module_bytes(model) - 6 * block_bytes
     off = Offloader.simulated(capacity_bytes=resident + 2 * block_bytes)   # room for 2 blocks, prefetch needs 3
@@ -217,7 +217,8 @@ def test_use_component_with_a_model_bundle():
     dit = ToyDiT()
     vae = nn.Linear(3, 3)
     encoder = types.SimpleNamespace(model=nn.Linear(2, 2), tokenizer=None)
-    plan = plan_memory(4 * GIB, 400 << 20, 6, 1 << 30, torch.bfloat16, 64, 64, 5, 1, blocks_to_swap=3, device="cpu")
+    plan = plan_memory(4 * GIB, ModelSizes(400 << 20, 6, 1 << 30), JobShape(64, 64, 5, 1),
+                       OffloadRequest(blocks_to_swap=3), device="cpu")
     model = types.SimpleNamespace(dit=dit, vae=vae, text_encoder=encoder, image_encoder=encoder, offload_plan=plan)
     off = offload.attach_offloader(model, Offloader.simulated())
     with offload.use_component(model, "text_encoder"):
@@ -245,10 +246,10 @@ FP8_OTHER, BF16_OTHER = 250 << 20, 500 << 20
 CARD_FREE = {24: 23.4 * GIB, 16: 15.4 * GIB, 12: 11.4 * GIB}   # after the CUDA context
 
 
-def _plan(card, weights, **kw):
+def _plan(card, weights, vae_config=None, **request):
     block, other = (FP8_BLOCK, FP8_OTHER) if weights == "fp8" else (BF16_BLOCK, BF16_OTHER)
-    return plan_memory(int(CARD_FREE[card]), block, 40, other, torch.bfloat16, 832, 480, 81, 2,
-                       embedding_weight_bytes=other // 5, **kw)
+    sizes = ModelSizes(block, 40, other, embedding_bytes=other // 5, vae_config=vae_config)
+    return plan_memory(int(CARD_FREE[card]), sizes, JobShape(832, 480, 81, 2), OffloadRequest(**request))
 
 
 def test_planner_tokens_for_832x480x81():
@@ -286,11 +287,11 @@ def test_planner_batching_rule():
     # fp8 on 24 GB: all resident one pass at a time beats batching (which would need swapping)
     assert not _plan(24, "fp8").batch_passes
     # a large card batches with nothing swapped
-    big = plan_memory(78 * GIB, FP8_BLOCK, 40, FP8_OTHER, torch.bfloat16, 832, 480, 81, 2)
+    big = plan_memory(78 * GIB, ModelSizes(FP8_BLOCK, 40, FP8_OTHER), JobShape(832, 480, 81, 2))
     assert big.batch_passes and big.blocks_to_swap == 0
     single = _plan(24, "bf16", batch_passes=False)
     assert not single.batch_passes
-    one_pass = plan_memory(int(CARD_FREE[24]), FP8_BLOCK, 40, FP8_OTHER, torch.bfloat16, 832, 480, 81, 1)
+    one_pass = plan_memory(int(CARD_FREE[24]), ModelSizes(FP8_BLOCK, 40, FP8_OTHER), JobShape(832, 480, 81, 1))
     assert not one_pass.batch_passes and "no guidance passes to batch" in one_pass.explanation
 
 
@@ -304,12 +305,12 @@ def test_planner_max_vram_and_overrides():
     with pytest.raises(ValueError, match="blocks_to_swap"):
         _plan(24, "fp8", blocks_to_swap=41)
     with pytest.raises(ValueError, match="compute dtype"):
-        plan_memory(GIB, 1, 1, 1, torch.float8_e4m3fn, 64, 64, 5, 1)
+        ModelSizes(1, 1, 1, dtype=torch.float8_e4m3fn)
 
 
 def test_planner_reports_what_does_not_fit():
-    plan = plan_memory(6 * GIB, BF16_BLOCK, 40, 2 * GIB, torch.bfloat16, 1280, 720, 81, 2,
-                       embedding_weight_bytes=200 << 20)
+    plan = plan_memory(6 * GIB, ModelSizes(BF16_BLOCK, 40, 2 * GIB, embedding_bytes=200 << 20),
+                       JobShape(1280, 720, 81, 2))
     assert not plan.fits and plan.blocks_to_swap == 40 and plan.offload_embeddings
     assert "DOES NOT FIT" in plan.explanation and "lower the resolution" in plan.suggestion
 
@@ -317,7 +318,8 @@ def test_planner_reports_what_does_not_fit():
 def test_planner_vae_tiling_follows_the_room_left():
     from steadydancer_core.models.vae_config import VAEConfig
 
-    roomy = plan_memory(78 * GIB, FP8_BLOCK, 40, FP8_OTHER, torch.bfloat16, 832, 480, 81, 2, vae_config=VAEConfig())
+    roomy = plan_memory(78 * GIB, ModelSizes(FP8_BLOCK, 40, FP8_OTHER, vae_config=VAEConfig()),
+                        JobShape(832, 480, 81, 2))
     tight = _plan(24, "fp8", vae_config=VAEConfig(), max_vram_gb=20)
     assert roomy.vae_tile is None and "VAE untiled" in roomy.explanation
     assert tight.vae_budget_bytes < roomy.vae_budget_bytes
@@ -366,7 +368,7 @@ def test_encoders_make_room_by_unplacing_the_dit():
 
 def test_out_of_memory_while_placing_is_reported_with_the_plan():
     dit = ToyDiT()
-    plan = plan_memory(4 * GIB, 400 << 20, 6, 1 << 30, torch.bfloat16, 64, 64, 5, 1, device="cpu")
+    plan = plan_memory(4 * GIB, ModelSizes(400 << 20, 6, 1 << 30), JobShape(64, 64, 5, 1), device="cpu")
     model = types.SimpleNamespace(dit=dit, vae=None, text_encoder=None, image_encoder=None, offload_plan=plan)
     off = offload.attach_offloader(model, Offloader.simulated(capacity_bytes=offload.module_bytes(dit) // 2))
     with pytest.raises(SteadyDancerOutOfMemoryError, match="during sampling.*Try: "):

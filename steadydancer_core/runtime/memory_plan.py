@@ -71,38 +71,94 @@ def _weights(n: int, swap: int, prefetch: int, per_block: int, other: int, embed
     return other - (embedding if emb_off else 0) + (n - swap) * per_block + streamed
 
 
-def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int, other_weight_bytes: int,
-                dtype: torch.dtype, width: int, height: int, frames: int, guidance_passes: int,
-                max_vram_gb: float | None = None, *, dit_config: DiTConfig | None = None, device: str = "cuda",
-                prefetch: int = OFFLOAD_DEFAULT_PREFETCH, embedding_weight_bytes: int = 0,
-                blocks_to_swap: int | str = AUTO, batch_passes: bool | str = AUTO,
-                vae_config=None, vae_dtype: torch.dtype = torch.float32, vae_weight_bytes: int = 0) -> MemoryPlan:
+@dataclass(frozen=True)
+class ModelSizes:
+    """What the planner needs to know of the loaded networks (bytes as stored, packed weights at their size).
+
+    block_bytes: the largest DiT block's weights; n_blocks: DiT blocks; other_bytes: the rest of the DiT
+    (embeddings, condition modules, head), of which ``embedding_bytes`` may be streamed like a block; dtype: the
+    compute dtype of the activations; dit_config: activation sizes (None = the 14B model); vae_config / vae_dtype /
+    vae_bytes: the VAE, for its tiling (vae_config None = no tiling plan).
+    """
+
+    block_bytes: int
+    n_blocks: int
+    other_bytes: int
+    embedding_bytes: int = 0
+    dtype: torch.dtype = torch.bfloat16
+    dit_config: DiTConfig | None = None
+    vae_config: object = None
+    vae_dtype: torch.dtype = torch.float32
+    vae_bytes: int = 0
+
+    def __post_init__(self):
+        dtype_bytes(self.dtype)
+        if self.n_blocks < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {self.n_blocks}")
+        sizes = {"block_bytes": self.block_bytes, "other_bytes": self.other_bytes,
+                 "embedding_bytes": self.embedding_bytes, "vae_bytes": self.vae_bytes}
+        bad = [f"{k}={v}" for k, v in sizes.items() if int(v) < 0]
+        if bad:
+            raise ValueError(f"sizes must be >= 0 bytes, got {', '.join(bad)}")
+
+    @property
+    def config(self) -> DiTConfig:
+        return self.dit_config if self.dit_config is not None else DiTConfig()
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """One segment: width x height pixels, ``frames`` frames, ``guidance_passes`` DiT passes per step (1-3)."""
+
+    width: int
+    height: int
+    frames: int
+    guidance_passes: int = 2
+
+    def __post_init__(self):
+        if min(self.width, self.height, self.frames, self.guidance_passes) < 1:
+            raise ValueError(f"width, height, frames and guidance_passes must be >= 1, got "
+                             f"{self.width}x{self.height}x{self.frames}, {self.guidance_passes} passes")
+
+
+@dataclass(frozen=True)
+class OffloadRequest:
+    """What the user asked for: ``blocks_to_swap`` / ``batch_passes`` "auto" or a forced value; ``prefetch``:
+    swapped blocks copied ahead; ``max_vram_gb``: cap on the device memory used (None = the free memory)."""
+
+    blocks_to_swap: int | str = AUTO
+    batch_passes: bool | str = AUTO
+    prefetch: int = OFFLOAD_DEFAULT_PREFETCH
+    max_vram_gb: float | None = None
+
+    def __post_init__(self):
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {self.prefetch}")
+        if self.max_vram_gb is not None and not self.max_vram_gb > 0:
+            raise ValueError(f"max_vram_gb must be positive, got {self.max_vram_gb}")
+
+
+def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request: OffloadRequest = OffloadRequest(),
+                device: str = "cuda") -> MemoryPlan:
     """Choose blocks to swap, guidance batching and VAE tiling for ``free_vram_bytes`` of device memory.
 
-    weight_bytes_per_block: the largest DiT block's weights; other_weight_bytes: the rest of the DiT (embeddings,
-    condition modules, head), of which ``embedding_weight_bytes`` can be streamed too; dtype: compute dtype of
-    the activations; width/height/frames: one segment; guidance_passes: DiT passes per step (1-3);
-    max_vram_gb: cap on what may be used (the free memory wins when lower, and the explanation says so);
-    dit_config: activation sizes (default the 14B model); blocks_to_swap / batch_passes: "auto" or a forced value.
+    The cap ``request.max_vram_gb`` applies when lower than the free memory (the explanation says when it is not).
+    Raises ValueError for a forced ``blocks_to_swap`` outside 0..n_blocks.
     """
-    cfg = dit_config if dit_config is not None else DiTConfig()
-    dtype_bytes(dtype)
-    if min(width, height, frames, guidance_passes, n_blocks) < 1:
-        raise ValueError(f"width, height, frames, guidance_passes and n_blocks must be >= 1, got "
-                         f"{width}x{height}x{frames}, {guidance_passes} passes, {n_blocks} blocks")
-    if prefetch < 0:
-        raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+    cfg = sizes.config
+    width, height, frames, guidance_passes = job.width, job.height, job.frames, job.guidance_passes
+    n_blocks, prefetch, max_vram_gb = sizes.n_blocks, request.prefetch, request.max_vram_gb
+    blocks_to_swap, batch_passes = request.blocks_to_swap, request.batch_passes
+    dtype, vae_config = sizes.dtype, sizes.vae_config
     notes = []
     budget = int(free_vram_bytes)
     if max_vram_gb is not None:
-        if max_vram_gb <= 0:
-            raise ValueError(f"max_vram_gb must be positive, got {max_vram_gb}")
         cap = int(max_vram_gb * GIB)
         if cap > budget:
             notes.append(f"max_vram_gb {max_vram_gb:g} exceeds the {budget / GIB:.1f} GiB free, using the free memory")
         budget = min(budget, cap)
     usable = max(0, budget - max(OFFLOAD_MIN_RESERVE_BYTES, int(budget * OFFLOAD_RESERVE_FRACTION)))
-    per_block, other, emb = int(weight_bytes_per_block), int(other_weight_bytes), int(embedding_weight_bytes)
+    per_block, other, emb = int(sizes.block_bytes), int(sizes.other_bytes), int(sizes.embedding_bytes)
 
     def peak(swap: int, batched: bool, emb_off: bool) -> tuple[int, int]:
         acts = dit_activation_bytes(cfg, width, height, frames, dtype, guidance_passes if batched else 1)
@@ -141,11 +197,11 @@ def plan_memory(free_vram_bytes: int, weight_bytes_per_block: int, n_blocks: int
 
     # decoding runs with the DiT still placed (its resident blocks), not its activations or streamed blocks
     resident_dit = other - (emb if emb_off else 0) + (n_blocks - swap) * per_block
-    vae_budget = max(0, usable - resident_dit - int(vae_weight_bytes))
+    vae_budget = max(0, usable - resident_dit - int(sizes.vae_bytes))
     vae_tile, vae_note = None, "VAE untiled"
     if vae_config is not None:
         from ..models.vae_tiling import plan_tiles
-        tiles = plan_tiles(vae_config, height, width, vae_dtype, mode="decode", tile=AUTO,
+        tiles = plan_tiles(vae_config, height, width, sizes.vae_dtype, mode="decode", tile=AUTO,
                            memory_budget=max(vae_budget, 1))
         vae_tile = tiles.tile
         vae_note = "VAE untiled" if vae_tile is None else f"VAE tiles {vae_tile[0]}x{vae_tile[1]} px"

@@ -11,8 +11,8 @@ import torch
 from ..models.dit_config import DiTConfig
 from ..models.vae_config import VAE_SPATIAL_STRIDE
 from ..sampling.defaults import DEFAULT_FRAMES_PER_SEGMENT, DEFAULT_MAX_AREA
-from .memory_plan import AUTO, MemoryPlan, plan_memory
-from .sizes import dit_activation_bytes
+from .memory_plan import AUTO, JobShape, MemoryPlan, ModelSizes, OffloadRequest, plan_memory
+from .sizes import dit_activation_bytes, module_bytes
 
 
 def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | None = None,
@@ -26,8 +26,6 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
     max_vram_gb: cap on the device memory used; when None, the model's own ``max_vram_gb`` (set at load time,
     e.g. from the node input) applies.
     """
-    from .sizes import module_bytes
-
     if max_vram_gb is None:
         max_vram_gb = getattr(model, "max_vram_gb", None)
     dit = model.dit
@@ -49,13 +47,15 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
                 getattr(dit, "config", None) or DiTConfig(), width, height, frames, model.dtype, guidance_passes))
         else:
             free_vram_bytes, swap = _host_free_bytes(), 0      # computing in host memory: nothing to swap
-    plan = plan_memory(
-        free_vram_bytes, per_block, len(blocks), other, model.dtype, width, height, frames, guidance_passes,
-        max_vram_gb, dit_config=getattr(dit, "config", None), device=str(device), embedding_weight_bytes=embedding,
-        blocks_to_swap=swap, batch_passes=batch_passes, vae_config=getattr(model.vae, "config", None),
+    sizes = ModelSizes(
+        block_bytes=per_block, n_blocks=len(blocks), other_bytes=other, embedding_bytes=embedding, dtype=model.dtype,
+        dit_config=getattr(dit, "config", None), vae_config=getattr(model.vae, "config", None),
         vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
-        vae_weight_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
+        vae_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
+    request = OffloadRequest(blocks_to_swap=swap, batch_passes=batch_passes, max_vram_gb=max_vram_gb)
+    plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes), request,
+                       device=str(device))
     if swap != offload and offload not in (AUTO, "none", 0):
         plan = replace(plan, explanation=f"{plan.explanation}; computing on the CPU, so offload={offload} swaps "
                                          f"nothing")

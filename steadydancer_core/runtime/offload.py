@@ -199,21 +199,21 @@ def _make_transfer(device: torch.device) -> _Transfer:
 
 @dataclass
 class _Slot:
-    """One parameter or buffer of a module, addressable for replacement."""
+    """One parameter or buffer of a module, read and replaced through the module's public attribute interface."""
 
     owner: nn.Module
     name: str
     is_param: bool
 
     def get(self) -> torch.Tensor:
-        return (self.owner._parameters if self.is_param else self.owner._buffers)[self.name]
+        return getattr(self.owner, self.name)
 
     def set(self, t: torch.Tensor) -> None:
         if self.is_param:
-            grad = bool(self.owner._parameters[self.name].requires_grad) and t.is_floating_point()
-            self.owner._parameters[self.name] = nn.Parameter(t, requires_grad=grad)
+            grad = bool(getattr(self.owner, self.name).requires_grad) and t.is_floating_point()
+            setattr(self.owner, self.name, nn.Parameter(t, requires_grad=grad))
         else:
-            self.owner._buffers[self.name] = t
+            setattr(self.owner, self.name, t)      # an existing buffer name: nn.Module keeps it a buffer
 
 
 def _slots(module: nn.Module, skip: Iterable[nn.Module] = ()) -> list:
@@ -223,8 +223,8 @@ def _slots(module: nn.Module, skip: Iterable[nn.Module] = ()) -> list:
     for sub in module.modules():
         if id(sub) in skipped:
             continue
-        found += [_Slot(sub, n, True) for n, p in sub._parameters.items() if p is not None]
-        found += [_Slot(sub, n, False) for n, b in sub._buffers.items() if b is not None]
+        found += [_Slot(sub, n, True) for n, _ in sub.named_parameters(recurse=False)]
+        found += [_Slot(sub, n, False) for n, _ in sub.named_buffers(recurse=False)]
     return found
 
 

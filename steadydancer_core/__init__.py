@@ -1,1 +1,44 @@
-"""SteadyDancer in pure PyTorch: DiT, encoders, VAE, sampler, offloading. Never imports ComfyUI."""
+"""SteadyDancer in pure PyTorch: DiT, encoders, VAE, sampler, offloading. Never imports ComfyUI.
+
+The names below are the public API, kept stable; the nodes, the CLI, the scripts and the benchmarks use only these.
+The modules behind them follow the data flow and may change:
+
+    models/    the networks and their configs (DiT with SSAR / TMCM / FAAU, Wan VAE, umT5, CLIP vision)
+    loading/   files -> models: readers, GGUF codecs, quantised ops, key-name tables, identify, loaders, LoRA
+    runtime/   a loaded SteadyDancerModel: memory planner, sizes, every device movement (placement, block swap)
+    sampling/  schedules, guidance, conditioning, segments, generate / decode
+
+Typical use::
+
+    import steadydancer_core as sd
+    model = sd.load_model(dit, vae, t5, clip, precision="bf16", offload="auto")
+    result = sd.generate(model, photo, positive_pose, negative_pose, sd.GenerationSettings(prompt="a dancer"))
+    video = sd.decode(model, result)          # or: for start, frames in sd.iter_decoded(model, result): ...
+"""
+from .loading.errors import StateDictMismatchError, WeightFileError
+from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
+from .loading.lora import LoraReport
+from .models.attention import BACKENDS as ATTENTION_BACKENDS
+from .models.dit import SteadyDancerDiT
+from .models.dit_config import DiTConfig
+from .models.image_encoder import ImageEncoder
+from .models.image_encoder_config import CLIPVisionConfig
+from .models.text_encoder import TextEncoder
+from .models.text_encoder_config import T5Config
+from .models.vae import WanVAE
+from .models.vae_config import VAEConfig
+from .runtime.bundle import PRECISIONS, SteadyDancerModel, load_model
+from .runtime.memory_plan import JobShape, MemoryPlan, ModelSizes, OffloadRequest, plan_memory
+from .runtime.offload import SteadyDancerOutOfMemoryError, release_model
+from .sampling.guidance import Cancelled
+from .sampling.pipeline import GenerationResult, GenerationSettings, SegmentLatent, decode, generate, iter_decoded
+from .sampling.segments import plan_segments, resolve_length
+
+__all__ = [
+    "ATTENTION_BACKENDS", "CLIPVisionConfig", "Cancelled", "DiTConfig", "GenerationResult", "GenerationSettings",
+    "ImageEncoder", "JobShape", "LoraReport", "MemoryPlan", "ModelSizes", "OffloadRequest", "PRECISIONS",
+    "SegmentLatent", "StateDictMismatchError", "SteadyDancerDiT", "SteadyDancerModel",
+    "SteadyDancerOutOfMemoryError", "T5Config", "TextEncoder", "VAEConfig", "WanVAE", "WeightFileError", "decode",
+    "generate", "iter_decoded", "load_dit", "load_image_encoder", "load_model", "load_text_encoder", "load_vae",
+    "plan_memory", "plan_segments", "release_model", "resolve_length",
+]

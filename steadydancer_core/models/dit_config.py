@@ -46,6 +46,8 @@ DIT_SSAR_GROUPS = 4              # GroupNorm groups inside the SSAR dynamic conv
 
 
 DIT_SSAR_FC_SQUEEZE = 8
+DIT_CLIP_FRAMES = 81            # frames per clip (4n + 1) the model was trained on (official frame_num)
+DIT_DEFAULT_AREA = 1024 * 576    # pixels per frame of the official default size; output aspect follows the photo
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,21 @@ from dataclasses import replace
 
 import torch
 
-from ..models.dit_config import DiTConfig
+from ..models.dit_config import DIT_CLIP_FRAMES, DIT_DEFAULT_AREA, DiTConfig
 from ..models.vae_config import VAE_SPATIAL_STRIDE
-from ..sampling.defaults import DEFAULT_FRAMES_PER_SEGMENT, DEFAULT_MAX_AREA
-from .memory_plan import AUTO, JobShape, MemoryPlan, ModelSizes, OffloadRequest, plan_memory
+from .memory_plan import (
+    AUTO,
+    JobShape,
+    MemoryPlan,
+    ModelSizes,
+    OffloadRequest,
+    plan_memory,
+)
 from .sizes import dit_activation_bytes, module_bytes
 
 
 def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | None = None,
-                   frames: int = DEFAULT_FRAMES_PER_SEGMENT, guidance_passes: int = 2,
+                   frames: int = DIT_CLIP_FRAMES, guidance_passes: int = 2,
                    free_vram_bytes: int | None = None, max_vram_gb: float | None = None,
                    device: str | None = None, batch_passes: bool | str = AUTO) -> MemoryPlan:
     """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from the device.
@@ -32,7 +38,7 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if width is None or height is None:
-        side = int(DEFAULT_MAX_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
+        side = int(DIT_DEFAULT_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
         width, height = side, side
     blocks = list(dit.blocks)
     per_block = max((module_bytes(b) for b in blocks), default=0)

@@ -4,6 +4,8 @@ The node widgets, the CLI options and ``GenerationSettings`` all take their defa
 """
 from __future__ import annotations
 
+from ..models.dit_config import DIT_CLIP_FRAMES, DIT_DEFAULT_AREA
+
 # --- sampling / pipeline ----------------------------------------------------------------------------------------
 NUM_TRAIN_TIMESTEPS = 1000          # flow-matching training steps; timestep = int(sigma * 1000)
 SOLVERS = ("unipc", "dpm++", "euler")
@@ -15,9 +17,9 @@ DEFAULT_GUIDE_SCALE = 5.0           # text CFG
 DEFAULT_CONDITION_GUIDE_SCALE = 1.0  # pose-condition CFG (README value; generate_dancer.py CLI default is 1.5)
 DEFAULT_CONDITION_CFG_START = 0.1   # pose CFG active while start < step/steps < end (strict)
 DEFAULT_CONDITION_CFG_END = 0.4
-DEFAULT_MAX_AREA = 1024 * 576       # pixels; output aspect follows the photo
+DEFAULT_MAX_AREA = DIT_DEFAULT_AREA  # pixels; output aspect follows the photo
 LATENT_SIZE_MULTIPLE = 2            # latent h, w are multiples of the DiT spatial patch
-DEFAULT_FRAMES_PER_SEGMENT = 81     # frames the model was trained on (4n + 1)
+DEFAULT_FRAMES_PER_SEGMENT = DIT_CLIP_FRAMES  # frames the model was trained on (4n + 1)
 DEFAULT_SEGMENT_OVERLAP = 9         # frames shared by consecutive segments (4k + 1)
 FIRST_FRAME_MODES = ("model", "latent", "exact")
 MASK_CHANNELS = 4                   # I2V mask channels in y (one per pixel frame of a latent frame)

@@ -9,7 +9,12 @@ from torch import nn
 from steadydancer_core.loading.quant_ops import PackedLinear
 from steadydancer_core.models.dit_config import DiTConfig
 from steadydancer_core.runtime import offload
-from steadydancer_core.runtime.memory_plan import JobShape, ModelSizes, OffloadRequest, plan_memory
+from steadydancer_core.runtime.memory_plan import (
+    JobShape,
+    ModelSizes,
+    OffloadRequest,
+    plan_memory,
+)
 from steadydancer_core.runtime.offload import (
     BlockSwap,
     Offloader,
@@ -393,7 +398,7 @@ def test_plan_for_model_reads_sizes_from_the_modules():
     assert plan.budget_bytes == 2 * GIB
 
 
-class RecordingTransfer(offload._SimulatedTransfer):
+class RecordingTransfer(offload.SimulatedTransfer):
     """Simulated device that records the copy protocol the CUDA path relies on (events, waits, adoption)."""
 
     def __init__(self):

@@ -33,6 +33,8 @@ from .runtime.offload import SteadyDancerOutOfMemoryError, release_model
 from .sampling.guidance import Cancelled
 from .sampling.pipeline import GenerationResult, GenerationSettings, SegmentLatent, decode, generate, iter_decoded
 from .sampling.segments import plan_segments, resolve_length
+from .video_io import (VideoReadError, VideoWriter, VideoWriteError, frames_to_uint8, iter_video_frames, probe_video,
+                       resample_indices, write_video)
 
 __all__ = [
     "ATTENTION_BACKENDS", "CLIPVisionConfig", "Cancelled", "DiTConfig", "GenerationResult", "GenerationSettings",
@@ -41,4 +43,6 @@ __all__ = [
     "SteadyDancerOutOfMemoryError", "T5Config", "TextEncoder", "VAEConfig", "WanVAE", "WeightFileError", "decode",
     "generate", "iter_decoded", "load_dit", "load_image_encoder", "load_model", "load_text_encoder", "load_vae",
     "plan_memory", "plan_segments", "release_model", "resolve_length",
+    "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
+    "resample_indices", "write_video",
 ]

@@ -57,8 +57,8 @@ from .segments import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Cancelled", "GenerationSettings", "GenerationResult", "SegmentLatent", "generate", "decode",
-           "iter_decoded", "plan_segments", "resolve_length", "latent_to_rgb"]
+__all__ = ["GenerationSettings", "GenerationResult", "Job", "SegmentLatent", "decode", "finish_segment", "generate",
+           "iter_decoded", "prepare_job", "prepare_references", "sample_segment"]
 
 
 @dataclass(frozen=True)

@@ -484,3 +484,12 @@ def test_planner_activation_estimate_matches_the_dit_on_cpu():
         model(*args)
     estimate = dit_activation_bytes(cfg, width, height, frames, torch.bfloat16)
     assert tracker.peak <= estimate * 1.05 and estimate <= 1.5 * tracker.peak, (tracker.peak, estimate)
+
+
+def test_host_memory_is_memavailable_not_memfree(tmp_path):
+    from steadydancer_core.runtime.model_plan import host_available_bytes
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:          500000 kB\nMemAvailable:   20000000 kB\n")
+    assert host_available_bytes(str(meminfo)) == 20000000 * 1024
+    assert host_available_bytes(str(tmp_path / "missing")) > 0

@@ -214,3 +214,29 @@ def test_sampler_pipeline_reproduces_official_loop(sampler_io, sampler_meta, bat
     result = generate(model, photo, pos, neg, settings)
     assert result.latent.shape[1:] == tuple(loop["latent_shape"])
     assert (result.latent[0] - sampler_io["loop.final"]).abs().max() <= 1e-5
+
+
+def test_guidance_rejects_inf_and_nan():
+    from steadydancer_core.sampling.guidance import Guidance
+
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        for field in ("text_scale", "condition_scale", "condition_start", "condition_end"):
+            with pytest.raises(ValueError, match="finite number"):
+                Guidance(**{field: bad})
+
+
+def test_denoise_stops_on_a_non_finite_latent():
+    from steadydancer_core.sampling.guidance import Guidance, NonFiniteLatentError, denoise
+    from steadydancer_core.sampling.schedulers import make_schedule, make_solver
+
+    schedule = make_schedule("euler", 4, 3.0)
+    calls = []
+
+    def predict(latent, t, passes):
+        calls.append(t)
+        value = float("nan") if len(calls) == 2 else 0.1
+        return {p: torch.full_like(latent, value) for p in passes}
+
+    with pytest.raises(NonFiniteLatentError, match="step 2/4") as info:
+        denoise(torch.zeros(16, 1, 2, 2), schedule, make_solver("euler", schedule), predict, Guidance(1.0, 0.0))
+    assert "LoRA" in str(info.value) and len(calls) == 2

@@ -52,7 +52,7 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
             free_vram_bytes = _device_free_bytes(model, device, total + dit_activation_bytes(
                 getattr(dit, "config", None) or DiTConfig(), width, height, frames, model.dtype, guidance_passes))
         else:
-            free_vram_bytes, swap = _host_free_bytes(), 0      # computing in host memory: nothing to swap
+            free_vram_bytes, swap = host_available_bytes(), 0      # computing in host memory: nothing to swap
     sizes = ModelSizes(
         block_bytes=per_block, n_blocks=len(blocks), other_bytes=other, embedding_bytes=embedding, dtype=model.dtype,
         dit_config=getattr(dit, "config", None), vae_config=getattr(model.vae, "config", None),
@@ -83,11 +83,20 @@ def _device_free_bytes(model, device: str, wanted: int) -> int:
     return int(free)
 
 
-def _host_free_bytes() -> int:
-    """Available host memory (Linux/macOS sysconf), or a large value where the platform does not say."""
+def host_available_bytes(meminfo: str = "/proc/meminfo") -> int:
+    """Host memory available to a new allocation without swapping: Linux's MemAvailable (free memory plus the page
+    cache and other reclaimable memory, so the plan does not change with what the cache holds); elsewhere the
+    physical memory sysconf reports; a large value where the platform says nothing."""
     import os
 
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        with open(meminfo, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 1 << 40

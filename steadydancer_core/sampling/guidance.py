@@ -12,6 +12,7 @@ pass when ``gs == 1`` (``u + 1*(c - u) == c``) and the negative-pose pass when `
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -34,6 +35,10 @@ class Cancelled(RuntimeError):
     """Raised between sampling steps when the caller asked to stop."""
 
 
+class NonFiniteLatentError(FloatingPointError):
+    """The latent became NaN or infinite during sampling; the message names the step and the likely causes."""
+
+
 @dataclass(frozen=True)
 class Guidance:
     """Text scale ``gs``, pose-condition scale ``cgs`` and the pose-CFG window (fractions of the step count)."""
@@ -46,8 +51,8 @@ class Guidance:
     def __post_init__(self):
         for name in ("text_scale", "condition_scale", "condition_start", "condition_end"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"guidance {name} must be a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"guidance {name} must be a finite number, got {value!r}")
         if self.text_scale < 0 or self.condition_scale < 0:
             raise ValueError("guidance scales must be >= 0 (text 1 = no text CFG, condition 0 = no pose CFG)")
 
@@ -119,6 +124,17 @@ def denoise(noise: torch.Tensor, schedule: Schedule, solver, predict: Predictor,
         latent = solver.step(velocity[None], latent[None])[0]
         if pin is not None:
             latent = pin(latent)
+        check_finite(latent, idx, steps)
         if on_step is not None:
             on_step(StepInfo(step=idx, steps=steps, timestep=t, latent=latent))
     return latent
+
+
+def check_finite(latent: torch.Tensor, idx: int, steps: int) -> None:
+    """Stop with ``NonFiniteLatentError`` when the latent holds NaN or Inf after step ``idx``."""
+    if not bool(torch.isfinite(latent).all()):
+        raise NonFiniteLatentError(
+            f"the latent became NaN/Inf at sampling step {idx + 1}/{steps}, so the video would be garbage. Likely "
+            "causes: damaged or mismatched DiT weights, a LoRA made for another model or with too high a strength, "
+            "guidance scales far outside the usual range (text_cfg 1-7, pose_cfg 0-3), or fp16 overflow (use "
+            "precision bf16).")

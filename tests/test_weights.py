@@ -405,3 +405,20 @@ def test_name_tables_map_both_ways():
     assert rename_key("blocks.3.ffn.fc1.weight", T5_TO_COMFY) == "encoder.block.3.layer.1.DenseReluDense.wi_1.weight"
     for official in ("visual.pre_norm.bias", "visual.transformer.30.mlp.2.weight", "visual.transformer.1.attn.proj.bias"):
         assert rename_key(rename_key(official, CLIP_TO_HF, strict=True), CLIP_RENAMES) == official
+
+
+@pytest.mark.parametrize("extra", ["namespace", "ndarray", "legacy"])
+def test_refused_pickle_says_it_holds_python_objects(tmp_path, extra):
+    import argparse
+
+    import numpy as np
+
+    from steadydancer_core.loading.errors import WeightFileError
+    from steadydancer_core.loading.weight_files import open_state_dict
+
+    obj = {"w": torch.zeros(2), "extra": np.zeros(3) if extra == "ndarray" else argparse.Namespace(lr=1e-4)}
+    path = tmp_path / "model.pth"
+    torch.save(obj, path, _use_new_zipfile_serialization=extra != "legacy")
+    with pytest.raises(WeightFileError, match="contains Python objects besides tensors") as info:
+        open_state_dict(path)
+    assert "damaged" not in str(info.value) and str(path) in str(info.value)

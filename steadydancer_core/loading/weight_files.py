@@ -37,7 +37,8 @@ GGUF_SUFFIXES = (".gguf",)
 SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
                        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
                        "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-WEIGHTS_ONLY_REJECTION = "allowed global"    # in torch's message when a pickle holds non-tensor objects
+# phrases of torch's messages (2.4 ... 2.13) when weights_only=True refuses a pickle that holds non-tensor objects
+WEIGHTS_ONLY_REJECTIONS = ("allowed global", "Unsupported global", "Unsupported class", "is not an allowed")
 # containers that wrap a state dict inside a torch.save'd dict
 TORCH_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 OFFICIAL_DIT_FILE_GLOB = "diffusion_pytorch_model*.safetensors"
@@ -219,7 +220,7 @@ def open_torch(path: Path) -> LazyStateDict:
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if WEIGHTS_ONLY_REJECTION not in str(exc):
+        if not any(phrase in str(exc) for phrase in WEIGHTS_ONLY_REJECTIONS):
             raise WeightFileError(f"{path} is not a PyTorch weight file or is damaged ({str(exc)[:200]}); "
                                   "download it again.") from exc
         raise WeightFileError(f"{path} contains Python objects besides tensors. For safety only plain tensor state "

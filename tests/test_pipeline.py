@@ -205,3 +205,14 @@ def test_pipeline_with_memory_plan_and_simulated_device(tiny_model):
     assert offloader.ledger.uploads > 0 and offloader.ledger.is_clean()
     assert model.offload_plan.tokens > 0
     assert torch.equal(result.latent, reference.latent)
+
+
+def test_images_outside_the_expected_range_are_rejected():
+    good = torch.rand(2, 8, 8, 3)
+    assert cond.as_frames(good, "photo").shape == (2, 8, 8, 3)
+    with pytest.raises(ValueError, match="got torch.uint8"):
+        cond.as_frames((good * 255).to(torch.uint8), "photo")
+    with pytest.raises(ValueError, match="divide 0..255 values by 255"):
+        cond.as_frames(good * 255, "photo")
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        cond.as_frames(torch.full((1, 4, 4, 3), float("nan")), "photo")

@@ -31,7 +31,15 @@ def as_frames(images: torch.Tensor, name: str) -> torch.Tensor:
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
         raise ValueError(f"{name} must be RGB images [T, H, W, 3] in [0, 1], got shape {tuple(images.shape)}")
-    return images.float()
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be float images in [0, 1], got {images.dtype} (0..255 integers?): divide by "
+                         "255 first, e.g. torch.from_numpy(frames).float() / 255")
+    images = images.float()
+    low, high = float(images.amin()), float(images.amax())
+    if not (low >= -1e-3 and high <= 1 + 1e-3):           # NaN fails both comparisons
+        raise ValueError(f"{name} must be float images in [0, 1], got values from {low:g} to {high:g}"
+                         + (": divide 0..255 values by 255 first" if high > 1 else ""))
+    return images
 
 
 def latent_frames(num_frames: int) -> int:

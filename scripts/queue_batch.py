@@ -232,6 +232,8 @@ def _explain(text: str) -> str:
         data = json.loads(text)
     except json.JSONDecodeError:
         return text[:500]
+    if not isinstance(data, dict):
+        return text[:500]
     message = data.get("error", {}).get("message", "") if isinstance(data.get("error"), dict) else str(data)
     if data.get("node_errors"):
         message += " " + _node_errors(data["node_errors"])
@@ -239,21 +241,30 @@ def _explain(text: str) -> str:
 
 
 def _node_errors(errors: dict) -> str:
+    if not isinstance(errors, dict):
+        return str(errors)[:500]
     lines = []
     for node_id, info in errors.items():
+        if not isinstance(info, dict):
+            lines.append(f"node {node_id}: {str(info)[:200]}")
+            continue
         for e in info.get("errors", []):
+            if not isinstance(e, dict):
+                lines.append(f"node {node_id} ({info.get('class_type')}): {str(e)[:200]}")
+                continue
             lines.append(f"node {node_id} ({info.get('class_type')}): {e.get('message')} {e.get('details', '')}".strip())
     return "; ".join(lines)
 
 
 def run_failure(status: dict) -> str:
     """The reason a finished job failed, from its /history status messages."""
-    messages = dict((kind, data) for kind, data in status.get("messages", []))
+    messages = {m[0]: (m[1] if isinstance(m[1], dict) else {}) for m in status.get("messages") or []
+                if isinstance(m, (list, tuple)) and len(m) == 2}
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         return f"interrupted (POST /interrupt) while running {data.get('node_type') or 'the queue'}"
     err = messages.get("execution_error", {})
-    return f"{err.get('node_type')} failed: {err.get('exception_message', '').strip()}"
+    return f"{err.get('node_type') or 'the job'} failed: {str(err.get('exception_message') or 'no message').strip()}"
 
 
 def describe_run(prompt: dict, facts: dict) -> str:
@@ -444,7 +455,7 @@ def main(argv=None) -> int:
             print(f"{label}: queued {prompt_id}")
             entry, facts = client.wait(prompt_id)
             print(f"{label}: {describe_run(prompt, facts)}")
-            status = entry.get("status", {})
+            status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
             if status.get("status_str") == "error":
                 raise ComfyError(run_failure(status))
             files = saved_files(entry)

@@ -244,3 +244,13 @@ def test_a_non_json_upload_reply_names_the_file(tmp_path, server, capsys, monkey
     err = capsys.readouterr().err
     assert code == 1
     assert f"uploading {tmp_path / names[0][0]}" in err and "not JSON" in err
+
+
+def test_odd_error_replies_are_explained_not_raised():
+    assert queue_batch._explain("[1, 2]") == "[1, 2]"
+    assert queue_batch._explain("<html>oops</html>") == "<html>oops</html>"
+    assert queue_batch._node_errors({"3": "broken", "4": {"class_type": "X", "errors": ["odd"]}}) == \
+        "node 3: broken; node 4 (X): odd"
+    assert queue_batch.run_failure({"messages": ["junk", ["execution_error", "not a dict"]]}) == "the job failed: no message"
+    failed = {"messages": [["execution_error", {"node_type": "VAEDecode", "exception_message": "out of memory\n"}]]}
+    assert queue_batch.run_failure(failed) == "VAEDecode failed: out of memory"

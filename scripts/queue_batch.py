@@ -83,8 +83,9 @@ class Client:
             f"--{boundary}--\r\n".encode(),
         ]
         try:
-            reply = _json_object("POST", "/upload/image", self._request(
-                "POST", "/upload/image", b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            reply = _json_object("POST", "/upload/image",
+                                 self._request("POST", "/upload/image", b"".join(parts), headers))
             name, folder = reply.get("name"), reply.get("subfolder")
             if not isinstance(name, str) or not name:
                 raise ComfyError(f"POST /upload/image: the reply names no file: {str(reply)[:200]}")
@@ -264,7 +265,8 @@ def run_failure(status: dict) -> str:
         data = messages["execution_interrupted"]
         return f"interrupted (POST /interrupt) while running {data.get('node_type') or 'the queue'}"
     err = messages.get("execution_error", {})
-    return f"{err.get('node_type') or 'the job'} failed: {str(err.get('exception_message') or 'no message').strip()}"
+    message = str(err.get("exception_message") or "no message").strip()
+    return f"{err.get('node_type') or 'the job'} failed: {message}"
 
 
 def describe_run(prompt: dict, facts: dict) -> str:

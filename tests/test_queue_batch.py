@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-import queue_batch  # noqa: E402
+import queue_batch
 
 WORKFLOW = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
@@ -187,7 +187,7 @@ def test_pairs_csv_takes_quoted_prompts_with_commas(tmp_path):
         'p1.png, v1.mp4, "say ""hi"", then wave"\n'
         '\n'
         'p0.png,v1.mp4\n', encoding="utf-8")
-    names, _ = _inputs(tmp_path, 2)
+    _inputs(tmp_path, 2)
     pairs = queue_batch.read_pairs(SimpleNamespace(pair=None, pairs=str(tmp_path / "pairs.csv")))
     assert pairs == [(tmp_path / "p0.png", tmp_path / "v0.mp4", "a woman, dancing, in the rain"),
                      (tmp_path / "p1.png", tmp_path / "v1.mp4", 'say "hi", then wave'),
@@ -206,7 +206,8 @@ def test_a_batch_keeps_going_past_bad_pairs(tmp_path, server, capsys):
     """Pair 1 lists an output outside --download, pair 2 is forgotten by the server, pair 3 gets a non-JSON reply,
     pair 4 works and does not replace the file already in --download."""
     names, workflow = _inputs(tmp_path, 4)
-    (tmp_path / "pairs.csv").write_text("".join(f'{p},{v},"pair {i}, with a comma"\n' for i, (p, v) in enumerate(names)))
+    rows = [f'{p},{v},"pair {i}, with a comma"\n' for i, (p, v) in enumerate(names)]
+    (tmp_path / "pairs.csv").write_text("".join(rows))
     good = _item("batch_004_00001_.mp4")
     files = {("steadydancer", "batch_004_00001_.mp4"): b"video", ("..", "evil.mp4"): b"evil"}
     fake, url = server([{"outputs": [_item("evil.mp4", "..")]}, {"forget": True},
@@ -251,6 +252,7 @@ def test_odd_error_replies_are_explained_not_raised():
     assert queue_batch._explain("<html>oops</html>") == "<html>oops</html>"
     assert queue_batch._node_errors({"3": "broken", "4": {"class_type": "X", "errors": ["odd"]}}) == \
         "node 3: broken; node 4 (X): odd"
-    assert queue_batch.run_failure({"messages": ["junk", ["execution_error", "not a dict"]]}) == "the job failed: no message"
+    odd = {"messages": ["junk", ["execution_error", "not a dict"]]}
+    assert queue_batch.run_failure(odd) == "the job failed: no message"
     failed = {"messages": [["execution_error", {"node_type": "VAEDecode", "exception_message": "out of memory\n"}]]}
     assert queue_batch.run_failure(failed) == "VAEDecode failed: out of memory"

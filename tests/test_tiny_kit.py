@@ -64,7 +64,7 @@ def test_rewrites_its_own_files_and_records_them(tmp_path):
 
 
 def test_a_kit_file_the_user_changed_is_not_replaced(tmp_path):
-    photo, video = tiny_kit.write_inputs(tmp_path)
+    _, video = tiny_kit.write_inputs(tmp_path)
     tiny_kit.write_inputs(tmp_path)  # unchanged: replaced
     video.write_bytes(b"the user's own dance video")
     with pytest.raises(KitConflictError, match="changed since the tiny kit wrote it"):

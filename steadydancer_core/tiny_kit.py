@@ -21,10 +21,10 @@ file), and an existing target is replaced only when the manifest lists it with t
 target stops the kit before it writes anything. Each file is written under a temporary name beside its target and
 renamed into place when complete, readable by everyone (0644 under the usual umask) like any file ComfyUI writes.
 
-The umT5 tokenizer is a
-small sentencepiece model trained in-process. Everything is random: the output is noise, but every loader,
-converter and node runs exactly as with the real 14B files, on CPU (under 10 s for the 4-step workflow, about
-20 s for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra) for the pose models.
+The umT5 tokenizer is a small sentencepiece model trained in-process. Everything is random: the output is noise,
+but every loader, converter and node runs exactly as with the real 14B files, on CPU (under 10 s for the 4-step
+workflow, about 20 s for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra)
+for the pose models.
 """
 from __future__ import annotations
 

@@ -4,12 +4,17 @@
     python scripts/queue_batch.py --pairs pairs.csv --workflow workflows/api/steadydancer_24gb_fp8_distill.json \
         --server http://127.0.0.1:8188 --download results/
 
-pairs.csv: one ``photo,video[,prompt]`` per line (paths relative to the csv). For each pair the files are uploaded
-(POST /upload/image), the workflow's LoadImage / LoadVideo inputs point at them, the prompt (SteadyDancerSampler)
-and the SaveVideo prefix are set, the job is queued (POST /prompt) and followed over the websocket (per-step
-progress; with no ``websocket-client`` installed, /history is polled), then the written videos are listed from
-/history and optionally downloaded (GET /view). Python standard library only; ``websocket-client`` is optional.
-Exit status: 0 when every pair produced a video, 1 otherwise.
+pairs.csv: one ``photo,video[,prompt]`` per line (paths relative to the csv; quote a prompt that holds commas:
+``me.png,dance.mp4,"a woman, dancing"``). For each pair the files are uploaded (POST /upload/image; ComfyUI keeps
+any different file of the same name and renames the upload), the workflow's LoadImage / LoadVideo inputs point at
+them, the prompt (SteadyDancerSampler) and the SaveVideo prefix are set, the job is queued (POST /prompt) and
+followed over the websocket (per-step progress; with no ``websocket-client`` installed, /history is polled), then
+the written videos are listed from /history and optionally downloaded (GET /view) into ``--download``, as
+``DOWNLOAD/<subfolder>/<filename>``. A download never leaves that folder (a name with ``..``, an absolute name or
+one that resolves outside it fails that pair) and never replaces a file: an existing name gets a numeric suffix
+(``name-1.mp4``, ``name-2.mp4``, ...). A job the server no longer knows (in neither /queue nor /history, e.g. after
+a restart) and a reply that is not JSON fail that pair; the next pair still runs. Python standard library only;
+``websocket-client`` is optional. Exit status: 0 when every pair produced a video, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -18,16 +23,20 @@ import copy
 import csv
 import json
 import mimetypes
+import os
+import re
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "steadydancer_basic_dance.json"
 POLL_SECONDS = 1.0
+MAX_SUFFIX = 9999  # name-1 ... name-9999, then the download fails
 
 
 class ComfyError(RuntimeError):
@@ -53,12 +62,13 @@ class Client:
         except urllib.error.URLError as err:
             raise ComfyError(f"cannot reach ComfyUI at {self.server} ({err.reason}); start it or pass --server") from None
 
-    def get_json(self, path: str):
-        return json.loads(self._request("GET", path))
+    def get_json(self, path: str) -> dict:
+        return _json_object("GET", path, self._request("GET", path))
 
-    def post_json(self, path: str, payload: dict):
+    def post_json(self, path: str, payload: dict) -> dict:
         body = json.dumps(payload).encode()
-        return json.loads(self._request("POST", path, body, {"Content-Type": "application/json"}) or b"{}")
+        return _json_object("POST", path, self._request("POST", path, body, {"Content-Type": "application/json"})
+                            or b"{}")
 
     def upload(self, path: Path, subfolder: str = "steadydancer") -> str:
         """Upload an image or video into ComfyUI's input folder; returns the name the loader nodes take."""
@@ -68,28 +78,56 @@ class Client:
             (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
              f"Content-Type: {mime}\r\n\r\n").encode() + path.read_bytes() + b"\r\n",
             f'--{boundary}\r\nContent-Disposition: form-data; name="subfolder"\r\n\r\n{subfolder}\r\n'.encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
+            # no overwrite: ComfyUI reuses an identical file and renames the upload next to a different one
+            f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\nfalse\r\n'.encode(),
             f"--{boundary}--\r\n".encode(),
         ]
-        reply = json.loads(self._request("POST", "/upload/image", b"".join(parts),
-                                         {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
-        return f"{reply['subfolder']}/{reply['name']}" if reply.get("subfolder") else reply["name"]
+        try:
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            reply = _json_object("POST", "/upload/image",
+                                 self._request("POST", "/upload/image", b"".join(parts), headers))
+            name, folder = reply.get("name"), reply.get("subfolder")
+            if not isinstance(name, str) or not name:
+                raise ComfyError(f"POST /upload/image: the reply names no file: {str(reply)[:200]}")
+        except ComfyError as err:
+            raise ComfyError(f"uploading {path}: {err}") from None
+        return f"{folder}/{name}" if folder else name
 
     def queue(self, prompt: dict) -> str:
         reply = self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})
         if reply.get("node_errors"):
             raise ComfyError("workflow rejected: " + _node_errors(reply["node_errors"]))
+        if not isinstance(reply.get("prompt_id"), str):
+            raise ComfyError(f"POST /prompt: the reply has no prompt_id: {str(reply)[:200]}")
         return reply["prompt_id"]
 
     def history(self, prompt_id: str) -> dict | None:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id)
+        entry = self.get_json(f"/history/{prompt_id}").get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    def queued(self, prompt_id: str) -> bool:
+        """Whether ``prompt_id`` is running or waiting in ComfyUI's queue (GET /queue)."""
+        reply = self.get_json("/queue")
+        for key in ("queue_running", "queue_pending"):
+            for item in reply.get(key) or []:
+                if isinstance(item, (list, tuple)) and len(item) > 1 and item[1] == prompt_id:
+                    return True
+        return False
+
+    def known(self, prompt_id: str) -> bool:
+        """Whether ComfyUI still knows the job: queued, running or in /history (history read last, so a job
+        finishing between the two requests is still found)."""
+        return self.queued(prompt_id) or self.history(prompt_id) is not None
 
     def view(self, item: dict) -> bytes:
         query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
         return self._request("GET", f"/view?{query}")
 
-    def wait(self, prompt_id: str, log=print) -> tuple[dict, dict]:
+    def wait(self, prompt_id: str, log=print, poll: float | None = None) -> tuple[dict, dict]:
         """Follow the job (websocket when available) until it is in /history.
+
+        Raises :class:`ComfyError` when the server no longer knows the job (in neither /queue nor /history, e.g.
+        after a restart) instead of waiting for it forever.
 
         Returns (history entry, run facts): ``facts`` has ``node_seconds`` (node id -> seconds from its start to the
         next node's start, as seen over the websocket), ``cached`` (node ids ComfyUI took from its cache),
@@ -110,19 +148,37 @@ class Client:
                 log(f"  websocket unavailable ({err}); polling /history")
             else:
                 try:
-                    _follow(ws, prompt_id, log, facts)
+                    _follow(ws, prompt_id, log, facts, lambda: self.known(prompt_id))
                 finally:
                     ws.close()
         while True:
             entry = self.history(prompt_id)
-            if entry and (entry.get("status", {}).get("completed") is not None or entry.get("outputs")):
+            if entry is None and not self.known(prompt_id):
+                raise ComfyError(f"ComfyUI no longer knows prompt {prompt_id}: it is in neither /queue nor /history "
+                                 "(was the server restarted, or the job deleted from the queue?)")
+            if entry and ((entry.get("status") or {}).get("completed") is not None or entry.get("outputs")):
                 facts["seconds"] = time.monotonic() - start
                 return entry, facts
-            time.sleep(POLL_SECONDS)
+            time.sleep(POLL_SECONDS if poll is None else poll)
 
 
-def _follow(ws, prompt_id: str, log, facts: dict) -> None:
-    """Read websocket messages of ``prompt_id`` until it ends; per-step progress is logged, times go in ``facts``."""
+def _json_object(method: str, path: str, raw: bytes) -> dict:
+    """The JSON object in a reply, or a :class:`ComfyError` saying what came instead."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ComfyError(f"{method} {path}: the reply is not JSON: {raw[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise ComfyError(f"{method} {path}: expected a JSON object, got {str(data)[:200]}")
+    return data
+
+
+def _follow(ws, prompt_id: str, log, facts: dict, still_known=None) -> None:
+    """Read websocket messages of ``prompt_id`` until it ends; per-step progress is logged, times go in ``facts``.
+
+    Returns early (the caller then polls /history) when the connection closes, or when a receive times out and
+    ``still_known()`` says the server has forgotten the job.
+    """
     import websocket
 
     current, since = None, time.monotonic()
@@ -135,12 +191,24 @@ def _follow(ws, prompt_id: str, log, facts: dict) -> None:
         try:
             raw = ws.recv()
         except websocket.WebSocketTimeoutException:
+            if still_known is not None and not still_known():
+                return
             continue
+        except (websocket.WebSocketConnectionClosedException, OSError) as err:
+            log(f"  websocket closed ({err or 'by the server'}); polling /history")
+            return
         if not isinstance(raw, str):
             facts["previews"] += 1  # binary frame: a latent preview image
             continue
-        msg = json.loads(raw)
-        data = msg.get("data", {})
+        try:
+            msg = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(msg, dict):
+            continue
+        data = msg.get("data") or {}
+        if not isinstance(data, dict):
+            continue
         if data.get("prompt_id") not in (None, prompt_id):
             continue
         kind = msg.get("type")
@@ -165,6 +233,8 @@ def _explain(text: str) -> str:
         data = json.loads(text)
     except json.JSONDecodeError:
         return text[:500]
+    if not isinstance(data, dict):
+        return text[:500]
     message = data.get("error", {}).get("message", "") if isinstance(data.get("error"), dict) else str(data)
     if data.get("node_errors"):
         message += " " + _node_errors(data["node_errors"])
@@ -172,21 +242,31 @@ def _explain(text: str) -> str:
 
 
 def _node_errors(errors: dict) -> str:
+    if not isinstance(errors, dict):
+        return str(errors)[:500]
     lines = []
     for node_id, info in errors.items():
+        if not isinstance(info, dict):
+            lines.append(f"node {node_id}: {str(info)[:200]}")
+            continue
         for e in info.get("errors", []):
+            if not isinstance(e, dict):
+                lines.append(f"node {node_id} ({info.get('class_type')}): {str(e)[:200]}")
+                continue
             lines.append(f"node {node_id} ({info.get('class_type')}): {e.get('message')} {e.get('details', '')}".strip())
     return "; ".join(lines)
 
 
 def run_failure(status: dict) -> str:
     """The reason a finished job failed, from its /history status messages."""
-    messages = dict((kind, data) for kind, data in status.get("messages", []))
+    messages = {m[0]: (m[1] if isinstance(m[1], dict) else {}) for m in status.get("messages") or []
+                if isinstance(m, (list, tuple)) and len(m) == 2}
     if "execution_interrupted" in messages:
         data = messages["execution_interrupted"]
         return f"interrupted (POST /interrupt) while running {data.get('node_type') or 'the queue'}"
     err = messages.get("execution_error", {})
-    return f"{err.get('node_type')} failed: {err.get('exception_message', '').strip()}"
+    message = str(err.get("exception_message") or "no message").strip()
+    return f"{err.get('node_type') or 'the job'} failed: {message}"
 
 
 def describe_run(prompt: dict, facts: dict) -> str:
@@ -229,13 +309,23 @@ def read_pairs(args) -> list[tuple[Path, Path, str | None]]:
     pairs = [(Path(p), Path(v), None) for p, v in (args.pair or [])]
     if args.pairs:
         base = Path(args.pairs).parent
-        with open(args.pairs, newline="") as handle:
-            for row in csv.reader(handle):
-                if not row or row[0].startswith("#"):
-                    continue
-                if len(row) < 2:
-                    raise ComfyError(f"{args.pairs}: each line needs photo,video[,prompt]; got {row}")
-                pairs.append((base / row[0].strip(), base / row[1].strip(), row[2].strip() if len(row) > 2 else None))
+        with open(args.pairs, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, skipinitialspace=True)
+            try:
+                for row in reader:
+                    row = [field.strip() for field in row]
+                    if not any(row) or row[0].startswith("#"):
+                        continue
+                    where = f"{args.pairs}, line {reader.line_num}"
+                    if len(row) < 2 or not row[0] or not row[1]:
+                        raise ComfyError(f"{where}: each line needs photo,video[,prompt]; got {row}")
+                    if len(row) > 3:
+                        raise ComfyError(f"{where}: {len(row)} fields, expected photo,video[,prompt]; put a prompt "
+                                         'that contains commas in double quotes: photo.png,dance.mp4,"a, b"')
+                    prompt = row[2] if len(row) > 2 and row[2] else None
+                    pairs.append((base / row[0], base / row[1], prompt))
+            except csv.Error as err:
+                raise ComfyError(f"{args.pairs}, line {reader.line_num}: {err}") from None
     for photo, video, _ in pairs:
         for path in (photo, video):
             if not path.is_file():
@@ -245,11 +335,91 @@ def read_pairs(args) -> list[tuple[Path, Path, str | None]]:
 
 def saved_files(entry: dict) -> list[dict]:
     files = []
-    for output in entry.get("outputs", {}).values():
-        for item in output.get("images", []) + output.get("videos", []) + output.get("gifs", []):
-            if item.get("type") == "output":
-                files.append(item)
+    outputs = entry.get("outputs")
+    for output in (outputs.values() if isinstance(outputs, dict) else ()):
+        if not isinstance(output, dict):
+            continue
+        for key in ("images", "videos", "gifs"):
+            for item in output.get(key) or []:
+                if isinstance(item, dict) and item.get("type") == "output":
+                    files.append(item)
     return files
+
+
+def _shown(item: dict) -> str:
+    return "/".join(str(p) for p in (item.get("subfolder"), item.get("filename")) if p)
+
+
+def download_target(folder: Path, item: dict) -> Path:
+    """``folder/<subfolder>/<filename>`` for an output the server listed; a :class:`ComfyError` for any name that
+    is absolute, has a ``..`` part or resolves (through links too) outside ``folder``."""
+    filename, subfolder = item.get("filename"), item.get("subfolder") or ""
+
+    def refuse(why: str) -> ComfyError:
+        return ComfyError(f"refusing to download {_shown(item)!r} from the server: {why}")
+
+    if not isinstance(filename, str) or not filename or not isinstance(subfolder, str):
+        raise refuse("it has no file name")
+    if "\0" in filename + subfolder:
+        raise refuse("the name holds a NUL character")
+    if re.search(r"[\\/]", filename) or filename in (".", ".."):
+        raise refuse("the file name is not a plain name")
+    for part in (subfolder, filename):
+        if PurePosixPath(part).is_absolute() or PureWindowsPath(part).anchor:
+            raise refuse("the name is absolute")
+    parts = [p for p in re.split(r"[\\/]", subfolder) if p not in ("", ".")]
+    if ".." in parts:
+        raise refuse("the subfolder has a '..' part")
+    root = Path(folder).resolve()
+    target = root.joinpath(*parts, filename)
+    if not target.resolve().is_relative_to(root):
+        raise refuse(f"it resolves outside {folder}")
+    return target
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_new(target: Path, data: bytes) -> Path:
+    """Write ``data`` at ``target``, or at ``target`` with the first free numeric suffix (``name-1.mp4``, ...);
+    never over an existing file. Written under a temporary name beside it first; returns the path written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, _file_mode())
+        for n in range(MAX_SUFFIX + 1):
+            candidate = target if n == 0 else target.with_name(f"{target.stem}-{n}{target.suffix}")
+            try:
+                os.link(tmp, candidate)  # fails, without replacing anything, when the name is taken
+                return candidate
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links on this file system: exclusive create instead
+                try:
+                    with open(candidate, "xb") as handle:
+                        handle.write(data)
+                    return candidate
+                except FileExistsError:
+                    continue
+        raise ComfyError(f"{target}: this name and its suffixes -1 ... -{MAX_SUFFIX} are all taken")
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def download(client: Client, folder: Path, item: dict) -> Path:
+    """Fetch one listed output into ``folder`` (see :func:`download_target` and :func:`save_new`)."""
+    target = download_target(folder, item)
+    try:
+        return save_new(target, client.view(item))
+    except (ComfyError, OSError) as err:
+        raise ComfyError(f"downloading {_shown(item)} to {target}: {err}") from None
 
 
 def main(argv=None) -> int:
@@ -261,7 +431,10 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", help="prompt for every pair without its own")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--prefix", default="steadydancer/batch", help="SaveVideo filename prefix")
-    parser.add_argument("--download", help="folder to copy the finished videos into")
+    parser.add_argument("--download", help=(
+        "folder to copy the finished videos into, as DOWNLOAD/<subfolder>/<filename>; an existing file is never "
+        "replaced: the download gets a numeric suffix (name-1.mp4, name-2.mp4, ...), and a name from the server "
+        "that would land outside this folder fails that pair"))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
     args = parser.parse_args(argv)
     try:
@@ -284,20 +457,16 @@ def main(argv=None) -> int:
             print(f"{label}: queued {prompt_id}")
             entry, facts = client.wait(prompt_id)
             print(f"{label}: {describe_run(prompt, facts)}")
-            status = entry.get("status", {})
+            status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
             if status.get("status_str") == "error":
                 raise ComfyError(run_failure(status))
             files = saved_files(entry)
             if not files:
                 raise ComfyError("finished without writing a video")
             for item in files:
-                where = "/".join(p for p in (item.get("subfolder"), item["filename"]) if p)
-                print(f"{label}: wrote output/{where}")
+                print(f"{label}: wrote output/{_shown(item)}")
                 if args.download:
-                    target = Path(args.download) / item["filename"]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(client.view(item))
-                    print(f"{label}: downloaded {target}")
+                    print(f"{label}: downloaded {download(client, Path(args.download), item)}")
         except (ComfyError, OSError) as err:
             failures += 1
             print(f"{label}: FAILED: {err}", file=sys.stderr)

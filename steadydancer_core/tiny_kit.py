@@ -13,18 +13,30 @@ writes a ComfyUI-style models tree::
     clip_vision/clip_vision_h.safetensors                                 HF CLIPVisionModelWithProjection names
     dwpose/yolox_l.onnx, dwpose/dw-ll_ucoco_384.onnx                      tiny ONNX graphs with the real signatures
 
-and, with ``--inputs``, the example photo and driving video the bundled workflows load. The umT5 tokenizer is a
-small sentencepiece model trained in-process. Everything is random: the output is noise, but every loader,
-converter and node runs exactly as with the real 14B files, on CPU (under 10 s for the 4-step workflow, about
-20 s for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra) for the pose models.
+and, with ``--inputs``, the example photo and driving video the bundled workflows load. Write it into a folder of
+its own and add that folder to ComfyUI through ``extra_model_paths.yaml`` (see the README), never into a models
+folder that holds real downloads: the files carry the real names. The kit never replaces a file it did not write:
+each folder it writes gets a small manifest (``.steadydancer_tiny_kit.json``: the relative path and SHA-256 of every
+file), and an existing target is replaced only when the manifest lists it with the same content; any other existing
+target stops the kit before it writes anything. Each file is written under a temporary name beside its target and
+renamed into place when complete, readable by everyone (0644 under the usual umask) like any file ComfyUI writes.
+
+The umT5 tokenizer is a small sentencepiece model trained in-process. Everything is random: the output is noise,
+but every loader, converter and node runs exactly as with the real 14B files, on CPU (under 10 s for the 4-step
+workflow, about 20 s for the 40-step ones, which keep their full resolution). Needs ``onnx`` (the ``test`` extra)
+for the pose models.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
+import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +97,14 @@ TOKENIZER_CORPUS = (
 )
 
 
+MANIFEST_FILE = ".steadydancer_tiny_kit.json"
+MANIFEST_TAG = "steadydancer_core.tiny_kit"
+
+
+class KitConflictError(FileExistsError):
+    """A target file exists and the kit did not write it (or it changed since): nothing was written."""
+
+
 @dataclass(frozen=True)
 class KitFiles:
     """Paths written by :func:`write_kit` (inputs are None when no input folder was given)."""
@@ -112,12 +132,10 @@ def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.2) -> dict[s
     return out
 
 
-def _save(sd: dict, path: Path, metadata: dict | None = None) -> Path:
+def _save(sd: dict, path: Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=metadata)
-    return path
 
 
 def _fp8_scaled(sd: dict, is_quantised) -> dict:
@@ -256,27 +274,160 @@ def _draw_person(canvas: np.ndarray, cx: float, cy: float, height: float, phase:
         cv2.line(canvas, hip, foot, white, t)
 
 
-def write_inputs(input_dir: Path) -> tuple[Path, Path]:
-    """The example photo (PNG) and driving video (H.264 mp4) the bundled workflows load."""
-    import cv2
+def _photo_writer():
+    def write(path: Path) -> None:
+        import cv2
 
-    from .video_io import write_video
+        h, w = PHOTO_HW
+        yy, xx = np.mgrid[0:h, 0:w]
+        photo = np.stack([40 + 60 * yy / h, 60 + 40 * xx / w, 110 + 0 * xx], axis=-1).astype(np.uint8)
+        _draw_person(photo, w / 2, h * 0.55, h * 0.8, 0.0)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise RuntimeError("could not encode the example photo as PNG")
+        path.write_bytes(png.tobytes())
 
-    input_dir.mkdir(parents=True, exist_ok=True)
-    h, w = PHOTO_HW
-    yy, xx = np.mgrid[0:h, 0:w]
-    photo = np.stack([40 + 60 * yy / h, 60 + 40 * xx / w, 110 + 0 * xx], axis=-1).astype(np.uint8)
-    _draw_person(photo, w / 2, h * 0.55, h * 0.8, 0.0)
-    photo_path = input_dir / PHOTO_FILE
-    cv2.imwrite(str(photo_path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
-    vh, vw = VIDEO_HW
-    frames = np.zeros((VIDEO_FRAMES, vh, vw, 3), np.uint8)
-    frames[...] = (30, 30, 50)
-    for i in range(VIDEO_FRAMES):
-        _draw_person(frames[i], vw / 2 + 10 * math.sin(i / 2), vh * 0.55, vh * 0.8, i / 1.5)
-    video_path = input_dir / VIDEO_FILE
-    write_video(video_path, frames, VIDEO_FPS)
-    return photo_path, video_path
+    return write
+
+
+def _video_writer():
+    def write(path: Path) -> None:
+        from .video_io import write_video
+
+        vh, vw = VIDEO_HW
+        frames = np.zeros((VIDEO_FRAMES, vh, vw, 3), np.uint8)
+        frames[...] = (30, 30, 50)
+        for i in range(VIDEO_FRAMES):
+            _draw_person(frames[i], vw / 2 + 10 * math.sin(i / 2), vh * 0.55, vh * 0.8, i / 1.5)
+        write_video(path, frames, VIDEO_FPS)
+
+    return write
+
+
+def _input_plan() -> list[tuple[str, object]]:
+    return [(PHOTO_FILE, _photo_writer()), (VIDEO_FILE, _video_writer())]
+
+
+def write_inputs(input_dir) -> tuple[Path, Path]:
+    """The example photo (PNG) and driving video (H.264 mp4) the bundled workflows load (same rules as the kit)."""
+    folder = _KitFolder(Path(input_dir))
+    plan = _input_plan()
+    _refuse_conflicts([folder.conflict(rel) for rel, _ in plan])
+    photo, video = (folder.write(rel, writer) for rel, writer in plan)
+    return photo, video
+
+
+# ------------------------------------------------------------------------------------------------- safe writing
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (0644 under the usual 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _refuse_conflicts(problems) -> None:
+    problems = [p for p in problems if p]
+    if problems:
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise KitConflictError(
+            f"the tiny kit will not replace files it did not write:\n{listed}\n"
+            "Nothing was written. The kit writes random weights under the real file names: give it an empty folder "
+            "of its own (for example steadydancer-tiny/models) and add that folder to ComfyUI through "
+            "extra_model_paths.yaml.")
+
+
+class _KitFolder:
+    """One folder the kit writes into, with its manifest of the files it wrote there (relative path -> SHA-256)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.manifest = root / MANIFEST_FILE
+        self.files = self._read_manifest()
+
+    def _read_manifest(self) -> dict[str, str]:
+        if not os.path.lexists(self.manifest):
+            return {}
+        try:
+            data = json.loads(self.manifest.read_text(encoding="utf-8"))
+            if data.get("written_by") != MANIFEST_TAG or not isinstance(data.get("files"), dict):
+                raise ValueError("not a tiny-kit manifest")
+            return {str(k): str(v) for k, v in data["files"].items()}
+        except (OSError, ValueError, AttributeError) as err:
+            raise KitConflictError(
+                f"{self.manifest} exists but is not a readable tiny-kit manifest ({err}); the kit will not write into "
+                "this folder. Give it an empty folder of its own (for example steadydancer-tiny/models).") from None
+
+    def conflict(self, rel: str) -> str | None:
+        """Why ``rel`` may not be written, or None (absent, or the kit's own unchanged file)."""
+        target = self.root / rel
+        if not os.path.lexists(target):
+            return None
+        if target.is_symlink() or not target.is_file():
+            return f"{target} (exists and is not a regular file)"
+        recorded = self.files.get(rel)
+        if recorded is None:
+            return f"{target} (exists; not written by the tiny kit)"
+        if _sha256(target) != recorded:
+            return f"{target} (changed since the tiny kit wrote it)"
+        return None
+
+    def write(self, rel: str, writer) -> Path:
+        """Write ``rel`` through ``writer(temp_path)`` beside the target, then rename it into place."""
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        problem = self.conflict(rel)
+        _refuse_conflicts([problem])
+        replace = os.path.lexists(target)
+        # the temporary name keeps the suffix (writers pick the format from it) and starts with a dot
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            writer(tmp)
+            os.chmod(tmp, _file_mode())
+            digest = _sha256(tmp)
+            _publish(tmp, target, replace)
+        finally:
+            if os.path.lexists(tmp):
+                tmp.unlink()
+        self.files[rel] = digest
+        self._write_manifest()
+        return target
+
+    def _write_manifest(self) -> None:
+        body = json.dumps({"written_by": MANIFEST_TAG, "files": dict(sorted(self.files.items()))}, indent=1) + "\n"
+        fd, tmp_name = tempfile.mkstemp(prefix=".steadydancer_tiny_kit.", suffix=".tmp", dir=self.root)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(body)
+            os.chmod(tmp_name, _file_mode())
+            os.replace(tmp_name, self.manifest)
+        finally:
+            if os.path.lexists(tmp_name):
+                os.unlink(tmp_name)
+
+
+def _publish(tmp: Path, target: Path, replace: bool) -> None:
+    """Rename ``tmp`` to ``target``; without ``replace``, never over a file that appeared meanwhile."""
+    if replace:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)  # fails when the target exists: no window in which a new file could be replaced
+    except FileExistsError:
+        _refuse_conflicts([f"{target} (appeared while the kit was writing it)"])
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(target):
+            _refuse_conflicts([f"{target} (appeared while the kit was writing it)"])
+        os.replace(tmp, target)
 
 
 # ------------------------------------------------------------------------------------------------- the kit
@@ -288,49 +439,83 @@ def _pose_builders():
     return build_tiny_yolox, build_tiny_dwpose
 
 
-def _write_models(models_dir: Path, seed: int) -> list[Path]:
+def _model_plan(seed: int) -> list[tuple[str, object]]:
+    """(relative path, writer) for every model file; the weights are made when a writer runs."""
     dit_cfg, vae_cfg, t5_cfg, clip_cfg = tiny_configs()
-    written = []
-    dit = dit_state_dict(dit_cfg, seed)
+    made = {}
+
+    def dit():
+        if "dit" not in made:
+            made["dit"] = dit_state_dict(dit_cfg, seed)
+        return made["dit"]
+
+    def t5():
+        if "t5" not in made:
+            made["t5"] = t5_comfy_state_dict(t5_cfg, train_tokenizer(), seed + 3)
+        return made["t5"]
+
     # the head count cannot be read from shapes (real files: dim // 128); a width-16 DiT states it in its metadata
     stated = {DIT_CONFIG_METADATA_KEY: json.dumps({"num_heads": dit_cfg.num_heads})}
-    written.append(_save({k: v.half() for k, v in dit.items()}, models_dir / "diffusion_models" / DIT_FP16, stated))
-    written.append(_save(_fp8_scaled(dit, _dit_linear), models_dir / "diffusion_models" / DIT_FP8, stated))
-    written.append(_save(lora_state_dict(dit, TINY_LORA_RANK, seed + 1), models_dir / "loras" / DISTILL_LORA))
-    written.append(_save(vae_state_dict(vae_cfg, seed + 2), models_dir / "vae" / VAE_FILE))
-    t5 = t5_comfy_state_dict(t5_cfg, train_tokenizer(), seed + 3)
-    written.append(_save({k: (v.half() if v.is_floating_point() else v) for k, v in t5.items()},
-                         models_dir / "text_encoders" / T5_FP16))
     t5_linear = lambda k, v: k.startswith("encoder.block.") and k.endswith(".weight") and v.ndim == 2 \
         and "relative_attention_bias" not in k  # noqa: E731
-    written.append(_save(_fp8_scaled(t5, t5_linear), models_dir / "text_encoders" / T5_FP8))
-    written.append(_save(clip_hf_state_dict(clip_cfg, seed + 4), models_dir / "clip_vision" / CLIP_FILE))
-    build_tiny_yolox, build_tiny_dwpose = _pose_builders()
-    pose_dir = models_dir / "dwpose"
-    pose_dir.mkdir(parents=True, exist_ok=True)
-    written.append(Path(build_tiny_yolox(pose_dir / DETECTOR_FILE)))
-    written.append(Path(build_tiny_dwpose(pose_dir / ESTIMATOR_FILE)))
-    return written
+
+    def later(make_sd, metadata=None):
+        return lambda path: _save(make_sd(), path, metadata)
+
+    def pose(which: int):
+        return lambda path: _pose_builders()[which](path)
+
+    return [
+        (f"diffusion_models/{DIT_FP16}", later(lambda: {k: v.half() for k, v in dit().items()}, stated)),
+        (f"diffusion_models/{DIT_FP8}", later(lambda: _fp8_scaled(dit(), _dit_linear), stated)),
+        (f"loras/{DISTILL_LORA}", later(lambda: lora_state_dict(dit(), TINY_LORA_RANK, seed + 1))),
+        (f"vae/{VAE_FILE}", later(lambda: vae_state_dict(vae_cfg, seed + 2))),
+        (f"text_encoders/{T5_FP16}",
+         later(lambda: {k: (v.half() if v.is_floating_point() else v) for k, v in t5().items()})),
+        (f"text_encoders/{T5_FP8}", later(lambda: _fp8_scaled(t5(), t5_linear))),
+        (f"clip_vision/{CLIP_FILE}", later(lambda: clip_hf_state_dict(clip_cfg, seed + 4))),
+        (f"dwpose/{DETECTOR_FILE}", pose(0)),
+        (f"dwpose/{ESTIMATOR_FILE}", pose(1)),
+    ]
 
 
 def write_kit(models_dir, input_dir=None, seed: int = 0) -> KitFiles:
-    """Write the tiny models (and the example inputs when ``input_dir`` is given)."""
+    """Write the tiny models (and the example inputs when ``input_dir`` is given).
+
+    Raises :class:`KitConflictError`, before writing anything, when a target exists that the kit did not write.
+    """
     models_dir = Path(models_dir)
-    files = _write_models(models_dir, seed)
-    photo = video = None
+    models = _KitFolder(models_dir)
+    inputs = None
     if input_dir is not None:
-        photo, video = write_inputs(Path(input_dir))
+        same = models_dir.resolve() == Path(input_dir).resolve()
+        inputs = models if same else _KitFolder(Path(input_dir))
+    model_plan = _model_plan(seed)
+    input_plan = _input_plan() if inputs is not None else []
+    _refuse_conflicts([models.conflict(rel) for rel, _ in model_plan]
+                      + [inputs.conflict(rel) for rel, _ in input_plan])
+    files = [models.write(rel, writer) for rel, writer in model_plan]
+    photo = video = None
+    if inputs is not None:
+        photo, video = (inputs.write(rel, writer) for rel, writer in input_plan)
     return KitFiles(models_dir=models_dir, files=tuple(files), photo=photo, video=video)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m steadydancer_core.tiny_kit", description=(
-        "Write tiny random-weight SteadyDancer model files (real formats and names) into a ComfyUI models folder."))
-    parser.add_argument("models_dir", help="ComfyUI models folder (subfolders are created)")
+        "Write tiny random-weight SteadyDancer model files (real formats and names) into a folder of their own, "
+        "laid out like a ComfyUI models folder; add it to ComfyUI through extra_model_paths.yaml. Existing files "
+        f"are never replaced unless the kit wrote them (recorded in {MANIFEST_FILE} in each folder it writes)."))
+    parser.add_argument("models_dir", help="an empty folder of its own for the tiny models (subfolders are created); "
+                                           "not the models folder that holds your real downloads")
     parser.add_argument("--inputs", help="also write the example photo and driving video into this folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    kit = write_kit(args.models_dir, args.inputs, args.seed)
+    try:
+        kit = write_kit(args.models_dir, args.inputs, args.seed)
+    except KitConflictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     for path in kit.files + tuple(p for p in (kit.photo, kit.video) if p is not None):
         print(f"{path.stat().st_size / 1024:9.1f} KiB  {path}")
     return 0

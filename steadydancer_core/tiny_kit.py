@@ -29,7 +29,6 @@ for the pose models.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -54,6 +53,7 @@ from .models.dit_config import DiTConfig
 from .models.image_encoder_config import CLIPVisionConfig
 from .models.text_encoder_config import T5Config
 from .models.vae_config import VAEConfig
+from .safe_write import TargetExistsError, file_mode, sha256, write_beside
 
 # File names (identical to the real downloads; the bundled workflows reference them).
 DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
@@ -318,21 +318,6 @@ def write_inputs(input_dir) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------------------------------------- safe writing
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_mode() -> int:
-    """The mode ``open()`` gives a new file: 0666 less the umask (0644 under the usual 022)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _refuse_conflicts(problems) -> None:
     problems = [p for p in problems if p]
     if problems:
@@ -375,30 +360,18 @@ class _KitFolder:
         recorded = self.files.get(rel)
         if recorded is None:
             return f"{target} (exists; not written by the tiny kit)"
-        if _sha256(target) != recorded:
+        if sha256(target) != recorded:
             return f"{target} (changed since the tiny kit wrote it)"
         return None
 
     def write(self, rel: str, writer) -> Path:
         """Write ``rel`` through ``writer(temp_path)`` beside the target, then rename it into place."""
         target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        problem = self.conflict(rel)
-        _refuse_conflicts([problem])
-        replace = os.path.lexists(target)
-        # the temporary name keeps the suffix (writers pick the format from it) and starts with a dot
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
+        _refuse_conflicts([self.conflict(rel)])
         try:
-            writer(tmp)
-            os.chmod(tmp, _file_mode())
-            digest = _sha256(tmp)
-            _publish(tmp, target, replace)
-        finally:
-            if os.path.lexists(tmp):
-                tmp.unlink()
-        self.files[rel] = digest
+            self.files[rel] = write_beside(target, writer, replace=os.path.lexists(target))
+        except TargetExistsError:
+            _refuse_conflicts([f"{target} (appeared while the kit was writing it)"])
         self._write_manifest()
         return target
 
@@ -408,26 +381,11 @@ class _KitFolder:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(body)
-            os.chmod(tmp_name, _file_mode())
+            os.chmod(tmp_name, file_mode())
             os.replace(tmp_name, self.manifest)
         finally:
             if os.path.lexists(tmp_name):
                 os.unlink(tmp_name)
-
-
-def _publish(tmp: Path, target: Path, replace: bool) -> None:
-    """Rename ``tmp`` to ``target``; without ``replace``, never over a file that appeared meanwhile."""
-    if replace:
-        os.replace(tmp, target)
-        return
-    try:
-        os.link(tmp, target)  # fails when the target exists: no window in which a new file could be replaced
-    except FileExistsError:
-        _refuse_conflicts([f"{target} (appeared while the kit was writing it)"])
-    except OSError:  # no hard links on this file system
-        if os.path.lexists(target):
-            _refuse_conflicts([f"{target} (appeared while the kit was writing it)"])
-        os.replace(tmp, target)
 
 
 # ------------------------------------------------------------------------------------------------- the kit

@@ -47,6 +47,18 @@ DIT_SSAR_GROUPS = 4              # GroupNorm groups inside the SSAR dynamic conv
 
 DIT_SSAR_FC_SQUEEZE = 8
 
+# one tensor of each module SteadyDancer adds on top of Wan 2.1 I2V (official names): a DiT file without any of them
+# is a plain Wan 2.1 checkpoint
+STEADYDANCER_KEYS = ("patch_embedding_fuse.weight", "patch_embedding_ref_c.weight",
+                     "condition_embedding_align.proj_p.weight", "condition_embedding_spatial.conv.weight",
+                     "condition_embedding_temporal.0.temporal.weight")
+
+
+def missing_steadydancer_modules(keys) -> list[str]:
+    """The ``STEADYDANCER_KEYS`` absent from ``keys`` (official names); all of them for a plain Wan 2.1 DiT."""
+    keys = set(keys)
+    return [k for k in STEADYDANCER_KEYS if k not in keys]
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -143,14 +155,11 @@ class DiTConfig:
         shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
         wan_keys = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
                     "head.head.weight", "blocks.0.ffn.0.weight", "blocks.0.self_attn.q.weight")
-        dancer_keys = ("patch_embedding_fuse.weight", "patch_embedding_ref_c.weight",
-                       "condition_embedding_align.proj_p.weight", "condition_embedding_spatial.conv.weight",
-                       "condition_embedding_temporal.0.temporal.weight")
         missing = [k for k in wan_keys if k not in shapes]
         if missing:
             raise ValueError(f"not a Wan 2.1 DiT state dict: missing {', '.join(missing)}. Check that the file is "
                              "the SteadyDancer diffusion model (not a VAE, text or CLIP encoder) and not truncated.")
-        missing = [k for k in dancer_keys if k not in shapes]
+        missing = missing_steadydancer_modules(shapes)
         if missing:
             raise ValueError(f"the DiT has no SteadyDancer modules (missing {', '.join(missing)}): this looks like a "
                              "plain Wan 2.1 I2V checkpoint. Load a SteadyDancer-14B file instead.")

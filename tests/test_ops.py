@@ -8,7 +8,12 @@ from steadydancer_core import tiny_kit
 from steadydancer_core.loading.errors import WeightFileError
 from steadydancer_core.loading.file_writers import save_gguf, to_fp8
 from steadydancer_core.loading.identify import identify_component
-from steadydancer_core.loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
+from steadydancer_core.loading.loaders import (
+    load_dit,
+    load_image_encoder,
+    load_text_encoder,
+    load_vae,
+)
 from steadydancer_core.loading.quant_ops import PACKED_OPS, PackedLinear, packed_linears
 from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
 from steadydancer_core.loading.weight_files import open_state_dict

@@ -158,7 +158,7 @@ def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
     """Load umT5 from the official ``.pth`` or a ComfyUI ``.safetensors`` (fp16/bf16/fp32, fp8 or scaled fp8).
 
     Args:
-        path: weight file (anything ``weights.open_state_dict`` opens); tensors are read one at a time.
+        path: weight file (anything ``weight_files.open_state_dict`` opens); tensors are read one at a time.
         tokenizer: sentencepiece ``.model`` file, a folder with ``spiece.model`` / ``tokenizer.json``, raw bytes or
             a uint8 tensor; None uses the ``spiece_model`` tensor ComfyUI embeds in its files.
         dtype: compute dtype; fp8 weights stay fp8 in memory and are upcast per layer.
@@ -198,7 +198,7 @@ def load_image_encoder(path, dtype: torch.dtype = torch.float16, num_heads: int 
     """Load the visual tower from the official open-clip ``.pth`` or ComfyUI's ``clip_vision_h.safetensors``.
 
     Args:
-        path: weight file (anything ``weights.open_state_dict`` opens); the text tower, ``post_norm``, ``head`` and
+        path: weight file (anything ``weight_files.open_state_dict`` opens); the text tower, ``post_norm``, ``head`` and
             the blocks after the one Wan reads are skipped.
         dtype: compute dtype (Wan runs CLIP in fp16).
         num_heads: attention heads, when the width is not a known ViT width (see ``CLIPVisionConfig.from_shapes``).

@@ -1,6 +1,6 @@
 """LoRA: read one or more LoRA files, match their keys to the model, merge or attach them.
 
-Key styles (names resolved by ``weights.lora_target``): ``diffusion_model.`` prefixed ``lora_A``/``lora_B``,
+Key styles (names resolved by ``key_names.lora_target``): ``diffusion_model.`` prefixed ``lora_A``/``lora_B``,
 ``lora_down``/``lora_up`` + ``alpha``, kohya ``lora_unet_blocks_N_...`` (matched against the model's module names),
 diffusers ``transformer.`` prefix (diffusers Wan module names are translated), plus ``diff`` / ``diff_b`` dense
 deltas (e.g. norms and biases in the lightx2v step-distill LoRAs).

@@ -36,9 +36,6 @@ DIT_CLIP_TOKENS = 257            # CLIP tokens (1 class + 16x16 patches) in fron
 DIT_ROPE_THETA = 10000.0
 
 
-DIT_ROPE_MAX_POSITIONS = 1024    # rotary table length of the official model (max grid size per axis)
-
-
 DIT_FREQ_THETA = 10000.0         # sinusoidal timestep embedding base
 
 

@@ -168,7 +168,10 @@ def dit_state_dict(config: DiTConfig, seed: int) -> dict:
 
 
 def _dit_linear(key: str, value: torch.Tensor) -> bool:
-    return key.startswith("blocks.") and key.endswith(".weight") and value.ndim == 2
+    """A linear weight inside the DiT's block list (what the fp8 file and the LoRA cover)."""
+    from .models.dit import SteadyDancerDiT
+
+    return key.startswith(SteadyDancerDiT.BLOCKS + ".") and key.endswith(".weight") and value.ndim == 2
 
 
 def lora_state_dict(dit_sd: dict, rank: int, seed: int) -> dict:

@@ -89,7 +89,7 @@ def test_clip_loads_official_pth_skipping_unused_parts(tmp_path):
 def test_clip_wrong_component_names_expected_and_found(tmp_path):
     t5_like = {"shared.weight": torch.zeros(16, 8), "encoder.block.0.layer.0.SelfAttention.q.weight": torch.zeros(8, 8)}
     save_file(t5_like, str(tmp_path / "umt5.safetensors"))
-    with pytest.raises(ValueError, match="not a CLIP vision encoder") as err:
+    with pytest.raises(ValueError, match="this is the umT5 text encoder.*expected the CLIP vision encoder") as err:
         load_image_encoder(tmp_path / "umt5.safetensors")
     assert "umT5" in str(err.value) and "clip_vision_h" in str(err.value)
 

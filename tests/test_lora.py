@@ -7,31 +7,32 @@ from safetensors.torch import save_file
 from steadydancer_core.loading.errors import WeightFileError
 from steadydancer_core.loading.file_writers import to_fp8
 from steadydancer_core.loading.lora import apply_loras
-from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.loading.quant_ops import PACKED_OPS, PackedLinear
 from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
+from steadydancer_core.models.ops import PLAIN_OPS
 
 D, H = 64, 128
 
 
 class Block(nn.Module):
-    def __init__(self):
+    def __init__(self, ops=PLAIN_OPS):
         super().__init__()
         self.self_attn = nn.Module()
-        self.self_attn.q = nn.Linear(D, D)
+        self.self_attn.q = ops.Linear(D, D)
         self.cross_attn = nn.Module()
-        self.cross_attn.k_img = nn.Linear(D, D)
+        self.cross_attn.k_img = ops.Linear(D, D)
         self.norm3 = nn.LayerNorm(D)
-        self.ffn = nn.Sequential(nn.Linear(D, H), nn.GELU(), nn.Linear(H, D))
+        self.ffn = nn.Sequential(ops.Linear(D, H), nn.GELU(), ops.Linear(H, D))
 
 
 class Toy(nn.Module):
     """Module names as in the DiT: blocks.0.self_attn.q, blocks.0.cross_attn.k_img, blocks.0.ffn.0/2, head.head."""
 
-    def __init__(self):
+    def __init__(self, ops=PLAIN_OPS):
         super().__init__()
-        self.blocks = nn.ModuleList([Block()])
+        self.blocks = nn.ModuleList([Block(ops)])
         self.head = nn.Module()
-        self.head.head = nn.Linear(D, 32)
+        self.head.head = ops.Linear(D, 32)
         self.head.modulation = nn.Parameter(torch.zeros(1, 2, D))
 
 
@@ -75,7 +76,7 @@ def _plain(sd):
 
 def _packed(sd):
     with empty_init():
-        m = Toy()
+        m = Toy(PACKED_OPS)
     fp8 = to_fp8({k: v.clone() for k, v in sd.items()}, torch.float8_e4m3fn, scaled=True)
     return load_state_dict_into(m, fp8, torch.float32)
 

@@ -33,7 +33,7 @@ class ToyBlock(nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.norm = nn.LayerNorm(dim)
         self.lin = nn.Linear(dim, dim)
-        self.packed = PackedLinear((torch.randn(dim, dim, generator=g) * 0.2).to(torch.float8_e4m3fn), torch.zeros(dim))
+        self.packed = PackedLinear.from_packed((torch.randn(dim, dim, generator=g) * 0.2).to(torch.float8_e4m3fn), torch.zeros(dim))
         self.register_buffer("gain", torch.rand(dim, generator=g) + 0.5)
         self.fail = None
 
@@ -44,6 +44,9 @@ class ToyBlock(nn.Module):
 
 
 class ToyDiT(nn.Module):
+    BLOCKS = "blocks"
+    SWAPPABLE_EMBEDDINGS = ("text_embedding", "img_emb")
+
     def __init__(self, dim=16, n=6):
         super().__init__()
         torch.manual_seed(0)

@@ -12,8 +12,9 @@ from steadydancer_core.loading.gguf_codecs import (
     dequantize_gguf,
     quantize_gguf,
 )
-from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.loading.quant_ops import PACKED_OPS, PackedLinear
 from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
+from steadydancer_core.models.ops import PLAIN_OPS
 
 QTYPES = sorted(GGUF_BLOCKS)
 
@@ -54,21 +55,21 @@ def test_packed_linear_fp8_scaled_and_gguf():
     w, b, x = torch.randn(8, 256), torch.randn(8), torch.randn(3, 256)
     scale = torch.tensor(0.01)
     q8 = (w / scale).to(torch.float8_e4m3fn)
-    lin = PackedLinear(q8, b, scale)
+    lin = PackedLinear.from_packed(q8, b, scale)
     assert lin.weight.dtype == torch.float8_e4m3fn
     ref = x @ (q8.float() * scale).T + b
     torch.testing.assert_close(lin(x), ref, atol=1e-5, rtol=1e-5)
     raw = GGUFTensor(torch.from_numpy(quantize_gguf(w, "Q8_0")), "Q8_0", w.shape)
-    glin = PackedLinear(raw, b)
+    glin = PackedLinear.from_packed(raw, b)
     assert glin.weight.dtype == torch.uint8 and glin.qtype == "Q8_0"
     torch.testing.assert_close(glin(x), x @ glin.dequantized_weight(torch.float32).T + b)
     assert glin(x.to(torch.bfloat16)).dtype == torch.bfloat16
 
 
 class _Tiny(nn.Module):
-    def __init__(self):
+    def __init__(self, ops=PLAIN_OPS):
         super().__init__()
-        self.proj = nn.Linear(32, 16)
+        self.proj = ops.Linear(32, 16)
         self.norm = nn.LayerNorm(16)
         self.mha = nn.MultiheadAttention(16, 2)
         self.register_buffer("table", torch.arange(4.0), persistent=False)
@@ -96,8 +97,10 @@ def test_load_into_meta_module_plain_and_fp8_scaled():
     fp8["mha.out_proj.weight"] = sd["mha.out_proj.weight"].to(torch.float8_e5m2)   # not swappable: dequantised
     fp8["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     with empty_init():
-        m2 = _Tiny()
+        m2 = _Tiny(PACKED_OPS)
+    proj = m2.proj
     load_state_dict_into(m2, fp8, torch.float32)
+    assert m2.proj is proj   # filled in place: the layer type was chosen at construction
     assert isinstance(m2.proj, PackedLinear) and m2.proj.weight.dtype == torch.float8_e4m3fn
     assert type(m2.mha.out_proj) is not PackedLinear and m2.mha.out_proj.weight.dtype == torch.float32
     x = torch.randn(5, 32)

@@ -7,14 +7,14 @@ from safetensors.torch import save_file
 
 from steadydancer_core.loading.errors import WeightFileError
 from steadydancer_core.loading.gguf_codecs import GGUFTensor
+from steadydancer_core.loading.identify import identify_component
 from steadydancer_core.loading.key_names import (
     clip_to_official,
     dit_to_official,
-    guess_component,
     strip_prefixes,
     t5_to_official,
 )
-from steadydancer_core.loading.quant_ops import PackedLinear
+from steadydancer_core.loading.quant_ops import PACKED_OPS, PackedLinear
 from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
 from steadydancer_core.loading.weight_files import (
     LazyStateDict,
@@ -100,7 +100,7 @@ def test_strip_prefixes_and_lazy_passthrough():
     assert sorted(out) == ["blocks.0.x", "head.y", "scaled_fp8", "z"]
     lazy = dit_to_official(LazyStateDict.from_tensors(sd))
     assert isinstance(lazy, LazyStateDict) and lazy.shape_of("z") == (3,)
-    assert guess_component(["blocks.0.self_attn.q.weight"]) == "SteadyDancer/Wan DiT"
+    assert identify_component(["model.diffusion_model.blocks.0.self_attn.q.weight"]) == "wan_i2v_plain"
 
 
 def test_t5_converter_synthetic_keeps_side_entries_and_official_passthrough():
@@ -192,7 +192,7 @@ def test_t5_fp8_scaled_fixture_loads_packed():
     class Holder(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.layers = torch.nn.ModuleDict({n.replace(".", "_"): torch.nn.Linear(s[1], s[0], bias=False)
+            self.layers = torch.nn.ModuleDict({n.replace(".", "_"): PACKED_OPS.Linear(s[1], s[0], bias=False)
                                                for n, s in linears.items()})
 
     flat = {n.replace(".", "_"): n for n in linears}
@@ -367,7 +367,7 @@ def test_dit_plain_wan_and_strict_errors(tmp_path, tiny_dit):
     msg = str(err.value)
     assert "blocks.0.cross_attn.k_img.bias" in msg and "blocks.0.extra.weight" in msg and "blocks.0.ffn.2.bias" in msg
     save_file({"decoder.conv1.weight": torch.zeros(1)}, tmp_path / "vae.safetensors")
-    with pytest.raises(WeightFileError, match="Wan VAE"):
+    with pytest.raises(WeightFileError, match="this is the Wan 2.1 VAE; choose it under vae_name"):
         load_dit(tmp_path / "vae.safetensors")
 
 

@@ -1,8 +1,9 @@
 """Writers of tiny weight files in the formats users have (for tests, benchmarks and the tiny kit).
 
-``save_gguf`` lays a state dict out as city96's GGUF converter does (quantised linears, BF16 modulation, F16/F32
-rest, flattened >4-D tensors with a ``comfy.gguf.orig_shape`` field); ``to_fp8`` turns linear weights into ComfyUI
-(scaled) fp8. The readers in ``weight_files.py`` read both back; nothing here runs when a model is loaded.
+``save_gguf`` lays a state dict out as city96's GGUF converter does (quantised linears, BF16 for the parameters the
+DiT declares high precision (``SteadyDancerDiT.HIGH_PRECISION``: the modulation), F16/F32 rest, flattened >4-D
+tensors with a ``comfy.gguf.orig_shape`` field); ``to_fp8`` turns linear weights into ComfyUI (scaled) fp8. The
+readers in ``weight_files.py`` read both back; nothing here runs when a model is loaded.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ..models.dit import SteadyDancerDiT
 from .gguf_codecs import GGUF_BLOCKS, GGUF_ORIG_SHAPE_FIELD, quantize_gguf
 from .state_dict import SCALED_FP8_MARKER, WEIGHT_SCALE_SUFFIXES
 
@@ -23,7 +25,7 @@ def is_quantizable_linear_weight(name: str, shape, block: int = 1) -> bool:
 
 
 def save_gguf(path, sd: Mapping[str, torch.Tensor], qtype: str, arch: str = "wan",
-              keep_bf16: tuple = ("modulation",)) -> None:
+              keep_bf16: tuple = SteadyDancerDiT.HIGH_PRECISION) -> None:
     """Write ``sd`` as GGUF the way city96's converter lays files out.
 
     Linear weights whose rows fit ``qtype`` blocks are quantised; names containing a ``keep_bf16`` part are BF16;

@@ -9,7 +9,6 @@ and the writers of test files in ``file_writers.py``.
 """
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 
@@ -23,20 +22,15 @@ from .weight_files import Entry, LazyStateDict, open_state_dict, read_state_dict
 
 __all__ = [
     "WeightFileError", "StateDictMismatchError", "LazyStateDict", "open_state_dict", "read_state_dict",
-    "strip_prefixes", "dit_to_official", "lora_target", "t5_to_official", "clip_to_official", "guess_component", "load_dit",
+    "strip_prefixes", "dit_to_official", "lora_target", "t5_to_official", "clip_to_official",
 ]
-
-log = logging.getLogger(__name__)
 
 # ==============================================================================================================
 # Tables (data only)
 # ==============================================================================================================
 # DiT: prefixes that ComfyUI / other tools put in front of the official names (longest first)
 DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
-# modules that only SteadyDancer has on top of Wan 2.1 I2V
-STEADYDANCER_ONLY_PREFIXES = ("patch_embedding_fuse.", "patch_embedding_ref_c.", "condition_embedding_spatial.",
-                              "condition_embedding_temporal.", "condition_embedding_align.")
-WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"
+WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"         # every Wan 2.1 DiT has it (official names)
 # a single safetensors file may state what shapes cannot tell (num_heads, text_len, eps) as JSON in its metadata
 DIT_CONFIG_METADATA_KEY = "steadydancer_config"
 
@@ -156,15 +150,6 @@ DIFFUSERS_WAN_NAMES = (
     ("proj_out", "head.head"),
 )
 DIFFUSERS_WAN_RENAMES = prefix_rules(DIFFUSERS_WAN_NAMES, whole=True)
-
-# guessing what a file holds: (component, keys that identify it)
-COMPONENT_SIGNATURES = (
-    ("SteadyDancer/Wan DiT", ("blocks.0.self_attn.q.weight", "blocks.0.cross_attn.q.weight")),
-    ("Wan VAE", ("decoder.conv1.weight", "encoder.conv1.weight", "conv1.weight")),
-    ("umT5 text encoder", ("encoder.block.0.layer.0.SelfAttention.q.weight", "blocks.0.attn.q.weight")),
-    ("CLIP vision encoder", ("vision_model.embeddings.patch_embedding.weight", "visual.patch_embedding.weight")),
-)
-
 
 # ==============================================================================================================
 # Converters
@@ -303,32 +288,3 @@ def lora_target(key: str, module_names) -> tuple[str | None, str | None]:
         leaf, role = LORA_PARAMETER_ROLES[role]
         path += leaf
     return (path if path in module_names else None), role
-
-
-def guess_component(keys) -> str | None:
-    """Name of the component a set of (prefix-stripped) keys belongs to, or None."""
-    keys = set(keys)
-    for name, markers in COMPONENT_SIGNATURES:
-        if any(m in keys for m in markers):
-            return name
-    return None
-
-
-# ==============================================================================================================
-# DiT
-# ==============================================================================================================
-def check_steadydancer_keys(keys, source: str = "") -> None:
-    """Raise a clear error for a plain Wan 2.1 checkpoint or a file that is not a DiT at all."""
-    keys = set(keys)
-    if WAN_MARKER_KEY not in keys:
-        found = guess_component(keys)
-        what = f"it looks like a {found} file" if found else f"keys start with {sorted(keys)[:5]}"
-        raise WeightFileError(f"{source} is not a SteadyDancer DiT checkpoint ({what}). Pick the SteadyDancer "
-                              "diffusion model (e.g. Wan21_I2V_SteadyDancer_fp16.safetensors) here.")
-    absent = [p.rstrip(".") for p in STEADYDANCER_ONLY_PREFIXES if not any(k.startswith(p) for k in keys)]
-    if len(absent) == len(STEADYDANCER_ONLY_PREFIXES):
-        raise WeightFileError(f"{source} is a plain Wan 2.1 checkpoint: the SteadyDancer modules {absent} are missing. "
-                              "A SteadyDancer checkpoint is needed (e.g. Wan21_I2V_SteadyDancer_fp16.safetensors, "
-                              "a SteadyDancer GGUF, or the official SteadyDancer-14B folder).")
-
-

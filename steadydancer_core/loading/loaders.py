@@ -1,5 +1,7 @@
 """``load_dit`` / ``load_vae`` / ``load_text_encoder`` / ``load_image_encoder``: a file (any supported format and key
-layout) -> a model on the CPU, with a clear error when the file is another component or incomplete.
+layout) -> a model on the CPU, with a clear error when the file is another component (``identify.py``) or
+incomplete. Models are built with the layer ops the file needs (``quant_ops.PACKED_OPS`` when it holds fp8 / GGUF
+linear weights, else the plain ops) and then only filled.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from torch import nn
 
 from ..models.image_encoder import VISUAL_PREFIX, CLIPVisionTower, ImageEncoder
 from ..models.image_encoder_config import CLIPVisionConfig
+from ..models.ops import PLAIN_OPS, Ops
 from ..models.text_encoder import TextEncoder, UMT5Encoder
 from ..models.text_encoder_config import UMT5_TEXT_LEN, T5Config
 from ..models.tokenizer import (
@@ -23,15 +26,20 @@ from ..models.tokenizer import (
 from ..models.vae import WanVAE
 from ..models.vae_config import VAEConfig
 from .errors import WeightFileError
+from .identify import expect_component
 from .key_names import (
     DIT_CONFIG_METADATA_KEY,
-    check_steadydancer_keys,
     clip_to_official,
     dit_to_official,
-    guess_component,
     t5_to_official,
 )
-from .state_dict import empty_init, load_state_dict_into, split_quant_entries
+from .quant_ops import PACKED_OPS
+from .state_dict import (
+    empty_init,
+    has_packed_linear_weight,
+    load_state_dict_into,
+    split_quant_entries,
+)
 from .weight_files import OFFICIAL_DIT_CONFIG, LazyStateDict, open_state_dict
 
 
@@ -62,6 +70,11 @@ def _stated_config(path: Path, sd: LazyStateDict) -> dict:
     return stated
 
 
+def ops_for(sd: Mapping) -> Ops:
+    """The layer ops a model for ``sd`` is built with: packed ops when any linear weight is fp8 / GGUF."""
+    return PACKED_OPS if has_packed_linear_weight(sd) else PLAIN_OPS
+
+
 def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = None):
     """``DiTConfig`` inferred from tensor shapes (no data read). ``config_json`` (the official folder's
     config.json, or a single file's metadata config) supplies what shapes cannot tell (num_heads, text_len, eps)."""
@@ -84,11 +97,12 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
     from ..models.dit import SteadyDancerDiT
 
     path = Path(path).expanduser()
-    sd = dit_to_official(open_state_dict(path))
-    check_steadydancer_keys(sd.keys(), str(path))
+    raw = open_state_dict(path)
+    expect_component(raw, "dit", path)
+    sd = dit_to_official(raw)
     config = dit_config_from_state_dict(sd, _stated_config(path, sd))
     with empty_init():
-        model = SteadyDancerDiT(config, attention_backend=attention)
+        model = SteadyDancerDiT(config, attention_backend=attention, ops=ops_for(sd))
     load_state_dict_into(model, sd, dtype, strict=True, what="SteadyDancer DiT")
     model.eval().requires_grad_(False)
     if loras:
@@ -98,49 +112,16 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
     return model
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# loading
-# ----------------------------------------------------------------------------------------------------------------
 class VAEWeightsError(WeightFileError):
     """The file is not the Wan 2.1 VAE; the message names what was expected and what was found."""
 
 
-_EXPECTED = ("the Wan 2.1 VAE (official 'Wan2.1_VAE.pth' or ComfyUI 'wan_2.1_vae.safetensors', keys like "
-             "'encoder.conv1.weight', 'decoder.upsamples.0.residual.0.gamma', 'conv1.weight', 'conv2.weight')")
-
-
-# (key prefix found in the file, what the file then is)
-_OTHER_KINDS = (
-    ("model.diffusion_model.", "a diffusion model (DiT) saved with ComfyUI's 'model.diffusion_model.' prefix"),
-    ("patch_embedding.", "a Wan diffusion model (DiT)"),
-    ("blocks.0.self_attn.", "a Wan diffusion model (DiT)"),
-    ("token_embedding.", "a umT5 text encoder (official layout)"),
-    ("shared.weight", "a umT5/T5 text encoder"),
-    ("encoder.block.", "a umT5/T5 text encoder"),
-    ("visual.", "an open-clip CLIP model"),
-    ("vision_model.", "a CLIP vision encoder"),
-    ("encoder.conv_in.", "an image VAE (Stable Diffusion/Flux AutoencoderKL layout)"),
-    ("first_stage_model.", "a full image-model checkpoint (VAE under 'first_stage_model.')"),
-    ("lora_", "a LoRA"),
-)
-
-
-def _check_is_wan21_vae(shapes: dict, path) -> None:
-    """Raise VAEWeightsError unless the key names/shapes (no data read) are those of the Wan 2.1 VAE."""
-    keys = list(shapes)
+def _check_not_wan22_vae(shapes: dict, path) -> None:
+    """The Wan 2.2 VAE has the same key names as Wan 2.1's but 12 input channels (z_dim 48)."""
     conv_in = shapes.get("encoder.conv1.weight")
-    if conv_in is not None and "conv2.weight" in shapes:
-        if len(conv_in) == 5 and conv_in[1] == 12:
-            raise VAEWeightsError(f"{path}: expected {_EXPECTED}; found the Wan 2.2 VAE (12 input channels, z_dim 48), "
-                                  f"which Wan 2.1/SteadyDancer cannot use. Choose wan_2.1_vae.safetensors.")
-        return
-    for prefix, kind in _OTHER_KINDS:
-        if any(k.startswith(prefix) or f".{prefix}" in k for k in keys):
-            found = kind
-            break
-    else:
-        found = f"{len(keys)} tensors with unrecognised names, e.g. {keys[:3]}"
-    raise VAEWeightsError(f"{path}: expected {_EXPECTED}; found {found}. Select the VAE file in the VAE input.")
+    if conv_in is not None and len(conv_in) == 5 and conv_in[1] == 12:
+        raise VAEWeightsError(f"{path}: expected the Wan 2.1 VAE; found the Wan 2.2 VAE (12 input channels, z_dim 48), "
+                              f"which Wan 2.1/SteadyDancer cannot use. Choose wan_2.1_vae.safetensors.")
 
 
 def load_vae(path, dtype: torch.dtype = torch.float32) -> WanVAE:
@@ -150,8 +131,9 @@ def load_vae(path, dtype: torch.dtype = torch.float32) -> WanVAE:
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"load_vae: dtype must be float32, bfloat16 or float16, got {dtype}")
     sd = open_state_dict(path)
+    expect_component(sd, "vae", path, error=VAEWeightsError)
     shapes = sd.shapes()
-    _check_is_wan21_vae(shapes, path)
+    _check_not_wan22_vae(shapes, path)
     config = VAEConfig.from_shapes(shapes)
     with torch.device("meta"):
         model = WanVAE(config)
@@ -159,26 +141,16 @@ def load_vae(path, dtype: torch.dtype = torch.float32) -> WanVAE:
     return model.eval().requires_grad_(False)
 
 
-# --- loading ----------------------------------------------------------------------------------------------------
-def _check_is_umt5(keys, path) -> None:
-    """Raise a WeightFileError naming what was found when ``keys`` (official names) are not a umT5 encoder."""
+def _check_umt5_position_tables(keys, path) -> None:
+    """umT5 has a relative-position table in every block; T5 v1.1 (t5xxl) only in the first."""
     keys = set(keys)
-    if "token_embedding.weight" in keys and "blocks.0.attn.q.weight" in keys:
-        if "blocks.0.pos_embedding.embedding.weight" not in keys or "blocks.1.attn.q.weight" in keys and \
-                "blocks.1.pos_embedding.embedding.weight" not in keys:
-            raise WeightFileError(
-                f"{path} is a T5 encoder with one shared position table (T5 v1.1, e.g. t5xxl for Flux/SD3), not "
-                f"umT5. SteadyDancer needs umT5-XXL: umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled."
-                f"safetensors or models_t5_umt5-xxl-enc-bf16.pth."
-            )
-        return
-    found = guess_component(keys)
-    found = f"a {found} file" if found else f"keys such as {sorted(keys)[:4]}"
-    raise WeightFileError(
-        f"{path} is not a umT5 text encoder: expected 'shared.weight' + 'encoder.block.*' (ComfyUI) or "
-        f"'token_embedding.weight' + 'blocks.*' (official), found {found}. Choose umt5_xxl_fp16.safetensors, "
-        f"umt5_xxl_fp8_e4m3fn_scaled.safetensors or models_t5_umt5-xxl-enc-bf16.pth as the text encoder."
-    )
+    if "blocks.0.pos_embedding.embedding.weight" not in keys or "blocks.1.attn.q.weight" in keys and \
+            "blocks.1.pos_embedding.embedding.weight" not in keys:
+        raise WeightFileError(
+            f"{path} is a T5 encoder with one shared position table (T5 v1.1, e.g. t5xxl for Flux/SD3), not "
+            f"umT5. SteadyDancer needs umT5-XXL: umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled."
+            f"safetensors or models_t5_umt5-xxl-enc-bf16.pth."
+        )
 
 
 def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
@@ -186,7 +158,7 @@ def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
     """Load umT5 from the official ``.pth`` or a ComfyUI ``.safetensors`` (fp16/bf16/fp32, fp8 or scaled fp8).
 
     Args:
-        path: weight file (anything ``weights.open_state_dict`` opens); tensors are read one at a time.
+        path: weight file (anything ``weight_files.open_state_dict`` opens); tensors are read one at a time.
         tokenizer: sentencepiece ``.model`` file, a folder with ``spiece.model`` / ``tokenizer.json``, raw bytes or
             a uint8 tensor; None uses the ``spiece_model`` tensor ComfyUI embeds in its files.
         dtype: compute dtype; fp8 weights stay fp8 in memory and are upcast per layer.
@@ -194,10 +166,12 @@ def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
     Returns:
         TextEncoder on the CPU.
     """
-    lazy = t5_to_official(open_state_dict(path))
+    raw = open_state_dict(path)
+    expect_component(raw, "text_encoder", path)
+    lazy = t5_to_official(raw)
     embedded = lazy[SPIECE_TENSOR_KEY] if SPIECE_TENSOR_KEY in lazy else None
     sd = lazy.with_entries({k: lazy.entry(k) for k in lazy.keys() if k != SPIECE_TENSOR_KEY})
-    _check_is_umt5(sd.keys(), path)
+    _check_umt5_position_tables(sd.keys(), path)
     config = T5Config.from_shapes(sd.shapes(), text_len=text_len)
     if isinstance(tokenizer, str) and not tokenizer.strip():
         tokenizer = None  # an empty path field means "none given"
@@ -214,45 +188,32 @@ def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
             f"not the umT5 tokenizer of this model. Use the spiece.model of google/umt5-xxl."
         )
     with empty_init():
-        model = UMT5Encoder(config)
+        model = UMT5Encoder(config, ops=ops_for(sd))
     load_state_dict_into(model, sd, dtype, strict=True, what="umT5 text encoder")
     model.eval().requires_grad_(False)
     return TextEncoder(model, tok)
-
-
-# --- loading ----------------------------------------------------------------------------------------------------
-def _check_is_clip_vision(keys, path) -> None:
-    keys = set(keys)
-    if "visual.patch_embedding.weight" in keys and "visual.transformer.0.attn.to_qkv.weight" in keys:
-        return
-    found = guess_component(keys)
-    found = f"a {found} file" if found else f"keys such as {sorted(keys)[:4]}"
-    raise WeightFileError(
-        f"{path} is not a CLIP vision encoder: expected 'vision_model.*' (ComfyUI clip_vision_h.safetensors) or "
-        f"'visual.*' (official open-clip .pth), found {found}. Choose clip_vision_h.safetensors or "
-        f"models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth as the CLIP vision model."
-    )
 
 
 def load_image_encoder(path, dtype: torch.dtype = torch.float16, num_heads: int | None = None) -> ImageEncoder:
     """Load the visual tower from the official open-clip ``.pth`` or ComfyUI's ``clip_vision_h.safetensors``.
 
     Args:
-        path: weight file (anything ``weights.open_state_dict`` opens); the text tower, ``post_norm``, ``head`` and
+        path: weight file (anything ``weight_files.open_state_dict`` opens); the text tower, ``post_norm``, ``head`` and
             the blocks after the one Wan reads are skipped.
         dtype: compute dtype (Wan runs CLIP in fp16).
         num_heads: attention heads, when the width is not a known ViT width (see ``CLIPVisionConfig.from_shapes``).
     Returns:
         ImageEncoder on the CPU.
     """
-    sd = clip_to_official(open_state_dict(path))
-    _check_is_clip_vision(sd.keys(), path)
+    raw = open_state_dict(path)
+    expect_component(raw, "image_encoder", path)
+    sd = clip_to_official(raw)
     config = CLIPVisionConfig.from_shapes(sd.shapes(), num_heads=num_heads)
     skipped = tuple(f"{VISUAL_PREFIX}transformer.{i}." for i in range(config.used_layers, config.num_layers))
     sd = sd.with_entries({k: sd.entry(k) for k in sd.keys()
                           if k.startswith(VISUAL_PREFIX) and not k.startswith(skipped)})
     with empty_init():
-        tower = CLIPVisionTower(config)
+        tower = CLIPVisionTower(config, ops=ops_for(sd))
     holder = nn.Module()  # gives the tower its official ``visual.`` key prefix
     holder.visual = tower
     load_state_dict_into(holder, sd, dtype, strict=True, what="CLIP vision encoder")

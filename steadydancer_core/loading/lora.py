@@ -1,13 +1,13 @@
 """LoRA: read one or more LoRA files, match their keys to the model, merge or attach them.
 
-Key styles (names resolved by ``weights.lora_target``): ``diffusion_model.`` prefixed ``lora_A``/``lora_B``,
+Key styles (names resolved by ``key_names.lora_target``): ``diffusion_model.`` prefixed ``lora_A``/``lora_B``,
 ``lora_down``/``lora_up`` + ``alpha``, kohya ``lora_unet_blocks_N_...`` (matched against the model's module names),
 diffusers ``transformer.`` prefix (diffusers Wan module names are translated), plus ``diff`` / ``diff_b`` dense
 deltas (e.g. norms and biases in the lightx2v step-distill LoRAs).
 
 Update of a layer: ``W += strength * (alpha / rank) * up @ down`` (alpha defaults to the rank). Plain
-fp32/fp16/bf16 weights are merged in place (computed in fp32); fp8 and GGUF ``PackedLinear`` layers keep their packed
-weight and get the update as an extra low-rank path in ``forward``.
+fp32/fp16/bf16 weights are merged in place (computed in fp32); ``PackedLinear`` layers holding an fp8 or GGUF weight
+keep it packed and get the update as an extra low-rank path in ``forward``.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _group(sd, module_names: set[str], report: LoraFileReport) -> dict[str, dict
 
 def _apply_one(module: nn.Module, name: str, parts: dict[str, torch.Tensor], strength: float, dtype: torch.dtype,
                report: LoraFileReport) -> None:
-    packed = isinstance(module, PackedLinear)
+    packed = isinstance(module, PackedLinear) and module.is_packed
     weight = None if packed else getattr(module, "weight", None)
     w_shape = (module.out_features, module.in_features) if packed else (None if weight is None else weight.shape)
     if "down" in parts or "up" in parts:

@@ -1,4 +1,4 @@
-"""Quantised weights kept packed in memory and dequantised per forward, plus the generic state-dict loader.
+"""Quantised weights kept packed in memory and dequantised per forward: the packed layer ops and the dequantisers.
 
 Storage formats handled here:
 
@@ -8,12 +8,10 @@ Storage formats handled here:
 * GGUF blocks (``gguf_codecs.GGUFTensor``: raw uint8 bytes + quantisation type + logical shape), dequantised by
   ``gguf_codecs.dequantize_gguf``.
 
-``PackedLinear`` replaces ``nn.Linear`` when the stored weight is fp8 or GGUF: it keeps the packed weight and upcasts
-it to the input's dtype inside ``forward``. LoRA adapters can ride along as an extra low-rank path.
-
-``load_state_dict_into(module, sd, compute_dtype)`` fills a module built with ``empty_init()`` (parameters on the meta
-device) from any name -> tensor mapping, swapping layers as needed, and raises one ``StateDictMismatchError`` that lists
-every missing key, unexpected key and shape mismatch by name.
+``PACKED_OPS`` (``Linear=PackedLinear``) is what loaders build models with when a file holds fp8 / GGUF linear weights:
+a ``PackedLinear`` given a packed weight at load time keeps it and upcasts it to the input's dtype inside ``forward``
+(LoRA adapters can ride along as an extra low-rank path); given a dense weight it is the plain fused ``Linear``.
+The module filler is ``state_dict.load_state_dict_into``.
 """
 from __future__ import annotations
 
@@ -21,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.fused_linear import Linear, activate
+from ..models.ops import Ops
 from .errors import WeightFileError
 from .gguf_codecs import GGUFTensor, dequantize_gguf, logical_shape, storage_type
 
@@ -86,41 +86,78 @@ class LoraAdapter(nn.Module):
         return F.linear(F.linear(x, self.down.to(x.dtype)), self.up.to(x.dtype)) * self.scale
 
 
-class PackedLinear(nn.Module):
-    """Linear layer with an fp8 or GGUF weight kept packed; dequantised to the input's dtype per call.
+class PackedLinear(Linear):
+    """``ops.Linear`` of packed files: an fp8 or GGUF weight stays packed and is dequantised to the input's dtype per
+    call; a dense weight makes it exactly the plain fused ``Linear``.
 
-    x [..., in_features] -> [..., out_features]. ``weight`` is fp8 [out, in] (with an optional fp32 ``scale_weight``)
-    or GGUF bytes uint8 [out, bytes] with ``qtype`` naming the GGUF type.
+    Built like ``nn.Linear(in_features, out_features, bias)`` (parameters on meta under ``empty_init``); the loader
+    hands it a packed weight with ``load_packed_weight``. x [..., in_features] -> [..., out_features]. Packed
+    ``weight`` is fp8 [out, in] (with an optional fp32 ``scale_weight``, a scalar or [out]) or GGUF bytes uint8
+    [out, bytes] with ``qtype`` naming the GGUF type. State-dict keys are ``weight`` / ``bias`` either way.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None = None):
-        super().__init__()
-        shape = logical_shape(weight)
-        self.out_features, self.in_features = int(shape[0]), int(shape[1])
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.qtype: str | None = None          # storage type of a packed weight; None while the weight is dense
+        self.register_buffer("scale_weight", None)
+        self.loras = nn.ModuleList()
+
+    @classmethod
+    def from_packed(cls, weight: torch.Tensor, bias: torch.Tensor | None,
+                    scale: torch.Tensor | None = None) -> "PackedLinear":
+        """A layer holding ``weight`` (fp8 or GGUF, logical [out, in]) and ``bias`` [out] as given."""
+        out_features, in_features = (int(n) for n in logical_shape(weight))
+        layer = cls(in_features, out_features, bias=bias is not None, device="meta")
+        layer.load_packed_weight(weight, scale)
+        if bias is not None:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        return layer
+
+    @property
+    def is_packed(self) -> bool:
+        """True while the weight is fp8 or GGUF (LoRA then rides along as an extra path)."""
+        return self.qtype is not None
+
+    def load_packed_weight(self, weight: torch.Tensor, scale: torch.Tensor | None = None) -> None:
+        """Take an fp8 [out, in] or GGUF (logical [out, in]) weight as it is stored; ``scale``: fp8 scale."""
+        if tuple(logical_shape(weight)) != (self.out_features, self.in_features):
+            raise WeightFileError(f"packed weight of shape {tuple(logical_shape(weight))} does not fit a linear layer "
+                                  f"[{self.out_features}, {self.in_features}]")
         self.qtype = storage_type(weight)
         raw = weight.as_subclass(torch.Tensor) if isinstance(weight, GGUFTensor) else weight
-        self.register_buffer("weight", raw)
-        self.register_buffer("scale_weight", None if scale is None else scale.to(torch.float32))
-        self.register_buffer("bias", bias)
-        self.loras = nn.ModuleList()
+        self.weight = nn.Parameter(raw, requires_grad=False)
+        self.scale_weight = None if scale is None else scale.to(torch.float32)
 
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """Dense [out, in] weight in ``dtype`` (without LoRA)."""
+        if not self.is_packed:
+            return self.weight.to(dtype)
         if self.weight.dtype == torch.uint8:
             return dequantize_gguf(self.weight, self.qtype, (self.out_features, self.in_features), dtype)
         return dequantize_tensor(self.weight, dtype, self.scale_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_packed and not self.loras:
+            return super().forward(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         out = F.linear(x, self.dequantized_weight(x.dtype), bias)
         for adapter in self.loras:
             out = out + adapter(x)
         return out
 
+    def forward_activation(self, x: torch.Tensor, activation: str | None) -> torch.Tensor:
+        if not self.is_packed and not self.loras:
+            return super().forward_activation(x, activation)
+        return activate(self.forward(x), activation)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, qtype={self.qtype}"
 
 
+PACKED_OPS = Ops(Linear=PackedLinear)
+"""Layer factories of models loaded from files with fp8 / GGUF linear weights."""
+
+
 def packed_linears(module: nn.Module) -> dict[str, PackedLinear]:
-    """Module name -> ``PackedLinear`` for every packed layer inside ``module``."""
-    return {n: m for n, m in module.named_modules() if isinstance(m, PackedLinear)}
+    """Module name -> ``PackedLinear`` for every layer of ``module`` that holds a packed (fp8 / GGUF) weight."""
+    return {n: m for n, m in module.named_modules() if isinstance(m, PackedLinear) and m.is_packed}

@@ -1,9 +1,10 @@
 """Filling a model built on the meta device from any name -> tensor mapping, strictly.
 
 ``empty_init()`` builds modules without memory; ``check_state_dict`` compares names and shapes without reading data;
-``load_state_dict_into`` fills the module one tensor at a time (fp8 / GGUF weights of quantised layers stay packed,
-other tensors become the compute dtype) and raises one ``StateDictMismatchError`` listing every missing key,
-unexpected key and shape mismatch. fp8 side entries (scales, ``comfy_quant`` descriptors) are recognised here.
+``load_state_dict_into`` fills the module one tensor at a time (fp8 / GGUF weights of ``PackedLinear`` layers stay
+packed, other tensors become the compute dtype) and raises one ``StateDictMismatchError`` listing every missing key,
+unexpected key and shape mismatch. It only fills tensors: which layers can hold packed weights is decided when the
+model is built (``quant_ops.PACKED_OPS``). fp8 side entries (scales, ``comfy_quant`` descriptors) are recognised here.
 """
 from __future__ import annotations
 
@@ -14,26 +15,17 @@ from collections.abc import Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from ..models.fused_linear import Linear
 from .errors import StateDictMismatchError, WeightFileError
-from .gguf_codecs import logical_shape
-from .quant_ops import PackedLinear, dequantize_tensor, is_packed
+from .gguf_codecs import GGUF_BLOCKS, dtype_name, logical_shape
+from .quant_ops import FP8_DTYPES, PackedLinear, dequantize_tensor, is_packed
 
 # suffixes that carry quantisation side information for ``<layer>.weight`` (never module parameters)
 WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
-
-
+# other side entries of fp8 files, consumed without being used
 CONSUMED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
-
-
 SCALED_FP8_MARKER = "scaled_fp8"
-
-
-# layers a packed weight may replace (not subclasses such as MultiheadAttention.out_proj, whose weight is read
-# directly by its owner)
-SWAPPABLE_LINEARS = (nn.Linear, Linear)
-
-
+# dtype names (as ``LazyStateDict.dtype_of`` reports them) of tensors that stay packed: fp8 and GGUF block types
+PACKED_STORAGE = frozenset({dtype_name(d) for d in FP8_DTYPES} | set(GGUF_BLOCKS))
 QUANT_METADATA_KEY = "_quantization_metadata"    # safetensors header entry: {"layers": {name: {"format": ...}}}
 
 
@@ -169,13 +161,24 @@ def _cast(t: torch.Tensor, compute_dtype: torch.dtype, scale: torch.Tensor | Non
     return t.to(compute_dtype) if t.is_floating_point() else t
 
 
+def has_packed_linear_weight(sd: Mapping) -> bool:
+    """True when some 2-D ``*.weight`` of ``sd`` is stored fp8 or GGUF (metadata only, no tensor data read)."""
+    dtype_of = getattr(sd, "dtype_of", None)
+    for key in sd.keys():
+        if not key.endswith(".weight") or len(_shape_of(sd, key)) != 2:
+            continue
+        packed = dtype_of(key) in PACKED_STORAGE if dtype_of is not None else is_packed(sd[key])
+        if packed:
+            return True
+    return False
+
+
 def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dtype = torch.bfloat16,
                          strict: bool = True, what: str = "model") -> nn.Module:
     """Fill ``module`` from ``sd`` (name -> tensor; may be a lazy mapping that reads tensors on access).
 
-    Floating tensors become ``compute_dtype``; an ``nn.Linear`` (exactly, or the fused ``Linear``) whose stored
-    weight is fp8 or GGUF becomes a ``PackedLinear`` (weight kept packed, bias in ``compute_dtype``); other fp8/GGUF
-    tensors are dequantised.
+    Floating tensors become ``compute_dtype``; the fp8 or GGUF weight of a ``PackedLinear`` stays packed (its fp8
+    scale goes with it); other fp8/GGUF tensors are dequantised. No module is added, removed or replaced.
     Tensors are read one at a time, so peak memory is the model plus one tensor. Returns ``module``.
     Raises ``StateDictMismatchError`` listing missing / unexpected keys and shape mismatches.
     """
@@ -183,25 +186,17 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
     scales, _ = split_quant_entries(sd)
     keys = set(sd.keys())
     modules = dict(module.named_modules())
-    done: set[str] = set()
     for name in list(module.state_dict(keep_vars=True).keys()):
-        if name in done or name not in keys:
+        if name not in keys:
             continue
         owner_name, _, leaf = name.rpartition(".")
         owner = modules[owner_name]
         scale = sd[scales[name]] if name in scales else None
         tensor = sd[name]
-        if type(owner) in SWAPPABLE_LINEARS and leaf == "weight" and is_packed(tensor):
-            bias_name = f"{owner_name}.bias" if owner_name else "bias"
-            bias = _cast(sd[bias_name], compute_dtype, None) if owner.bias is not None and bias_name in keys else None
-            packed = PackedLinear(tensor, bias, scale)
-            parent_name, _, child = owner_name.rpartition(".")
-            modules[parent_name]._modules[child] = packed
-            modules[owner_name] = packed
-            done.update({name, bias_name})
-            continue
-        _set_tensor(owner, leaf, _cast(tensor, compute_dtype, scale))
-        done.add(name)
+        if isinstance(owner, PackedLinear) and leaf == "weight" and is_packed(tensor):
+            owner.load_packed_weight(tensor, scale)
+        else:
+            _set_tensor(owner, leaf, _cast(tensor, compute_dtype, scale))
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftover:
         raise StateDictMismatchError(

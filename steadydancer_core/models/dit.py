@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from .attention import attention, check_backend
 from .dit_config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
-from .fused_linear import GeluMLP, Linear, linear_gelu
+from .fused_linear import GeluMLP, linear_gelu
+from .ops import PLAIN_OPS, Ops
 from .pose_modules import FAAU, SSAR, build_tmcm
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -118,13 +119,13 @@ class SelfAttention(nn.Module):
     ``keep``: only the first ``keep`` tokens are queried (keys and values still see all L tokens).
     """
 
-    def __init__(self, config: DiTConfig, backend: str):
+    def __init__(self, config: DiTConfig, backend: str, ops: Ops = PLAIN_OPS):
         super().__init__()
         dim, self.heads, self.backend = config.dim, config.num_heads, backend
-        self.q = Linear(dim, dim)
-        self.k = Linear(dim, dim)
-        self.v = Linear(dim, dim)
-        self.o = Linear(dim, dim)
+        self.q = ops.Linear(dim, dim)
+        self.k = ops.Linear(dim, dim)
+        self.v = ops.Linear(dim, dim)
+        self.o = ops.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
 
@@ -147,16 +148,16 @@ class I2VCrossAttention(nn.Module):
     attends to all text_len tokens, padding included); it is weighted exactly by its multiplicity.
     """
 
-    def __init__(self, config: DiTConfig, backend: str):
+    def __init__(self, config: DiTConfig, backend: str, ops: Ops = PLAIN_OPS):
         super().__init__()
         dim, self.heads, self.backend = config.dim, config.num_heads, backend
         self.clip_tokens = config.clip_tokens
-        self.q = Linear(dim, dim)
-        self.k = Linear(dim, dim)
-        self.v = Linear(dim, dim)
-        self.o = Linear(dim, dim)
-        self.k_img = Linear(dim, dim)
-        self.v_img = Linear(dim, dim)
+        self.q = ops.Linear(dim, dim)
+        self.k = ops.Linear(dim, dim)
+        self.v = ops.Linear(dim, dim)
+        self.o = ops.Linear(dim, dim)
+        self.k_img = ops.Linear(dim, dim)
+        self.v_img = ops.Linear(dim, dim)
         norm = (lambda: RMSNorm(dim, config.eps)) if config.qk_norm else nn.Identity
         self.norm_q, self.norm_k, self.norm_k_img = norm(), norm(), norm()
 
@@ -194,13 +195,13 @@ class WanBlock(nn.Module):
     dtype), text_pad, keep) -> [B, keep or L, D] fp32.
     """
 
-    def __init__(self, config: DiTConfig, backend: str):
+    def __init__(self, config: DiTConfig, backend: str, ops: Ops = PLAIN_OPS):
         super().__init__()
         dim, self.eps = config.dim, config.eps
-        self.self_attn = SelfAttention(config, backend)
+        self.self_attn = SelfAttention(config, backend, ops)
         self.norm3 = nn.LayerNorm(dim, eps=config.eps) if config.cross_attn_norm else nn.Identity()
-        self.cross_attn = I2VCrossAttention(config, backend)
-        self.ffn = GeluMLP(dim, config.ffn_dim, dim, approximate="tanh")
+        self.cross_attn = I2VCrossAttention(config, backend, ops)
+        self.ffn = GeluMLP(dim, config.ffn_dim, dim, approximate="tanh", ops=ops)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
     def forward(self, x, e, rope, context, text_pad=0, keep=None):
@@ -225,10 +226,10 @@ class WanBlock(nn.Module):
 class Head(nn.Module):
     """Output head: adaLN (2-way modulation by the un-projected time embedding) + linear to patch pixels."""
 
-    def __init__(self, config: DiTConfig):
+    def __init__(self, config: DiTConfig, ops: Ops = PLAIN_OPS):
         super().__init__()
         dim, self.eps = config.dim, config.eps
-        self.head = Linear(dim, math.prod(config.patch_size) * config.out_dim)
+        self.head = ops.Linear(dim, math.prod(config.patch_size) * config.out_dim)
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim ** 0.5)
 
     def forward(self, x, e, dtype):
@@ -238,12 +239,12 @@ class Head(nn.Module):
 
 
 class MLPProj(nn.Module):
-    """CLIP feature projection ``img_emb``: LayerNorm, Linear, GELU, Linear, LayerNorm."""
+    """CLIP feature projection ``img_emb``: LayerNorm, Linear, GELU, Linear, LayerNorm; [..., in_dim] -> [..., out_dim]."""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, ops: Ops = PLAIN_OPS):
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim), Linear(in_dim, in_dim), nn.GELU(),
-                                  Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), ops.Linear(in_dim, in_dim), nn.GELU(),
+                                  ops.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
 
     def forward(self, x):
         norm_in, fc1, act, fc2, norm_out = self.proj
@@ -255,13 +256,17 @@ class MLPProj(nn.Module):
 class SteadyDancerDiT(nn.Module):
     """SteadyDancer-14B denoiser (Wan 2.1 I2V + condition reconciliation + pose modulation modules).
 
-    Built from nn.Linear (``fused_linear.Linear``: bias and GELU fused on CPU) / nn.Conv / norm modules, so loaders
-    can swap linears for quantised ones; ``blocks`` is an nn.ModuleList whose blocks are called through
-    ``__call__`` (offload hooks them).
+    Every linear layer is built from ``ops.Linear`` (``ops.PLAIN_OPS``: the fused ``Linear``; loaders of fp8 / GGUF
+    files pass packed ops), the rest from nn.Conv / norm modules. The class attributes below declare what the
+    runtime may stream between devices and what stays in high precision; offload and the file writers read them.
     The model never moves itself between devices.
     """
 
-    def __init__(self, config: DiTConfig, attention_backend: str = "sdpa"):
+    BLOCKS = "blocks"                                      # nn.ModuleList of blocks, called through __call__
+    SWAPPABLE_EMBEDDINGS = ("text_embedding", "img_emb")   # embedding modules that may be streamed like blocks
+    HIGH_PRECISION = ("modulation",)                      # parameter names never quantised (kept BF16 in GGUF)
+
+    def __init__(self, config: DiTConfig, attention_backend: str = "sdpa", ops: Ops = PLAIN_OPS):
         super().__init__()
         check_backend(attention_backend)
         self.config = config
@@ -273,16 +278,16 @@ class SteadyDancerDiT(nn.Module):
         self.patch_embedding_fuse = nn.Conv3d(c.in_dim + 2 * cc, c.dim, patch, patch)
         self.patch_embedding_ref_c = nn.Conv3d(cc, c.dim, patch, patch)
         # synergistic pose modulation modules
-        self.condition_embedding_spatial = SSAR(cc)
+        self.condition_embedding_spatial = SSAR(cc, ops)
         self.condition_embedding_temporal = build_tmcm(cc)
         self.condition_embedding_align = FAAU(cc, c.out_dim, c.align_hidden, c.align_heads)
         # Wan 2.1 I2V embeddings, blocks, head
-        self.text_embedding = GeluMLP(c.text_dim, c.dim, c.dim, approximate="tanh")
-        self.time_embedding = nn.Sequential(Linear(c.freq_dim, c.dim), nn.SiLU(), Linear(c.dim, c.dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), Linear(c.dim, 6 * c.dim))
-        self.blocks = nn.ModuleList([WanBlock(c, attention_backend) for _ in range(c.num_layers)])
-        self.head = Head(c)
-        self.img_emb = MLPProj(c.clip_dim, c.dim)
+        self.text_embedding = GeluMLP(c.text_dim, c.dim, c.dim, approximate="tanh", ops=ops)
+        self.time_embedding = nn.Sequential(ops.Linear(c.freq_dim, c.dim), nn.SiLU(), ops.Linear(c.dim, c.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), ops.Linear(c.dim, 6 * c.dim))
+        self.blocks = nn.ModuleList([WanBlock(c, attention_backend, ops) for _ in range(c.num_layers)])
+        self.head = Head(c, ops)
+        self.img_emb = MLPProj(c.clip_dim, c.dim, ops)
 
     @property
     def compute_dtype(self) -> torch.dtype:

@@ -36,9 +36,6 @@ DIT_CLIP_TOKENS = 257            # CLIP tokens (1 class + 16x16 patches) in fron
 DIT_ROPE_THETA = 10000.0
 
 
-DIT_ROPE_MAX_POSITIONS = 1024    # rotary table length of the official model (max grid size per axis)
-
-
 DIT_FREQ_THETA = 10000.0         # sinusoidal timestep embedding base
 
 
@@ -48,6 +45,18 @@ DIT_SSAR_GROUPS = 4              # GroupNorm groups inside the SSAR dynamic conv
 DIT_SSAR_FC_SQUEEZE = 8
 DIT_CLIP_FRAMES = 81            # frames per clip (4n + 1) the model was trained on (official frame_num)
 DIT_DEFAULT_AREA = 1024 * 576    # pixels per frame of the official default size; output aspect follows the photo
+
+# one tensor of each module SteadyDancer adds on top of Wan 2.1 I2V (official names): a DiT file without any of them
+# is a plain Wan 2.1 checkpoint
+STEADYDANCER_KEYS = ("patch_embedding_fuse.weight", "patch_embedding_ref_c.weight",
+                     "condition_embedding_align.proj_p.weight", "condition_embedding_spatial.conv.weight",
+                     "condition_embedding_temporal.0.temporal.weight")
+
+
+def missing_steadydancer_modules(keys) -> list[str]:
+    """The ``STEADYDANCER_KEYS`` absent from ``keys`` (official names); all of them for a plain Wan 2.1 DiT."""
+    keys = set(keys)
+    return [k for k in STEADYDANCER_KEYS if k not in keys]
 
 
 @dataclass(frozen=True)
@@ -145,14 +154,11 @@ class DiTConfig:
         shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
         wan_keys = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
                     "head.head.weight", "blocks.0.ffn.0.weight", "blocks.0.self_attn.q.weight")
-        dancer_keys = ("patch_embedding_fuse.weight", "patch_embedding_ref_c.weight",
-                       "condition_embedding_align.proj_p.weight", "condition_embedding_spatial.conv.weight",
-                       "condition_embedding_temporal.0.temporal.weight")
         missing = [k for k in wan_keys if k not in shapes]
         if missing:
             raise ValueError(f"not a Wan 2.1 DiT state dict: missing {', '.join(missing)}. Check that the file is "
                              "the SteadyDancer diffusion model (not a VAE, text or CLIP encoder) and not truncated.")
-        missing = [k for k in dancer_keys if k not in shapes]
+        missing = missing_steadydancer_modules(shapes)
         if missing:
             raise ValueError(f"the DiT has no SteadyDancer modules (missing {', '.join(missing)}): this looks like a "
                              "plain Wan 2.1 I2V checkpoint. Load a SteadyDancer-14B file instead.")

@@ -7,9 +7,9 @@ it is still in cache instead of in extra passes over the output (measured 5-15 %
 path on the DiT's shapes on an AMD Zen 4 CPU). The result equals ``F.linear`` up to float32 summation order.
 Everywhere else (GPU, half precision, autograd, other CPUs) it is exactly ``F.linear`` followed by the activation.
 
-``Linear`` is ``nn.Linear`` computed this way (same parameters, same state-dict keys, still an ``nn.Linear`` for
-loaders that swap layers); ``GeluMLP`` is the ``Linear -> GELU -> Linear`` stack of the upstream text embedding and
-feed-forward layers, state-dict keys ``0.*`` / ``2.*`` as upstream.
+``Linear`` is ``nn.Linear`` computed this way (same parameters, same state-dict keys); it is the plain
+``ops.Linear`` (``ops.py``). ``GeluMLP`` is the ``Linear -> GELU -> Linear`` stack of the upstream text embedding and
+feed-forward layers, state-dict keys ``0.*`` / ``2.*`` as upstream, built from the ``ops`` it is given.
 """
 from __future__ import annotations
 
@@ -53,8 +53,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if _use_onednn(x, weight, bias):
         post_op, algorithm = ACTIVATIONS[activation][:2] if activation else ("none", "")
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post_op, [], algorithm)
-    out = F.linear(x, weight, bias)
-    return out if activation is None else F.gelu(out, approximate=ACTIVATIONS[activation][2])
+    return activate(F.linear(x, weight, bias), activation)
 
 
 def gelu_name(module: nn.GELU) -> str:
@@ -62,25 +61,39 @@ def gelu_name(module: nn.GELU) -> str:
     return "gelu_tanh" if module.approximate == "tanh" else "gelu"
 
 
+def activate(out: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """The activation ``linear`` applies, on its own: out [...] -> [...]."""
+    return out if activation is None else F.gelu(out, approximate=ACTIVATIONS[activation][2])
+
+
 def linear_gelu(layer: nn.Module, act: nn.GELU, x: torch.Tensor) -> torch.Tensor:
-    """``act(layer(x))``, fused into one call when ``layer`` is a plain ``Linear`` (not a swapped-in packed layer)."""
-    if type(layer) is Linear:
-        return linear(x, layer.weight, layer.bias, gelu_name(act))
+    """``act(layer(x))``: x [..., in] -> [..., out], one fused call when ``layer`` has ``forward_activation``."""
+    fused = getattr(layer, "forward_activation", None)
+    if fused is not None:
+        return fused(x, gelu_name(act))
     return act(layer(x))
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` computed by ``linear`` (identical parameters and state-dict keys)."""
+    """``nn.Linear`` computed by ``linear`` (identical parameters and state-dict keys); x [..., in] -> [..., out]."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
 
+    def forward_activation(self, x: torch.Tensor, activation: str | None) -> torch.Tensor:
+        """``act(self(x))`` with the bias and activation fused into the matrix multiply where possible."""
+        return linear(x, self.weight, self.bias, activation)
+
 
 class GeluMLP(nn.Sequential):
-    """Linear -> GELU -> Linear; x [..., in_dim] -> [..., out_dim]. The first linear and the GELU are fused."""
+    """Linear -> GELU -> Linear; x [..., in_dim] -> [..., out_dim]. The first linear and the GELU are fused.
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, approximate: str = "none"):
-        super().__init__(Linear(in_dim, hidden_dim), nn.GELU(approximate=approximate), Linear(hidden_dim, out_dim))
+    ``ops``: the layer factories (``ops.Ops``); None builds the plain ``Linear``.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, approximate: str = "none", ops=None):
+        make = Linear if ops is None else ops.Linear
+        super().__init__(make(in_dim, hidden_dim), nn.GELU(approximate=approximate), make(hidden_dim, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fc1, act, fc2 = self

@@ -19,7 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .encoder_base import EncoderWrapper
 from .image_encoder_config import CLIPVisionConfig
+from .ops import PLAIN_OPS, Ops
 
 VISUAL_PREFIX = "visual."  # the official checkpoint holds the whole CLIP; the image tower is under this name
 
@@ -36,11 +38,11 @@ class CLIPLayerNorm(nn.LayerNorm):
 class CLIPSelfAttention(nn.Module):
     """Fused-qkv attention (scale 1/sqrt(head_dim)). [N, L, dim] -> [N, L, dim]."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, ops: Ops = PLAIN_OPS):
         super().__init__()
         self.num_heads = num_heads
-        self.to_qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.to_qkv = ops.Linear(dim, dim * 3)
+        self.proj = ops.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, dim = x.shape
@@ -52,12 +54,13 @@ class CLIPSelfAttention(nn.Module):
 class CLIPBlock(nn.Module):
     """Pre-norm transformer block with an exact-GELU MLP. [N, L, dim] -> [N, L, dim]."""
 
-    def __init__(self, config: CLIPVisionConfig):
+    def __init__(self, config: CLIPVisionConfig, ops: Ops = PLAIN_OPS):
         super().__init__()
         self.norm1 = CLIPLayerNorm(config.dim, eps=config.eps)
-        self.attn = CLIPSelfAttention(config.dim, config.num_heads)
+        self.attn = CLIPSelfAttention(config.dim, config.num_heads, ops)
         self.norm2 = CLIPLayerNorm(config.dim, eps=config.eps)
-        self.mlp = nn.Sequential(nn.Linear(config.dim, config.mlp_dim), nn.GELU(), nn.Linear(config.mlp_dim, config.dim))
+        self.mlp = nn.Sequential(ops.Linear(config.dim, config.mlp_dim), nn.GELU(),
+                                 ops.Linear(config.mlp_dim, config.dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -67,10 +70,11 @@ class CLIPBlock(nn.Module):
 class CLIPVisionTower(nn.Module):
     """Visual tower up to block ``num_layers - skip_last_blocks``.
 
-    ``forward(pixel_values [N, 3, S, S] normalised) -> [N, num_tokens, dim]``.
+    ``forward(pixel_values [N, 3, S, S] normalised) -> [N, num_tokens, dim]``. ``ops``: the layer factories every
+    linear is built from (``ops.PLAIN_OPS`` unless a loader passes packed ones).
     """
 
-    def __init__(self, config: CLIPVisionConfig):
+    def __init__(self, config: CLIPVisionConfig, ops: Ops = PLAIN_OPS):
         super().__init__()
         self.config = config
         p = config.patch_size
@@ -78,7 +82,7 @@ class CLIPVisionTower(nn.Module):
         self.cls_embedding = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.pos_embedding = nn.Parameter(torch.zeros(1, config.num_tokens, config.dim))
         self.pre_norm = CLIPLayerNorm(config.dim, eps=config.eps)
-        self.transformer = nn.ModuleList(CLIPBlock(config) for _ in range(config.used_layers))
+        self.transformer = nn.ModuleList(CLIPBlock(config, ops) for _ in range(config.used_layers))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         dtype = self.patch_embedding.weight.dtype
@@ -102,28 +106,13 @@ def preprocess(images: torch.Tensor, config: CLIPVisionConfig) -> torch.Tensor:
     return (x - mean) / std
 
 
-class ImageEncoder:
+class ImageEncoder(EncoderWrapper):
     """CLIP vision features as Wan uses them. Placement is the caller's business; inputs follow the weights.
 
     ``encode(images [N, 3, H, W] in [-1, 1]) -> [N, num_tokens, dim]`` in the encoder's dtype.
     """
 
-    def __init__(self, model: CLIPVisionTower):
-        self.model = model
-        self.config = model.config
-
-    def _model(self) -> CLIPVisionTower:
-        if self.model is None:
-            raise RuntimeError("this image encoder was freed; load it again with load_image_encoder(...)")
-        return self.model
-
-    @property
-    def device(self) -> torch.device:
-        return self._model().patch_embedding.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._model().patch_embedding.weight.dtype
+    WHAT, LOADER, REFERENCE_WEIGHT = "image encoder", "load_image_encoder", "patch_embedding.weight"
 
     @torch.inference_mode()
     def encode_pixels(self, pixel_values: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -149,9 +138,5 @@ class ImageEncoder:
     def encode_videos(self, videos: list[torch.Tensor], batch_size: int | None = None) -> torch.Tensor:
         """Official call form: a list of [3, T, H, W] in [-1, 1] -> [sum T, num_tokens, dim]."""
         return torch.cat([self.encode(v.transpose(0, 1), batch_size) for v in videos])
-
-    def free(self) -> None:
-        """Drop the weights."""
-        self.model = None
 
 

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .dit_config import DIT_ALIGN_NORM_EPS, DIT_SSAR_FC_SQUEEZE, DIT_SSAR_GROUPS
+from .ops import PLAIN_OPS, Ops
 
 
 class HardSigmoid3(nn.Module):
@@ -33,9 +34,9 @@ class HardSigmoid3(nn.Module):
 class SqueezeExcite(nn.Module):
     """x * hsigmoid(W x) on a [N, C] vector (official ``SEModule_small``)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, ops: Ops = PLAIN_OPS):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(channels, channels, bias=False), HardSigmoid3())
+        self.fc = nn.Sequential(ops.Linear(channels, channels, bias=False), HardSigmoid3())
 
     def forward(self, x):
         return x * self.fc(x)
@@ -62,15 +63,15 @@ class SSAR(nn.Module):
     forward: [B, C, F, H, W] -> [B, C, F, H, W] (frames are independent).
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, ops: Ops = PLAIN_OPS):
         super().__init__()
         width, squeeze = ssar_sizes(channels)
         self.width = width
         self.conv = nn.Conv2d(channels, channels, 1, bias=False)
         self.conv_q = nn.Conv2d(channels, width, 1, bias=False)
-        self.fc = nn.Sequential(nn.Linear(channels, squeeze, bias=False), SqueezeExcite(squeeze))
-        self.fc_phi = nn.Linear(squeeze, width * width, bias=False)
-        self.fc_scale = nn.Linear(squeeze, channels, bias=False)
+        self.fc = nn.Sequential(ops.Linear(channels, squeeze, bias=False), SqueezeExcite(squeeze, ops))
+        self.fc_phi = ops.Linear(squeeze, width * width, bias=False)
+        self.fc_scale = ops.Linear(squeeze, channels, bias=False)
         self.hs = HardSigmoid3()
         self.conv_p = nn.Conv2d(width, channels, 1, bias=False)
         self.bn1 = nn.GroupNorm(DIT_SSAR_GROUPS, width)

@@ -3,8 +3,8 @@
 Semantics of the official ``T5Encoder`` (shared_pos=False): token embedding -> N blocks of
 [RMS norm -> self-attention with a per-block bidirectional relative-position bias and the padding mask,
 no 1/sqrt(d) scaling -> residual; RMS norm -> gated tanh-GELU FFN -> residual] -> final RMS norm.
-Hand-written rather than via ``transformers``: the official names load without renaming, fp8 / GGUF linears from
-``loading/quant_ops.py`` plug in, and the encoder runs only over the real tokens (see ``TextEncoder.encode``).
+Hand-written rather than via ``transformers``: the official names load without renaming, every linear is built from
+the ``ops`` given at construction (packed fp8 / GGUF ops from ``loading/quant_ops.py`` when a loader passes them), and the encoder runs only over the real tokens (see ``TextEncoder.encode``).
 
 Parameter names (official): ``token_embedding.weight``, ``blocks.<i>.{norm1,norm2}.weight``,
 ``blocks.<i>.attn.{q,k,v,o}.weight``, ``blocks.<i>.ffn.{gate.0,fc1,fc2}.weight``,
@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .encoder_base import EncoderWrapper
+from .ops import PLAIN_OPS, Ops
 from .text_encoder_config import T5Config
 from .tokenizer import UMT5Tokenizer
 
@@ -69,13 +71,13 @@ class T5RelativeEmbedding(nn.Module):
 class T5Attention(nn.Module):
     """Multi-head self-attention without 1/sqrt(d) scaling. x [B, L, dim], bias [B|1, H, L, L] -> [B, L, dim]."""
 
-    def __init__(self, dim: int, dim_attn: int, num_heads: int):
+    def __init__(self, dim: int, dim_attn: int, num_heads: int, ops: Ops = PLAIN_OPS):
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim_attn, bias=False)
-        self.k = nn.Linear(dim, dim_attn, bias=False)
-        self.v = nn.Linear(dim, dim_attn, bias=False)
-        self.o = nn.Linear(dim_attn, dim, bias=False)
+        self.q = ops.Linear(dim, dim_attn, bias=False)
+        self.k = ops.Linear(dim, dim_attn, bias=False)
+        self.v = ops.Linear(dim, dim_attn, bias=False)
+        self.o = ops.Linear(dim_attn, dim, bias=False)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, length, _ = x.shape
@@ -87,11 +89,11 @@ class T5Attention(nn.Module):
 class T5FeedForward(nn.Module):
     """Gated FFN: fc2(fc1(x) * gelu_tanh(gate(x))). [B, L, dim] -> [B, L, dim]."""
 
-    def __init__(self, dim: int, dim_ffn: int):
+    def __init__(self, dim: int, dim_ffn: int, ops: Ops = PLAIN_OPS):
         super().__init__()
-        self.gate = nn.Sequential(nn.Linear(dim, dim_ffn, bias=False), nn.GELU(approximate="tanh"))
-        self.fc1 = nn.Linear(dim, dim_ffn, bias=False)
-        self.fc2 = nn.Linear(dim_ffn, dim, bias=False)
+        self.gate = nn.Sequential(ops.Linear(dim, dim_ffn, bias=False), nn.GELU(approximate="tanh"))
+        self.fc1 = ops.Linear(dim, dim_ffn, bias=False)
+        self.fc2 = ops.Linear(dim_ffn, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(x) * self.gate(x))
@@ -108,12 +110,12 @@ def _fp16_clamp(x: torch.Tensor) -> torch.Tensor:
 class T5Block(nn.Module):
     """One encoder block with its own relative-position table. x [B, L, dim], key_mask [B, L] -> [B, L, dim]."""
 
-    def __init__(self, config: T5Config):
+    def __init__(self, config: T5Config, ops: Ops = PLAIN_OPS):
         super().__init__()
         self.norm1 = T5RMSNorm(config.dim, config.eps)
-        self.attn = T5Attention(config.dim, config.dim_attn, config.num_heads)
+        self.attn = T5Attention(config.dim, config.dim_attn, config.num_heads, ops)
         self.norm2 = T5RMSNorm(config.dim, config.eps)
-        self.ffn = T5FeedForward(config.dim, config.dim_ffn)
+        self.ffn = T5FeedForward(config.dim, config.dim_ffn, ops)
         self.pos_embedding = T5RelativeEmbedding(config.num_buckets, config.num_heads, config.max_dist)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
@@ -124,13 +126,16 @@ class T5Block(nn.Module):
 
 
 class UMT5Encoder(nn.Module):
-    """The umT5 encoder stack. ``forward(ids [B, L] int64, mask [B, L]) -> [B, L, dim]`` (pad rows included)."""
+    """The umT5 encoder stack. ``forward(ids [B, L] int64, mask [B, L]) -> [B, L, dim]`` (pad rows included).
 
-    def __init__(self, config: T5Config):
+    ``ops``: the layer factories every linear is built from (``ops.PLAIN_OPS`` unless a loader passes packed ones).
+    """
+
+    def __init__(self, config: T5Config, ops: Ops = PLAIN_OPS):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
-        self.blocks = nn.ModuleList(T5Block(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(T5Block(config, ops) for _ in range(config.num_layers))
         self.norm = T5RMSNorm(config.dim, config.eps)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -140,29 +145,17 @@ class UMT5Encoder(nn.Module):
         return self.norm(x)
 
 
-class TextEncoder:
+class TextEncoder(EncoderWrapper):
     """Tokenizer + umT5 encoder. Placement is the caller's business (``offload.py``); inputs follow the weights.
 
     ``encode(prompts)`` -> list of [L_i, dim] tensors, L_i = true token count incl. EOS (<= text_len).
     """
 
+    WHAT, LOADER, REFERENCE_WEIGHT = "text encoder", "load_text_encoder", "token_embedding.weight"
+
     def __init__(self, model: UMT5Encoder, tokenizer: UMT5Tokenizer):
-        self.model = model
+        super().__init__(model)
         self.tokenizer = tokenizer
-        self.config = model.config
-
-    @property
-    def device(self) -> torch.device:
-        return self._model().token_embedding.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._model().token_embedding.weight.dtype
-
-    def _model(self) -> UMT5Encoder:
-        if self.model is None:
-            raise RuntimeError("this text encoder was freed; load it again with load_text_encoder(...)")
-        return self.model
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """ids, mask [B, text_len] int64 (official cleaning, EOS, padding, truncation)."""
@@ -190,9 +183,5 @@ class TextEncoder:
         device = self.device
         out = model(ids[:, :longest].to(device), mask[:, :longest].to(device))
         return [row[:n].clone() for row, n in zip(out, lengths)]
-
-    def free(self) -> None:
-        """Drop the weights (the object stays usable only for tokenisation)."""
-        self.model = None
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .vae_tiling import TileBlender, TilePlan, plan_tiles
 
-__all__ = ["WanVAE", "VAEConfig", "load_vae", "TilePlan", "plan_tiles", "check_video_shape", "VAEWeightsError"]
+__all__ = ["WanVAE", "VAEConfig", "TilePlan", "plan_tiles", "check_video_shape"]
 
 log = logging.getLogger(__name__)
 _RMS_EPS = 1e-12  # F.normalize's epsilon, as upstream

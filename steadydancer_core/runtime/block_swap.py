@@ -9,7 +9,11 @@ from .memory_plan import OFFLOAD_DEFAULT_PREFETCH
 from .sizes import tensor_bytes
 from .transfer import DeviceLedger, Transfer, placeholder, tensor_slots
 
-EMBEDDING_MODULES = ("text_embedding", "img_emb")   # DiT embedding layers that may be swapped like blocks
+
+def declared_layout(model: nn.Module) -> tuple[str, tuple[str, ...]]:
+    """(block list attribute, embedding modules that may be swapped like blocks) as the model class declares them
+    (``SteadyDancerDiT.BLOCKS`` / ``SWAPPABLE_EMBEDDINGS``); a model without a declaration: ("blocks", ())."""
+    return getattr(model, "BLOCKS", "blocks"), tuple(getattr(model, "SWAPPABLE_EMBEDDINGS", ()))
 
 
 class SwapUnit:
@@ -40,7 +44,9 @@ class BlockSwap:
 
     def __init__(self, offloader, model: nn.Module, blocks_to_swap: int,
                  prefetch: int = OFFLOAD_DEFAULT_PREFETCH, offload_embeddings: bool = False,
-                 block_attr: str = "blocks"):
+                 block_attr: str | None = None):
+        declared_blocks, embeddings = declared_layout(model)
+        block_attr = block_attr or declared_blocks
         blocks = getattr(model, block_attr, None)
         if not isinstance(blocks, nn.ModuleList):
             raise TypeError(f"block swap needs an nn.ModuleList at model.{block_attr}")
@@ -53,8 +59,7 @@ class BlockSwap:
         self._handles: list = []
         modules = []
         if offload_embeddings:
-            modules += [(n, getattr(model, n)) for n in EMBEDDING_MODULES
-                        if isinstance(getattr(model, n, None), nn.Module)]
+            modules += [(n, getattr(model, n)) for n in embeddings if isinstance(getattr(model, n, None), nn.Module)]
         modules += [(f"{block_attr}.{i}", blocks[i]) for i in range(blocks_to_swap)]
         self.units = []
         try:

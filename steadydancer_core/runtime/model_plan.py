@@ -10,6 +10,7 @@ import torch
 
 from ..models.dit_config import DIT_CLIP_FRAMES, DIT_DEFAULT_AREA, DiTConfig
 from ..models.vae_config import VAE_SPATIAL_STRIDE
+from .block_swap import declared_layout
 from .memory_plan import (
     AUTO,
     JobShape,
@@ -40,10 +41,11 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
     if width is None or height is None:
         side = int(DIT_DEFAULT_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
         width, height = side, side
-    blocks = list(dit.blocks)
+    block_attr, embeddings = declared_layout(dit)
+    blocks = list(getattr(dit, block_attr))
     per_block = max((module_bytes(b) for b in blocks), default=0)
     total = module_bytes(dit)
-    embedding = sum(module_bytes(getattr(dit, n)) for n in ("text_embedding", "img_emb") if hasattr(dit, n))
+    embedding = sum(module_bytes(getattr(dit, n)) for n in embeddings if hasattr(dit, n))
     other = total - sum(module_bytes(b) for b in blocks)
     vae_modules = model.vae if isinstance(model.vae, torch.nn.Module) else None
     swap = 0 if offload == "none" else offload

@@ -196,7 +196,7 @@ def test_pipeline_with_memory_plan_and_simulated_device(tiny_model):
     reference = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False))
     model = _build_tiny_model()
     model.offload_plan = plan_for_model(model, 2, device="cpu")
-    model.offload_mode = 2
+    model.offload, model.blocks_to_swap = "block_swap", 2
     offloader = offload.attach_offloader(model, offload.Offloader.simulated())
     try:
         result = generate(model, photo, pos, neg, _settings(batch_passes=False))

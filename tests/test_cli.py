@@ -100,6 +100,13 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
     for path in sorted((REPO_ROOT / "workflows" / "api").glob("*.json")):
         decode = [n for n in json.loads(path.read_text()).values() if n["class_type"] == "DecodeVideo"]
         assert decode and all(isinstance(n["inputs"]["fps"], list) for n in decode), path.name
+def test_lora_specs():
+    specs = cli._loras(["a.safetensors", "dir/b.safetensors:0.5"])
+    assert specs == [("a.safetensors", 1.0), ("dir/b.safetensors", 0.5)]
+    with pytest.raises(cli.CLIError, match="strength"):
+        cli._loras(["b.safetensors:strong"])
+
+
 def test_pose_dir_layouts(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):

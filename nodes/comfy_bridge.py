@@ -7,14 +7,11 @@ into ``sys.modules``).
 """
 from __future__ import annotations
 
-import logging
 import os
 from fractions import Fraction
-from typing import Callable, Iterable
+from typing import Iterable
 
 import folder_paths
-
-LOG = logging.getLogger("steadydancer")
 
 # Folder names registered with ComfyUI. "steadydancer" holds DiT files for users who keep them apart from other
 # diffusion models; "dwpose" holds the ONNX pose models.
@@ -35,17 +32,10 @@ CONTROLNET_AUX_CKPT_SUBDIRS = (
 
 
 # ----------------------------------------------------------------------------------------------- model folders
-def _custom_nodes_dirs() -> list[str]:
-    try:
-        return list(folder_paths.get_folder_paths("custom_nodes"))
-    except (KeyError, AttributeError):
-        return []
-
-
 def controlnet_aux_pose_dirs() -> list[str]:
     """Existing comfyui_controlnet_aux checkpoint folders that may hold ``yolox_l.onnx`` / ``dw-ll_ucoco_384.onnx``."""
     found = []
-    for base in _custom_nodes_dirs():
+    for base in folder_paths.get_folder_paths("custom_nodes"):
         for pack in CONTROLNET_AUX_DIRS:
             for sub in CONTROLNET_AUX_CKPT_SUBDIRS:
                 path = os.path.join(base, pack, sub)
@@ -141,11 +131,9 @@ class StepProgress:
 def _preview_tuple(image):
     if image is None:
         return None
-    try:
-        import numpy as np
-        from PIL import Image
-    except ImportError:
-        return None
+    import numpy as np
+    from PIL import Image
+
     if hasattr(image, "detach"):
         image = (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype("uint8")
     array = np.asarray(image)
@@ -156,12 +144,9 @@ def _preview_tuple(image):
 
 def previews_enabled() -> bool:
     """Whether ComfyUI was started with latent previews on (``--preview-method`` other than none)."""
-    try:
-        from comfy.cli_args import args
-    except ImportError:
-        return False
-    method = getattr(args, "preview_method", None)
-    return method is not None and str(getattr(method, "value", method)).lower() not in ("none", "")
+    from comfy.cli_args import args
+
+    return args.preview_method.value != "none"
 
 
 # ------------------------------------------------------------------------------------------ model management
@@ -171,19 +156,6 @@ def free_comfy_models() -> None:
 
     mm.unload_all_models()
     mm.soft_empty_cache()
-
-
-def empty_cache() -> None:
-    import comfy.model_management as mm
-
-    mm.soft_empty_cache()
-
-
-def torch_device():
-    """The device ComfyUI computes on (``cpu`` under ``--cpu``)."""
-    import comfy.model_management as mm
-
-    return mm.get_torch_device()
 
 
 # ------------------------------------------------------------------------------------------------------ video
@@ -198,9 +170,4 @@ def make_video(frames, fps: float, audio=None):
 def video_components(video):
     """(frames [T, H, W, 3] float in 0..1, fps float, audio or None) of a ComfyUI VIDEO object."""
     parts = video.get_components()
-    return parts.images, float(parts.frame_rate), getattr(parts, "audio", None)
-
-
-def host_callbacks(total_steps: int, node_id: str | None) -> tuple[Callable, Callable[[], bool]]:
-    """(progress callback, should_cancel) pair for a core call."""
-    return StepProgress(total_steps, node_id), interrupted
+    return parts.images, float(parts.frame_rate), parts.audio

@@ -1,18 +1,13 @@
 """LoadSteadyDancerModel and SteadyDancerLoRA: pick the model files, one call into ``steadydancer_core.runtime.bundle``."""
 from __future__ import annotations
 
+from ..steadydancer_core.models.attention import BACKENDS
+from ..steadydancer_core.runtime import bundle
+from ..steadydancer_core.runtime.bundle import LOADER
 from . import comfy_bridge as bridge
 from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
 
 CATEGORY = "SteadyDancer"
-PRECISIONS = ["bf16", "fp16", "fp32"]
-OFFLOAD_MODES = ["auto", "all_resident", "block_swap"]
-
-
-def _attention_choices() -> list[str]:
-    from ..steadydancer_core.models.attention import BACKENDS
-
-    return list(BACKENDS)
 
 
 def _lora_entries(lora_name: str, strength: float, loras: LoraStack | None) -> LoraStack:
@@ -68,15 +63,16 @@ class LoadSteadyDancerModel:
                 "t5_name": (bridge.list_files(["text_encoders"]), {
                     "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
                 "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
-                "precision": (PRECISIONS, {"default": "bf16", "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
-                "attention": (_attention_choices(), {"default": "sdpa",
-                                                     "tooltip": "sdpa works everywhere; the others need their package."}),
-                "offload": (OFFLOAD_MODES, {"default": "auto", "tooltip": (
+                "precision": (list(bundle.PRECISIONS), {"default": LOADER.precision,
+                                                        "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
+                "attention": (list(BACKENDS), {"default": LOADER.attention,
+                                               "tooltip": "sdpa works everywhere; the others need their package."}),
+                "offload": (list(bundle.OFFLOAD_MODES), {"default": LOADER.offload, "tooltip": (
                     "auto: plan from free VRAM; all_resident: keep every block on the GPU; "
                     "block_swap: stream blocks_to_swap blocks from CPU memory.")}),
-                "blocks_to_swap": ("INT", {"default": 20, "min": 0, "max": 64, "step": 1,
+                "blocks_to_swap": ("INT", {"default": LOADER.blocks_to_swap, "min": 0, "max": 64, "step": 1,
                                            "tooltip": "Used by offload=block_swap."}),
-                "max_vram_gb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.5, "tooltip": (
+                "max_vram_gb": ("FLOAT", {"default": LOADER.max_vram_gb, "min": 0.0, "max": 1024.0, "step": 0.5, "tooltip": (
                     "Cap on the VRAM the memory planner may use, in GB (e.g. 20 to leave room for other apps). "
                     "0 = use the free VRAM.")}),
                 "lora_name": (bridge.list_files(bridge.LORA_FOLDERS, with_none=True), {
@@ -90,8 +86,6 @@ class LoadSteadyDancerModel:
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
              max_vram_gb, lora_name, lora_strength, loras=None):
-        from ..steadydancer_core.runtime import bundle
-
         stack = _lora_entries(lora_name, lora_strength, loras)
         paths = dict(
             dit_path=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
@@ -99,25 +93,18 @@ class LoadSteadyDancerModel:
             t5_path=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
             clip_path=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
         )
-        offload_arg = {"auto": "auto", "all_resident": "none", "block_swap": int(blocks_to_swap)}[offload]
         bridge.free_comfy_models()
         model = bundle.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
-                                  offload=offload_arg, max_vram_gb=float(max_vram_gb) if max_vram_gb > 0 else None)
-        text = _describe(model, stack)
-        return {"result": (model,), "ui": {"text": [text]}}
+                                  offload=offload, blocks_to_swap=int(blocks_to_swap),
+                                  max_vram_gb=bundle.check_max_vram_gb(float(max_vram_gb)))
+        return {"result": (model,), "ui": {"text": [describe(model)]}}
 
 
-def _describe(model, stack: LoraStack) -> str:
-    lines = []
-    plan = getattr(model, "offload_plan", None) or getattr(model, "plan", None)
-    explanation = getattr(plan, "explanation", None)
-    if explanation:
-        lines.append(str(explanation))
-    for report in getattr(model, "lora_reports", ()) or ():
-        lines.append(str(report))
-    if stack.entries and not getattr(model, "lora_reports", None):
-        lines.append("LoRAs: " + ", ".join(f"{p.rsplit('/', 1)[-1]} x{s:g}" for p, s in stack.entries))
-    return "\n".join(lines) or "model loaded"
+def describe(model) -> str:
+    """The loader's UI text: the memory plan, then one line per LoRA file."""
+    lines = [str(model.offload_plan.explanation)] if model.offload_plan is not None else []
+    lines += [report.summary() for report in model.lora_reports]
+    return "\n".join(line for line in lines if line) or "model loaded"
 
 
 NODE_CLASS_MAPPINGS = {

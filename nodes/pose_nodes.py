@@ -5,19 +5,14 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
+from ..steadydancer_core.sampling.defaults import MAX_SEED, POSE
 from . import comfy_bridge as bridge
 from .types import POSE_TYPE, DrivingPose, PoseModels
 
 CATEGORY = "SteadyDancer"
-DETECTOR_FILE = "yolox_l.onnx"
-ESTIMATOR_FILE = "dw-ll_ucoco_384.onnx"
-PERSON_MODES = list(pose_api.PERSON_MODES)
-NO_PERSON_MODES = list(pose_api.MISSING_MODES)
 SCALE_FALLBACKS = ["official", "visible"]
 CANVAS_MODES = ["2x", "1x"]
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 PREVIEW_LONG_SIDE = 512
-WAN_FPS = 16.0  # frame rate of Wan 2.1's training clips
 
 
 def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
@@ -59,19 +54,19 @@ class ExtractPose:
 
     @classmethod
     def INPUT_TYPES(cls):
-        detectors, det_opts = _onnx_choices(DETECTOR_FILE, "yolox")
-        estimators, est_opts = _onnx_choices(ESTIMATOR_FILE, "dw")
+        detectors, det_opts = _onnx_choices(POSE.detector, "yolox")
+        estimators, est_opts = _onnx_choices(POSE.pose_model, "dw")
         return {
             "required": {
                 "detector": (detectors, det_opts),
                 "pose_model": (estimators, est_opts),
-                "person": (PERSON_MODES, {"default": "highest", "tooltip": (
+                "person": (list(pose_api.PERSON_MODES), {"default": POSE.person, "tooltip": (
                     "Which person drives the motion: highest detector score, largest box, or all of them.")}),
-                "no_person": (NO_PERSON_MODES, {"default": "hold", "tooltip": (
+                "no_person": (list(pose_api.MISSING_MODES), {"default": POSE.no_person, "tooltip": (
                     "Frames without a person: hold the nearest earlier pose, or leave the frame empty.")}),
-                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
+                "max_frames": ("INT", {"default": POSE.max_frames, "min": 0, "max": 100000, "step": 1,
                                        "tooltip": "Use at most this many driving frames (0 = all)."}),
-                "target_fps": ("FLOAT", {"default": WAN_FPS, "min": 0.0, "max": 240.0, "step": 0.01, "tooltip": (
+                "target_fps": ("FLOAT", {"default": POSE.target_fps, "min": 0.0, "max": 240.0, "step": 0.01, "tooltip": (
                     "Resample the driving video to this frame rate (Wan 2.1 was trained on 16 fps, so the motion "
                     "plays at its real speed); 0 keeps every frame as the official scripts do.")}),
                 "images_fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01, "tooltip": (
@@ -164,20 +159,19 @@ class AlignPose:
             "required": {
                 "photo": ("IMAGE", {"tooltip": "The photo to animate (first frame of the result)."}),
                 "pose": (POSE_TYPE, {"tooltip": "Driving poses from ExtractPose."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                "augment_seed": ("INT", {"default": POSE.augment_seed, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed of the negative-pose augmentation (random scale/aspect per frame)."}),
-                "canvas": (CANVAS_MODES, {"default": "2x", "tooltip": (
+                "canvas": (CANVAS_MODES, {"default": POSE.canvas, "tooltip": (
                     "2x: pose frames at twice the resized photo, as the official code draws them; 1x: half the "
                     "size (a quarter of the memory, for long videos).")}),
-                "scale_fallback": (SCALE_FALLBACKS, {"default": "official", "tooltip": (
+                "scale_fallback": (SCALE_FALLBACKS, {"default": POSE.scale_fallback, "tooltip": (
                     "official: limb scales exactly as the official code; visible: limbs not visible in the photo "
                     "(upper-body photos) use the mean scale of the visible ones.")}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def align(self, photo, pose: DrivingPose, seed, canvas, scale_fallback, unique_id=None):
-
+    def align(self, photo, pose: DrivingPose, augment_seed, canvas, scale_fallback, unique_id=None):
         photo_np = frames_to_uint8(photo)
         if photo_np.shape[0] > 1:
             raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
@@ -189,7 +183,7 @@ class AlignPose:
         count = len(aligned)
         bar = bridge.StepProgress(count, unique_id)
         positive, negative = [], []
-        for i, (frame, neg) in enumerate(zip(aligned, pose_api.augment_frames(aligned.frames, int(seed)))):
+        for i, (frame, neg) in enumerate(zip(aligned, pose_api.augment_frames(aligned.frames, int(augment_seed)))):
             bridge.raise_if_interrupted()
             positive.append(pose_api.render(frame, aligned.canvas_hw, output_hw=out_hw))
             negative.append(pose_api.render(neg, aligned.canvas_hw, output_hw=out_hw))

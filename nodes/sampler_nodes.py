@@ -7,13 +7,11 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 from __future__ import annotations
 
 from ..steadydancer_core.sampling import defaults as core
+from ..steadydancer_core.sampling.defaults import MAX_SEED, SAMPLER
 from . import comfy_bridge as bridge
 from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
 CATEGORY = "SteadyDancer"
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
-DEFAULT_PROMPT = "A person dancing, natural motion, high quality."
-DEFAULT_FIRST_FRAME = "latent"
 
 
 class SteadyDancerSampler:
@@ -37,36 +35,36 @@ class SteadyDancerSampler:
                 "photo": ("IMAGE", {"tooltip": "The photo; it becomes the first frame."}),
                 "positive_pose": ("IMAGE", {"tooltip": "Aligned pose frames (AlignPose)."}),
                 "negative_pose": ("IMAGE", {"tooltip": "Augmented pose frames for pose guidance (AlignPose)."}),
-                "prompt": ("STRING", {"default": DEFAULT_PROMPT, "multiline": True}),
-                "negative_prompt": ("STRING", {"default": "",
+                "prompt": ("STRING", {"default": SAMPLER.prompt, "multiline": True}),
+                "negative_prompt": ("STRING", {"default": SAMPLER.negative_prompt,
                                                "multiline": True, "tooltip": "Empty = Wan's default negative prompt."}),
-                "steps": ("INT", {"default": core.DEFAULT_STEPS, "min": 1, "max": 200}),
-                "text_cfg": ("FLOAT", {"default": core.DEFAULT_GUIDE_SCALE, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                "steps": ("INT", {"default": SAMPLER.steps, "min": 1, "max": 200}),
+                "text_cfg": ("FLOAT", {"default": SAMPLER.text_cfg, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                        "tooltip": "Text guidance scale (1 = off, one pass less)."}),
-                "pose_cfg": ("FLOAT", {"default": core.DEFAULT_CONDITION_GUIDE_SCALE, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                "pose_cfg": ("FLOAT", {"default": SAMPLER.pose_cfg, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                        "tooltip": "Pose guidance scale against the negative poses (0 = off, one pass less)."}),
-                "pose_cfg_start": ("FLOAT", {"default": core.DEFAULT_CONDITION_CFG_START, "min": 0.0, "max": 1.0, "step": 0.01,
+                "pose_cfg_start": ("FLOAT", {"default": SAMPLER.pose_cfg_start, "min": 0.0, "max": 1.0, "step": 0.01,
                                              "tooltip": "Pose guidance starts at this fraction of the steps."}),
-                "pose_cfg_end": ("FLOAT", {"default": core.DEFAULT_CONDITION_CFG_END, "min": 0.0, "max": 1.0, "step": 0.01,
+                "pose_cfg_end": ("FLOAT", {"default": SAMPLER.pose_cfg_end, "min": 0.0, "max": 1.0, "step": 0.01,
                                            "tooltip": "Pose guidance ends at this fraction of the steps (official 0.4)."}),
-                "shift": ("FLOAT", {"default": core.DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.1,
+                "shift": ("FLOAT", {"default": SAMPLER.shift, "min": 0.0, "max": 100.0, "step": 0.1,
                                     "tooltip": "Flow-matching schedule shift (Wan: 5 for 720p, 3 for 480p)."}),
-                "seed": ("INT", {"default": 106060, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "solver": (list(core.SOLVERS), {"default": core.DEFAULT_SOLVER}),
-                "length": ("INT", {"default": core.DEFAULT_FRAMES_PER_SEGMENT, "min": 0, "max": 100000, "step": 1, "tooltip": (
+                "seed": ("INT", {"default": SAMPLER.seed, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
+                "solver": (list(core.SOLVERS), {"default": SAMPLER.solver}),
+                "length": ("INT", {"default": SAMPLER.length, "min": 0, "max": 100000, "step": 1, "tooltip": (
                     "Frames to generate (0 = every pose frame). Rounded to 4n+1 with a notice; more than "
                     "segment_frames makes a long video in segments.")}),
-                "max_area": ("INT", {"default": core.DEFAULT_MAX_AREA, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
+                "max_area": ("INT", {"default": SAMPLER.max_area, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
                                      "tooltip": "Pixel area of the video; the photo's aspect ratio is kept "
                                                 "(1024*576 = 589824 official, 832*480 = 399360 for 24 GB)."}),
-                "first_frame": (list(core.FIRST_FRAME_MODES), {"default": DEFAULT_FIRST_FRAME, "tooltip": (
+                "first_frame": (list(core.FIRST_FRAME_MODES), {"default": SAMPLER.first_frame, "tooltip": (
                     "model: official behaviour; latent: the first latent frame is the photo at every step; "
                     "exact: also the decoded frame 0 is the photo, pixel for pixel.")}),
-                "segment_frames": ("INT", {"default": core.DEFAULT_FRAMES_PER_SEGMENT, "min": 5, "max": 1001, "step": 4,
+                "segment_frames": ("INT", {"default": SAMPLER.segment_frames, "min": 5, "max": 1001, "step": 4,
                                            "tooltip": "Long video: frames per segment (4n+1)."}),
-                "segment_overlap": ("INT", {"default": core.DEFAULT_SEGMENT_OVERLAP, "min": 1, "max": 81, "step": 4, "tooltip": (
+                "segment_overlap": ("INT", {"default": SAMPLER.segment_overlap, "min": 1, "max": 81, "step": 4, "tooltip": (
                     "Long video: frames each segment takes from the previous one (4n+1).")}),
-                "color_correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                "color_correction": ("FLOAT", {"default": SAMPLER.color_correction, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
                     "Long video: strength of matching each segment's colours to the first segment (0 = off).")}),
             },
             "optional": {
@@ -75,25 +73,19 @@ class SteadyDancerSampler:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def sample(self, model, photo, positive_pose, negative_pose, prompt, negative_prompt, steps, text_cfg, pose_cfg,
-               pose_cfg_start, pose_cfg_end, shift, seed, solver, length, max_area, first_frame, segment_frames,
-               segment_overlap, color_correction, sigmas=None, unique_id=None):
+    def sample(self, model, photo, positive_pose, negative_pose, sigmas=None, unique_id=None, **widgets):
+        """``widgets``: the sampler options by name (``sampling.options.SAMPLER_OPTIONS``)."""
         from ..steadydancer_core.sampling import pipeline
+        from ..steadydancer_core.sampling.options import generation_settings
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
         if positive_pose.shape[0] != negative_pose.shape[0]:
             raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
                              f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
-        settings = pipeline.GenerationSettings(
-            prompt=prompt, negative_prompt=negative_prompt, steps=int(steps), text_cfg=float(text_cfg),
-            pose_cfg=float(pose_cfg), pose_cfg_window=(float(pose_cfg_start), float(pose_cfg_end)),
-            shift=float(shift), seed=int(seed), solver=solver, length=int(length), max_area=int(max_area),
-            first_frame=first_frame, segment_frames=int(segment_frames), segment_overlap=int(segment_overlap),
-            color_correction=float(color_correction), preview=bridge.previews_enabled(),
-            sigmas=None if sigmas is None else sigmas.detach().float().cpu(),
-        )
-        progress = bridge.StepProgress(int(steps), unique_id)
+        settings = generation_settings(widgets, preview=bridge.previews_enabled(),
+                                       sigmas=None if sigmas is None else sigmas.detach().float().cpu())
+        progress = bridge.StepProgress(settings.steps, unique_id)
         bridge.free_comfy_models()
         try:
             result = pipeline.generate(model, photo, positive_pose, negative_pose, settings,

@@ -198,7 +198,7 @@ def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
         g.link(parts, "fps", extract, "images_fps")
     else:
         g.link(video, "VIDEO", extract, "video")
-    align = g.add("AlignPose", (760, 360), seed=0, canvas="1x" if via_images else "2x")
+    align = g.add("AlignPose", (760, 360), augment_seed=0, canvas="1x" if via_images else "2x")
     g.link(photo, "IMAGE", align, "photo")
     g.link(extract, "pose", align, "pose")
     return photo, extract, align

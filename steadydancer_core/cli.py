@@ -3,11 +3,15 @@
     python -m steadydancer_core.cli --photo me.png --video dance.mp4 --prompt "a person dancing" \\
         --dit Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors --vae wan_2.1_vae.safetensors \\
         --t5 umt5_xxl_fp8_e4m3fn_scaled.safetensors --clip clip_vision_h.safetensors \\
-        --detector yolox_l.onnx --estimator dw-ll_ucoco_384.onnx --out out.mp4
+        --detector yolox_l.onnx --pose-model dw-ll_ucoco_384.onnx --out out.mp4
 
 ``--pose-dir D`` replaces ``--video`` (and the pose models) with already aligned pose frames: ``D/positive/*``
 and ``D/negative/*`` images (the official preprocessing output), or images directly in ``D``. The video is written
 segment by segment while generating, so memory does not grow with its length.
+
+Every option that has a node widget is named after it in --kebab-case (``pose_cfg_start`` -> ``--pose-cfg-start``;
+AlignPose's ``augment_seed`` -> ``--augment-seed``) and has the widget's default, so a run without options matches
+the bundled workflows' settings.
 """
 from __future__ import annotations
 
@@ -21,24 +25,18 @@ import numpy as np
 import torch
 
 from . import video_io
+from .models.attention import BACKENDS
+from .runtime.bundle import LOADER, OFFLOAD_MODES, PRECISIONS, check_max_vram_gb
 from .sampling.defaults import (
-    DEFAULT_CONDITION_CFG_END,
-    DEFAULT_CONDITION_CFG_START,
-    DEFAULT_CONDITION_GUIDE_SCALE,
-    DEFAULT_FRAMES_PER_SEGMENT,
-    DEFAULT_GUIDE_SCALE,
-    DEFAULT_MAX_AREA,
-    DEFAULT_SEGMENT_OVERLAP,
-    DEFAULT_SHIFT,
-    DEFAULT_SOLVER,
-    DEFAULT_STEPS,
     FIRST_FRAME_MODES,
+    POSE,
+    SAMPLER,
     SOLVERS,
+    WAN_FPS,
+    check_seed,
 )
 
-DEFAULT_FPS = 16.0                 # Wan 2.1 was trained on 16 fps clips
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-PERSON_MODES = ("highest", "largest", "all")
 log = logging.getLogger("steadydancer")
 
 
@@ -54,7 +52,27 @@ def _pose_package():
     return pose
 
 
+def _seed(text: str) -> int:
+    """argparse type of the seed options: an integer in 0..2**64-1."""
+    try:
+        return check_seed(int(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err) if "2**64" in str(err) else f"not an integer: {text!r}") from err
+
+
+def _vram(text: str) -> float:
+    try:
+        value = float(text)
+        check_max_vram_gb(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"must be a number of GB >= 0 (0 = the free VRAM), got {text!r}") from err
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The options are the node widgets' names in --kebab-case, with the same defaults (``defaults.SAMPLER``,
+    ``defaults.POSE``, ``bundle.LOADER``)."""
+    pose = _pose_package()
     p = argparse.ArgumentParser(prog="python -m steadydancer_core.cli", description=(
         "SteadyDancer: animate a photo with the motion of a driving video (first frame = the photo)."))
     io = p.add_argument_group("inputs and output")
@@ -63,44 +81,60 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--video", help="driving dance video (mp4/webm/mov/gif)")
     src.add_argument("--pose-dir", help="aligned pose frames: DIR/positive/* and DIR/negative/* (or images in DIR)")
     io.add_argument("--out", required=True, help="output mp4 (H.264)")
-    io.add_argument("--fps", type=float, default=DEFAULT_FPS, help="output frame rate (default %(default)g)")
-    io.add_argument("--driving-fps", type=float, default=None,
-                    help="resample the driving video to this rate before extracting poses (default: --fps; "
-                         "0 keeps every frame)")
-    io.add_argument("--max-frames", type=int, default=0, help="use at most this many driving frames (0 = all)")
+    io.add_argument("--fps", type=float, default=None,
+                    help="output frame rate (default: the pose frame rate, i.e. --target-fps, or the driving "
+                         f"video's own rate when that is 0; {WAN_FPS:g} with --pose-dir)")
     io.add_argument("--crf", type=int, default=video_io.DEFAULT_CRF, help="x264 quality, lower = better")
-    m = p.add_argument_group("model files")
+    m = p.add_argument_group("model files and loading")
     m.add_argument("--dit", required=True, help="SteadyDancer DiT (.safetensors / .gguf / official folder)")
     m.add_argument("--vae", required=True, help="Wan 2.1 VAE")
     m.add_argument("--t5", required=True, help="umT5-XXL text encoder")
     m.add_argument("--clip", required=True, help="CLIP ViT-H vision encoder")
     m.add_argument("--tokenizer", default=None, help="umT5 tokenizer when the T5 file carries none")
-    m.add_argument("--detector", help="YOLOX person detector ONNX (needed with --video)")
-    m.add_argument("--estimator", help="DWPose ONNX (needed with --video)")
     m.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="LoRA (repeatable)")
-    m.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
-    m.add_argument("--attention", default="sdpa", help="attention backend: sdpa | flash | sage")
-    m.add_argument("--offload", default="auto", help="DiT blocks to swap: auto | none | a number")
-    m.add_argument("--max-vram-gb", type=float, default=None, help="use at most this much GPU memory (GiB)")
+    m.add_argument("--precision", choices=tuple(PRECISIONS), default=LOADER.precision)
+    m.add_argument("--attention", choices=BACKENDS, default=LOADER.attention,
+                   help="sdpa works everywhere; the others need their package")
+    m.add_argument("--offload", choices=OFFLOAD_MODES, default=LOADER.offload,
+                   help="auto: plan from the free VRAM; all_resident: every DiT block on the GPU; block_swap: "
+                        "stream --blocks-to-swap blocks from CPU memory")
+    m.add_argument("--blocks-to-swap", type=int, default=LOADER.blocks_to_swap, help="used by --offload block_swap")
+    m.add_argument("--max-vram-gb", type=_vram, default=LOADER.max_vram_gb,
+                   help="use at most this much GPU memory (GB; 0 = the free VRAM)")
+    e = p.add_argument_group("poses (with --video)")
+    e.add_argument("--detector", help=f"YOLOX person detector ONNX (e.g. {POSE.detector})")
+    e.add_argument("--pose-model", help=f"DWPose ONNX (e.g. {POSE.pose_model})")
+    e.add_argument("--person", choices=pose.PERSON_MODES, default=POSE.person, help="who drives the motion")
+    e.add_argument("--no-person", choices=pose.MISSING_MODES, default=POSE.no_person,
+                   help="frames without a person: hold the nearest earlier pose, or leave the frame empty")
+    e.add_argument("--max-frames", type=int, default=POSE.max_frames,
+                   help="use at most this many driving frames (0 = all)")
+    e.add_argument("--target-fps", type=float, default=POSE.target_fps,
+                   help="resample the driving video to this rate before extracting poses (0 keeps every frame)")
+    e.add_argument("--augment-seed", type=_seed, default=POSE.augment_seed, help="negative-pose augmentation seed")
+    e.add_argument("--canvas", choices=("2x", "1x"), default=POSE.canvas,
+                   help="pose frames drawn at twice the resized photo (official) or at its size")
+    e.add_argument("--scale-fallback", choices=("official", "visible"), default=POSE.scale_fallback,
+                   help="visible: limbs not visible in the photo use the mean scale of the visible ones")
     g = p.add_argument_group("generation")
-    g.add_argument("--prompt", default="", help="what the video shows")
-    g.add_argument("--negative-prompt", default="", help="default: Wan's I2V negative prompt")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    g.add_argument("--solver", choices=SOLVERS, default=DEFAULT_SOLVER)
-    g.add_argument("--shift", type=float, default=DEFAULT_SHIFT)
-    g.add_argument("--text-cfg", type=float, default=DEFAULT_GUIDE_SCALE)
-    g.add_argument("--pose-cfg", type=float, default=DEFAULT_CONDITION_GUIDE_SCALE)
-    g.add_argument("--pose-cfg-window", type=float, nargs=2, metavar=("START", "END"),
-                   default=(DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_CFG_END))
-    g.add_argument("--max-area", type=int, default=DEFAULT_MAX_AREA, help="output pixels (aspect of the photo)")
-    g.add_argument("--length", type=int, default=0, help="frames to generate (0 = all pose frames)")
-    g.add_argument("--first-frame", choices=FIRST_FRAME_MODES, default="model")
-    g.add_argument("--segment-frames", type=int, default=DEFAULT_FRAMES_PER_SEGMENT)
-    g.add_argument("--segment-overlap", type=int, default=DEFAULT_SEGMENT_OVERLAP)
-    g.add_argument("--color-correction", type=float, default=1.0)
-    g.add_argument("--person", choices=PERSON_MODES, default="highest", help="who drives the motion")
-    g.add_argument("--augment-seed", type=int, default=None, help="negative-pose augmentation seed (default --seed)")
+    g.add_argument("--prompt", default=SAMPLER.prompt, help="what the video shows")
+    g.add_argument("--negative-prompt", default=SAMPLER.negative_prompt, help="empty: Wan's I2V negative prompt")
+    g.add_argument("--seed", type=_seed, default=SAMPLER.seed)
+    g.add_argument("--steps", type=int, default=SAMPLER.steps)
+    g.add_argument("--solver", choices=SOLVERS, default=SAMPLER.solver)
+    g.add_argument("--shift", type=float, default=SAMPLER.shift)
+    g.add_argument("--text-cfg", type=float, default=SAMPLER.text_cfg, help="text guidance (1 = off)")
+    g.add_argument("--pose-cfg", type=float, default=SAMPLER.pose_cfg, help="pose guidance (0 = off)")
+    g.add_argument("--pose-cfg-start", type=float, default=SAMPLER.pose_cfg_start,
+                   help="pose guidance starts at this fraction of the steps")
+    g.add_argument("--pose-cfg-end", type=float, default=SAMPLER.pose_cfg_end,
+                   help="pose guidance ends at this fraction of the steps")
+    g.add_argument("--max-area", type=int, default=SAMPLER.max_area, help="output pixels (aspect of the photo)")
+    g.add_argument("--length", type=int, default=SAMPLER.length, help="frames to generate (0 = all pose frames)")
+    g.add_argument("--first-frame", choices=FIRST_FRAME_MODES, default=SAMPLER.first_frame)
+    g.add_argument("--segment-frames", type=int, default=SAMPLER.segment_frames)
+    g.add_argument("--segment-overlap", type=int, default=SAMPLER.segment_overlap)
+    g.add_argument("--color-correction", type=float, default=SAMPLER.color_correction)
     return p
 
 
@@ -145,35 +179,37 @@ def load_pose_dir(folder: str | Path, size_hw: tuple) -> tuple[torch.Tensor, tor
     return load(positive), (load(negative[:len(positive)]) if negative else None)
 
 
-def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, list]:
-    """Extract, align and render the driving poses -> (resized photo, positive, negative, notices)."""
+def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, float, list]:
+    """Extract, align and render the driving poses -> (resized photo, positive, negative, pose fps, notices)."""
     pose = _pose_package()
-    if not args.detector or not args.estimator:
-        raise CLIError("--video needs --detector (yolox_l.onnx) and --estimator (dw-ll_ucoco_384.onnx); or pass "
+    if not args.detector or not args.pose_model:
+        raise CLIError(f"--video needs --detector ({POSE.detector}) and --pose-model ({POSE.pose_model}); or pass "
                        "--pose-dir with already aligned pose frames")
     from .sampling.conditioning import resize_like_pil
 
     notices = []
     info = video_io.probe_video(args.video)
-    target_fps = args.fps if args.driving_fps is None else (args.driving_fps or None)
+    target_fps = args.target_fps or None
     if target_fps is not None and info.fps and abs(info.fps - target_fps) > 1e-3:
         notices.append(f"driving video {info.fps:g} fps resampled to {target_fps:g} fps")
     frames = (f for chunk in video_io.iter_video_frames(args.video, max_frames=args.max_frames or None,
                                                        target_fps=target_fps)
               for f in (chunk.mul(255).round().to(torch.uint8).numpy()))
-    reference, resized = pose.extract_reference(photo, args.detector, args.estimator, person=args.person)
-    sequence = pose.extract(frames, args.detector, args.estimator, person=args.person, on_missing="hold",
+    reference, resized = pose.extract_reference(photo, args.detector, args.pose_model, person=args.person)
+    sequence = pose.extract(frames, args.detector, args.pose_model, person=args.person, on_missing=args.no_person,
                             progress=progress)
     if sequence.missing_frames:
-        notices.append(f"no person in {len(sequence.missing_frames)} driving frames (held the nearest pose)")
-    aligned = pose.align(reference, sequence)
-    seed = args.seed if args.augment_seed is None else args.augment_seed
+        how = "held the nearest pose" if args.no_person == "hold" else "left empty"
+        notices.append(f"no person in {len(sequence.missing_frames)} driving frames ({how})")
+    aligned = pose.align(reference, sequence, scale_fallback=args.scale_fallback)
+    out_hw = None if args.canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
     size_hw = tuple(resized.shape[:2])
     positive, negative = [], []
-    for frame, neg in zip(aligned, pose.augment_frames(aligned, seed)):
+    for frame, neg in zip(aligned, pose.augment_frames(aligned, args.augment_seed)):
         for out, f in ((positive, frame), (negative, neg)):
-            out.append(resize_like_pil(_to_float([pose.render(f, aligned.canvas_hw)]), size_hw))
-    return resized, torch.cat(positive), torch.cat(negative), notices
+            rendered = pose.render(f, aligned.canvas_hw, output_hw=out_hw)
+            out.append(resize_like_pil(_to_float([rendered]), size_hw))
+    return resized, torch.cat(positive), torch.cat(negative), float(target_fps or info.fps or WAN_FPS), notices
 
 
 def _loras(specs: Sequence[str]) -> list:
@@ -187,60 +223,47 @@ def _loras(specs: Sequence[str]) -> list:
     return out
 
 
-def _offload(value: str):
-    if value in ("auto", "none"):
-        return value
-    try:
-        return int(value)
-    except ValueError as err:
-        raise CLIError(f"--offload must be auto, none or a number of blocks, got {value!r}") from err
-
-
 def run(args) -> Path:
     """Generate the video described by parsed ``args``; returns the output path."""
     from tqdm import tqdm
 
     from .runtime.bundle import load_model
-    from .sampling.pipeline import GenerationSettings, generate
+    from .sampling.options import SAMPLER_OPTIONS, generation_settings
+    from .sampling.pipeline import generate
 
     photo = read_image(args.photo)
     notices = []
     if args.video:
         with tqdm(desc="poses", unit="frame") as bar:
-            photo, positive, negative, notes = poses_from_video(args, photo, lambda done: bar.update(done - bar.n))
+            photo, positive, negative, pose_fps, notes = poses_from_video(
+                args, photo, lambda done: bar.update(done - bar.n))
         notices += notes
     else:
         positive, negative = load_pose_dir(args.pose_dir, tuple(photo.shape[:2]))
-    pose_cfg = args.pose_cfg
+        pose_fps = args.target_fps or WAN_FPS
+    fps = args.fps or pose_fps
+    options = {name: getattr(args, name) for name in SAMPLER_OPTIONS}
     if negative is None:
         negative = positive
-        if pose_cfg != 0.0:
+        if options["pose_cfg"] != 0.0:
             # the pose term is pose_cfg * (cond - uncond_pose): 0 switches it off and saves a pass
-            notices.append(f"no negative pose frames in {args.pose_dir}: pose CFG {pose_cfg:g} -> 0 (off)")
-            pose_cfg = 0.0
-    settings = GenerationSettings(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed, steps=args.steps,
-        solver=args.solver, shift=args.shift, text_cfg=args.text_cfg, pose_cfg=pose_cfg,
-        pose_cfg_window=tuple(args.pose_cfg_window), max_area=args.max_area, length=args.length,
-        first_frame=args.first_frame, segment_frames=args.segment_frames, segment_overlap=args.segment_overlap,
-        color_correction=args.color_correction)
+            notices.append(f"no negative pose frames in {args.pose_dir}: pose CFG {options['pose_cfg']:g} -> 0 (off)")
+            options["pose_cfg"] = 0.0
+    settings = generation_settings(options)
     for note in notices:
         log.warning(note)
-    if args.max_vram_gb is not None and args.max_vram_gb <= 0:
-        raise CLIError(f"--max-vram-gb must be positive, got {args.max_vram_gb}")
     log.info("loading models")
     model = load_model(args.dit, args.vae, args.t5, args.clip, precision=args.precision, attention=args.attention,
-                       loras=_loras(args.lora), offload=_offload(args.offload), tokenizer_path=args.tokenizer,
-                       max_vram_gb=args.max_vram_gb)
+                       loras=_loras(args.lora), offload=args.offload, blocks_to_swap=args.blocks_to_swap,
+                       tokenizer_path=args.tokenizer, max_vram_gb=args.max_vram_gb)
     out = Path(args.out)
-    writer = video_io.VideoWriter(out, args.fps, crf=args.crf)
+    writer = video_io.VideoWriter(out, fps, crf=args.crf)
     bar = tqdm(desc="sampling", unit="step")
 
     def on_step(step, total, _preview):
-        if bar.total is None:                   # first step: generate() has re-planned for the real size
-            plan = getattr(model, "offload_plan", None)
-            if plan is not None:
-                bar.write(f"memory plan: {plan.explanation}")
+        # first step: generate() has re-planned for the real size
+        if bar.total is None and model.offload_plan is not None:
+            bar.write(f"memory plan: {model.offload_plan.explanation}")
         bar.total = total
         bar.update(step - bar.n)
 
@@ -255,8 +278,7 @@ def run(args) -> Path:
     bar.close()
     for note in result.notices:
         log.warning(note)
-    log.info("wrote %d frames (%dx%d, %g fps) to %s", writer.frames_written, result.width, result.height,
-             args.fps, out)
+    log.info("wrote %d frames (%dx%d, %g fps) to %s", writer.frames_written, result.width, result.height, fps, out)
     return out
 
 

@@ -8,6 +8,7 @@ the few core nodes the bundled workflows use; ``run_prompt`` executes an API-for
 """
 from __future__ import annotations
 
+import enum
 import importlib.machinery
 import json
 import importlib.util
@@ -22,7 +23,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "steadydancer_pack_under_test"
-HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy_api", "comfy_api.latest")
+HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy.cli_args", "comfy_api",
+                "comfy_api.latest")
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
 PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
@@ -131,8 +133,19 @@ def _comfy(host: Host) -> dict[str, types.ModuleType]:
     mm.unload_all_models = unload_all_models
     mm.soft_empty_cache = lambda force=False: None
     mm.get_torch_device = lambda: torch.device("cpu")
-    comfy.utils, comfy.model_management = utils, mm
-    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm}
+    cli_args = _module("comfy.cli_args")
+    cli_args.args = types.SimpleNamespace(preview_method=LatentPreviewMethod.NoPreviews)
+    comfy.utils, comfy.model_management, comfy.cli_args = utils, mm, cli_args
+    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "comfy.cli_args": cli_args}
+
+
+class LatentPreviewMethod(enum.Enum):
+    """ComfyUI's ``--preview-method`` values."""
+
+    NoPreviews = "none"
+    Auto = "auto"
+    Latent2RGB = "latent2rgb"
+    TAESD = "taesd"
 
 
 class VideoComponents:

@@ -20,25 +20,91 @@ def _write_png(path, rgb):
     return path
 
 
+BASE = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
+
+
 def test_parser_defaults_and_exclusive_sources():
     parser = cli.build_parser()
-    base = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
-    args = parser.parse_args(base + ["--video", "v.mp4"])
-    assert args.fps == cli.DEFAULT_FPS and args.offload == "auto" and args.driving_fps is None
+    args = parser.parse_args(BASE + ["--video", "v.mp4"])
+    assert args.fps is None and args.offload == "auto" and args.blocks_to_swap == 20 and args.target_fps == 16.0
+    assert args.max_vram_gb == 0.0 and args.seed == 106060 and args.augment_seed == 0
     with pytest.raises(SystemExit):
-        parser.parse_args(base + ["--video", "v.mp4", "--pose-dir", "d"])
+        parser.parse_args(BASE + ["--video", "v.mp4", "--pose-dir", "d"])
     with pytest.raises(SystemExit):
-        parser.parse_args(base)
+        parser.parse_args(BASE)
 
 
-def test_lora_and_offload_specs():
+def test_options_use_the_node_vocabulary(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(BASE + ["--video", "v.mp4", "--attention", "flash-attn", "--offload", "block_swap",
+                                     "--blocks-to-swap", "7", "--pose-model", "dw.onnx", "--pose-cfg-start", "0.2",
+                                     "--pose-cfg-end", "0.5", "--no-person", "empty", "--seed", str(2 ** 64 - 1)])
+    assert (args.attention, args.offload, args.blocks_to_swap, args.pose_model) == ("flash-attn", "block_swap", 7,
+                                                                                    "dw.onnx")
+    assert (args.pose_cfg_start, args.pose_cfg_end, args.no_person, args.seed) == (0.2, 0.5, "empty", 2 ** 64 - 1)
+    for wrong in (["--offload", "none"], ["--attention", "flash"], ["--estimator", "dw.onnx"],
+                  ["--pose-cfg-window", "0", "1"], ["--driving-fps", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(BASE + ["--video", "v.mp4"] + wrong)
+    capsys.readouterr()
+    for seed_option in ("--seed", "--augment-seed"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(BASE + ["--video", "v.mp4", seed_option, str(2 ** 64)])
+        assert "must be an integer from 0 to 2**64-1, got 18446744073709551616" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(BASE + ["--video", "v.mp4", "--max-vram-gb", "-1"])
+    assert "--max-vram-gb: must be a number of GB >= 0" in capsys.readouterr().err
+
+
+# CLI options whose node widget has no CLI default to share, with the reason.
+NOT_SHARED = {
+    "detector": "a path here; a file name in models/dwpose for the node",
+    "pose_model": "a path here; a file name in models/dwpose for the node",
+    "fps": "DecodeVideo's fps is wired to ExtractPose's fps in the bundled workflows; the CLI defaults to that rate",
+}
+
+
+def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
+    import json
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    import comfy_standin
+
+    comfy_standin.install(tmp_path)
+    try:
+        widgets = {}
+        for name, cls in comfy_standin.load_pack().NODE_CLASS_MAPPINGS.items():
+            for section in ("required", "optional"):
+                for widget, entry in cls.INPUT_TYPES().get(section, {}).items():
+                    if not (isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")):
+                        continue                                    # a socket, not a widget
+                    assert widget not in widgets or widget == "lora_name", f"{widget} in two nodes"
+                    widgets.setdefault(widget, (name, entry[0], entry[1] if len(entry) > 1 else {}))
+    finally:
+        comfy_standin.uninstall()
+    options = {a.dest: a for a in cli.build_parser()._actions}
+    shared = sorted(set(options) & set(widgets) - set(NOT_SHARED))
+    assert set(shared) >= {
+        "precision", "attention", "offload", "blocks_to_swap", "max_vram_gb", "person", "no_person", "max_frames",
+        "target_fps", "augment_seed", "canvas", "scale_fallback", "prompt", "negative_prompt", "steps", "text_cfg",
+        "pose_cfg", "pose_cfg_start", "pose_cfg_end", "shift", "seed", "solver", "length", "max_area", "first_frame",
+        "segment_frames", "segment_overlap", "color_correction"}
+    for dest in shared:
+        node, kind, opts = widgets[dest]
+        assert options[dest].default == opts["default"], f"--{dest.replace('_', '-')} vs {node}.{dest}"
+        if isinstance(kind, list):
+            assert list(options[dest].choices) == kind, f"--{dest.replace('_', '-')} choices vs {node}.{dest}"
+    for path in sorted((REPO_ROOT / "workflows" / "api").glob("*.json")):
+        decode = [n for n in json.loads(path.read_text()).values() if n["class_type"] == "DecodeVideo"]
+        assert decode and all(isinstance(n["inputs"]["fps"], list) for n in decode), path.name
+def test_lora_specs():
     specs = cli._loras(["a.safetensors", "dir/b.safetensors:0.5"])
     assert specs == [("a.safetensors", 1.0), ("dir/b.safetensors", 0.5)]
     with pytest.raises(cli.CLIError, match="strength"):
         cli._loras(["b.safetensors:strong"])
-    assert cli._offload("auto") == "auto" and cli._offload("12") == 12
-    with pytest.raises(cli.CLIError, match="--offload"):
-        cli._offload("lots")
 
 
 def test_pose_dir_layouts(tmp_path):
@@ -63,7 +129,7 @@ def test_clear_errors_exit_with_code_2(tmp_path, caplog):
     args = ["--photo", str(photo), "--video", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o.mp4"),
             "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
     assert cli.main(args) == 2
-    assert "--detector" in caplog.text
+    assert "--video needs --detector (yolox_l.onnx) and --pose-model (dw-ll_ucoco_384.onnx)" in caplog.text
     assert cli.main(args[:1] + [str(tmp_path / "missing.png")] + args[2:]) == 2
     assert "image not found" in caplog.text
 
@@ -79,14 +145,15 @@ def test_end_to_end_on_the_tiny_kit(tmp_path):
               "--dit", str(m / "diffusion_models" / tiny_kit.DIT_FP8), "--vae", str(m / "vae" / tiny_kit.VAE_FILE),
               "--t5", str(m / "text_encoders" / tiny_kit.T5_FP16),
               "--clip", str(m / "clip_vision" / tiny_kit.CLIP_FILE),
-              "--steps", "2", "--max-area", str(96 * 64), "--pose-cfg", "2.0", "--pose-cfg-window", "0", "1"]
-    code = cli.main(common + ["--video", str(kit.video), "--out", str(out), "--driving-fps", "0",
+              "--steps", "2", "--max-area", str(96 * 64), "--pose-cfg", "2.0", "--pose-cfg-start", "0",
+              "--pose-cfg-end", "1", "--length", "0"]
+    code = cli.main(common + ["--video", str(kit.video), "--out", str(out), "--target-fps", "0",
                               "--detector", str(m / "dwpose" / tiny_kit.DETECTOR_FILE),
-                              "--estimator", str(m / "dwpose" / tiny_kit.ESTIMATOR_FILE)])
+                              "--pose-model", str(m / "dwpose" / tiny_kit.ESTIMATOR_FILE)])
     assert code == 0 and out.is_file()
     frames, fps = video_io.read_video(out)
     driving = sum(chunk.shape[0] for chunk in video_io.iter_video_frames(kit.video))
     stride = VAE_TEMPORAL_STRIDE
     assert frames.shape[0] == 1 + stride * ((driving - 1) // stride)   # 4n + 1 frames (the pipeline rounds down)
-    assert fps == pytest.approx(cli.DEFAULT_FPS)
+    assert fps == pytest.approx(video_io.probe_video(kit.video).fps)   # --target-fps 0: the driving video's rate
     assert frames.shape[1] * frames.shape[2] <= 96 * 64 and torch.isfinite(frames).all()

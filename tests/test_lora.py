@@ -130,7 +130,11 @@ def test_several_files_strengths_diff_and_report(tmp_path):
     torch.testing.assert_close(model.head.modulation, sd["head.modulation"] - 0.5)
     assert len(report.unmatched) == 2
     assert any("nope" in u for u in report.unmatched) and any("something_else" in u for u in report.unmatched)
-    assert "b.safetensors (strength -0.5)" in report.summary()
+    assert report.summary().splitlines() == [
+        "a.safetensors: 3/3 modules, strength 1.0",
+        "b.safetensors: 6/8 modules, strength -0.5; 2 not used, e.g. "
+        "lora_unet_blocks_0_self_attn_nope.lora_down.weight (no such layer in the model)",
+    ]
 
     packed = _packed(sd)
     apply_loras(packed, [(tmp_path / "b.safetensors", -0.5)])

@@ -71,7 +71,30 @@ def test_api_workflow_runs_and_writes_a_video(path, env):
     assert latent["samples"].shape[:2] == (1, 16)
     steps = [p for p in host.progress if p[0] == sampler_id]
     assert steps and steps[-1][1] == steps[-1][2], "the sampler's progress bar reaches its end"
-    assert run["ui"][sampler_id]["text"]
+    report = "; ".join(str(n) for n in result.notices)
+    assert latent["steadydancer_report"] == report
+    assert run["ui"][sampler_id]["text"] == [f"{result.num_frames} frames at {result.width}x{result.height}"
+                                             + (f"; {report}" if report else "")]
+
+
+def test_loader_text_shows_the_plan_and_one_line_per_lora(env):
+    _, classes = env
+    lora = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+    args = ("Wan21_SteadyDancer_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
+            "clip_vision_h.safetensors", "fp32", "sdpa", "block_swap", 3, 0.0)
+    (stack,) = classes["SteadyDancerLoRA"]().add(lora, 0.5)
+    out = classes["LoadSteadyDancerModel"]().load(*args, lora, 1.0, loras=stack)
+    model = out["result"][0]
+    assert (model.offload, model.blocks_to_swap, model.max_vram_gb) == ("block_swap", 3, None)
+    count = len(model.lora_reports[0].files[0].matched)
+    assert count > 0 and not model.lora_reports[0].unmatched
+    assert out["ui"]["text"] == ["\n".join([model.offload_plan.explanation,
+                                             f"{lora}: {count}/{count} modules, strength 0.5",
+                                             f"{lora}: {count}/{count} modules, strength 1.0"])]
+    plain = classes["LoadSteadyDancerModel"]().load(*args, "None", 1.0)
+    assert plain["ui"]["text"] == [plain["result"][0].offload_plan.explanation]
+    with pytest.raises(ValueError, match="^offload must be one of auto, all_resident, block_swap, got 'none'$"):
+        classes["LoadSteadyDancerModel"]().load(*args[:6], "none", *args[7:], "None", 1.0)
 
 
 def test_decode_with_tiling_on(env):
@@ -205,3 +228,17 @@ def test_lora_node_chains(env):
     (stack,) = classes["SteadyDancerLoRA"]().add(lora, 0.5)
     (stack,) = classes["SteadyDancerLoRA"]().add(lora, 1.0, loras=stack)
     assert [s for _, s in stack.entries] == [0.5, 1.0] and all(p.endswith(lora) for p, _ in stack.entries)
+
+
+def test_sampler_sends_previews_when_the_host_has_them_on(env, monkeypatch):
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "SteadyDancerSampler")
+    args = sys.modules["comfy.cli_args"].args
+    for method, expected in (("none", False), ("latent2rgb", True)):
+        monkeypatch.setattr(args, "preview_method", comfy_standin.LatentPreviewMethod(method))
+        prompt[sampler_id]["inputs"]["seed"] += 1           # not cached: the sampler runs again
+        host.progress.clear()
+        comfy_standin.run_prompt(prompt, classes, host.cache)
+        sent = [p[3] for p in host.progress if p[0] == sampler_id and p[1] > 0]
+        assert sent and all(s is expected for s in sent), method

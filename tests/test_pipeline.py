@@ -16,7 +16,9 @@ from steadydancer_core.sampling import conditioning as cond
 from steadydancer_core.sampling.guidance import Cancelled
 from steadydancer_core.sampling.pipeline import GenerationSettings, decode, generate
 from steadydancer_core.sampling.preview import latent_to_rgb
+from steadydancer_core.sampling.defaults import WAN_I2V_NEGATIVE_PROMPT
 from steadydancer_core.sampling.segments import (
+    COLOR_GAIN_RANGE,
     color_match,
     plan_segments,
     resolve_length,
@@ -122,8 +124,15 @@ def test_pipeline_long_video_in_segments(tiny_model):
     result = generate(tiny_model, photo, pos, neg, settings, on_frames=lambda s, f: streamed.append((s, f)))
     assert [(s.start, s.num_frames, s.known_frames) for s in result.segments] == [(0, 9, 1), (4, 9, 5), (8, 9, 5)]
     assert all(s.latent.shape == (16, 3, SIZE // 8, SIZE // 8) for s in result.segments)
-    assert result.segments[1].color_gain is not None and result.segments[1].color_drift.shape == (3,)
-    assert any("segments" in n for n in result.notices)
+    first, *later = result.segments
+    assert first.color_gain is None and first.color_offset is None and first.color_drift is None
+    for seg in later:                                   # matched to the previous segment: a real correction
+        assert seg.color_gain.shape == seg.color_offset.shape == seg.color_drift.shape == (3,)
+        assert ((COLOR_GAIN_RANGE[0] <= seg.color_gain) & (seg.color_gain <= COLOR_GAIN_RANGE[1])).all()
+        assert not torch.equal(seg.color_gain, torch.ones(3))
+    worst = max(float(seg.color_drift.abs().max()) for seg in later)
+    assert result.notices == [f"3 segments of up to 9 frames (overlap 5); largest colour drift at a seam "
+                              f"{worst:.3f} (corrected)"]
     video = decode(tiny_model, result)
     assert video.shape == (17, SIZE, SIZE, 3)
     assert torch.equal(video[0], photo)
@@ -160,7 +169,13 @@ def test_pipeline_settings_validation():
         GenerationSettings(solver="ddim")
     s = GenerationSettings(sigmas=torch.tensor([1.0, 0.5, 0.0]), color_correction=True)
     assert s.sigmas == (1.0, 0.5, 0.0) and s.color_correction == 1.0
-    assert GenerationSettings().effective_negative_prompt  # Wan's default I2V negative prompt
+    assert GenerationSettings().effective_negative_prompt == WAN_I2V_NEGATIVE_PROMPT
+    assert GenerationSettings(negative_prompt=" ").effective_negative_prompt == WAN_I2V_NEGATIVE_PROMPT
+    assert GenerationSettings(negative_prompt="blurry").effective_negative_prompt == "blurry"
+    assert GenerationSettings(seed=2 ** 64 - 1).seed == 2 ** 64 - 1
+    for seed in (-1, 2 ** 64, 1.5, True):
+        with pytest.raises(ValueError, match=r"^seed must be an integer from 0 to 2\*\*64-1, got "):
+            GenerationSettings(seed=seed)
 
 
 def test_pipeline_pure_helpers():
@@ -196,7 +211,7 @@ def test_pipeline_with_memory_plan_and_simulated_device(tiny_model):
     reference = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False))
     model = _build_tiny_model()
     model.offload_plan = plan_for_model(model, 2, device="cpu")
-    model.offload_mode = 2
+    model.offload, model.blocks_to_swap = "block_swap", 2
     offloader = offload.attach_offloader(model, offload.Offloader.simulated())
     try:
         result = generate(model, photo, pos, neg, _settings(batch_passes=False))

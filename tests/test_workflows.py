@@ -86,7 +86,9 @@ def test_template_browser_lists_each_workflow_once():
     workflows/ folders (not their subfolders): only example_workflows/ may hold them at the top level."""
     for folder in ("example", "examples", "workflow", "workflows"):
         assert not sorted((REPO_ROOT / folder).glob("*.json")), f"{folder}/*.json would show twice in the browser"
-    assert UI_FILES and sorted((REPO_ROOT / "example_workflows").glob("*.json"))
+    listed = sorted(p.name for p in (REPO_ROOT / "example_workflows").glob("*.json"))
+    assert listed == [p.name for p in UI_FILES] == ["steadydancer_24gb_fp8_distill.json",
+                                                    "steadydancer_basic_dance.json", "steadydancer_long_video.json"]
 
 
 def test_workflow_files_are_up_to_date_with_the_generator():

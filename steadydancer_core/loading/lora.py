@@ -51,11 +51,16 @@ class LoraReport:
         return [f"{Path(f.path).name}: {u}" for f in self.files for u in f.unmatched]
 
     def summary(self) -> str:
+        """One line per file: ``name: updated/total modules, strength S`` (total counts the unused keys too)."""
         lines = []
         for f in self.files:
-            line = f"{Path(f.path).name} (strength {f.strength:g}): {len(f.matched)} layers updated"
+            name = Path(f.path).name
+            if f.strength == 0:
+                lines.append(f"{name}: skipped, strength 0.0")
+                continue
+            line = f"{name}: {len(f.matched)}/{len(f.matched) + len(f.unmatched)} modules, strength {float(f.strength)}"
             if f.unmatched:
-                line += f", {len(f.unmatched)} keys not used (e.g. {', '.join(f.unmatched[:3])})"
+                line += f"; {len(f.unmatched)} not used, e.g. {f.unmatched[0]}"
             lines.append(line)
         return "\n".join(lines)
 

@@ -8,6 +8,7 @@ when the model has a memory plan, and does nothing otherwise (the caller placed 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -19,6 +20,42 @@ from .offload import use_component
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COMPONENTS = ("dit", "vae", "text_encoder", "image_encoder")
+# auto: plan from the free VRAM; all_resident: every DiT block stays on the GPU; block_swap: ``blocks_to_swap``
+# blocks are streamed from CPU memory.
+OFFLOAD_MODES = ("auto", "all_resident", "block_swap")
+
+
+@dataclass(frozen=True)
+class LoaderDefaults:
+    """Defaults of the loader's settings (LoadSteadyDancerModel widgets, CLI options of the same names)."""
+
+    precision: str = "bf16"
+    attention: str = "sdpa"
+    offload: str = "auto"
+    blocks_to_swap: int = 20
+    max_vram_gb: float = 0.0        # 0 = no cap: the free VRAM
+
+
+LOADER = LoaderDefaults()
+
+
+def check_max_vram_gb(value) -> Optional[float]:
+    """The VRAM cap in GB: None or 0 -> None (use the free VRAM), a positive number -> float; else ValueError."""
+    if value is None or (not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"max_vram_gb must be a positive number of GB (0 = use the free VRAM), got {value!r}")
+    return float(value)
+
+
+def swap_setting(offload: str, blocks_to_swap: int = LOADER.blocks_to_swap):
+    """What the memory planner takes for ``offload`` (one of OFFLOAD_MODES): "auto" or the number of DiT blocks to
+    swap (0 for all_resident, ``blocks_to_swap`` for block_swap)."""
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    if isinstance(blocks_to_swap, bool) or not isinstance(blocks_to_swap, int) or blocks_to_swap < 0:
+        raise ValueError(f"blocks_to_swap must be an integer >= 0, got {blocks_to_swap!r}")
+    return {"auto": "auto", "all_resident": 0, "block_swap": blocks_to_swap}[offload]
 
 
 @dataclass
@@ -27,8 +64,9 @@ class SteadyDancerModel:
 
     dit: ``SteadyDancerDiT``; vae: ``WanVAE``; text_encoder: ``TextEncoder``; image_encoder: ``ImageEncoder``;
     dtype: DiT compute dtype; offload_plan: the ``offload.MemoryPlan`` (or None: everything stays where it is);
-    device: execution device (None = where the DiT's first parameter lives); max_vram_gb: cap on the device
-    memory the memory planner may use (None = the free VRAM).
+    device: execution device (None = where the DiT's first parameter lives); offload / blocks_to_swap: how the
+    planner places the DiT blocks (see OFFLOAD_MODES); max_vram_gb: cap on the device memory the memory planner may
+    use (None or 0 = the free VRAM).
     """
 
     dit: Any
@@ -39,14 +77,15 @@ class SteadyDancerModel:
     offload_plan: Any = None
     device: Optional[torch.device] = None
     lora_reports: tuple = field(default_factory=tuple)
-    offload_mode: Any = "auto"
+    offload: str = LOADER.offload
+    blocks_to_swap: int = LOADER.blocks_to_swap
     max_vram_gb: Optional[float] = None
 
     def __post_init__(self):
         if self.dtype not in PRECISIONS.values():
             raise ValueError(f"dtype must be one of {tuple(PRECISIONS.values())}, got {self.dtype}")
-        if self.max_vram_gb is not None and not self.max_vram_gb > 0:
-            raise ValueError(f"max_vram_gb must be positive (or None to use the free VRAM), got {self.max_vram_gb}")
+        swap_setting(self.offload, self.blocks_to_swap)
+        self.max_vram_gb = check_max_vram_gb(self.max_vram_gb)
 
     @property
     def execution_device(self) -> torch.device:
@@ -70,7 +109,7 @@ class SteadyDancerModel:
     def replan(self, width: int, height: int, frames: int, guidance_passes: int) -> None:
         """Re-plan placement for the real video size (only when the model has a memory plan)."""
         if self.offload_plan is not None:
-            self.offload_plan = plan_for_model(self, self.offload_mode, width=width, height=height, frames=frames,
+            self.offload_plan = plan_for_model(self, swap_setting(self.offload, self.blocks_to_swap), width=width, height=height, frames=frames,
                                                guidance_passes=guidance_passes)
 
     def batch_passes_allowed(self) -> bool:
@@ -78,17 +117,19 @@ class SteadyDancerModel:
         return bool(getattr(self.offload_plan, "batch_passes", False))
 
 
-def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", attention: str = "sdpa",
-               loras=(), offload="auto", tokenizer_path=None, max_vram_gb=None) -> SteadyDancerModel:
+def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = LOADER.precision,
+               attention: str = LOADER.attention, loras=(), offload: str = LOADER.offload,
+               blocks_to_swap: int = LOADER.blocks_to_swap, tokenizer_path=None,
+               max_vram_gb=None) -> SteadyDancerModel:
     """Load the four networks (on the CPU) and plan their placement.
 
     precision: DiT/umT5 compute dtype (bf16 | fp16 | fp32); attention: DiT attention backend; loras: sequence of
-    (path, strength); offload: "auto" | "none" | number of DiT blocks to swap; tokenizer_path: umT5 tokenizer when
-    the T5 file carries none (the official .pth); max_vram_gb: cap on the VRAM the planner may use (None = the
-    free VRAM).
+    (path, strength); offload: one of OFFLOAD_MODES, with ``blocks_to_swap`` for block_swap; tokenizer_path: umT5
+    tokenizer when the T5 file carries none (the official .pth); max_vram_gb: cap on the VRAM the planner may use
+    (None or 0 = the free VRAM).
     """
-    if max_vram_gb is not None and not max_vram_gb > 0:
-        raise ValueError(f"max_vram_gb must be positive (or None to use the free VRAM), got {max_vram_gb}")
+    max_vram_gb = check_max_vram_gb(max_vram_gb)
+    swap = swap_setting(offload, blocks_to_swap)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     dtype = PRECISIONS[precision]
@@ -98,8 +139,8 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = "bf16", 
     image_encoder = load_image_encoder(clip_path, dtype=torch.float16 if dtype != torch.float32 else torch.float32)
     report = getattr(dit, "lora_report", None)
     model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=text_encoder, image_encoder=image_encoder, dtype=dtype,
-                              lora_reports=(report,) if report is not None else (), max_vram_gb=max_vram_gb)
-    model.offload_mode = offload
-    model.offload_plan = plan_for_model(model, offload)
+                              lora_reports=(report,) if report is not None else (), offload=offload,
+                              blocks_to_swap=blocks_to_swap, max_vram_gb=max_vram_gb)
+    model.offload_plan = plan_for_model(model, swap)
     return model
 

@@ -4,6 +4,8 @@ The node widgets, the CLI options and ``GenerationSettings`` all take their defa
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..models.dit_config import DIT_CLIP_FRAMES, DIT_DEFAULT_AREA
 
 # --- sampling / pipeline ----------------------------------------------------------------------------------------
@@ -29,3 +31,58 @@ WAN_I2V_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 DEFAULT_NEGATIVE_PROMPT = WAN_I2V_NEGATIVE_PROMPT  # used when the negative prompt is left empty
+
+# --- seeds ------------------------------------------------------------------------------------------------------
+MAX_SEED = 2 ** 64 - 1              # seeds are unsigned 64-bit integers (ComfyUI's seed widget range)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """``value`` as an int in 0..MAX_SEED; a one-line ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer from 0 to 2**64-1, got {value!r}")
+    return value
+
+
+# --- the user-facing defaults -----------------------------------------------------------------------------------
+# One table per node; the field names are the node widgets' names (and, in --kebab-case, the CLI's option names).
+# The node widgets, the CLI options and therefore the bundled workflows read their defaults from these.
+WAN_FPS = 16.0                      # frame rate of Wan 2.1's training clips
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    prompt: str = "A person dancing, natural motion, high quality."
+    negative_prompt: str = ""       # empty = Wan's default I2V negative prompt
+    steps: int = DEFAULT_STEPS
+    text_cfg: float = DEFAULT_GUIDE_SCALE
+    pose_cfg: float = DEFAULT_CONDITION_GUIDE_SCALE
+    pose_cfg_start: float = DEFAULT_CONDITION_CFG_START
+    pose_cfg_end: float = DEFAULT_CONDITION_CFG_END
+    shift: float = DEFAULT_SHIFT
+    seed: int = 106060
+    solver: str = DEFAULT_SOLVER
+    length: int = DEFAULT_FRAMES_PER_SEGMENT
+    max_area: int = DEFAULT_MAX_AREA
+    first_frame: str = "latent"
+    segment_frames: int = DEFAULT_FRAMES_PER_SEGMENT
+    segment_overlap: int = DEFAULT_SEGMENT_OVERLAP
+    color_correction: float = 1.0
+
+
+@dataclass(frozen=True)
+class PoseDefaults:
+    """ExtractPose and AlignPose."""
+
+    detector: str = "yolox_l.onnx"
+    pose_model: str = "dw-ll_ucoco_384.onnx"
+    person: str = "highest"
+    no_person: str = "hold"
+    max_frames: int = 0
+    target_fps: float = WAN_FPS
+    augment_seed: int = 0
+    canvas: str = "2x"
+    scale_fallback: str = "official"
+
+
+SAMPLER = SamplerDefaults()
+POSE = PoseDefaults()

@@ -34,6 +34,7 @@ from .defaults import (
     FIRST_FRAME_MODES,
     SOLVERS,
     WAN_I2V_NEGATIVE_PROMPT,
+    check_seed,
 )
 from .guidance import (
     COND,
@@ -98,8 +99,7 @@ class GenerationSettings:
         object.__setattr__(self, "color_correction", float(self.color_correction))
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative_prompt must be strings")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        check_seed(self.seed)
         if self.sigmas is None and (not isinstance(self.steps, int) or self.steps < 1):
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
         if self.solver not in SOLVERS:

@@ -7,6 +7,7 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 from __future__ import annotations
 
 from ..steadydancer_core.sampling import defaults as core
+from ..steadydancer_core.sampling.noise import DEFAULT_NOISE_SOURCE, NOISE_SOURCES
 from . import comfy_bridge as bridge
 from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
@@ -68,6 +69,9 @@ class SteadyDancerSampler:
                     "Long video: frames each segment takes from the previous one (4n+1).")}),
                 "color_correction": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
                     "Long video: strength of matching each segment's colours to the first segment (0 = off).")}),
+                "noise": (list(NOISE_SOURCES), {"default": DEFAULT_NOISE_SOURCE, "tooltip": (
+                    "cpu: the same video for a seed on every machine; official: noise drawn on the GPU as the "
+                    "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
             },
             "optional": {
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
@@ -77,7 +81,7 @@ class SteadyDancerSampler:
 
     def sample(self, model, photo, positive_pose, negative_pose, prompt, negative_prompt, steps, text_cfg, pose_cfg,
                pose_cfg_start, pose_cfg_end, shift, seed, solver, length, max_area, first_frame, segment_frames,
-               segment_overlap, color_correction, sigmas=None, unique_id=None):
+               segment_overlap, color_correction, noise=DEFAULT_NOISE_SOURCE, sigmas=None, unique_id=None):
         from ..steadydancer_core.sampling import pipeline
 
         if photo.shape[0] != 1:
@@ -91,7 +95,7 @@ class SteadyDancerSampler:
             shift=float(shift), seed=int(seed), solver=solver, length=int(length), max_area=int(max_area),
             first_frame=first_frame, segment_frames=int(segment_frames), segment_overlap=int(segment_overlap),
             color_correction=float(color_correction), preview=bridge.previews_enabled(),
-            sigmas=None if sigmas is None else sigmas.detach().float().cpu(),
+            sigmas=None if sigmas is None else sigmas.detach().float().cpu(), noise=noise,
         )
         progress = bridge.StepProgress(int(steps), unique_id)
         bridge.free_comfy_models()

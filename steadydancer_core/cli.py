@@ -34,7 +34,9 @@ from .sampling.defaults import (
     DEFAULT_STEPS,
     FIRST_FRAME_MODES,
     SOLVERS,
+    resolve_shift,
 )
+from .sampling.noise import DEFAULT_NOISE_SOURCE, NOISE_SOURCES
 
 DEFAULT_FPS = 16.0                 # Wan 2.1 was trained on 16 fps clips
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -88,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     g.add_argument("--solver", choices=SOLVERS, default=DEFAULT_SOLVER)
-    g.add_argument("--shift", type=float, default=DEFAULT_SHIFT)
+    g.add_argument("--shift", type=_shift, default=DEFAULT_SHIFT,
+                   help="schedule shift, or auto: the official CLI's rule (3.0 at --max-area 399360, else 5.0)")
     g.add_argument("--text-cfg", type=float, default=DEFAULT_GUIDE_SCALE)
     g.add_argument("--pose-cfg", type=float, default=DEFAULT_CONDITION_GUIDE_SCALE)
     g.add_argument("--pose-cfg-window", type=float, nargs=2, metavar=("START", "END"),
@@ -101,7 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--color-correction", type=float, default=1.0)
     g.add_argument("--person", choices=PERSON_MODES, default="highest", help="who drives the motion")
     g.add_argument("--augment-seed", type=int, default=None, help="negative-pose augmentation seed (default --seed)")
+    g.add_argument("--noise", choices=NOISE_SOURCES, default=DEFAULT_NOISE_SOURCE,
+                   help="cpu: the same video for a seed on every machine; official: drawn on the execution device "
+                        "as the official code does (on CUDA: the official CLI's noise for the seed)")
     return p
+
+
+def _shift(value: str):
+    """--shift: a number or "auto" (kept as "auto"; GenerationSettings resolves it from the max area)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return resolve_shift(value, 0)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -223,7 +239,7 @@ def run(args) -> Path:
         solver=args.solver, shift=args.shift, text_cfg=args.text_cfg, pose_cfg=pose_cfg,
         pose_cfg_window=tuple(args.pose_cfg_window), max_area=args.max_area, length=args.length,
         first_frame=args.first_frame, segment_frames=args.segment_frames, segment_overlap=args.segment_overlap,
-        color_correction=args.color_correction)
+        color_correction=args.color_correction, noise=args.noise)
     for note in notices:
         log.warning(note)
     if args.max_vram_gb is not None and args.max_vram_gb <= 0:

@@ -31,6 +31,21 @@ def test_parser_defaults_and_exclusive_sources():
         parser.parse_args(base)
 
 
+def test_parser_noise_and_auto_shift():
+    parser = cli.build_parser()
+    base = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c",
+            "--video", "v.mp4"]
+    args = parser.parse_args(base)
+    assert args.noise == "cpu" and args.shift == 5.0
+    args = parser.parse_args(base + ["--noise", "official", "--shift", "auto"])
+    assert args.noise == "official" and args.shift == "auto"
+    assert parser.parse_args(base + ["--shift", "3"]).shift == 3.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--noise", "gpu"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--shift", "high"])
+
+
 def test_lora_and_offload_specs():
     specs = cli._loras(["a.safetensors", "dir/b.safetensors:0.5"])
     assert specs == [("a.safetensors", 1.0), ("dir/b.safetensors", 0.5)]

@@ -112,7 +112,7 @@ class _DiTRecorder:
     def _post(self, _module, _args, out):
         x, t, context, y, condition, ref_x, ref_c, clip_x, clip_c = self._pending
         for i in range(x.shape[0]):
-            ctx = context[i] if isinstance(context, (list, tuple)) else context[i]
+            ctx = context[i]  # a list of [L, dim] tensors or a padded [B, L, dim] batch
             self.entries.append(dict(
                 step=self.step, t=int(t.flatten()[0 if t.numel() == 1 else i]), x=x[i].float().cpu(),
                 context=ctx.float().cpu(), y=y[i].float().cpu(), condition=condition[i].float().cpu(),
@@ -203,7 +203,7 @@ def test_e2e_conditioning_matches_official():
                 failures.append(f"{name}.{key}: max abs {err:.3g} > {COND_ATOL}")
     missing = set(CONDITIONING) - seen_any
     if missing:  # a pass the settings never needed: build the tensor with the pipeline's own helpers
-        model, (photo, pos, neg), spec = _model(), _inputs(), _meta()["spec"]
+        model, (photo, _pos, neg), spec = _model(), _inputs(), _meta()["spec"]
         size = cond.target_size(photo.shape[0], photo.shape[1], int(spec["max_area"]))
         if "condition_null" in missing:
             value = cond.pose_latent(model.vae, neg, tuple(photo.shape[:2]), size, "cpu", tile=False)

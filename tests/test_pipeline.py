@@ -184,6 +184,20 @@ def test_pipeline_noise_sources_and_auto_shift(tiny_model):
         GenerationSettings(shift="high")
 
 
+def test_pose_resize_is_pil_bicubic_bit_for_bit():
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 37, 23, 3), dtype=np.uint8)
+    for size in ((16, 12), (50, 31)):  # shrink (PIL widens its support) and enlarge
+        got = cond.resize_like_pil(torch.from_numpy(frames).float() / 255, size)
+        want = np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.Resampling.BICUBIC)) for f in frames])
+        assert got.shape == (2, *size, 3) and torch.equal(got, torch.from_numpy(want).float() / 255)
+    same = torch.rand(1, 8, 8, 3)
+    assert cond.resize_like_pil(same, (8, 8)) is same  # PIL returns a copy at the same size
+
+
 def test_pipeline_pure_helpers():
     assert resolve_length(0, 81) == (81, [])
     assert resolve_length(10, 81)[0] == 9

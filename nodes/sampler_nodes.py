@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..steadydancer_core.sampling import defaults as core
 from ..steadydancer_core.sampling.defaults import MAX_SEED, SAMPLER
+from ..steadydancer_core.sampling.noise import NOISE_SOURCES
 from . import comfy_bridge as bridge
 from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
@@ -66,6 +67,9 @@ class SteadyDancerSampler:
                     "Long video: frames each segment takes from the previous one (4n+1).")}),
                 "color_correction": ("FLOAT", {"default": SAMPLER.color_correction, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
                     "Long video: strength of matching each segment's colours to the first segment (0 = off).")}),
+                "noise": (list(NOISE_SOURCES), {"default": SAMPLER.noise, "tooltip": (
+                    "cpu: the same video for a seed on every machine; official: noise drawn on the GPU as the "
+                    "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
             },
             "optional": {
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),

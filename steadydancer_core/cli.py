@@ -34,7 +34,9 @@ from .sampling.defaults import (
     SOLVERS,
     WAN_FPS,
     check_seed,
+    resolve_shift,
 )
+from .sampling.noise import NOISE_SOURCES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger("steadydancer")
@@ -122,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_seed, default=SAMPLER.seed)
     g.add_argument("--steps", type=int, default=SAMPLER.steps)
     g.add_argument("--solver", choices=SOLVERS, default=SAMPLER.solver)
-    g.add_argument("--shift", type=float, default=SAMPLER.shift)
+    g.add_argument("--shift", type=_shift, default=SAMPLER.shift,
+                   help="schedule shift, or auto: the official CLI's rule (3.0 at --max-area 399360, else 5.0)")
     g.add_argument("--text-cfg", type=float, default=SAMPLER.text_cfg, help="text guidance (1 = off)")
     g.add_argument("--pose-cfg", type=float, default=SAMPLER.pose_cfg, help="pose guidance (0 = off)")
     g.add_argument("--pose-cfg-start", type=float, default=SAMPLER.pose_cfg_start,
@@ -135,7 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--segment-frames", type=int, default=SAMPLER.segment_frames)
     g.add_argument("--segment-overlap", type=int, default=SAMPLER.segment_overlap)
     g.add_argument("--color-correction", type=float, default=SAMPLER.color_correction)
+    g.add_argument("--noise", choices=NOISE_SOURCES, default=SAMPLER.noise,
+                   help="cpu: the same video for a seed on every machine; official: drawn on the execution device "
+                        "as the official code does (on CUDA: the official CLI's noise for the seed)")
     return p
+
+
+def _shift(value: str):
+    """--shift: a number or "auto" (kept as "auto"; GenerationSettings resolves it from the max area)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return resolve_shift(value, 0)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def read_image(path: str | Path) -> np.ndarray:

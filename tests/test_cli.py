@@ -100,6 +100,21 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
     for path in sorted((REPO_ROOT / "workflows" / "api").glob("*.json")):
         decode = [n for n in json.loads(path.read_text()).values() if n["class_type"] == "DecodeVideo"]
         assert decode and all(isinstance(n["inputs"]["fps"], list) for n in decode), path.name
+def test_parser_noise_and_auto_shift():
+    parser = cli.build_parser()
+    base = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c",
+            "--video", "v.mp4"]
+    args = parser.parse_args(base)
+    assert args.noise == "cpu" and args.shift == 5.0
+    args = parser.parse_args(base + ["--noise", "official", "--shift", "auto"])
+    assert args.noise == "official" and args.shift == "auto"
+    assert parser.parse_args(base + ["--shift", "3"]).shift == 3.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--noise", "gpu"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--shift", "high"])
+
+
 def test_lora_specs():
     specs = cli._loras(["a.safetensors", "dir/b.safetensors:0.5"])
     assert specs == [("a.safetensors", 1.0), ("dir/b.safetensors", 0.5)]

@@ -70,7 +70,9 @@ def test_dit_bf16_matches_official_fp64():
         assert out.dtype == torch.bfloat16
         ref = io[f"{name}.out_fp64"]
         assert rel_l2(out, ref) <= 3e-2, name
-        assert (out.double() - ref).abs().max().item() <= 0.25, name
+        # worst element, scaled by the output's magnitude (bars of one set's numbers do not carry to another):
+        # measured max|diff| / max|ref| 0.6-0.8 %
+        assert (out.double() - ref).abs().max().item() <= 0.05 * ref.abs().max().item(), name
 
 
 @pytest.mark.fidelity

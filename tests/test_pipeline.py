@@ -178,6 +178,41 @@ def test_pipeline_settings_validation():
             GenerationSettings(seed=seed)
 
 
+def test_pipeline_noise_sources_and_auto_shift(tiny_model):
+    from steadydancer_core.sampling.noise import NoiseSource
+
+    photo, pos, neg = _inputs(5)
+    cpu = generate(tiny_model, photo, pos, neg, _settings(noise="cpu"))
+    official = generate(tiny_model, photo, pos, neg, _settings(noise="official"))
+    assert torch.equal(cpu.latent, official.latent)  # on a CPU device the two sources are one generator
+    draws = NoiseSource("cpu", 3), NoiseSource("official", 3, "cpu")
+    first = [d.draw((2, 3)) for d in draws]
+    assert torch.equal(first[0], torch.randn(2, 3, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(first[0], first[1]) and not torch.equal(draws[0].draw((2, 3)), first[0])  # continues
+    assert NoiseSource("cpu", 3, "meta").device.type == "cpu"  # cpu stays on the CPU whatever the device
+    with pytest.raises(ValueError, match="noise"):
+        GenerationSettings(noise="gpu")
+    assert GenerationSettings(shift="auto", max_area=832 * 480).shift == 3.0
+    assert GenerationSettings(shift="auto", max_area=1024 * 576).shift == 5.0
+    assert GenerationSettings(shift="auto").shift == 5.0 and GenerationSettings(shift=4).shift == 4.0
+    with pytest.raises(ValueError, match="shift"):
+        GenerationSettings(shift="high")
+
+
+def test_pose_resize_is_pil_bicubic_bit_for_bit():
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 37, 23, 3), dtype=np.uint8)
+    for size in ((16, 12), (50, 31)):  # shrink (PIL widens its support) and enlarge
+        got = cond.resize_like_pil(torch.from_numpy(frames).float() / 255, size)
+        want = np.stack([np.asarray(Image.fromarray(f).resize(size[::-1], Image.Resampling.BICUBIC)) for f in frames])
+        assert got.shape == (2, *size, 3) and torch.equal(got, torch.from_numpy(want).float() / 255)
+    same = torch.rand(1, 8, 8, 3)
+    assert cond.resize_like_pil(same, (8, 8)) is same  # PIL returns a copy at the same size
+
+
 def test_pipeline_pure_helpers():
     assert resolve_length(0, 81) == (81, [])
     assert resolve_length(10, 81)[0] == 9

@@ -1,4 +1,5 @@
 """Sampler fidelity against the official schedules, solvers and dual-guidance loop (fixtures), plus unit checks."""
+import functools
 import json
 import math
 
@@ -25,13 +26,14 @@ from steadydancer_core.sampling.schedulers import (
 SAMPLER_DIR = "steadydancer_sampler"
 
 
-@pytest.fixture(scope="module")
-def sampler_io():
+# plain cached loaders, not pytest fixtures: a missing file then fails each test (a fixture would make it an error)
+@functools.cache
+def _sampler_io():
     return load_file(str(fixture_file(SAMPLER_DIR, "sampler_io.safetensors")))
 
 
-@pytest.fixture(scope="module")
-def sampler_meta():
+@functools.cache
+def _sampler_meta():
     return json.loads(fixture_file(SAMPLER_DIR, "sampler_meta.json").read_text())
 
 
@@ -59,7 +61,8 @@ def _toy_predict(calls=None):
 
 
 @pytest.mark.fidelity
-def test_sampler_schedules_match_official(sampler_io, sampler_meta):
+def test_sampler_schedules_match_official():
+    sampler_io, sampler_meta = _sampler_io(), _sampler_meta()
     for entry in sampler_meta["schedules"]:
         key = entry["key"]
         sched = make_schedule(entry["solver"], entry["steps"], entry["shift"])
@@ -68,7 +71,8 @@ def test_sampler_schedules_match_official(sampler_io, sampler_meta):
 
 
 @pytest.mark.fidelity
-def test_sampler_toy_trajectories_match_official(sampler_io, sampler_meta):
+def test_sampler_toy_trajectories_match_official():
+    sampler_io, sampler_meta = _sampler_io(), _sampler_meta()
     for entry in sampler_meta["schedules"]:
         key = entry["key"]
         sched = make_schedule(entry["solver"], entry["steps"], entry["shift"])
@@ -82,7 +86,8 @@ def test_sampler_toy_trajectories_match_official(sampler_io, sampler_meta):
 
 
 @pytest.mark.fidelity
-def test_sampler_dual_guidance_records_match_official(sampler_io, sampler_meta):
+def test_sampler_dual_guidance_records_match_official():
+    sampler_io, sampler_meta = _sampler_io(), _sampler_meta()
     for rec in sampler_meta["cfg"]:
         k = rec["index"]
         guidance = Guidance(rec["guide_scale"], rec["condition_guide_scale"], rec["st_cond_cfg"], rec["end_cond_cfg"])
@@ -97,7 +102,8 @@ def test_sampler_dual_guidance_records_match_official(sampler_io, sampler_meta):
 
 
 @pytest.mark.fidelity
-def test_sampler_official_loop_matches(sampler_io, sampler_meta):
+def test_sampler_official_loop_matches():
+    sampler_io, sampler_meta = _sampler_io(), _sampler_meta()
     loop = sampler_meta["loop"]
     noise = torch.randn(*loop["latent_shape"], generator=torch.Generator("cpu").manual_seed(loop["seed"]))
     assert torch.equal(noise, sampler_io["loop.noise"])
@@ -193,9 +199,10 @@ class _ToyDiT(torch.nn.Module):
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("batch", [False, True])
-def test_sampler_pipeline_reproduces_official_loop(sampler_io, sampler_meta, batch):
+def test_sampler_pipeline_reproduces_official_loop(batch):
     """pipeline.generate (first_frame='model') = the official generate() loop: seed -> noise, size -> latent shape,
     schedule, guidance window, solver."""
+    sampler_io, sampler_meta = _sampler_io(), _sampler_meta()
     from steadydancer_core.runtime.bundle import SteadyDancerModel
     from steadydancer_core.sampling.pipeline import GenerationSettings, generate
 

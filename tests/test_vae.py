@@ -1,4 +1,6 @@
 """Wan 2.1 VAE: fixture fidelity (both file layouts, all float dtypes), streaming, tiling, errors."""
+import json
+
 import pytest
 import torch
 from conftest import fixture_file
@@ -38,6 +40,16 @@ def _io():
     return load_file(str(fixture_file("wan_vae_tiny", "vae_io.safetensors")))
 
 
+def _arch():
+    """The fixture's own VAE config (vae_config.json -> arch)."""
+    return json.loads(fixture_file("wan_vae_tiny", "vae_config.json").read_text())["arch"]
+
+
+def _rel_l2(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
 def _check_against_fixture(model, io, atol):
     raw = model.encode_raw(io["video"])
     torch.testing.assert_close(raw, io["latent_raw"], atol=atol, rtol=0)
@@ -54,7 +66,10 @@ def _check_against_fixture(model, io, atol):
 def test_vae_fixture_fp32(name):
     io = _io()
     model = load_vae(fixture_file("wan_vae_tiny", name), torch.float32)
-    assert model.config.dim == 8 and model.config.z_dim == 16
+    arch = _arch()
+    assert model.config.dim == arch["dim"] and model.config.z_dim == arch["z_dim"]
+    assert tuple(model.config.dim_mult) == tuple(arch["dim_mult"])
+    assert model.config.num_res_blocks == arch["num_res_blocks"]
     torch.testing.assert_close(torch.tensor(VAE_LATENTS_MEAN), io["latents_mean"], atol=1e-6, rtol=0)
     torch.testing.assert_close(torch.tensor(VAE_LATENTS_STD), io["latents_std"], atol=1e-6, rtol=0)
     _check_against_fixture(model, io, ATOL)
@@ -69,16 +84,24 @@ def test_vae_fixture_safetensors_any_file_dtype(tmp_path, file_dtype):
     _check_against_fixture(load_vae(path, torch.float32), _io(), ATOL)
 
 
+# Half-precision compute against the fp32 reference, as relative L2 (a few outliers do not decide it; the bar does not
+# depend on one set's magnitudes). Measured on the public set: bf16 encode 0.8 %, decode 2.0 %; fp16 0.1 %, 0.25 %.
+# fp16 keeps 3 more mantissa bits than bf16 (8x finer rounding), hence the lower bar.
+HALF_REL_L2 = {torch.bfloat16: 5e-2, torch.float16: 1e-2}
+
+
 @pytest.mark.fidelity
-@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 0.25), (torch.float16, 0.05)])
-def test_vae_fixture_half_precision_compute(dtype, tol):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_vae_fixture_half_precision_compute(dtype):
     io = _io()
     model = load_vae(fixture_file("wan_vae_tiny", "wan_vae_tiny.safetensors"), dtype)
     assert model.dtype == dtype
     latent = model.encode(io["video"])
-    assert latent.dtype == torch.float32
-    torch.testing.assert_close(latent, io["latent"], atol=tol, rtol=0)
-    torch.testing.assert_close(model.decode(io["latent"]), io["decoded"], atol=tol, rtol=0)
+    assert latent.dtype == torch.float32 and latent.shape == io["latent"].shape
+    assert _rel_l2(latent, io["latent"]) <= HALF_REL_L2[dtype]
+    decoded = model.decode(io["latent"])
+    assert decoded.shape == io["decoded"].shape
+    assert _rel_l2(decoded, io["decoded"]) <= HALF_REL_L2[dtype]
 
 
 def _tiny(seed=0):

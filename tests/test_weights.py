@@ -375,13 +375,18 @@ def test_dit_plain_wan_and_strict_errors(tmp_path, tiny_dit):
 def test_dit_load_official_dir_fidelity():
     from conftest import fixture_file
 
+    import json
+
     model = load_dit(fixture_file("steadydancer_dit", "model"), dtype=torch.float32)
     io = load_file(fixture_file("steadydancer_dit", "dit_io.safetensors"))
-    kwargs = {k: io[f"case0.{k}"] for k in ("x", "t", "context", "y", "condition", "ref_x", "ref_c")}
-    kwargs = {k: (v if k == "t" else v.float()[None]) for k, v in kwargs.items()}
-    kwargs.update(clip_fea_x=io["clip_fea_x"].float(), clip_fea_c=io["clip_fea_c"].float())
-    out = _run(model, kwargs)[0]
-    assert (out - io["case0.out_fp32"]).abs().max().item() <= 1e-4
+    cases = [c["name"] for c in json.loads(fixture_file("steadydancer_dit", "dit_meta.json").read_text())["cases"]]
+    assert cases
+    for case in cases:
+        kwargs = {k: io[f"{case}.{k}"] for k in ("x", "t", "context", "y", "condition", "ref_x", "ref_c")}
+        kwargs = {k: (v if k == "t" else v.float()[None]) for k, v in kwargs.items()}
+        kwargs.update(clip_fea_x=io["clip_fea_x"].float(), clip_fea_c=io["clip_fea_c"].float())
+        out = _run(model, kwargs)[0]
+        assert (out - io[f"{case}.out_fp32"]).abs().max().item() <= 1e-4, case
 
 
 def test_name_tables_map_both_ways():

@@ -78,12 +78,20 @@ def resize_bicubic(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_like_pil(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[T, H, W, 3] in [0, 1] -> [T, *size, 3] on 8-bit levels: what the official script's PIL bicubic resize of
-    the pose frames to the photo's size does (antialiased bicubic, then 8-bit)."""
+    """[T, H, W, 3] in [0, 1] -> [T, *size, 3] on 8-bit levels, bit for bit what the official script does to every
+    pose frame before ``generate()``: ``Image.resize(photo.size, Image.Resampling.BICUBIC)`` on the 8-bit RGB
+    image (PIL's bicubic widens its support by the scale factor when it shrinks, and rounds to 8 bits after each
+    pass; torch's antialiased bicubic is a different filter). Values are taken to the nearest 8-bit level first
+    (exact for frames read from image files). Same size: returned unchanged, as PIL does."""
     if tuple(frames.shape[1:3]) == tuple(size):
         return frames
-    out = F.interpolate(frames.permute(0, 3, 1, 2), size=size, mode="bicubic", antialias=True, align_corners=False)
-    return out.clamp(0, 1).mul(255).round().div(255).permute(0, 2, 3, 1)
+    from PIL import Image
+
+    height, width = int(size[0]), int(size[1])
+    levels = frames.detach().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
+    out = np.stack([np.asarray(Image.fromarray(frame, mode="RGB").resize((width, height), Image.Resampling.BICUBIC))
+                    for frame in levels])
+    return torch.from_numpy(out).to(device=frames.device, dtype=torch.float32).div_(255.0)
 
 
 def frame_mask(num_frames: int, known: int, lat_h: int, lat_w: int) -> torch.Tensor:

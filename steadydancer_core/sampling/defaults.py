@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..models.dit_config import DIT_CLIP_FRAMES, DIT_DEFAULT_AREA
+from .noise import DEFAULT_NOISE_SOURCE
 
 # --- sampling / pipeline ----------------------------------------------------------------------------------------
 NUM_TRAIN_TIMESTEPS = 1000          # flow-matching training steps; timestep = int(sigma * 1000)
@@ -14,7 +15,10 @@ SOLVERS = ("unipc", "dpm++", "euler")
 DEFAULT_SOLVER = "unipc"
 SOLVER_ORDER = 2                    # UniPC (bh2) and DPM++ (midpoint) multistep order, as shipped
 DEFAULT_STEPS = 40
-DEFAULT_SHIFT = 5.0                 # official: 5.0 (3.0 recommended for 480p)
+DEFAULT_SHIFT = 5.0                 # official: 5.0 (3.0 recommended for 480p); "auto" = the official CLI's rule
+OFFICIAL_480P_AREA = 832 * 480      # the official CLI's --size 832*480 / 480*832 (the only sizes where it uses 3.0)
+OFFICIAL_480P_SHIFT = 3.0
+OFFICIAL_SHIFT = 5.0                # the official CLI's shift at every other size (and generate()'s default)
 DEFAULT_GUIDE_SCALE = 5.0           # text CFG
 DEFAULT_CONDITION_GUIDE_SCALE = 1.0  # pose-condition CFG (README value; generate_dancer.py CLI default is 1.5)
 DEFAULT_CONDITION_CFG_START = 0.1   # pose CFG active while start < step/steps < end (strict)
@@ -31,6 +35,22 @@ WAN_I2V_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 DEFAULT_NEGATIVE_PROMPT = WAN_I2V_NEGATIVE_PROMPT  # used when the negative prompt is left empty
+
+
+def resolve_shift(shift, max_area: int):
+    """``shift`` as a float. "auto" = the official CLI's rule (generate_dancer.py: 5.0, but 3.0 for I2V at
+    ``--size`` 832*480 or 480*832, whose max area is 832*480 pixels); a number is returned as a float."""
+    if isinstance(shift, str):
+        if shift.strip().lower() != "auto":
+            try:
+                return float(shift)
+            except ValueError:
+                raise ValueError(f"shift must be a number or 'auto', got {shift!r}") from None
+        return OFFICIAL_480P_SHIFT if max_area == OFFICIAL_480P_AREA else OFFICIAL_SHIFT
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)):
+        raise ValueError(f"shift must be a number or 'auto', got {shift!r}")
+    return float(shift)
+
 
 # --- seeds ------------------------------------------------------------------------------------------------------
 MAX_SEED = 2 ** 64 - 1              # seeds are unsigned 64-bit integers (ComfyUI's seed widget range)
@@ -67,6 +87,7 @@ class SamplerDefaults:
     segment_frames: int = DEFAULT_FRAMES_PER_SEGMENT
     segment_overlap: int = DEFAULT_SEGMENT_OVERLAP
     color_correction: float = 1.0
+    noise: str = DEFAULT_NOISE_SOURCE
 
 
 @dataclass(frozen=True)

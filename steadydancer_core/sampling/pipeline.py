@@ -7,13 +7,15 @@ mask in ``y``), while ``ref_x``, ``ref_c``, ``clip_fea_x`` and ``clip_fea_c`` st
 first pose. The overlap is cross-faded and each later segment's colours are matched (per channel gain/offset
 measured on the overlap) to the previous, already matched segment, hence to the first one.
 
-Determinism: the noise of every segment comes from one CPU ``torch.Generator`` seeded with ``settings.seed``.
+Determinism: the noise of every segment comes from one ``torch.Generator`` seeded with ``settings.seed``: on the CPU
+by default (the same video on every machine), on the execution device with ``noise="official"`` (the official
+code's noise for the same seed); see ``noise.py``.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,7 @@ from .defaults import (
     SOLVERS,
     WAN_I2V_NEGATIVE_PROMPT,
     check_seed,
+    resolve_shift,
 )
 from .guidance import (
     COND,
@@ -45,6 +48,7 @@ from .guidance import (
     StepInfo,
     denoise,
 )
+from .noise import DEFAULT_NOISE_SOURCE, NOISE_SOURCES, NoiseSource
 from .preview import latent_to_rgb
 from .schedulers import make_schedule, make_solver
 from .segments import (
@@ -69,7 +73,9 @@ class GenerationSettings:
     negative_prompt "" = Wan's default I2V negative prompt. length 0 = every pose frame. sigmas (custom, shifted,
     descending) override steps and shift. color_correction: strength 0..1 (True = 1). batch_passes: run the
     guidance passes as one batched forward (None = as the model's memory plan allows). vae_tile: VAE tiling for
-    the encodes/decodes done while generating ("auto", False, or a tile size in pixels).
+    the encodes/decodes done while generating ("auto", False, or a tile size in pixels). shift "auto": the official
+    CLI's rule (3.0 at 832x480 / 480x832, i.e. max_area 399360, else 5.0), resolved here. noise: "cpu" (a CPU
+    generator, the same video everywhere) or "official" (a generator on the execution device, as the official code).
     """
 
     prompt: str = ""
@@ -77,7 +83,7 @@ class GenerationSettings:
     seed: int = 0
     steps: int = DEFAULT_STEPS
     solver: str = DEFAULT_SOLVER
-    shift: float = DEFAULT_SHIFT
+    shift: Union[float, str] = DEFAULT_SHIFT
     sigmas: Optional[tuple] = None
     text_cfg: float = DEFAULT_GUIDE_SCALE
     pose_cfg: float = DEFAULT_CONDITION_GUIDE_SCALE
@@ -91,8 +97,10 @@ class GenerationSettings:
     batch_passes: Optional[bool] = None
     preview: bool = False
     vae_tile: object = "auto"
+    noise: str = DEFAULT_NOISE_SOURCE
 
     def __post_init__(self):
+        object.__setattr__(self, "shift", resolve_shift(self.shift, self.max_area))
         if self.sigmas is not None:  # normalise a tensor / list to a tuple of floats (same values)
             object.__setattr__(self, "sigmas", tuple(float(s) for s in torch.as_tensor(self.sigmas).flatten()))
         object.__setattr__(self, "pose_cfg_window", tuple(float(v) for v in self.pose_cfg_window))
@@ -123,6 +131,8 @@ class GenerationSettings:
             raise ValueError(f"color_correction must be between 0 and 1, got {self.color_correction}")
         if not isinstance(self.max_area, int) or self.max_area < 256:
             raise ValueError(f"max_area must be an integer number of pixels >= 256, got {self.max_area!r}")
+        if self.noise not in NOISE_SOURCES:
+            raise ValueError(f"noise must be one of {NOISE_SOURCES}, got {self.noise!r}")
 
     @property
     def guidance(self) -> Guidance:
@@ -285,12 +295,12 @@ def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.Re
 
 
 def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
-                   known: Optional[torch.Tensor], generator: torch.Generator, on_step: Optional[Callable] = None,
+                   known: Optional[torch.Tensor], noise_source: NoiseSource, on_step: Optional[Callable] = None,
                    should_cancel: Optional[Callable[[], bool]] = None) -> SegmentLatent:
     """Sample segment ``index`` of ``job.segments``.
 
     known: the frames given to it [k, H, W, 3] (None = the photo, for the first segment). The noise
-    [16, F, h, w] is drawn from ``generator``. Returns its latent on the CPU (float32).
+    [16, F, h, w] is the next draw of ``noise_source``. Returns its latent on the CPU (float32).
     """
     start, n, known_count = job.segments[index]
     device = model.execution_device
@@ -302,7 +312,7 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
                                           settings.vae_tile)
         known_v = refs.photo if known is None else cond.to_model_video(known)
         y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
-    noise = torch.randn(LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:], generator=generator)
+    noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))
     pin = None
     if settings.first_frame in ("latent", "exact"):
         clean = cond.known_frame_latents(y)
@@ -358,7 +368,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     """
     job = prepare_job(model, photo, positive_pose, negative_pose, settings)
     refs = prepare_references(model, job, settings)
-    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    noise_source = NoiseSource(settings.noise, settings.seed, model.execution_device)
     steps = job.schedule.steps
     total = steps * len(job.segments)
     assembler = Assembler(on_frames) if on_frames is not None else None
@@ -373,7 +383,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
                     preview = latent_to_rgb(info.latent[:, info.latent.shape[1] // 2:][:, :1])[0].cpu()
                 callback(offset + info.step + 1, total, preview)
 
-        seg = sample_segment(model, job, refs, settings, s, tail, generator, on_step, should_cancel)
+        seg = sample_segment(model, job, refs, settings, s, tail, noise_source, on_step, should_cancel)
         segments.append(seg)
         last = s == len(job.segments) - 1
         if last and assembler is None:

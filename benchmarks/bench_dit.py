@@ -34,8 +34,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steadydancer_core.models.dit import SteadyDancerDiT  # noqa: E402
-from steadydancer_core.models.dit_config import DiTConfig  # noqa: E402
+from steadydancer_core import DiTConfig, SteadyDancerDiT  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 MID_CONFIG = dict(dim=512, ffn_dim=1024, num_heads=4, num_layers=4)

@@ -28,15 +28,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into  # noqa: E402
-from steadydancer_core.models.dit import SteadyDancerDiT  # noqa: E402
-from steadydancer_core.models.dit_config import DiTConfig
-from steadydancer_core.models.vae_config import VAEConfig  # noqa: E402
-from steadydancer_core.runtime.memory_plan import JobShape, ModelSizes, OffloadRequest, plan_memory  # noqa: E402
-from steadydancer_core.runtime.offload import Offloader
-from steadydancer_core.runtime.sizes import (
+from steadydancer_core import (  # noqa: E402
+    DiTConfig,
+    JobShape,
+    ModelSizes,
+    Offloader,
+    OffloadRequest,
+    SteadyDancerDiT,
+    VAEConfig,
+    WanVAE,
     dit_tokens,
-    module_bytes,  # noqa: E402
+    empty_init,
+    load_state_dict_into,
+    module_bytes,
+    plan_memory,
 )
 
 GIB = 1 << 30
@@ -249,7 +254,6 @@ def main(argv=None) -> int:
     results["block_swap"] = swap
 
     # 3. VAE decode, DiT still placed
-    from steadydancer_core.models.vae import WanVAE
 
     with empty_init():
         vae = WanVAE(vae_config)

@@ -23,13 +23,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steadydancer_core.models.vae import WanVAE  # noqa: E402
-from steadydancer_core.models.vae_config import (  # noqa: E402
+from steadydancer_core import (  # noqa: E402
     VAE_SPATIAL_STRIDE,
     VAE_TEMPORAL_STRIDE,
     VAEConfig,
+    WanVAE,
+    plan_tiles,
 )
-from steadydancer_core.models.vae_tiling import plan_tiles  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, sys, threading, time, torch
 sys.path.insert(0, sys.argv[3])
-from steadydancer_core.loading.loaders import load_dit
+from steadydancer_core import load_dit
 
 def anon():
     for line in open('/proc/self/status'):
@@ -54,9 +54,7 @@ def write_files(folder: Path, dim: int, layers: int) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from steadydancer_core.loading.file_writers import save_gguf, to_fp8
-    from steadydancer_core.models.dit import SteadyDancerDiT
-    from steadydancer_core.models.dit_config import DiTConfig
+    from steadydancer_core import DiTConfig, SteadyDancerDiT, save_gguf, to_fp8
 
     config = DiTConfig(dim=dim, ffn_dim=dim * 27 // 10 // 256 * 256, num_heads=dim // 128, num_layers=layers)
     with torch.device("meta"):

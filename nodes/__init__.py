@@ -3,8 +3,7 @@
 Importing it registers the model folders (``models/steadydancer``, ``models/dwpose``) with ComfyUI's
 ``folder_paths``; the pack's ``__init__.py`` imports it only when ComfyUI is present.
 """
-from . import comfy_bridge
-from . import model_nodes, pose_nodes, sampler_nodes, video_nodes
+from . import comfy_bridge, model_nodes, pose_nodes, sampler_nodes, video_nodes
 
 comfy_bridge.register_model_folders()
 

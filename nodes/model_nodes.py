@@ -1,9 +1,8 @@
-"""LoadSteadyDancerModel and SteadyDancerLoRA: pick the model files, one call into ``steadydancer_core.runtime.bundle``."""
+"""LoadSteadyDancerModel and SteadyDancerLoRA: pick the model files, one call into ``steadydancer_core.load_model``."""
 from __future__ import annotations
 
-from ..steadydancer_core.models.attention import BACKENDS
-from ..steadydancer_core.runtime import bundle
-from ..steadydancer_core.runtime.bundle import LOADER
+from .. import steadydancer_core as sd
+from ..steadydancer_core import LOADER
 from . import comfy_bridge as bridge
 from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
 
@@ -63,11 +62,11 @@ class LoadSteadyDancerModel:
                 "t5_name": (bridge.list_files(["text_encoders"]), {
                     "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
                 "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
-                "precision": (list(bundle.PRECISIONS), {"default": LOADER.precision,
+                "precision": (list(sd.PRECISIONS), {"default": LOADER.precision,
                                                         "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
-                "attention": (list(BACKENDS), {"default": LOADER.attention,
+                "attention": (list(sd.ATTENTION_BACKENDS), {"default": LOADER.attention,
                                                "tooltip": "sdpa works everywhere; the others need their package."}),
-                "offload": (list(bundle.OFFLOAD_MODES), {"default": LOADER.offload, "tooltip": (
+                "offload": (list(sd.OFFLOAD_MODES), {"default": LOADER.offload, "tooltip": (
                     "auto: plan from free VRAM; all_resident: keep every block on the GPU; "
                     "block_swap: stream blocks_to_swap blocks from CPU memory.")}),
                 "blocks_to_swap": ("INT", {"default": LOADER.blocks_to_swap, "min": 0, "max": 64, "step": 1,
@@ -94,9 +93,9 @@ class LoadSteadyDancerModel:
             clip_path=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
         )
         bridge.free_comfy_models()
-        model = bundle.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
+        model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
                                   offload=offload, blocks_to_swap=int(blocks_to_swap),
-                                  max_vram_gb=bundle.check_max_vram_gb(float(max_vram_gb)))
+                                  max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)))
         return {"result": (model,), "ui": {"text": [describe(model)]}}
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core.sampling.defaults import MAX_SEED, POSE
+from ..steadydancer_core import MAX_SEED, POSE, resample_indices
 from . import comfy_bridge as bridge
 from .types import POSE_TYPE, DrivingPose, PoseModels
 
@@ -123,7 +123,6 @@ class ExtractPose:
 
 def resample(count: int, source_fps: float, target_fps: float) -> list[int]:
     """Source frame index shown at each output frame's time (nearest earlier frame), covering the whole clip."""
-    from ..steadydancer_core.video_io import resample_indices
 
     picks = []
     for source, _ in resample_indices(source_fps, target_fps):

@@ -1,4 +1,4 @@
-"""SteadyDancerSampler: photo + pose frames + prompt -> LATENT, one call into ``steadydancer_core.sampling.pipeline``.
+"""SteadyDancerSampler: photo + pose frames + prompt -> LATENT, one call into ``steadydancer_core.generate``.
 
 The LATENT dict it returns holds ComfyUI's ``samples`` ([1, 16, F, H/8, W/8], the first segment's latent for long
 videos) plus the keys in ``types.LATENT_KEYS``: ``steadydancer_result`` (the core GenerationResult DecodeVideo
@@ -6,9 +6,8 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 """
 from __future__ import annotations
 
-from ..steadydancer_core.sampling import defaults as core
-from ..steadydancer_core.sampling.defaults import MAX_SEED, SAMPLER
-from ..steadydancer_core.sampling.noise import NOISE_SOURCES
+from .. import steadydancer_core as sd
+from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, SAMPLER
 from . import comfy_bridge as bridge
 from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
@@ -51,14 +50,14 @@ class SteadyDancerSampler:
                 "shift": ("FLOAT", {"default": SAMPLER.shift, "min": 0.0, "max": 100.0, "step": 0.1,
                                     "tooltip": "Flow-matching schedule shift (Wan: 5 for 720p, 3 for 480p)."}),
                 "seed": ("INT", {"default": SAMPLER.seed, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "solver": (list(core.SOLVERS), {"default": SAMPLER.solver}),
+                "solver": (list(sd.SOLVERS), {"default": SAMPLER.solver}),
                 "length": ("INT", {"default": SAMPLER.length, "min": 0, "max": 100000, "step": 1, "tooltip": (
                     "Frames to generate (0 = every pose frame). Rounded to 4n+1 with a notice; more than "
                     "segment_frames makes a long video in segments.")}),
                 "max_area": ("INT", {"default": SAMPLER.max_area, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
                                      "tooltip": "Pixel area of the video; the photo's aspect ratio is kept "
                                                 "(1024*576 = 589824 official, 832*480 = 399360 for 24 GB)."}),
-                "first_frame": (list(core.FIRST_FRAME_MODES), {"default": SAMPLER.first_frame, "tooltip": (
+                "first_frame": (list(sd.FIRST_FRAME_MODES), {"default": SAMPLER.first_frame, "tooltip": (
                     "model: official behaviour; latent: the first latent frame is the photo at every step; "
                     "exact: also the decoded frame 0 is the photo, pixel for pixel.")}),
                 "segment_frames": ("INT", {"default": SAMPLER.segment_frames, "min": 5, "max": 1001, "step": 4,
@@ -79,22 +78,20 @@ class SteadyDancerSampler:
 
     def sample(self, model, photo, positive_pose, negative_pose, sigmas=None, unique_id=None, **widgets):
         """``widgets``: the sampler options by name (``sampling.options.SAMPLER_OPTIONS``)."""
-        from ..steadydancer_core.sampling import pipeline
-        from ..steadydancer_core.sampling.options import generation_settings
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
         if positive_pose.shape[0] != negative_pose.shape[0]:
             raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
                              f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
-        settings = generation_settings(widgets, preview=bridge.previews_enabled(),
+        settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
         progress = bridge.StepProgress(settings.steps, unique_id)
         bridge.free_comfy_models()
         try:
-            result = pipeline.generate(model, photo, positive_pose, negative_pose, settings,
+            result = sd.generate(model, photo, positive_pose, negative_pose, settings,
                                        callback=progress, should_cancel=bridge.interrupted)
-        except pipeline.Cancelled:
+        except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
         report = "; ".join(str(n) for n in result.notices)

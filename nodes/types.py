@@ -1,7 +1,7 @@
 """Typed objects passed between the SteadyDancer nodes, and their socket type names.
 
 Socket types (what the UI shows on links):
-  STEADYDANCER_MODEL  a ``steadydancer_core.runtime.bundle.SteadyDancerModel`` (DiT + VAE + umT5 + CLIP-vision + offload plan)
+  STEADYDANCER_MODEL  a ``steadydancer_core.SteadyDancerModel`` (DiT + VAE + umT5 + CLIP-vision + offload plan)
   STEADYDANCER_LORAS  a ``LoraStack`` (LoRA files with strengths, applied by LoadSteadyDancerModel)
   STEADYDANCER_POSE   a ``DrivingPose`` (the driving video's poses, frame rate, and the pose-model settings)
   LATENT              ComfyUI's latent dict; SteadyDancerSampler adds the keys listed in ``LATENT_KEYS``.
@@ -16,7 +16,7 @@ LORAS_TYPE = "STEADYDANCER_LORAS"
 POSE_TYPE = "STEADYDANCER_POSE"
 
 # Extra keys SteadyDancerSampler puts into its LATENT output (besides ComfyUI's ``samples``).
-LATENT_RESULT_KEY = "steadydancer_result"   # steadydancer_core.sampling.pipeline.GenerationResult: what decoding needs
+LATENT_RESULT_KEY = "steadydancer_result"   # steadydancer_core.GenerationResult: what decoding needs
 LATENT_REPORT_KEY = "steadydancer_report"   # str: adjusted values and notices, shown in the UI
 LATENT_KEYS = (LATENT_RESULT_KEY, LATENT_REPORT_KEY)
 

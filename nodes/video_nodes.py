@@ -1,6 +1,7 @@
 """DecodeVideo: SteadyDancer latent -> IMAGE frames (and a VIDEO for the core SaveVideo node)."""
 from __future__ import annotations
 
+from .. import steadydancer_core as sd
 from . import comfy_bridge as bridge
 from .types import LATENT_RESULT_KEY, MODEL_TYPE
 
@@ -37,7 +38,6 @@ class DecodeVideo:
         }
 
     def decode(self, model, latent, tiling, tile_size, fps, unique_id=None):
-        from ..steadydancer_core.sampling import pipeline
 
         result = latent.get(LATENT_RESULT_KEY)
         if result is None:
@@ -46,8 +46,8 @@ class DecodeVideo:
         tile = {"auto": "auto", "off": False, "on": int(tile_size)}[tiling]
         progress = bridge.StepProgress(1, unique_id)
         try:
-            frames = pipeline.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted)
-        except pipeline.Cancelled:
+            frames = sd.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted)
+        except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
         frames = frames.float().clamp(0, 1).cpu()

@@ -16,8 +16,11 @@ Typical use::
     video = sd.decode(model, result)          # or: for start, frames in sd.iter_decoded(model, result): ...
 """
 from .loading.errors import StateDictMismatchError, WeightFileError
+from .loading.file_writers import save_gguf, to_fp8
+from .loading.identify import identify_component
 from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from .loading.lora import LoraReport
+from .loading.state_dict import empty_init, load_state_dict_into
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
 from .models.dit import SteadyDancerDiT
 from .models.dit_config import DiTConfig
@@ -26,15 +29,58 @@ from .models.image_encoder_config import CLIPVisionConfig
 from .models.text_encoder import TextEncoder
 from .models.text_encoder_config import T5Config
 from .models.vae import WanVAE
-from .models.vae_config import VAEConfig
-from .runtime.bundle import PRECISIONS, SteadyDancerModel, load_model
-from .runtime.memory_plan import JobShape, MemoryPlan, ModelSizes, OffloadRequest, plan_memory
-from .runtime.offload import SteadyDancerOutOfMemoryError, release_model
-from .sampling.guidance import Cancelled
-from .sampling.pipeline import GenerationResult, GenerationSettings, SegmentLatent, decode, generate, iter_decoded
+from .models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
+from .models.vae_tiling import TilePlan, plan_tiles
+from .runtime.bundle import (
+                                LOADER,
+                                OFFLOAD_MODES,
+                                PRECISIONS,
+                                SteadyDancerModel,
+                                check_max_vram_gb,
+                                load_model,
+)
+from .runtime.memory_plan import (
+                                JobShape,
+                                MemoryPlan,
+                                ModelSizes,
+                                OffloadRequest,
+                                plan_memory,
+)
+from .runtime.offload import Offloader, SteadyDancerOutOfMemoryError, release_model
+from .runtime.sizes import dit_tokens, module_bytes
+from .sampling.conditioning import resize_like_pil
+from .sampling.defaults import (
+                                FIRST_FRAME_MODES,
+                                MAX_SEED,
+                                POSE,
+                                SAMPLER,
+                                SOLVERS,
+                                WAN_FPS,
+                                check_seed,
+                                resolve_shift,
+)
+from .sampling.guidance import Cancelled, NonFiniteLatentError
+from .sampling.noise import NOISE_SOURCES
+from .sampling.options import SAMPLER_OPTIONS, generation_settings
+from .sampling.pipeline import (
+                                GenerationResult,
+                                GenerationSettings,
+                                SegmentLatent,
+                                decode,
+                                generate,
+                                iter_decoded,
+)
 from .sampling.segments import plan_segments, resolve_length
-from .video_io import (VideoReadError, VideoWriter, VideoWriteError, frames_to_uint8, iter_video_frames, probe_video,
-                       resample_indices, write_video)
+from .video_io import (
+                                VideoReadError,
+                                VideoWriteError,
+                                VideoWriter,
+                                frames_to_uint8,
+                                iter_video_frames,
+                                probe_video,
+                                resample_indices,
+                                write_video,
+)
 
 __all__ = [
     "ATTENTION_BACKENDS", "CLIPVisionConfig", "Cancelled", "DiTConfig", "GenerationResult", "GenerationSettings",
@@ -45,4 +91,11 @@ __all__ = [
     "plan_memory", "plan_segments", "release_model", "resolve_length",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
+    # defaults shared by the nodes and the CLI, and their validators
+    "FIRST_FRAME_MODES", "LOADER", "MAX_SEED", "NOISE_SOURCES", "OFFLOAD_MODES", "POSE", "SAMPLER", "SAMPLER_OPTIONS",
+    "SOLVERS", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings", "resolve_shift",
+    "NonFiniteLatentError", "identify_component", "resize_like_pil",
+    # building blocks for component benchmarks and tools
+    "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "dit_tokens", "empty_init",
+    "load_state_dict_into", "module_bytes", "plan_tiles", "save_gguf", "to_fp8",
 ]

@@ -24,19 +24,27 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import video_io
-from .models.attention import BACKENDS
-from .runtime.bundle import LOADER, OFFLOAD_MODES, PRECISIONS, check_max_vram_gb
-from .sampling.defaults import (
+from . import (
+    ATTENTION_BACKENDS,
     FIRST_FRAME_MODES,
+    LOADER,
+    NOISE_SOURCES,
+    OFFLOAD_MODES,
     POSE,
+    PRECISIONS,
     SAMPLER,
+    SAMPLER_OPTIONS,
     SOLVERS,
     WAN_FPS,
+    check_max_vram_gb,
     check_seed,
+    generate,
+    generation_settings,
+    load_model,
+    resize_like_pil,
     resolve_shift,
+    video_io,
 )
-from .sampling.noise import NOISE_SOURCES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger("steadydancer")
@@ -95,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tokenizer", default=None, help="umT5 tokenizer when the T5 file carries none")
     m.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="LoRA (repeatable)")
     m.add_argument("--precision", choices=tuple(PRECISIONS), default=LOADER.precision)
-    m.add_argument("--attention", choices=BACKENDS, default=LOADER.attention,
+    m.add_argument("--attention", choices=ATTENTION_BACKENDS, default=LOADER.attention,
                    help="sdpa works everywhere; the others need their package")
     m.add_argument("--offload", choices=OFFLOAD_MODES, default=LOADER.offload,
                    help="auto: plan from the free VRAM; all_resident: every DiT block on the GPU; block_swap: "
@@ -178,7 +186,6 @@ def _image_files(folder: Path) -> list:
 
 def load_pose_dir(folder: str | Path, size_hw: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(positive, negative or None) frames [T, H, W, 3] in [0, 1] from a pose folder, resized to ``size_hw``."""
-    from .sampling.conditioning import resize_like_pil
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -201,7 +208,6 @@ def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, tor
     if not args.detector or not args.pose_model:
         raise CLIError(f"--video needs --detector ({POSE.detector}) and --pose-model ({POSE.pose_model}); or pass "
                        "--pose-dir with already aligned pose frames")
-    from .sampling.conditioning import resize_like_pil
 
     notices = []
     info = video_io.probe_video(args.video)
@@ -243,9 +249,6 @@ def run(args) -> Path:
     """Generate the video described by parsed ``args``; returns the output path."""
     from tqdm import tqdm
 
-    from .runtime.bundle import load_model
-    from .sampling.options import SAMPLER_OPTIONS, generation_settings
-    from .sampling.pipeline import generate
 
     photo = read_image(args.photo)
     notices = []

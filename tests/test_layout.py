@@ -96,3 +96,31 @@ def test_public_api_is_complete():
         assert hasattr(pose, name), name
     for name in ("extract", "align", "render_frames", "augment_frames"):
         assert name in pose.__all__, name
+
+
+FRONT_ENDS = ["nodes", "scripts", "benchmarks", "steadydancer_core/cli.py", "steadydancer_core/demo.py"]
+INNER = {"models", "loading", "runtime", "sampling"}
+
+
+def test_front_ends_use_only_the_public_api():
+    """Nodes, the CLI, the demo, scripts and benchmarks import ``steadydancer_core`` and ``pose`` at their roots (or
+    the root-level modules such as ``video_io``), never the inner layers, whose layout may change."""
+    paths = []
+    for entry in FRONT_ENDS:
+        target = REPO_ROOT / entry
+        paths += sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    for path in paths:
+        for target in _imports(path):
+            parts = target.split(".")
+            core = parts.index("steadydancer_core") if "steadydancer_core" in parts else None
+            if core is not None and len(parts) > core + 1:
+                assert parts[core + 1] not in INNER, f"{path.relative_to(REPO_ROOT)} imports {target}"
+            if "pose" in parts and len(parts) > parts.index("pose") + 1 and path.parent.name != "pose":
+                inner = parts[parts.index("pose") + 1]
+                assert inner in pose_public(), f"{path.relative_to(REPO_ROOT)} imports {target}"
+
+
+def pose_public() -> set:
+    import pose
+
+    return set(pose.__all__)

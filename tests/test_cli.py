@@ -141,6 +141,7 @@ def test_pose_dir_layouts(tmp_path):
 
 def test_clear_errors_exit_with_code_2(tmp_path, caplog):
     photo = _write_png(tmp_path / "p.png", np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "v.mp4").write_bytes(b"")
     args = ["--photo", str(photo), "--video", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o.mp4"),
             "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
     assert cli.main(args) == 2

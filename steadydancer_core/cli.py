@@ -436,13 +436,6 @@ def _check_out(args, inputs) -> Path:
     out = Path(args.out)
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give a file path, e.g. {out / 'steadydancer.mp4'}")
-    if out.suffix.lower() != OUT_SUFFIX:
-        raise CLIError(f"--out {out}: the output is an mp4; give a path ending in {OUT_SUFFIX}")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise CLIError(f"--out {out}: {parent} is a file, not a folder; choose another output path")
-            break
     if os.path.lexists(out):
         for option, path, _ in inputs:
             path = Path(path)
@@ -451,9 +444,16 @@ def _check_out(args, inputs) -> Path:
             if same or inside:
                 raise CLIError(f"--out {out} is {'' if same else 'inside '}the input {option} {path}; "
                                "write the video to another path")
-        if not args.overwrite:
-            raise CLIError(f"--out {out} exists; pass --overwrite to replace it (only once the new video is "
-                           "complete) or choose another path")
+    if out.suffix.lower() != OUT_SUFFIX:
+        raise CLIError(f"--out {out}: the output is an mp4; give a path ending in {OUT_SUFFIX}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"--out {out}: {parent} is a file, not a folder; choose another output path")
+            break
+    if os.path.lexists(out) and not args.overwrite:
+        raise CLIError(f"--out {out} exists; pass --overwrite to replace it (only once the new video is "
+                       "complete) or choose another path")
     return out
 
 

@@ -4,6 +4,7 @@
         --dit Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors --vae wan_2.1_vae.safetensors \\
         --t5 umt5_xxl_fp8_e4m3fn_scaled.safetensors --clip clip_vision_h.safetensors \\
         --detector yolox_l.onnx --pose-model dw-ll_ucoco_384.onnx --out out.mp4
+    python -m steadydancer_core.cli --photo me.png --video dance.mp4 --models ComfyUI/models --out out.mp4
 
 ``--pose-dir D`` replaces ``--video`` (and the pose models) with already aligned pose frames: ``D/positive/*``
 and ``D/negative/*`` images (the official preprocessing output), or images directly in ``D``. The video is written

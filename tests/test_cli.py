@@ -1,5 +1,6 @@
 """Headless CLI: argument handling, pose folders, and an end-to-end run on the tiny model kit."""
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +142,7 @@ def test_pose_dir_layouts(tmp_path):
 
 def test_clear_errors_exit_with_code_2(tmp_path, caplog):
     photo = _write_png(tmp_path / "p.png", np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "v.mp4").write_bytes(b"")
     args = ["--photo", str(photo), "--video", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o.mp4"),
             "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
     assert cli.main(args) == 2
@@ -172,3 +174,227 @@ def test_end_to_end_on_the_tiny_kit(tmp_path):
     assert frames.shape[0] == 1 + stride * ((driving - 1) // stride)   # 4n + 1 frames (the pipeline rounds down)
     assert fps == pytest.approx(video_io.probe_video(kit.video).fps)   # --target-fps 0: the driving video's rate
     assert frames.shape[1] * frames.shape[2] <= 96 * 64 and torch.isfinite(frames).all()
+
+
+# --- options, output, transparency and --models -------------------------------------------------------------------
+
+def _pose_run(tmp_path):
+    """A photo, a pose folder and stand-in model files: enough for everything before the models load."""
+    rng = np.random.default_rng(1)
+    photo = _write_png(tmp_path / "photo.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+    for i in range(2):
+        _write_png(tmp_path / "poses" / "positive" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+        _write_png(tmp_path / "poses" / "negative" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+    models = []
+    for name in ("dit", "vae", "t5", "clip"):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"stand-in")
+        models += [f"--{name}", str(tmp_path / f"{name}.safetensors")]
+    return ["--photo", str(photo), "--pose-dir", str(tmp_path / "poses")] + models + ["--steps", "1"]
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a model was loaded although an option was wrong")
+    monkeypatch.setattr(cli, "load_model", refuse)
+
+
+def test_every_option_is_checked_before_loading(tmp_path, capsys, caplog, no_models):
+    base = _pose_run(tmp_path) + ["--out", str(tmp_path / "o.mp4")]
+    wrong = {
+        "--attention": ["flash"], "--fps": ["nan", "inf", "0", "-2"], "--shift": ["inf", "nan", "0", "-1", "high"],
+        "--max-area": [str(4096 * 4096 + 1), "10"], "--steps": ["0", "-3"], "--pose-cfg": ["nan", "inf", "-1"],
+        "--text-cfg": ["inf", "nan", "-0.5"], "--seed": [str(2 ** 64), "-1"], "--background": ["grey", "#12345"],
+        "--target-fps": ["nan"], "--crf": ["99"],
+    }
+    for option, values in wrong.items():
+        for value in values:
+            assert cli.main(base + [option, value]) == 2, (option, value)
+            err = capsys.readouterr().err
+            assert f"argument {option}" in err and len(err.strip().splitlines()) == 1, err
+    for extra, message in (
+            (["--lora", str(tmp_path / "l.safetensors:inf")], "strength after ':' must be a finite number"),
+            (["--lora", str(tmp_path / "absent.safetensors")], "--lora"),
+            (["--pose-cfg-start", "0.6", "--pose-cfg-end", "0.2"], "--pose-cfg-start/--pose-cfg-end"),
+            (["--segment-frames", "10"], "--segment-frames must be 4n+1"),
+            (["--tokenizer", str(tmp_path / "absent")], "--tokenizer")):
+        caplog.clear()
+        assert cli.main(base + extra) == 2, extra
+        assert message in caplog.text
+    args = cli.build_parser().parse_args(base + ["--shift", "auto", "--fps", "24", "--background", "#FF8000"])
+    assert (args.shift, args.fps, args.background) == ("auto", 24.0, (255, 128, 0))
+
+
+def test_missing_inputs_and_unreadable_photo(tmp_path, caplog, no_models):
+    base = _pose_run(tmp_path) + ["--out", str(tmp_path / "o.mp4")]
+    for option, message in (("--photo", "image not found"), ("--pose-dir", "folder not found"),
+                            ("--vae", "file not found"), ("--dit", "file or folder not found")):
+        caplog.clear()
+        args = list(base)
+        args[args.index(option) + 1] = str(tmp_path / "absent.png")
+        assert cli.main(args) == 2 and f"{option} " in caplog.text and message in caplog.text
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    caplog.clear()
+    args = list(base)
+    args[args.index("--photo") + 1] = str(broken)
+    assert cli.main(args) == 2 and "is not a readable image" in caplog.text
+    caplog.clear()
+    assert cli.main(base[:base.index("--dit")] + ["--steps", "1", "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "--models DIR" in caplog.text
+
+
+class _FakeResult:
+    notices, width, height = (), 16, 16
+
+
+def _fake_generate(fail: bool):
+    def generate(model, photo, positive, negative, settings, callback, on_frames):
+        on_frames(0, torch.rand(5, 16, 16, 3))
+        if fail:
+            raise RuntimeError("generation failed half-way")
+        return _FakeResult()
+    return generate
+
+
+def test_output_is_written_beside_and_renamed_only_on_success(tmp_path, caplog, monkeypatch):
+    base = _pose_run(tmp_path)
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"offload_plan": None})())
+    out = tmp_path / "out" / "dance.mp4"
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier video")
+    listing = lambda: sorted(p.name for p in out.parent.iterdir())
+
+    # refused: an existing --out without --overwrite, a folder, one of the inputs (photo, a pose frame, a model)
+    assert cli.main(base + ["--out", str(out)]) == 2 and "exists; pass --overwrite" in caplog.text
+    assert cli.main(base + ["--out", str(out.parent), "--overwrite"]) == 2 and "is a folder" in caplog.text
+    for victim, option in ((tmp_path / "photo.png", "--photo"), (tmp_path / "poses" / "positive" / "0000.png",
+                                                                  "--pose-dir"), (tmp_path / "vae.safetensors", "--vae")):
+        before = victim.read_bytes()
+        caplog.clear()
+        assert cli.main(base + ["--out", str(victim), "--overwrite"]) == 2, victim
+        assert f"the input {option}" in caplog.text and victim.read_bytes() == before
+    assert cli.main(base + ["--out", str(tmp_path / "o.avi")]) == 2 and "ending in .mp4" in caplog.text
+
+    # a failed run leaves the existing file as it was and no temporary file behind
+    monkeypatch.setattr(cli, "generate", _fake_generate(fail=True))
+    with pytest.raises(RuntimeError, match="half-way"):
+        cli.main(base + ["--out", str(out), "--overwrite"])
+    assert out.read_bytes() == b"an earlier video" and listing() == ["dance.mp4"]
+    fresh = tmp_path / "out" / "new.mp4"
+    with pytest.raises(RuntimeError):
+        cli.main(base + ["--out", str(fresh)])
+    assert not fresh.exists() and listing() == ["dance.mp4"]
+
+    # success: replaced (with --overwrite) or created, complete
+    monkeypatch.setattr(cli, "generate", _fake_generate(fail=False))
+    assert cli.main(base + ["--out", str(out), "--overwrite"]) == 0
+    assert video_io.read_video(out)[0].shape[0] == 5 and listing() == ["dance.mp4"]
+    assert cli.main(base + ["--out", str(fresh)]) == 0 and listing() == ["dance.mp4", "new.mp4"]
+
+
+def test_transparent_photo_is_composited_on_the_background(tmp_path, caplog):
+    import cv2
+    from PIL import Image
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3] = (200, 40, 10)                  # RGB
+    rgba[:4, ..., 3] = 255                         # top half opaque, bottom half transparent
+    path = tmp_path / "cutout.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    with caplog.at_level("INFO", logger="steadydancer"):
+        white = cli.read_image(path, background=(255, 255, 255))
+    assert "has transparency: composited on background #FFFFFF" in caplog.text
+    assert (white[:4] == (200, 40, 10)).all() and (white[4:] == 255).all()
+    assert (cli.read_image(path, background=(0, 0, 0))[4:] == 0).all()
+    assert (cli.read_image(path, background=(255, 128, 0))[4:] == (255, 128, 0)).all()
+    half = rgba.copy()
+    half[..., 3] = 128
+    cv2.imwrite(str(path), cv2.cvtColor(half, cv2.COLOR_RGBA2BGRA))
+    assert np.abs(cli.read_image(path, background=(0, 0, 0)).astype(int) - (100, 20, 5)).max() <= 1
+
+    la = Image.new("LA", (6, 6), (90, 0))                                   # grey + alpha, fully transparent
+    la.save(tmp_path / "la.png")
+    assert (cli.read_image(tmp_path / "la.png", background=(0, 0, 255)) == (0, 0, 255)).all()
+    pal = Image.new("P", (6, 6), 1)
+    pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    pal.save(tmp_path / "p.png", transparency=1)                           # palette colour 1 transparent
+    assert (cli.read_image(tmp_path / "p.png", background=(255, 255, 255)) == 255).all()
+    Image.new("RGBA", (6, 6), (10, 20, 30, 0)).save(tmp_path / "w.webp", lossless=True)
+    assert (cli.read_image(tmp_path / "w.webp", background=(0, 0, 0)) == 0).all()
+    caplog.clear()
+    opaque = _write_png(tmp_path / "opaque.png", np.full((4, 4, 3), 7, np.uint8))
+    with caplog.at_level("INFO", logger="steadydancer"):
+        assert (cli.read_image(opaque, background=(255, 255, 255)) == 7).all()
+    assert "transparency" not in caplog.text
+
+
+def _layout(root, files):
+    for rel in files:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"stand-in")
+    return root
+
+
+def _resolved(models, *extra):
+    args = cli.build_parser().parse_args(["--photo", "p.png", "--video", "v.mp4", "--out", "o.mp4",
+                                          "--models", str(models), *extra])
+    cli.resolve_models(args)
+    return args
+
+
+def test_models_folder_finds_the_standard_names(tmp_path, caplog):
+    from steadydancer_core import tiny_kit as kit
+
+    root = _layout(tmp_path / "models", [
+        f"diffusion_models/{kit.DIT_FP16}", f"diffusion_models/SteadyDancer/{kit.DIT_FP8}",
+        f"vae/{kit.VAE_FILE}", f"text_encoders/{kit.T5_FP16}", f"text_encoders/{kit.T5_FP8}",
+        f"clip_vision/{kit.CLIP_FILE}", f"dwpose/{kit.DETECTOR_FILE}", f"dwpose/{kit.ESTIMATOR_FILE}"])
+    args = _resolved(root)
+    assert Path(args.dit) == root / "diffusion_models" / "SteadyDancer" / kit.DIT_FP8      # fp8 first
+    assert Path(args.t5) == root / "text_encoders" / kit.T5_FP8
+    assert (Path(args.vae), Path(args.clip)) == (root / "vae" / kit.VAE_FILE, root / "clip_vision" / kit.CLIP_FILE)
+    assert (Path(args.detector), Path(args.pose_model)) == (root / "dwpose" / kit.DETECTOR_FILE,
+                                                            root / "dwpose" / kit.ESTIMATOR_FILE)
+    args = _resolved(root, "--vae", "mine.safetensors", "--dit", "my_dit.gguf")           # explicit options win
+    assert (args.vae, args.dit) == ("mine.safetensors", "my_dit.gguf")
+
+    (root / "diffusion_models" / "SteadyDancer" / kit.DIT_FP8).unlink()
+    (root / "text_encoders" / kit.T5_FP8).unlink()
+    args = _resolved(root)
+    assert Path(args.dit).name == kit.DIT_FP16 and Path(args.t5).name == kit.T5_FP16
+    (root / "diffusion_models" / kit.DIT_FP16).unlink()
+    _layout(root, ["diffusion_models/other_model.gguf", "diffusion_models/SteadyDancer-14B-Q4_K_M.gguf"])
+    assert Path(_resolved(root).dit).name == "SteadyDancer-14B-Q4_K_M.gguf"
+    for gguf in (root / "diffusion_models").glob("*.gguf"):
+        gguf.unlink()
+    _layout(root, ["steadydancer/SteadyDancer-14B/config.json"])
+    assert Path(_resolved(root).dit) == root / "steadydancer" / "SteadyDancer-14B"
+    (root / "steadydancer" / "SteadyDancer-14B" / "config.json").unlink()
+    with pytest.raises(cli.CLIError) as err:
+        _resolved(root)
+    for looked_for in (kit.DIT_FP8, kit.DIT_FP16, ".gguf", "SteadyDancer-14B/", str(root / "diffusion_models"),
+                       str(root / "steadydancer"), "--dit PATH"):
+        assert looked_for in str(err.value)
+    (root / "vae" / kit.VAE_FILE).unlink()
+    with pytest.raises(cli.CLIError) as err:
+        _resolved(root, "--dit", "d")
+    assert kit.VAE_FILE in str(err.value) and str(root / "vae") in str(err.value) and "--vae PATH" in str(err.value)
+    with pytest.raises(cli.CLIError, match="folder not found"):
+        _resolved(tmp_path / "absent")
+
+
+@pytest.mark.skipif(not HAVE_PIPELINE, reason="pipeline / bundle / tiny kit not present yet")
+def test_end_to_end_with_a_models_folder(tmp_path, caplog):
+    from steadydancer_core import tiny_kit
+
+    kit = tiny_kit.write_kit(tmp_path / "models", tmp_path / "inputs")
+    out = tmp_path / "dance.mp4"
+    args = ["--photo", str(kit.photo), "--video", str(kit.video), "--models", str(tmp_path / "models"),
+            "--out", str(out), "--steps", "1", "--max-area", str(64 * 64), "--max-frames", "5", "--length", "0"]
+    with caplog.at_level("INFO", logger="steadydancer"):
+        assert cli.main(args) == 0
+    assert f"dit = {tmp_path / 'models' / 'diffusion_models' / tiny_kit.DIT_FP8}" in caplog.text
+    frames, _ = video_io.read_video(out)
+    assert frames.shape[0] >= 1 and torch.isfinite(frames).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "inputs", "models"]

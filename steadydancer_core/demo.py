@@ -27,14 +27,6 @@ DEMO_FPS = 16.0
 DEMO_PROMPT = "a person dancing"
 
 
-def _pose_package():
-    try:
-        from .. import pose
-    except (ImportError, ValueError):          # steadydancer_core imported as a top-level package
-        import pose
-    return pose
-
-
 def _to_float(frames) -> torch.Tensor:
     """uint8 [H, W, 3] frames -> float32 [T, H, W, 3] in [0, 1]."""
     return torch.from_numpy(np.stack(list(frames))).float() / 255
@@ -42,12 +34,20 @@ def _to_float(frames) -> torch.Tensor:
 
 def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     """Build the kit, animate its photo, write ``out``. Returns what was done (paths, sizes, seconds)."""
-    from . import (GenerationSettings, VideoWriter, frames_to_uint8, generate, iter_decoded, iter_video_frames,
-                   load_model)
+    from . import (
+        GenerationSettings,
+        VideoWriter,
+        frames_to_uint8,
+        generate,
+        iter_decoded,
+        iter_video_frames,
+        load_model,
+    )
+    from .cli_options import pose_package
     from .safe_write import write_beside
     from .tiny_kit import write_kit
 
-    pose = _pose_package()
+    pose = pose_package()
     out = Path(out)
     if out.exists():
         raise SystemExit(f"error: {out} exists; give the demo a new file name (it never replaces a file)")

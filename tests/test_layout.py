@@ -98,7 +98,8 @@ def test_public_api_is_complete():
         assert name in pose.__all__, name
 
 
-FRONT_ENDS = ["nodes", "scripts", "benchmarks", "steadydancer_core/cli.py", "steadydancer_core/demo.py"]
+FRONT_ENDS = ["nodes", "scripts", "benchmarks", "steadydancer_core/cli.py", "steadydancer_core/cli_options.py",
+              "steadydancer_core/models_folder.py", "steadydancer_core/demo.py"]
 INNER = {"models", "loading", "runtime", "sampling"}
 
 

@@ -166,3 +166,22 @@ def test_lazy_state_dict_tensors_read_once():
         m = _Tiny()
     load_state_dict_into(m, lazy, torch.bfloat16)
     assert reads == Counter({k: 1 for k in sd}) and m.proj.weight.dtype == torch.bfloat16
+
+
+def test_weights_the_model_cannot_compute_with_fail_at_load_naming_the_tensor():
+    from steadydancer_core.loading.errors import WeightFileError
+    from steadydancer_core.loading.gguf_codecs import GGUFTensor
+    from steadydancer_core.loading.quant_ops import PackedLinear
+    from steadydancer_core.loading.state_dict import empty_init, load_state_dict_into
+
+    with empty_init():
+        layer = torch.nn.Sequential(PackedLinear(256, 2, bias=False))
+    q8k = GGUFTensor(torch.zeros(2, 292, dtype=torch.uint8), "Q8_K", (2, 256))
+    with pytest.raises(WeightFileError, match=r"0.weight \(Q8_K\).*Q8_0"):
+        load_state_dict_into(layer, {"0.weight": q8k}, torch.float32)
+
+    with empty_init():
+        dense = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    ints = {"0.weight": torch.zeros(2, 4, dtype=torch.int64), "0.bias": torch.zeros(2)}
+    with pytest.raises(WeightFileError, match=r"as integers.*0.weight \(int64\)"):
+        load_state_dict_into(dense, ints, torch.float32)

@@ -203,6 +203,32 @@ _TORCH_DEQUANT = {"Q8_0": _dq_q8_0, "Q4_0": _dq_q4_0, "Q4_1": _dq_q4_1, "Q5_0": 
                   "Q2_K": _dq_q2_k, "Q3_K": _dq_q3_k, "Q4_K": _dq_q4_k, "Q5_K": _dq_q5_k, "Q6_K": _dq_q6_k}
 
 
+_DEQUANTIZABLE: dict[str, bool] = {}
+
+
+def is_gguf_quant_type(name: str) -> bool:
+    """True for a quantised GGUF type name ("Q4_K", "IQ4_NL", ...); torch dtype names are lower case."""
+    return name[:1].isupper() and name not in GGUF_PLAIN_TYPES and name != "BF16"
+
+
+def can_dequantize(qtype: str) -> bool:
+    """Whether ``dequantize_gguf`` can expand GGUF type ``qtype`` (the torch codecs here, else the ``gguf``
+    package's, probed once on one zero block; some types, e.g. Q8_K, it does not implement)."""
+    if qtype in _TORCH_DEQUANT:
+        return True
+    if qtype not in _DEQUANTIZABLE:
+        import gguf
+
+        try:
+            kind = gguf.GGMLQuantizationType[qtype]
+            _, nbytes = gguf.GGML_QUANT_SIZES[kind]
+            gguf.quants.dequantize(np.zeros((1, nbytes), dtype=np.uint8), kind)
+            _DEQUANTIZABLE[qtype] = True
+        except (KeyError, NotImplementedError, ValueError, TypeError):
+            _DEQUANTIZABLE[qtype] = False
+    return _DEQUANTIZABLE[qtype]
+
+
 def dequantize_gguf(raw: torch.Tensor, qtype: str, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """GGUF bytes uint8 [..., bytes] -> dense tensor of ``shape`` in ``dtype`` (computed in fp32)."""
     shape = torch.Size(shape)

@@ -16,7 +16,14 @@ import torch
 import torch.nn as nn
 
 from .errors import StateDictMismatchError, WeightFileError
-from .gguf_codecs import GGUF_BLOCKS, dtype_name, logical_shape
+from .gguf_codecs import (
+    GGUF_BLOCKS,
+    can_dequantize,
+    dtype_name,
+    is_gguf_quant_type,
+    logical_shape,
+    storage_type,
+)
 from .quant_ops import FP8_DTYPES, PackedLinear, dequantize_tensor, is_packed
 
 # suffixes that carry quantisation side information for ``<layer>.weight`` (never module parameters)
@@ -128,6 +135,7 @@ def check_state_dict(module: nn.Module, sd: Mapping, strict: bool = True, what: 
             got = _shape_of(sd, k)
             if tuple(got) != tuple(expected[k]):
                 mismatched.append(f"{k}: file {tuple(got)} vs model {tuple(expected[k])}")
+    _check_computable(sd, module, [k for k in sorted(expected) if k in keys], what)
     if mismatched or (strict and (missing or unexpected)):
         parts = [f"the weights do not fit the {what}:"]
         if missing:
@@ -139,6 +147,32 @@ def check_state_dict(module: nn.Module, sd: Mapping, strict: bool = True, what: 
         parts.append("Check that the file is the right component and model size.")
         raise StateDictMismatchError("\n".join(parts), missing, unexpected, mismatched)
     return consumed
+
+
+INTEGER_STORAGE = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
+
+
+def _check_computable(sd: Mapping, module: nn.Module, names: list, what: str) -> None:
+    """Fail at load time, naming the tensors, when the file stores weights the model cannot compute with: a GGUF
+    type with no dequantiser (e.g. Q8_K), or integers where the model holds floats (metadata only)."""
+    dtype_of = getattr(sd, "dtype_of", None)
+    held = module.state_dict(keep_vars=True)
+    unsupported, integers = [], []
+    for name in names:
+        stored = dtype_of(name) if dtype_of is not None else storage_type(sd[name])
+        if is_gguf_quant_type(stored) and not can_dequantize(stored):
+            unsupported.append(f"{name} ({stored})")
+        elif stored in INTEGER_STORAGE and held[name].is_floating_point():
+            integers.append(f"{name} ({stored})")
+    if unsupported:
+        raise WeightFileError(
+            f"the {what} file stores {len(unsupported)} tensor(s) in GGUF types this loader cannot compute with: "
+            f"{_listing(unsupported, 5)}. Use a file quantised as Q8_0, Q6_K, Q5_K_M or Q4_K_M (or fp8 / fp16).")
+    if integers:
+        raise WeightFileError(
+            f"the {what} file stores {len(integers)} weight(s) as integers where the model needs floats: "
+            f"{_listing(integers, 5)}. This is not a weight file the model can use (an integer-quantised export?); "
+            "use the fp16 / bf16, fp8 or GGUF release.")
 
 
 def _listing(names: list[str], limit: int = 20) -> str:

@@ -186,3 +186,11 @@ def test_load_dit_with_lora_gguf_on_the_fly(tmp_path):
     w = q.dequantized_weight(torch.float32) + 0.5 * 0.5 * lora[
         "diffusion_model.blocks.0.self_attn.q.lora_B.weight"] @ lora["diffusion_model.blocks.0.self_attn.q.lora_A.weight"]
     torch.testing.assert_close(q(x), x @ w.T + q.bias, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("strength", [float("inf"), float("-inf"), float("nan")])
+def test_lora_strength_must_be_finite(strength, tmp_path):
+    from steadydancer_core.loading.lora import apply_loras
+
+    with pytest.raises(ValueError, match="strength must be a finite number"):
+        apply_loras(torch.nn.Linear(2, 2), [(tmp_path / "never_read.safetensors", strength)])

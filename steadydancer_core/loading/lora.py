@@ -12,6 +12,7 @@ keep it packed and get the update as an extra low-rank path in ``forward``.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,9 @@ def apply_loras(model: nn.Module, loras) -> LoraReport:
     names = set(modules) | set(params)
     dtype = _model_dtype(model)
     report = LoraReport()
+    for path, strength in loras:
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+            raise ValueError(f"LoRA {path}: strength must be a finite number (e.g. 1.0), got {strength!r}")
     for path, strength in loras:
         sd = open_state_dict(path)
         file_report = LoraFileReport(str(path), float(strength))

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from steadydancer_core import TensorPoseFrames, as_pose_frames, generate
+from steadydancer_core import TensorPoseFrames, as_pose_frames, generate, resize_like_pil
+from steadydancer_core.sampling.pose_source import read_resized
 from test_pipeline import _build_tiny_model, _inputs, _settings
 
 
@@ -36,8 +37,9 @@ def test_lazy_source_gives_the_same_latents_one_segment_at_a_time(tiny_model):
     assert len(lazy.segments) == len(reference.segments) == 3
     for a, b in zip(lazy.segments, reference.segments):
         assert torch.equal(a.latent, b.latent)
-    assert lazy_pos.reads == [(0, 1), (0, 9), (4, 13), (8, 17)]     # first pose for CLIP / ref_c, then segments
-    assert lazy_neg.reads == [(0, 9), (4, 13), (8, 17)]
+    segments = [(0, 8), (8, 9), (4, 12), (12, 13), (8, 16), (16, 17)]    # a segment's frames, 8 at a time
+    assert lazy_pos.reads == [(0, 1)] + segments                         # first pose for CLIP / ref_c
+    assert lazy_neg.reads == segments
 
 
 def test_uint8_source_matches_the_float_frames(tiny_model):
@@ -46,6 +48,13 @@ def test_uint8_source_matches_the_float_frames(tiny_model):
     reference = generate(tiny_model, photo, pos8, neg8, _settings())
     lazy = generate(tiny_model, photo, RecordingSource(pos, True), RecordingSource(neg, True), _settings())
     assert torch.equal(lazy.latent, reference.latent)
+
+
+def test_read_resized_equals_resizing_the_whole_range():
+    images = torch.rand(11, 20, 14, 3)
+    src = as_pose_frames(images)
+    assert torch.equal(read_resized(src, 2, 11, (10, 8)), resize_like_pil(images[2:], (10, 8)))
+    assert torch.equal(read_resized(src, 0, 3, (20, 14)), images[:3])
 
 
 def test_source_checks():

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..models.vae_config import LATENT_CHANNELS
 from . import conditioning as cond
-from .pose_source import as_pose_frames
+from .pose_source import as_pose_frames, read_resized
 from .defaults import (
     DEFAULT_CONDITION_CFG_END,
     DEFAULT_CONDITION_CFG_START,
@@ -293,8 +293,8 @@ def prepare_job(model, photo, positive_pose, negative_pose, settings: Generation
 def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.ReferenceConditions:
     """What stays the same for every segment and step: text contexts, CLIP features of the photo and the first
     pose, and the reference latents ``ref_x`` / ``ref_c`` (all on the execution device)."""
-    return _reference_conditions(model, job.photo, job.positive.frames(0, 1)[0], settings, job.size,
-                                 model.execution_device)
+    first_pose = read_resized(job.positive, 0, 1, tuple(job.photo.shape[:2]))[0]
+    return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device)
 
 
 def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
@@ -309,11 +309,12 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
     device = model.execution_device
     photo_hw = tuple(job.photo.shape[:2])
     with model.use("vae"):
-        # only this segment's pose frames are read (a lazy source renders them now)
-        condition = cond.pose_latent(model.vae, job.positive.frames(start, start + n), photo_hw, job.size,
-                                     device, settings.vae_tile)
-        condition_null = cond.pose_latent(model.vae, job.negative.frames(start, start + n), photo_hw, job.size,
-                                          device, settings.vae_tile)
+        # only this segment's pose frames are read (a lazy source renders them now), resized to the photo a few
+        # frames at a time (pose_latent's own resize is then a no-op)
+        condition = cond.pose_latent(model.vae, read_resized(job.positive, start, start + n, photo_hw), photo_hw,
+                                     job.size, device, settings.vae_tile)
+        condition_null = cond.pose_latent(model.vae, read_resized(job.negative, start, start + n, photo_hw),
+                                          photo_hw, job.size, device, settings.vae_tile)
         known_v = refs.photo if known is None else cond.to_model_video(known)
         y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
     noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))

@@ -12,9 +12,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .conditioning import as_frames
+from .conditioning import as_frames, resize_like_pil
 
-__all__ = ["PoseFrames", "TensorPoseFrames", "as_pose_frames"]
+__all__ = ["PoseFrames", "TensorPoseFrames", "as_pose_frames", "read_resized"]
+
+READ_BATCH = 8   # frames read (and resized) at a time by ``read_resized``
 
 
 @runtime_checkable
@@ -75,3 +77,20 @@ def as_pose_frames(value, name: str = "pose"):
         return _CheckedFrames(value, name)
     raise TypeError(f"{name} must be a torch tensor [T, H, W, 3] in [0, 1] or a pose frame source "
                     f"(len() and frames(start, stop)), got {type(value).__name__}")
+
+
+def read_resized(source, start: int, stop: int, size_hw: tuple) -> torch.Tensor:
+    """Frames [start, stop) of a checked source at ``size_hw`` (``resize_like_pil``, the official resize) as float32
+    [n, H, W, 3]: read ``READ_BATCH`` frames at a time, so only the output and a few source-size frames are held
+    (PIL resizes each frame on its own: the same numbers as resizing the whole range at once)."""
+    size_hw = (int(size_hw[0]), int(size_hw[1]))
+    stop = min(int(stop), len(source))
+    out = None
+    for i in range(int(start), stop, READ_BATCH):
+        chunk = resize_like_pil(source.frames(i, min(i + READ_BATCH, stop)), size_hw)
+        if out is None:
+            out = torch.empty((stop - int(start), *size_hw, 3), dtype=torch.float32)
+        out[i - int(start):i - int(start) + chunk.shape[0]] = chunk
+    if out is None:
+        raise IndexError(f"no frames in [{start}, {stop})")
+    return out

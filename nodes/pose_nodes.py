@@ -7,12 +7,15 @@ import torch
 from .. import pose as pose_api
 from ..steadydancer_core import MAX_SEED, POSE, resample_indices
 from . import comfy_bridge as bridge
-from .types import POSE_TYPE, DrivingPose, PoseModels
+from .types import ALIGNED_POSE_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
 
 CATEGORY = "SteadyDancer"
 SCALE_FALLBACKS = ["official", "visible"]
 CANVAS_MODES = ["2x", "1x"]
 PREVIEW_LONG_SIDE = 512
+IMAGE_OUTPUTS = ["all_frames", "first_frame"]
+ALIGN_PREVIEW_FRAMES = 24        # AlignPose's preview: at most this many frames, evenly spaced
+ALIGN_PREVIEW_LONG_SIDE = 384
 
 
 def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
@@ -141,15 +144,25 @@ def _render_preview(sequence):
 
 
 class AlignPose:
-    """Retargets the driving poses onto the photo's body (official alignment) and renders the condition frames."""
+    """Retargets the driving poses onto the photo's body (official alignment); outputs them as compact keypoints
+    (rendered by the sampler one segment at a time) and, optionally, as rendered condition frames."""
 
     CATEGORY = CATEGORY
     FUNCTION = "align"
-    RETURN_TYPES = ("IMAGE", "IMAGE")
-    RETURN_NAMES = ("positive_pose", "negative_pose")
+    RETURN_TYPES = ("IMAGE", "IMAGE", ALIGNED_POSE_TYPE, "IMAGE")
+    RETURN_NAMES = ("positive_pose", "negative_pose", "aligned_pose", "preview")
+    OUTPUT_TOOLTIPS = (
+        "Rendered pose frames (image_outputs = all_frames): about 28 MB per frame at the 2x canvas of a 720p photo; "
+        "prefer aligned_pose for long videos.",
+        "Rendered augmented pose frames for pose guidance (same memory cost as positive_pose).",
+        "The aligned poses as keypoints (a few KB per frame): connect to the sampler's aligned_pose; it renders "
+        "the same frames one segment at a time, so memory does not grow with the video's length.",
+        f"A small preview (at most {ALIGN_PREVIEW_FRAMES} evenly spaced frames).",
+    )
     DESCRIPTION = (
         "Detects the person in the photo, scales the driving poses to their body (official SteadyDancer alignment) "
-        "and renders the positive pose frames plus the augmented negative frames used by pose guidance."
+        "and gives the positive pose frames plus the augmented negative frames used by pose guidance: as compact "
+        "keypoints (aligned_pose) and, with image_outputs = all_frames, as rendered IMAGE frames."
     )
 
     @classmethod
@@ -166,11 +179,18 @@ class AlignPose:
                 "scale_fallback": (SCALE_FALLBACKS, {"default": POSE.scale_fallback, "tooltip": (
                     "official: limb scales exactly as the official code; visible: limbs not visible in the photo "
                     "(upper-body photos) use the mean scale of the visible ones.")}),
+                "image_outputs": (IMAGE_OUTPUTS, {"default": IMAGE_OUTPUTS[0], "tooltip": (
+                    "all_frames: positive_pose / negative_pose hold every rendered frame (memory grows with the "
+                    "video: about 28 MB per frame and output at the 2x canvas of a 720p photo); first_frame: only "
+                    "frame 0 (use aligned_pose for the sampler, which renders one segment at a time).")}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def align(self, photo, pose: DrivingPose, augment_seed, canvas, scale_fallback, unique_id=None):
+    def align(self, photo, pose: DrivingPose, augment_seed, canvas, scale_fallback, image_outputs="all_frames",
+              unique_id=None):
+        if image_outputs not in IMAGE_OUTPUTS:
+            raise ValueError(f"image_outputs must be one of {IMAGE_OUTPUTS}, got {image_outputs!r}")
         photo_np = frames_to_uint8(photo)
         if photo_np.shape[0] > 1:
             raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
@@ -179,17 +199,34 @@ class AlignPose:
                                                          pose.models.estimator_path, person=pose.models.person)
         aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
         out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
-        count = len(aligned)
+        compact = AlignedPose(aligned=aligned, augment_seed=int(augment_seed), output_hw=out_hw, fps=pose.fps,
+                              report=pose.report)
+        positive_src, negative_src = pose_api.pose_sources(aligned, int(augment_seed), output_hw=out_hw)
+        count = len(aligned) if image_outputs == "all_frames" else 1
         bar = bridge.StepProgress(count, unique_id)
-        positive, negative = [], []
-        for i, (frame, neg) in enumerate(zip(aligned, pose_api.augment_frames(aligned.frames, int(augment_seed)))):
+        positive = np.empty((count, *positive_src.frame_hw, 3), np.uint8)
+        negative = np.empty_like(positive)
+        for i in range(count):
             bridge.raise_if_interrupted()
-            positive.append(pose_api.render(frame, aligned.canvas_hw, output_hw=out_hw))
-            negative.append(pose_api.render(neg, aligned.canvas_hw, output_hw=out_hw))
+            positive[i], negative[i] = positive_src.frame(i), negative_src.frame(i)
             bar(i + 1, count)
         positive, negative = uint8_to_frames(positive), uint8_to_frames(negative)
-        text = f"{count} pose frames {positive.shape[2]}x{positive.shape[1]}"
-        return {"result": (positive, negative), "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
+        preview = uint8_to_frames(list(_align_preview(positive_src)))
+        h, w = positive_src.frame_hw
+        text = f"{len(aligned)} pose frames {w}x{h}" + ("" if count > 1 or len(aligned) == 1 else
+                                                         " (IMAGE outputs: first frame only)")
+        return {"result": (positive, negative, compact, preview),
+                "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
+
+
+def _align_preview(source):
+    h, w = source.canvas_hw
+    k = min(1.0, ALIGN_PREVIEW_LONG_SIDE / max(h, w))
+    size = (max(2, int(round(h * k / 2)) * 2), max(2, int(round(w * k / 2)) * 2))
+    count = len(source)
+    picks = sorted({round(i * (count - 1) / max(1, ALIGN_PREVIEW_FRAMES - 1)) for i in range(min(count, ALIGN_PREVIEW_FRAMES))})
+    for i in picks:
+        yield pose_api.render(source.pose_frames[i], source.canvas_hw, output_hw=size)
 
 
 NODE_CLASS_MAPPINGS = {"ExtractPose": ExtractPose, "AlignPose": AlignPose}

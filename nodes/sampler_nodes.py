@@ -6,10 +6,11 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 """
 from __future__ import annotations
 
+from .. import pose as pose_api
 from .. import steadydancer_core as sd
 from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, SAMPLER
 from . import comfy_bridge as bridge
-from .types import LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
+from .types import ALIGNED_POSE_TYPE, LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
 CATEGORY = "SteadyDancer"
 
@@ -33,8 +34,6 @@ class SteadyDancerSampler:
             "required": {
                 "model": (MODEL_TYPE,),
                 "photo": ("IMAGE", {"tooltip": "The photo; it becomes the first frame."}),
-                "positive_pose": ("IMAGE", {"tooltip": "Aligned pose frames (AlignPose)."}),
-                "negative_pose": ("IMAGE", {"tooltip": "Augmented pose frames for pose guidance (AlignPose)."}),
                 "prompt": ("STRING", {"default": SAMPLER.prompt, "multiline": True}),
                 "negative_prompt": ("STRING", {"default": SAMPLER.negative_prompt,
                                                "multiline": True, "tooltip": "Empty = Wan's default negative prompt."}),
@@ -71,19 +70,25 @@ class SteadyDancerSampler:
                     "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
             },
             "optional": {
+                "aligned_pose": (ALIGNED_POSE_TYPE, {"tooltip": (
+                    "Aligned poses from AlignPose (compact keypoints): the pose frames are rendered one segment at "
+                    "a time, so memory does not grow with the video's length. Used instead of the IMAGE inputs.")}),
+                "positive_pose": ("IMAGE", {"tooltip": (
+                    "Pose frames as images (AlignPose with image_outputs = all_frames, or another preprocessor); "
+                    "used when aligned_pose is not connected.")}),
+                "negative_pose": ("IMAGE", {"tooltip": "Augmented pose frames for pose guidance, with positive_pose."}),
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def sample(self, model, photo, positive_pose, negative_pose, sigmas=None, unique_id=None, **widgets):
+    def sample(self, model, photo, positive_pose=None, negative_pose=None, sigmas=None, unique_id=None,
+               aligned_pose=None, **widgets):
         """``widgets``: the sampler options by name (``sampling.options.SAMPLER_OPTIONS``)."""
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
-        if positive_pose.shape[0] != negative_pose.shape[0]:
-            raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
-                             f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
+        positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
         settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
         progress = bridge.StepProgress(settings.steps, unique_id)
@@ -98,6 +103,20 @@ class SteadyDancerSampler:
         latent = {"samples": result.latent, LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report}
         text = f"{result.num_frames} frames at {result.width}x{result.height}" + (f"; {report}" if report else "")
         return {"result": (latent,), "ui": {"text": [text]}}
+
+
+def pose_inputs(aligned_pose, positive_pose, negative_pose):
+    """(positive, negative) for ``generate``: lazily rendered sources of ``aligned_pose`` when connected, else the
+    IMAGE frames (checked to be a pair)."""
+    if aligned_pose is not None:
+        return pose_api.pose_sources(aligned_pose.aligned, aligned_pose.augment_seed, output_hw=aligned_pose.output_hw)
+    if positive_pose is None or negative_pose is None:
+        raise ValueError("SteadyDancerSampler needs poses: connect AlignPose's aligned_pose (or both positive_pose "
+                         "and negative_pose IMAGE frames).")
+    if positive_pose.shape[0] != negative_pose.shape[0]:
+        raise ValueError(f"positive_pose has {positive_pose.shape[0]} frames but negative_pose has "
+                         f"{negative_pose.shape[0]}; connect both outputs of the same AlignPose.")
+    return positive_pose, negative_pose
 
 
 NODE_CLASS_MAPPINGS = {"SteadyDancerSampler": SteadyDancerSampler}

@@ -4,6 +4,8 @@ Socket types (what the UI shows on links):
   STEADYDANCER_MODEL  a ``steadydancer_core.SteadyDancerModel`` (DiT + VAE + umT5 + CLIP-vision + offload plan)
   STEADYDANCER_LORAS  a ``LoraStack`` (LoRA files with strengths, applied by LoadSteadyDancerModel)
   STEADYDANCER_POSE   a ``DrivingPose`` (the driving video's poses, frame rate, and the pose-model settings)
+  STEADYDANCER_ALIGNED_POSE  an ``AlignedPose`` (keypoints aligned to the photo, canvas, augmentation seed, fps):
+                      what AlignPose renders, kept as keypoints so the sampler renders one segment at a time
   LATENT              ComfyUI's latent dict; SteadyDancerSampler adds the keys listed in ``LATENT_KEYS``.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 MODEL_TYPE = "STEADYDANCER_MODEL"
 LORAS_TYPE = "STEADYDANCER_LORAS"
 POSE_TYPE = "STEADYDANCER_POSE"
+ALIGNED_POSE_TYPE = "STEADYDANCER_ALIGNED_POSE"
 
 # Extra keys SteadyDancerSampler puts into its LATENT output (besides ComfyUI's ``samples``).
 LATENT_RESULT_KEY = "steadydancer_result"   # steadydancer_core.GenerationResult: what decoding needs
@@ -65,3 +68,24 @@ class DrivingPose:
     def __post_init__(self):
         if not self.fps > 0:
             raise ValueError(f"frame rate must be positive, got {self.fps}")
+
+
+@dataclass(frozen=True)
+class AlignedPose:
+    """Aligned poses, compact: ``aligned`` is a ``pose.AlignedPoses`` (keypoints normalised to ``aligned.canvas_hw``);
+    frames are drawn at ``output_hw`` (None = the canvas); the negative frames are augmented with ``augment_seed``;
+    ``fps`` the driving frame rate; ``report`` what happened upstream. A few kilobytes a frame instead of the
+    rendered frames' tens of megabytes."""
+
+    aligned: Any
+    augment_seed: int
+    output_hw: Any = None
+    fps: float = 24.0
+    report: str = ""
+
+    def __len__(self) -> int:
+        return len(self.aligned)
+
+    @property
+    def frame_hw(self) -> tuple:
+        return tuple(self.output_hw) if self.output_hw is not None else tuple(self.aligned.canvas_hw)

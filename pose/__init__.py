@@ -25,6 +25,9 @@ Public API
     Official drawing (pixel-identical to the official frames), RGB uint8; optional area resize.
 ``augment_frames(frames, seed) -> Iterator[PoseFrame]`` / ``augment(frames, seed)`` (with the draws)
     The official negative-condition jitter (per-frame scale and aspect about the neck), seeded.
+``pose_sources(aligned, seed, output_hw=None) -> (positive, negative)``
+    The same frames rendered on demand: ``len()`` and ``frames(start, stop)`` -> uint8 [n, H, W, 3],
+    pixel-identical to rendering everything up front (only keypoints are held).
 
 Typical use::
 
@@ -47,6 +50,7 @@ import numpy as np
 from .align import AlignedPoses, Aligner, AlignScales, NoPersonError, align, iter_align, reference_size, resize_reference
 from .augment import AugmentDraw, augment, augment_frames
 from .render import render, render_frames
+from .sources import RenderedFrames, pose_sources
 from .types import PoseFrame, PoseSequence
 from .wholebody import MISSING_MODES, PERSON_MODES, WholeBody
 
@@ -54,7 +58,7 @@ __all__ = [
     "AlignedPoses", "Aligner", "AlignScales", "AugmentDraw", "NoPersonError", "PoseFrame", "PoseSequence",
     "WholeBody", "PERSON_MODES", "MISSING_MODES", "align", "augment", "augment_frames", "extract",
     "extract_reference", "iter_align", "load_models", "reference_size", "render", "render_frames",
-    "resize_reference",
+    "resize_reference", "RenderedFrames", "pose_sources",
 ]
 
 

@@ -52,7 +52,7 @@ CORE_SCHEMAS = {
 }
 UPLOAD_VALUE = "image"
 # Node sizes as the ComfyUI 0.8 frontend lays them out (width, height); others get DEFAULT_SIZE.
-NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 160),
+NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 190),
               "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 590), "DecodeVideo": (320, 130),
               "SaveVideo": (320, 130), "GetVideoComponents": (220, 90), "CreateVideo": (270, 100)}
 DEFAULT_SIZE = (320, 120)
@@ -198,7 +198,8 @@ def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
         g.link(parts, "fps", extract, "images_fps")
     else:
         g.link(video, "VIDEO", extract, "video")
-    align = g.add("AlignPose", (760, 360), augment_seed=0, canvas="1x" if via_images else "2x")
+    align = g.add("AlignPose", (760, 360), augment_seed=0, canvas="1x" if via_images else "2x",
+                  image_outputs="first_frame")
     g.link(photo, "IMAGE", align, "photo")
     g.link(extract, "pose", align, "pose")
     return photo, extract, align
@@ -208,8 +209,7 @@ def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
     sampler = g.add("SteadyDancerSampler", (1140, 0), **values)
     g.link(model, "model", sampler, "model")
     g.link(photo, "IMAGE", sampler, "photo")
-    g.link(align, "positive_pose", sampler, "positive_pose")
-    g.link(align, "negative_pose", sampler, "negative_pose")
+    g.link(align, "aligned_pose", sampler, "aligned_pose")   # compact keypoints: rendered segment by segment
     return sampler
 
 

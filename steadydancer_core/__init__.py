@@ -70,6 +70,7 @@ from .sampling.pipeline import (
                                 generate,
                                 iter_decoded,
 )
+from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length
 from .video_io import (
                                 VideoReadError,
@@ -95,6 +96,8 @@ __all__ = [
     "FIRST_FRAME_MODES", "LOADER", "MAX_SEED", "NOISE_SOURCES", "OFFLOAD_MODES", "POSE", "SAMPLER", "SAMPLER_OPTIONS",
     "SOLVERS", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings", "resolve_shift",
     "NonFiniteLatentError", "identify_component", "resize_like_pil",
+    # pose frame sources read one segment at a time by generate()
+    "PoseFrames", "TensorPoseFrames", "as_pose_frames",
     # building blocks for component benchmarks and tools
     "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "dit_tokens", "empty_init",
     "load_state_dict_into", "module_bytes", "plan_tiles", "save_gguf", "to_fp8",

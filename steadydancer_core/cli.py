@@ -112,8 +112,11 @@ def load_pose_dir(folder: str | Path, size_hw: tuple) -> tuple[torch.Tensor, tor
     return load(positive), (load(negative[:len(positive)]) if negative else None)
 
 
-def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, float, list]:
-    """Extract, align and render the driving poses -> (resized photo, positive, negative, pose fps, notices)."""
+def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, object, object, float, list]:
+    """Extract and align the driving poses -> (resized photo, positive, negative, pose fps, notices).
+
+    positive / negative are pose frame sources (``pose.pose_sources``): only the aligned keypoints are held, and
+    ``generate`` renders each segment's frames when it needs them (resized to the photo there)."""
     pose = pose_package()
     if not args.detector or not args.pose_model:
         raise CLIError(f"--video needs --detector ({POSE.detector}) and --pose-model ({POSE.pose_model}); or pass "
@@ -135,13 +138,8 @@ def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, tor
         notices.append(f"no person in {len(sequence.missing_frames)} driving frames ({how})")
     aligned = pose.align(reference, sequence, scale_fallback=args.scale_fallback)
     out_hw = None if args.canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
-    size_hw = tuple(resized.shape[:2])
-    positive, negative = [], []
-    for frame, neg in zip(aligned, pose.augment_frames(aligned, args.augment_seed)):
-        for out, f in ((positive, frame), (negative, neg)):
-            rendered = pose.render(f, aligned.canvas_hw, output_hw=out_hw)
-            out.append(resize_like_pil(_to_float([rendered]), size_hw))
-    return resized, torch.cat(positive), torch.cat(negative), float(target_fps or info.fps or WAN_FPS), notices
+    positive, negative = pose.pose_sources(aligned, args.augment_seed, output_hw=out_hw)
+    return resized, positive, negative, float(target_fps or info.fps or WAN_FPS), notices
 
 
 def _loras(specs: Sequence[str]) -> list:

@@ -398,3 +398,29 @@ def test_end_to_end_with_a_models_folder(tmp_path, caplog):
     frames, _ = video_io.read_video(out)
     assert frames.shape[0] >= 1 and torch.isfinite(frames).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.mp4", "inputs", "models"]
+
+
+@pytest.mark.parametrize("canvas", ["2x", "1x"])
+def test_poses_from_video_are_lazy_and_equal_the_rendered_frames(tmp_path, canvas):
+    """poses_from_video keeps keypoints and renders on demand; read through generate's resize, the frames are those
+    the CLI used to render (and resize to the photo) up front."""
+    import pose
+    from steadydancer_core import as_pose_frames, resize_like_pil, tiny_kit
+
+    kit = tiny_kit.write_kit(tmp_path / "models", tmp_path / "inputs")
+    det, est = (tmp_path / "models" / "dwpose" / f for f in (tiny_kit.DETECTOR_FILE, tiny_kit.ESTIMATOR_FILE))
+    args = cli.build_parser().parse_args(BASE + ["--video", str(kit.video), "--detector", str(det),
+                                                 "--pose-model", str(est), "--canvas", canvas, "--target-fps", "0"])
+    photo = cli.read_image(kit.photo)
+    resized, positive, negative, _fps, _notes = cli.poses_from_video(args, photo, lambda done: None)
+    assert not isinstance(positive, torch.Tensor) and len(positive) == len(negative) > 1
+
+    reference, _ = pose.extract_reference(photo, det, est)
+    frames = (f for c in video_io.iter_video_frames(kit.video) for f in c.mul(255).round().to(torch.uint8).numpy())
+    aligned = pose.align(reference, pose.extract(frames, det, est))
+    out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
+    size = tuple(resized.shape[:2])
+    for lazy, frames in ((positive, aligned.frames), (negative, pose.augment_frames(aligned.frames, args.augment_seed))):
+        eager = torch.cat([resize_like_pil(torch.from_numpy(pose.render(f, aligned.canvas_hw, output_hw=out_hw))
+                                           .float().div(255)[None], size) for f in frames])
+        assert torch.equal(resize_like_pil(as_pose_frames(lazy).frames(0, len(lazy)), size), eager)

@@ -118,7 +118,10 @@ def test_long_video_in_segments(env):
     run = comfy_standin.run_prompt(prompt, classes, host.cache)  # upstream outputs (cached from earlier tests)
     model = run["outputs"][ids["LoadSteadyDancerModel"]][0]
     photo = run["outputs"][ids["LoadImage"]][0]
-    positive, negative = run["outputs"][ids["AlignPose"]]
+    align_inputs = {k: v for k, v in prompt[ids["AlignPose"]]["inputs"].items() if not isinstance(v, list)}
+    pose = run["outputs"][ids["ExtractPose"]][0]
+    positive, negative = classes["AlignPose"]().align(photo, pose, **{**align_inputs,
+                                                                      "image_outputs": "all_frames"})["result"][:2]
     positive, negative = torch.cat([positive, positive.flip(0)]), torch.cat([negative, negative.flip(0)])
     inputs = {k: v for k, v in prompt[ids["SteadyDancerSampler"]]["inputs"].items() if not isinstance(v, list)}
     inputs.update(length=9, segment_frames=5, segment_overlap=1)
@@ -127,6 +130,36 @@ def test_long_video_in_segments(env):
     assert len(latent["steadydancer_result"].segments) == 2 and out["ui"]["text"][0].startswith("9 frames")
     frames, _ = classes["DecodeVideo"]().decode(model, latent, "auto", 256, 16.0)
     assert frames.shape[0] == 9
+
+
+def test_aligned_pose_socket_equals_the_rendered_image_frames(env):
+    """AlignPose's compact aligned_pose gives the sampler the very frames its IMAGE outputs hold (rendered one
+    segment at a time): the same latents; its first_frame IMAGE outputs are frame 0 of the full ones."""
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    run = comfy_standin.run_prompt(prompt, classes, host.cache)
+    model = run["outputs"][ids["LoadSteadyDancerModel"]][0]
+    photo = run["outputs"][ids["LoadImage"]][0]
+    pose = run["outputs"][ids["ExtractPose"]][0]
+    align_inputs = {k: v for k, v in prompt[ids["AlignPose"]]["inputs"].items() if not isinstance(v, list)}
+    node = classes["AlignPose"]()
+    full = node.align(photo, pose, **{**align_inputs, "image_outputs": "all_frames"})["result"]
+    first = node.align(photo, pose, **{**align_inputs, "image_outputs": "first_frame"})["result"]
+    positive, negative, compact, preview = full
+    assert len(compact) == positive.shape[0] == negative.shape[0] and compact.frame_hw == tuple(positive.shape[1:3])
+    assert torch.equal(first[0], positive[:1]) and torch.equal(first[1], negative[:1])
+    assert preview.ndim == 4 and max(preview.shape[1:3]) <= 384 and preview.shape[0] <= 24
+    inputs = {k: v for k, v in prompt[ids["SteadyDancerSampler"]]["inputs"].items() if not isinstance(v, list)}
+    inputs.update(length=0, segment_frames=5, segment_overlap=1)
+    sampler = classes["SteadyDancerSampler"]()
+    with_images = sampler.sample(model, photo, positive, negative, **inputs)["result"][0]["steadydancer_result"]
+    with_compact = sampler.sample(model, photo, aligned_pose=first[2], **inputs)["result"][0]["steadydancer_result"]
+    assert len(with_images.segments) == len(with_compact.segments)
+    for a, b in zip(with_images.segments, with_compact.segments):
+        assert torch.equal(a.latent, b.latent)
+    with pytest.raises(ValueError, match="aligned_pose"):
+        sampler.sample(model, photo, **inputs)
 
 
 def test_extract_pose_from_images_equals_from_video(env):

@@ -141,3 +141,21 @@ def test_pose_render_resized_region_equals_full_resize(canvas_hw, out_hw):
         f = _person((1008, 576), shift=(shift, 0.0), size=size)
         full = cv2.resize(pose.render(f, canvas_hw), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
         np.testing.assert_array_equal(pose.render(f, canvas_hw, output_hw=out_hw), full)
+
+
+@pytest.mark.parametrize("output_hw", [None, (252, 144)])
+def test_pose_sources_slices_equal_the_full_render(output_hw):
+    ref = _person((252, 144))
+    drv = [_person(shift=(0.02 * t, 0.01 * t), size=0.8 + 0.02 * t) for t in range(7)]
+    aligned = pose.align(ref, drv)
+    positive, negative = pose.pose_sources(aligned, 11, output_hw=output_hw)
+    full_pos = np.stack(list(pose.render_frames(aligned.frames, aligned.canvas_hw, output_hw=output_hw)))
+    full_neg = np.stack(list(pose.render_frames(pose.augment_frames(aligned.frames, 11), aligned.canvas_hw,
+                                                output_hw=output_hw)))
+    assert len(positive) == len(negative) == 7 and positive.frame_hw == full_pos.shape[1:3]
+    assert np.array_equal(positive.frames(0, 7), full_pos) and np.array_equal(negative.frames(0, 7), full_neg)
+    for start, stop in ((3, 6), (5, 7), (0, 1), (6, 9)):       # any slice, in any order, read again
+        assert np.array_equal(negative.frames(start, stop), full_neg[start:stop])
+        assert np.array_equal(positive.frames(start, stop), full_pos[start:stop])
+    assert not np.array_equal(full_pos, full_neg)
+    assert negative.frames(7, 9).shape == (0, *positive.frame_hw, 3)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..models.vae_config import LATENT_CHANNELS
 from . import conditioning as cond
+from .pose_source import as_pose_frames, read_resized
 from .defaults import (
     DEFAULT_CONDITION_CFG_END,
     DEFAULT_CONDITION_CFG_START,
@@ -244,13 +245,14 @@ def _reference_conditions(model, photo, first_pose, settings, size, device) -> c
 class Job:
     """A validated generation request, ready to sample: the inputs at their working layout and the plan.
 
-    photo [H, W, 3]; positive / negative [T, H', W', 3] (float in [0, 1], CPU); size (h, w) of the output;
+    photo [H, W, 3]; positive / negative: pose frame sources (``pose_source``; frames [n, H', W', 3] float in
+    [0, 1] on the CPU, read one segment at a time); size (h, w) of the output;
     segments: (start, frames, known frames) per segment; schedule: the sampler's sigmas and timesteps.
     """
 
     photo: torch.Tensor
-    positive: torch.Tensor
-    negative: torch.Tensor
+    positive: object
+    negative: object
     num_frames: int
     size: tuple
     segments: list
@@ -268,11 +270,11 @@ def prepare_job(model, photo, positive_pose, negative_pose, settings: Generation
     if photo.shape[0] != 1:
         raise ValueError(f"one photo expected, got a batch of {photo.shape[0]} images")
     photo = photo[0]
-    pos = cond.as_frames(positive_pose, "positive_pose")
-    neg = cond.as_frames(negative_pose, "negative_pose")
-    num_frames, notices = resolve_length(settings.length, pos.shape[0])
-    if neg.shape[0] < num_frames:
-        raise ValueError(f"negative_pose has {neg.shape[0]} frames but {num_frames} are generated; connect the "
+    pos = as_pose_frames(positive_pose, "positive_pose")
+    neg = as_pose_frames(negative_pose, "negative_pose")
+    num_frames, notices = resolve_length(settings.length, len(pos))
+    if len(neg) < num_frames:
+        raise ValueError(f"negative_pose has {len(neg)} frames but {num_frames} are generated; connect the "
                          f"negative output of the same AlignPose")
     for note in notices:
         log.warning(note)
@@ -291,7 +293,8 @@ def prepare_job(model, photo, positive_pose, negative_pose, settings: Generation
 def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.ReferenceConditions:
     """What stays the same for every segment and step: text contexts, CLIP features of the photo and the first
     pose, and the reference latents ``ref_x`` / ``ref_c`` (all on the execution device)."""
-    return _reference_conditions(model, job.photo, job.positive[0], settings, job.size, model.execution_device)
+    first_pose = read_resized(job.positive, 0, 1, tuple(job.photo.shape[:2]))[0]
+    return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device)
 
 
 def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
@@ -306,10 +309,12 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
     device = model.execution_device
     photo_hw = tuple(job.photo.shape[:2])
     with model.use("vae"):
-        condition = cond.pose_latent(model.vae, job.positive[start:start + n], photo_hw, job.size, device,
-                                     settings.vae_tile)
-        condition_null = cond.pose_latent(model.vae, job.negative[start:start + n], photo_hw, job.size, device,
-                                          settings.vae_tile)
+        # only this segment's pose frames are read (a lazy source renders them now), resized to the photo a few
+        # frames at a time (pose_latent's own resize is then a no-op)
+        condition = cond.pose_latent(model.vae, read_resized(job.positive, start, start + n, photo_hw), photo_hw,
+                                     job.size, device, settings.vae_tile)
+        condition_null = cond.pose_latent(model.vae, read_resized(job.negative, start, start + n, photo_hw),
+                                          photo_hw, job.size, device, settings.vae_tile)
         known_v = refs.photo if known is None else cond.to_model_video(known)
         y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
     noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))
@@ -360,7 +365,9 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     """Sample the video latents: ``prepare_job`` -> ``prepare_references`` -> per segment ``sample_segment`` and
     ``finish_segment`` (the decode that gives the next segment its known frames).
 
-    photo [H, W, 3] (or [1, H, W, 3]); positive_pose / negative_pose [T, H', W', 3]; all float in [0, 1].
+    photo [H, W, 3] (or [1, H, W, 3]) float in [0, 1]; positive_pose / negative_pose: frames [T, H', W', 3] float
+    in [0, 1], or pose frame sources (``len()`` and ``frames(start, stop)``, see ``pose_source``) read one segment
+    at a time, so a long video's pose frames need not all be in memory.
     callback(step, total, preview) after every sampling step (step counts finished steps over all segments;
     preview [h, w, 3] in [0, 1] when ``settings.preview``, else None). should_cancel() polled between steps ->
     ``Cancelled``. on_frames(start, frames [n, H, W, 3]) receives the final decoded frames segment by segment (in

@@ -171,3 +171,29 @@ def video_components(video):
     """(frames [T, H, W, 3] float in 0..1, fps float, audio or None) of a ComfyUI VIDEO object."""
     parts = video.get_components()
     return parts.images, float(parts.frame_rate), parts.audio
+
+
+def video_from_file(path: str):
+    """A ComfyUI VIDEO object that reads ``path`` when used (nothing is decoded here)."""
+    from comfy_api.latest import InputImpl
+
+    return InputImpl.VideoFromFile(path)
+
+
+# ----------------------------------------------------------------------------------------------------- output
+def output_target(filename_prefix: str, width: int, height: int, ext: str = "mp4") -> tuple[str, str, str]:
+    """(absolute path, file name, subfolder) of a new file in ComfyUI's output folder, numbered the way SaveVideo
+    numbers its files (``prefix_00001_.mp4``); ``%width%`` / ``%date%``-style variables are expanded by ComfyUI."""
+    out_dir = folder_paths.get_output_directory()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir, width, height)
+    while True:
+        file = f"{name}_{counter:05}_.{ext}"
+        path = os.path.join(folder, file)
+        if not os.path.lexists(path):
+            return path, file, subfolder
+        counter += 1
+
+
+def saved_video_ui(file: str, subfolder: str) -> dict:
+    """The ``ui`` entry ComfyUI's SaveVideo returns, so the frontend shows the written video."""
+    return {"images": [{"filename": file, "subfolder": subfolder, "type": "output"}], "animated": (True,)}

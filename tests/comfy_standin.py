@@ -95,6 +95,18 @@ def _folder_paths(host: Host) -> types.ModuleType:
     fp.get_full_path = get_full_path
     fp.get_input_directory = lambda: str(host.input_dir)
     fp.get_output_directory = lambda: str(host.output_dir)
+
+    def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
+        # ComfyUI's numbering: the next counter after the highest ``name_NNNNN_`` in the folder.
+        subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+        name = os.path.basename(os.path.normpath(filename_prefix))
+        folder = os.path.join(output_dir, subfolder)
+        os.makedirs(folder, exist_ok=True)
+        counters = [int(f[len(name) + 1:].split("_")[0]) for f in os.listdir(folder)
+                    if f.startswith(name + "_") and f[len(name) + 1:].split("_")[0].isdigit()]
+        return folder, name, max(counters, default=0) + 1, subfolder, filename_prefix
+
+    fp.get_save_image_path = get_save_image_path
     return fp
 
 

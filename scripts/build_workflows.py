@@ -53,7 +53,7 @@ CORE_SCHEMAS = {
 UPLOAD_VALUE = "image"
 # Node sizes as the ComfyUI 0.8 frontend lays them out (width, height); others get DEFAULT_SIZE.
 NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 190),
-              "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 590), "DecodeVideo": (320, 130),
+              "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 590), "DecodeVideo": (320, 200),
               "SaveVideo": (320, 130), "GetVideoComponents": (220, 90), "CreateVideo": (270, 100)}
 DEFAULT_SIZE = (320, 120)
 

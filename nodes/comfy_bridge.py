@@ -173,6 +173,18 @@ def video_components(video):
     return parts.images, float(parts.frame_rate), parts.audio
 
 
+def video_source(video):
+    """The file a ComfyUI VIDEO reads from (a path or a seekable file-like), or None when it has none (a VIDEO
+    made from frames). Lets a node decode the video frame by frame instead of as one float32 batch."""
+    getter = getattr(video, "get_stream_source", None)
+    source = getter() if callable(getter) else getattr(video, "_VideoFromFile__file", None)
+    if isinstance(source, (str, os.PathLike)):
+        return source if os.path.isfile(source) else None
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        return source
+    return None
+
+
 def video_from_file(path: str):
     """A ComfyUI VIDEO object that reads ``path`` when used (nothing is decoded here)."""
     from comfy_api.latest import InputImpl

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core import MAX_SEED, POSE, resample_indices
+from ..steadydancer_core import MAX_SEED, POSE, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from . import comfy_bridge as bridge
 from .types import ALIGNED_POSE_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
 
@@ -13,6 +14,8 @@ CATEGORY = "SteadyDancer"
 SCALE_FALLBACKS = ["official", "visible"]
 CANVAS_MODES = ["2x", "1x"]
 PREVIEW_LONG_SIDE = 512
+PREVIEW_FRAMES = 48              # ExtractPose's preview: at most this many frames, evenly spaced
+STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time when ExtractPose reads a video file
 IMAGE_OUTPUTS = ["all_frames", "first_frame"]
 ALIGN_PREVIEW_FRAMES = 24        # AlignPose's preview: at most this many frames, evenly spaced
 ALIGN_PREVIEW_LONG_SIDE = 384
@@ -84,37 +87,34 @@ class ExtractPose:
 
     def extract(self, detector, pose_model, person, no_person, max_frames, target_fps, images_fps, video=None,
                 images=None, unique_id=None):
-        if video is not None:
-            images, fps, _audio = bridge.video_components(video)
-        elif images is not None:
-            fps = float(images_fps)
+        source = bridge.video_source(video) if video is not None else None
+        streamed = _stream_frames(source, max_frames, target_fps) if source is not None else None
+        if streamed is not None:
+            frames, fps, count, notes = streamed
         else:
-            raise ValueError("ExtractPose needs a driving video: connect 'video' (Load Video) or 'images'.")
-        notes = []
-        if target_fps and abs(target_fps - fps) > 1e-3:
-            picks = resample(int(images.shape[0]), fps, float(target_fps))
-            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({images.shape[0]} -> "
-                         f"{len(picks)} frames)")
-            images, fps = images[picks], float(target_fps)
-        total = int(images.shape[0])
-        if max_frames and total > max_frames:
-            images = images[:max_frames]
-            notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
+            if video is not None:
+                images, fps, _audio = bridge.video_components(video)
+            elif images is not None:
+                fps = float(images_fps)
+            else:
+                raise ValueError("ExtractPose needs a driving video: connect 'video' (Load Video) or 'images'.")
+            images, fps, notes = _pick_frames(images, fps, max_frames, target_fps)
+            count = int(images.shape[0])
+            frames = (frames_to_uint8(images[i:i + 1])[0] for i in range(count))
         models = PoseModels(
             detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)"),
             estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)"),
             person=person, no_person=no_person,
         )
-        count = int(images.shape[0])
-        bar = bridge.StepProgress(count, unique_id)
+        bar = bridge.StepProgress(max(1, count), unique_id)
 
         def progress(done):
             bridge.raise_if_interrupted()
-            bar(done, count)
+            bar(done, max(count, done))
 
-        sequence = pose_api.extract((frames_to_uint8(images[i:i + 1])[0] for i in range(count)),
-                                    models.detector_path, models.estimator_path, person=person,
+        sequence = pose_api.extract(frames, models.detector_path, models.estimator_path, person=person,
                                     on_missing=no_person, progress=progress)
+        count = len(sequence)
         if sequence.missing_frames:
             how = "held the nearest pose" if no_person == "hold" else "left empty"
             notes.append(f"no person in {len(sequence.missing_frames)} of {count} frames ({how})")
@@ -122,6 +122,55 @@ class ExtractPose:
         preview = uint8_to_frames(list(_render_preview(sequence)))
         text = f"{count} frames at {fps:g} fps" + (f"; {pose.report}" if pose.report else "")
         return {"result": (pose, preview, float(fps)), "ui": {"text": [text]}}
+
+
+def _pick_frames(images: torch.Tensor, fps: float, max_frames: int, target_fps: float):
+    """An IMAGE batch resampled to target_fps (0 = keep) and cut to max_frames (0 = all) -> (images, fps, notes)."""
+    notes = []
+    if target_fps and abs(target_fps - fps) > 1e-3:
+        picks = resample(int(images.shape[0]), fps, float(target_fps))
+        notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({images.shape[0]} -> "
+                     f"{len(picks)} frames)")
+        images, fps = images[picks], float(target_fps)
+    total = int(images.shape[0])
+    if max_frames and total > max_frames:
+        images = images[:max_frames]
+        notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
+    return images, fps, notes
+
+
+def _stream_frames(source, max_frames: int, target_fps: float):
+    """Frames of a video file read one chunk at a time, with the same picks as ``_pick_frames`` on the decoded
+    batch: resampled while reading and stopped after max_frames -> (uint8 frame iterator, fps, expected count,
+    notes; None when the file states no frame rate). Only a few decoded frames are held at once."""
+    info = probe_video(source)
+    fps = float(info.fps)
+    if fps <= 0:
+        return None
+    total = info.frames
+    notes = []
+    resample_to = None
+    if target_fps and abs(target_fps - fps) > 1e-3:
+        resample_to = float(target_fps)
+        if total:
+            resampled = len(resample(total, fps, resample_to))
+            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({total} -> {resampled} frames)")
+            total = resampled
+        else:
+            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps")
+        fps = resample_to
+    if max_frames and (total is None or total > max_frames):
+        of = f" of {total}" if total else ""
+        notes.append(f"used the first {max_frames}{of} driving frames (max_frames)")
+    count = min(total or max_frames or 0, max_frames or total or 0)
+
+    def frames():
+        chunks = iter_video_frames(source, chunk_frames=STREAM_CHUNK_FRAMES, max_frames=max_frames or None,
+                                   target_fps=resample_to)
+        for chunk in chunks:
+            yield from core_frames_to_uint8(chunk)
+
+    return frames(), fps, count, notes
 
 
 def resample(count: int, source_fps: float, target_fps: float) -> list[int]:
@@ -136,11 +185,18 @@ def resample(count: int, source_fps: float, target_fps: float) -> list[int]:
 
 
 def _render_preview(sequence):
+    """At most PREVIEW_FRAMES frames, evenly spaced (first and last included), PREVIEW_LONG_SIDE px long side."""
     h, w = sequence.image_hw
     k = min(1.0, PREVIEW_LONG_SIDE / max(h, w))
     size = (max(2, int(round(h * k / 2)) * 2), max(2, int(round(w * k / 2)) * 2))
-    for frame in sequence:
-        yield pose_api.render(frame, size)
+    for i in _preview_indices(len(sequence), PREVIEW_FRAMES):
+        yield pose_api.render(sequence[i], size)
+
+
+def _preview_indices(count: int, limit: int) -> list[int]:
+    if count <= limit:
+        return list(range(count))
+    return sorted({int(round(i * (count - 1) / (limit - 1))) for i in range(limit)})
 
 
 class AlignPose:

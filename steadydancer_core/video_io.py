@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -48,8 +48,18 @@ def _import_av():
     return av
 
 
-def _open_input(path: str | Path):
+def _open_input(path):
     av = _import_av()
+    if hasattr(path, "read") and hasattr(path, "seek"):  # an in-memory or open file (PyAV reads file-likes)
+        path.seek(0)
+        try:
+            container = av.open(path, mode="r")
+        except av.FFmpegError as err:
+            raise VideoReadError(f"the driving video could not be opened ({err}). Re-encode it with ffmpeg.") from err
+        if not container.streams.video:
+            container.close()
+            raise VideoReadError("the driving video has no video stream (audio only or not a video).")
+        return container
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}. Check the path (or pass pose frames instead).")
@@ -71,8 +81,8 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Size, frame rate and frame count of a video file without decoding it."""
+def probe_video(path: str | Path | BinaryIO) -> VideoInfo:
+    """Size, frame rate and frame count of a video file (a path or a seekable file-like) without decoding it."""
     container = _open_input(path)
     try:
         stream = container.streams.video[0]
@@ -106,12 +116,12 @@ def resample_indices(source_fps: float, target_fps: float) -> Iterator[tuple[int
 
 
 def iter_video_frames(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     max_frames: int | None = None,
     target_fps: float | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Decode ``path`` as float32 chunks ``[t, H, W, 3]`` in ``[0, 1]`` (``t <= chunk_frames``), streaming.
+    """Decode ``path`` (a path or a seekable file-like) as float32 chunks ``[t, H, W, 3]`` in ``[0, 1]`` (``t <= chunk_frames``), streaming.
 
     ``target_fps`` resamples to that rate by nearest frame (``None`` keeps every frame); ``max_frames`` stops
     after that many output frames. Only one chunk is held in memory at a time.

@@ -9,6 +9,7 @@ the few core nodes the bundled workflows use; ``run_prompt`` executes an API-for
 from __future__ import annotations
 
 import enum
+import io
 import importlib.machinery
 import json
 import importlib.util
@@ -179,13 +180,20 @@ class VideoFromComponents:
 
 
 class VideoFromFile:
-    def __init__(self, path):
-        self.path = path
+    """Like ComfyUI 0.8's: the path or BytesIO is private; get_stream_source() hands it out (rewound)."""
+
+    def __init__(self, file):
+        self.__file = file
+
+    def get_stream_source(self):
+        if isinstance(self.__file, io.BytesIO):
+            self.__file.seek(0)
+        return self.__file
 
     def get_components(self):
         from steadydancer_core.video_io import read_video
 
-        frames, fps = read_video(self.path)
+        frames, fps = read_video(self.get_stream_source())
         return VideoComponents(frames, None, Fraction(fps).limit_denominator(1001))
 
 

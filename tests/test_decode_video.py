@@ -68,7 +68,7 @@ def _decode(cls, **kw):
 def test_file_mode_writes_one_segment_at_a_time(env, monkeypatch):
     host, cls, module = env
     events = []
-    real = _patch_core(monkeypatch, module, events)
+    _patch_core(monkeypatch, module, events)
     out = _decode(cls)
     # each segment is written before the next is decoded: never more than one segment held
     assert events == [e for s in range(N_SEG) for e in (("decoded", s), ("write", SEG))]
@@ -80,7 +80,7 @@ def test_file_mode_writes_one_segment_at_a_time(env, monkeypatch):
     assert entry["type"] == "output" and entry["subfolder"] == "SteadyDancer"
     path = host.output_dir / entry["subfolder"] / entry["filename"]
     assert path.is_file() and entry["filename"] == "test_00001_.mp4"
-    assert Path(video.path) == path
+    assert Path(video.get_stream_source()) == path
     frames, fps = read_video(path)[:2]
     assert frames.shape[0] == SEG * N_SEG and frames.shape[1:3] == (H, W)
     assert abs(float(fps) - FPS) < 1e-3
@@ -121,7 +121,7 @@ def test_a_target_that_appears_meanwhile_is_not_replaced(env, monkeypatch):
 def test_audio_is_muxed(env, monkeypatch):
     av = pytest.importorskip("av")
     host, cls, module = env
-    real = _patch_core(monkeypatch, module, [])
+    _patch_core(monkeypatch, module, [])
     rate = 16000
     seconds = SEG * N_SEG / FPS
     t = torch.arange(int(rate * (seconds + 1.0))) / rate   # longer than the video: cut to its length

@@ -12,6 +12,7 @@ import enum
 import io
 import importlib.machinery
 import json
+import contextlib
 import importlib.util
 import os
 import sys
@@ -219,6 +220,21 @@ def uninstall() -> None:
     for name in list(sys.modules):
         if name in HOST_MODULES or name == PACK_NAME or name.startswith(PACK_NAME + "."):
             del sys.modules[name]
+
+
+@contextlib.contextmanager
+def host_with_kit(root: Path):
+    """``with host_with_kit(root) as (host, nodes, pack)``: the stand-in host with the tiny kit written into its
+    models and input folders and the pack loaded; ``nodes`` = the core stand-in nodes plus the pack's."""
+    host = install(root)
+    try:
+        from steadydancer_core import tiny_kit
+
+        tiny_kit.write_kit(host.models_dir, host.input_dir)
+        pack = load_pack()
+        yield host, {**CORE_NODES, **pack.NODE_CLASS_MAPPINGS}, pack
+    finally:
+        uninstall()
 
 
 def load_pack():

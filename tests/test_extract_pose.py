@@ -21,17 +21,8 @@ COMMON = dict(detector="yolox_l.onnx", pose_model="dw-ll_ucoco_384.onnx", person
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """(host, node classes, pose_nodes module) with the tiny kit in the host's models and input folders."""
-    root = tmp_path_factory.mktemp("comfy")
-    host = comfy_standin.install(root)
-    try:
-        from steadydancer_core import tiny_kit
-
-        tiny_kit.write_kit(host.models_dir, host.input_dir)
-        pack = comfy_standin.load_pack()
-        pose_nodes = sys.modules[comfy_standin.PACK_NAME + ".nodes.pose_nodes"]
-        yield host, {**comfy_standin.CORE_NODES, **pack.NODE_CLASS_MAPPINGS}, pose_nodes
-    finally:
-        comfy_standin.uninstall()
+    with comfy_standin.host_with_kit(tmp_path_factory.mktemp("comfy")) as (host, nodes, _):
+        yield host, nodes, sys.modules[comfy_standin.PACK_NAME + ".nodes.pose_nodes"]
 
 
 def _video_path(host):

@@ -27,17 +27,9 @@ FAST = {"steps": 2, "max_area": 48 * 64}
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """(host, node classes) with the tiny kit written into the host's models and input folders."""
-    root = tmp_path_factory.mktemp("comfy")
-    host = comfy_standin.install(root)
-    try:
-        from steadydancer_core import tiny_kit
-
-        tiny_kit.write_kit(host.models_dir, host.input_dir)
-        pack = comfy_standin.load_pack()
+    with comfy_standin.host_with_kit(tmp_path_factory.mktemp("comfy")) as (host, nodes, _):
         host.cache = {}  # node outputs shared by the tests, as ComfyUI's cache shares them between prompts
-        yield host, {**comfy_standin.CORE_NODES, **pack.NODE_CLASS_MAPPINGS}
-    finally:
-        comfy_standin.uninstall()
+        yield host, nodes
 
 
 def _fast(prompt: dict) -> dict:

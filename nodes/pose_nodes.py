@@ -31,12 +31,10 @@ def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
 
 
 def frames_to_uint8(images: torch.Tensor) -> np.ndarray:
-    """IMAGE [T, H, W, 3] float 0..1 -> numpy uint8 [T, H, W, 3] RGB."""
-    if images.ndim == 3:
-        images = images.unsqueeze(0)
-    if images.ndim != 4 or images.shape[-1] < 3:
+    """IMAGE [T, H, W, C] (or [H, W, C]) float 0..1 -> numpy uint8 [T, H, W, 3] RGB (extra channels dropped)."""
+    if images.ndim not in (3, 4) or images.shape[-1] < 3:
         raise ValueError(f"expected IMAGE frames [T, H, W, 3], got shape {tuple(images.shape)}")
-    return (images[..., :3].detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+    return core_frames_to_uint8(images[..., :3])
 
 
 def uint8_to_frames(frames) -> torch.Tensor:

@@ -54,7 +54,7 @@ def write_files(folder: Path, dim: int, layers: int) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from steadydancer_core import DiTConfig, SteadyDancerDiT, save_gguf, to_fp8
+    from steadydancer_core import DiTConfig, SteadyDancerDiT, save_gguf, to_comfy_quant, to_fp8
 
     config = DiTConfig(dim=dim, ffn_dim=dim * 27 // 10 // 256 * 256, num_heads=dim // 128, num_layers=layers)
     with torch.device("meta"):
@@ -62,11 +62,15 @@ def write_files(folder: Path, dim: int, layers: int) -> dict[str, Path]:
     gen = torch.Generator().manual_seed(0)
     sd = {k: (torch.randn(s, generator=gen) * 0.02).half() for k, s in shapes.items()}
     files = {"fp16_safetensors": folder / "dit_fp16.safetensors", "fp8_scaled": folder / "dit_fp8.safetensors",
-             "gguf_q8_0": folder / "dit_q8_0.gguf"}
+             "gguf_q8_0": folder / "dit_q8_0.gguf", "comfy_fp8_e4m3fn": folder / "dit_comfy_fp8.safetensors",
+             "comfy_nvfp4": folder / "dit_comfy_nvfp4.safetensors"}
     save_file({"model.diffusion_model." + k: v for k, v in sd.items()}, files["fp16_safetensors"])
     blocks = [k for k in sd if k.startswith("blocks.") and k.endswith(".weight") and sd[k].dim() == 2]
     save_file(to_fp8(sd, names=blocks), files["fp8_scaled"])
     save_gguf(files["gguf_q8_0"], sd, "Q8_0")
+    for fmt, name in (("float8_e4m3fn", "comfy_fp8_e4m3fn"), ("nvfp4", "comfy_nvfp4")):
+        tensors, metadata = to_comfy_quant(sd, fmt, names=blocks)
+        save_file({"model.diffusion_model." + k: v.contiguous() for k, v in tensors.items()}, files[name])
     return files
 
 

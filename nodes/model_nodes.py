@@ -64,6 +64,11 @@ class LoadSteadyDancerModel:
                 "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
                 "precision": (list(sd.PRECISIONS), {"default": LOADER.precision,
                                                         "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
+                "fp8_matmul": ("BOOLEAN", {"default": LOADER.fp8_matmul, "tooltip": (
+                    "Multiply the DiT's fp8 e4m3 weights in fp8 (torch._scaled_mm) on GPUs of compute capability "
+                    "8.9+ (RTX 40xx, H100 and later); the layer inputs are rounded to fp8 too (scaled per tensor), "
+                    "so results differ slightly. Elsewhere, and for e5m2 / nvfp4 / GGUF / fp16 weights, the "
+                    "weights are upcast as when off; the text under the node says which path is used.")}),
                 "attention": (list(sd.ATTENTION_BACKENDS), {"default": LOADER.attention,
                                                "tooltip": "sdpa works everywhere; the others need their package."}),
                 "offload": (list(sd.OFFLOAD_MODES), {"default": LOADER.offload, "tooltip": (
@@ -84,7 +89,7 @@ class LoadSteadyDancerModel:
         }
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
-             max_vram_gb, lora_name, lora_strength, loras=None):
+             max_vram_gb, lora_name, lora_strength, loras=None, fp8_matmul=LOADER.fp8_matmul):
         stack = _lora_entries(lora_name, lora_strength, loras)
         paths = dict(
             dit_path=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
@@ -95,13 +100,15 @@ class LoadSteadyDancerModel:
         bridge.free_comfy_models()
         model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
                                   offload=offload, blocks_to_swap=int(blocks_to_swap),
-                                  max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)))
+                                  max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)),
+                                  fp8_matmul=bool(fp8_matmul))
         return {"result": (model,), "ui": {"text": [describe(model)]}}
 
 
 def describe(model) -> str:
-    """The loader's UI text: the memory plan, then one line per LoRA file."""
+    """The loader's UI text: the memory plan, the fp8 matmul path (when asked for), then one line per LoRA file."""
     lines = [str(model.offload_plan.explanation)] if model.offload_plan is not None else []
+    lines.append(model.fp8_matmul_report)
     lines += [report.summary() for report in model.lora_reports]
     return "\n".join(line for line in lines if line) or "model loaded"
 

@@ -16,7 +16,7 @@ Typical use::
     video = sd.decode(model, result)          # or: for start, frames in sd.iter_decoded(model, result): ...
 """
 from .loading.errors import StateDictMismatchError, WeightFileError
-from .loading.file_writers import save_gguf, to_fp8
+from .loading.file_writers import save_gguf, to_comfy_quant, to_fp8
 from .loading.identify import identify_component
 from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from .loading.lora import LoraReport
@@ -100,5 +100,5 @@ __all__ = [
     "PoseFrames", "TensorPoseFrames", "as_pose_frames",
     # building blocks for component benchmarks and tools
     "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "dit_tokens", "empty_init",
-    "load_state_dict_into", "module_bytes", "plan_tiles", "save_gguf", "to_fp8",
+    "load_state_dict_into", "module_bytes", "plan_tiles", "save_gguf", "to_comfy_quant", "to_fp8",
 ]

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tokenizer", default=None, help="umT5 tokenizer when the T5 file carries none")
     m.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="LoRA (repeatable)")
     m.add_argument("--precision", choices=tuple(PRECISIONS), default=LOADER.precision)
+    m.add_argument("--fp8-matmul", action="store_true", default=LOADER.fp8_matmul,
+                   help="multiply the DiT's fp8 e4m3 weights in fp8 on GPUs of compute capability 8.9+ (else they "
+                        "are upcast as without it; the log says which)")
     m.add_argument("--attention", choices=ATTENTION_BACKENDS, default=LOADER.attention,
                    help="sdpa works everywhere; the others need their package")
     m.add_argument("--offload", choices=OFFLOAD_MODES, default=LOADER.offload,

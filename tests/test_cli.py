@@ -259,7 +259,7 @@ def _fake_generate(fail: bool):
 
 def test_output_is_written_beside_and_renamed_only_on_success(tmp_path, caplog, monkeypatch):
     base = _pose_run(tmp_path)
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"offload_plan": None})())
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"offload_plan": None, "fp8_matmul_report": ""})())
     out = tmp_path / "out" / "dance.mp4"
     out.parent.mkdir()
     out.write_bytes(b"an earlier video")

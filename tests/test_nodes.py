@@ -247,6 +247,19 @@ def test_max_vram_gb_reaches_the_memory_planner(env):
     assert free.max_vram_gb is None  # 0 = the free VRAM, no cap
 
 
+def test_fp8_matmul_widget_reaches_the_loader_and_its_text_names_the_path(env):
+    _, classes = env
+    args = ("Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors", "wan_2.1_vae.safetensors",
+            "umt5_xxl_fp16.safetensors", "clip_vision_h.safetensors", "fp32", "sdpa", "auto", 0, 0.0, "None", 1.0)
+    out = classes["LoadSteadyDancerModel"]().load(*args, fp8_matmul=True)
+    model = out["result"][0]
+    line = model.fp8_matmul_report
+    if not torch.cuda.is_available():
+        assert line.startswith("fp8 matmul: not used - the model runs on cpu") and "upcast per layer" in line
+    assert line and out["ui"]["text"] == ["\n".join([model.offload_plan.explanation, line])]
+    assert classes["LoadSteadyDancerModel"]().load(*args)["result"][0].fp8_matmul_report == ""
+
+
 def test_lora_node_chains(env):
     _, classes = env
     lora = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"

@@ -123,27 +123,32 @@ def test_load_into_reports_every_problem_by_name():
     assert isinstance(err.value, ValueError)
 
 
-def test_comfy_quant_non_fp8_format_is_rejected():
+def test_comfy_quant_unsupported_format_names_the_tensor_and_the_supported_ones():
     sd = _dense_sd()
-    sd["proj.comfy_quant"] = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    sd["proj.comfy_quant"] = torch.tensor(list(b'{"format": "mxfp8"}'), dtype=torch.uint8)
     with empty_init():
         m = _Tiny()
-    with pytest.raises(WeightFileError, match="nvfp4"):
+    with pytest.raises(WeightFileError, match=r"'proj.comfy_quant' declares quantisation format 'mxfp8'.*"
+                                              r"float8_e4m3fn, float8_e5m2, nvfp4"):
         load_state_dict_into(m, sd, torch.float32)
 
 
-def test_header_quantization_metadata_non_fp8_is_rejected(tmp_path):
+def test_header_quantization_metadata_unsupported_format_is_rejected(tmp_path):
     from safetensors.torch import save_file
 
     from steadydancer_core.loading.weight_files import open_state_dict
 
     sd = _dense_sd()
-    meta = {"_quantization_metadata": '{"layers": {"proj": {"format": "float8_e4m3fn"}, "x": {"format": "nvfp4"}}}'}
+    meta = {"_quantization_metadata": '{"layers": {"proj": {"format": "int8_tensorwise"}}}'}
     save_file(sd, tmp_path / "q.safetensors", metadata=meta)
     with empty_init():
         m = _Tiny()
-    with pytest.raises(WeightFileError, match="nvfp4"):
+    with pytest.raises(WeightFileError, match=r"'proj.comfy_quant' declares quantisation format 'int8_tensorwise'"):
         load_state_dict_into(m, open_state_dict(tmp_path / "q.safetensors"), torch.float32)
+    meta = {"_quantization_metadata": '{"layers": {"x": {"format": "nvfp4"}}}'}
+    save_file(sd, tmp_path / "stray.safetensors", metadata=meta)
+    with pytest.raises(WeightFileError, match=r"header lists layer 'x', but the file has no 'x.weight'"):
+        load_state_dict_into(m, open_state_dict(tmp_path / "stray.safetensors"), torch.float32)
 
 
 def test_lazy_state_dict_tensors_read_once():

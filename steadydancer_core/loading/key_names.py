@@ -3,12 +3,16 @@
 Files are read by ``weight_files.py``; ``loaders.py`` turns them into models.
 
 Converters map ComfyUI / HF names to the official (upstream checkpoint) names: ``dit_to_official``,
-``t5_to_official``, ``clip_to_official``. Official-named input passes through unchanged.
-Block codecs live in ``gguf_codecs.py``, packed layers in ``quant_ops.py``, the module filler in ``state_dict.py``,
-and the writers of test files in ``file_writers.py``.
+``t5_to_official``, ``clip_to_official``. Official-named input passes through unchanged. Quantisation side entries
+keep their suffixes (``QUANT_SIDE_SUFFIXES``: the KJ and ComfyUI names of scales and markers, by role); ComfyUI's
+``_quantization_metadata`` header is turned into per-layer ``comfy_quant`` entries before renaming
+(``with_header_quant_markers``), so both forms are renamed the same way.
+Block codecs live in ``gguf_codecs.py`` / ``nvfp4_codec.py``, packed layers in ``quant_ops.py``, the module filler in
+``state_dict.py``, and the writers of test files in ``file_writers.py``.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 
@@ -17,7 +21,6 @@ import torch
 from .errors import StateDictMismatchError, WeightFileError
 from .gguf_codecs import GGUFTensor
 from .quant_ops import dequantize_tensor, is_fp8
-from .state_dict import WEIGHT_SCALE_SUFFIXES
 from .weight_files import Entry, LazyStateDict, open_state_dict, read_state_dict
 
 __all__ = [
@@ -33,6 +36,22 @@ DIT_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
 WAN_MARKER_KEY = "blocks.0.self_attn.q.weight"         # every Wan 2.1 DiT has it (official names)
 # a single safetensors file may state what shapes cannot tell (num_heads, text_len, eps) as JSON in its metadata
 DIT_CONFIG_METADATA_KEY = "steadydancer_config"
+
+# Quantisation side entries of ``<layer>.weight`` (KJ "scaled fp8" and ComfyUI's own quantised formats): key suffix ->
+# role. The first matching suffix wins. The converters keep these suffixes while renaming the layer part.
+QUANT_SIDE_SUFFIXES = (
+    (".weight_scale_2", "scale_2"),       # nvfp4: global fp32 scale
+    (".weight_scale", "scale"),           # ComfyUI: fp8 per-tensor scale, or nvfp4 blocked e4m3 block scales
+    (".scale_weight", "scale"),           # KJ / older ComfyUI scaled fp8: the same as weight_scale for fp8
+    (".input_scale", "input_scale"),      # calibrated per-tensor scale of the layer's input (fp8 matmul)
+    (".scale_input", "input_scale"),      # older name of input_scale (1.0 there means "none")
+    (".comfy_quant", "marker"),           # uint8 bytes of JSON {"format": ...}: ComfyUI's per-layer marker
+)
+QUANT_MARKER_SUFFIX = ".comfy_quant"
+SCALED_FP8_MARKER = "scaled_fp8"          # whole-file marker of scaled fp8; 2 elements: full-precision matmul
+# safetensors header entry of ComfyUI's quantised files: JSON {"format_version": "1.0", "layers": {layer: conf}},
+# conf = {"format": ...} (or the bare format name); layer names as the file's keys without ".weight"
+QUANT_METADATA_KEY = "_quantization_metadata"
 
 # Name tables are (file-layout prefix, official prefix) pairs; the key's last part (weight, scale_weight...) is
 # kept. Placeholders: {i} a block index, {qkvo} a projection letter. ``prefix_rules`` turns a table into
@@ -101,7 +120,8 @@ CLIP_TO_HF = prefix_rules(CLIP_NAMES, inverse=True)     # q/k/v are split from t
 CLIP_QKV = (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$",
             "visual.transformer.{i}.attn.to_qkv.{p}")
 # side entries of fp8 q/k/v projections: consumed when the three are concatenated
-CLIP_QKV_SIDE = r"^vision_model\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.(scale_weight|weight_scale|scale_input|input_scale|comfy_quant)$"
+CLIP_QKV_SIDE = (r"^vision_model\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj"
+                 r"\.(scale_weight|weight_scale|weight_scale_2|scale_input|input_scale|comfy_quant)$")
 CLIP_RESHAPES = (  # (HF key, official key, official shape prefix added in front)
     ("vision_model.embeddings.class_embedding", "visual.cls_embedding", (1, 1)),
     ("vision_model.embeddings.position_embedding.weight", "visual.pos_embedding", (1,)),
@@ -176,9 +196,81 @@ def rename_key(key: str, table, strict: bool = False) -> str:
     return key
 
 
+def quant_side_entry(key: str) -> tuple[str, str] | None:
+    """``<layer>.weight_scale`` -> (``<layer>.weight``, "scale") by ``QUANT_SIDE_SUFFIXES``; None for other keys."""
+    for suffix, role in QUANT_SIDE_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)] + ".weight", role
+    return None
+
+
+def marker_tensor(conf) -> torch.Tensor:
+    """A ``<layer>.comfy_quant`` entry as ComfyUI writes it: the UTF-8 bytes of ``json.dumps(conf)`` as uint8 [n]."""
+    return torch.tensor(list(json.dumps(conf).encode("utf-8")), dtype=torch.uint8)
+
+
+def header_quant_layers(metadata: Mapping | None, source: str = "") -> dict:
+    """The ``_quantization_metadata`` header entry -> {layer name: conf} ({} when absent)."""
+    raw = (metadata or {}).get(QUANT_METADATA_KEY)
+    if not raw:
+        return {}
+    try:
+        layers = (json.loads(raw) if isinstance(raw, str) else raw).get("layers", {})
+        if not isinstance(layers, dict):
+            raise TypeError("'layers' is not a JSON object")
+    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise WeightFileError(f"{source}: unreadable '{QUANT_METADATA_KEY}' in the file header ({exc}); it must be "
+                              'JSON like {"layers": {"blocks.0.ffn.0": {"format": "float8_e4m3fn"}}}') from exc
+    return layers
+
+
+def with_header_quant_markers(sd: Mapping):
+    """The header form of ComfyUI's quantised files turned into the per-layer form: every layer listed in the
+    ``_quantization_metadata`` header gets a ``<layer>.comfy_quant`` entry (as ComfyUI does when it loads such a
+    file), named like the file's own keys so the rename tables then apply to it. The header entry is dropped from
+    the metadata of the result. A layer the header lists without a ``<layer>.weight``, or whose own marker says
+    another format, is an error. Mappings without the header come back unchanged."""
+    metadata = getattr(sd, "metadata", None)
+    if not isinstance(sd, LazyStateDict) or QUANT_METADATA_KEY not in (metadata or {}):
+        return sd
+    layers = header_quant_layers(metadata, sd.source)
+    lazy = sd
+    entries = {k: lazy.entry(k) for k in lazy.keys()}
+    for layer, conf in layers.items():
+        if f"{layer}.weight" not in entries:
+            raise WeightFileError(f"{lazy.source}: the '{QUANT_METADATA_KEY}' header lists layer '{layer}', but the "
+                                  f"file has no '{layer}.weight'; the header does not belong to these tensors.")
+        key, marker = layer + QUANT_MARKER_SUFFIX, marker_tensor(conf)
+        if key in entries:
+            own, stated = parse_marker(lazy[key], key), parse_marker(marker, f"{QUANT_METADATA_KEY}[{layer!r}]")
+            if own.get("format") != stated.get("format"):
+                raise WeightFileError(f"{lazy.source}: '{key}' says {own.get('format')!r} but the "
+                                      f"'{QUANT_METADATA_KEY}' header says {stated.get('format')!r} for that layer.")
+            continue
+        entries[key] = Entry((marker.numel(),), "uint8", (lambda m=marker: m))
+    return LazyStateDict(entries, lazy.source, {k: v for k, v in metadata.items() if k != QUANT_METADATA_KEY})
+
+
+def parse_marker(t: torch.Tensor, key: str) -> dict:
+    """A ``<layer>.comfy_quant`` entry (uint8 JSON bytes) -> its settings, e.g. {"format": "nvfp4"}; a bare JSON
+    string is taken as the format name."""
+    try:
+        conf = json.loads(bytes(t.to(torch.uint8).reshape(-1).tolist()).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightFileError(f"unreadable quantisation marker '{key}' ({exc}); it must hold JSON such as "
+                              '{"format": "float8_e4m3fn"}') from exc
+    if isinstance(conf, str):
+        conf = {"format": conf}
+    if not isinstance(conf, dict):
+        raise WeightFileError(f"quantisation marker '{key}' holds {conf!r}; it must be a JSON object such as "
+                              '{"format": "float8_e4m3fn"}')
+    return conf
+
+
 def strip_prefixes(sd: Mapping, prefixes=DIT_PREFIXES):
-    """Remove the first matching prefix from every key (``model.diffusion_model.`` etc.)."""
-    lazy = _as_lazy(sd)
+    """Remove the first matching prefix from every key (``model.diffusion_model.`` etc.); a quantisation header
+    becomes per-layer markers first (``with_header_quant_markers``)."""
+    lazy = with_header_quant_markers(_as_lazy(sd))
     entries = {}
     for key in lazy.keys():
         new = next((key[len(p):] for p in prefixes if key.startswith(p)), key)
@@ -198,9 +290,9 @@ def t5_to_official(sd: Mapping):
     ``scale_weight`` kept).
 
     The tied ``encoder.embed_tokens.weight`` is dropped when ``shared.weight`` exists; other keys (``spiece_model``,
-    ``scaled_fp8``) pass through unchanged.
+    ``scaled_fp8``) pass through unchanged. A quantisation header becomes per-layer markers first.
     """
-    lazy = _as_lazy(sd)
+    lazy = with_header_quant_markers(_as_lazy(sd))
     tied, kept = T5_TIED_EMBEDDING
     entries = {}
     for key in lazy.keys():
@@ -220,7 +312,7 @@ def clip_to_official(sd: Mapping, drop_unused: bool = True):
     ``drop_unused`` also ``post_norm``/``head`` (Wan uses the second-to-last block's output). fp8 CLIP weights are
     dequantised to fp32 here.
     """
-    lazy = _as_lazy(sd)
+    lazy = with_header_quant_markers(_as_lazy(sd))
     entries: dict[str, Entry] = {}
     qkv: dict[tuple[str, str], dict[str, str]] = {}
     reshapes = {hf: (off, pre) for hf, off, pre in CLIP_RESHAPES}
@@ -244,6 +336,7 @@ def clip_to_official(sd: Mapping, drop_unused: bool = True):
         if set(names) != {"q", "k", "v"}:
             raise WeightFileError(f"{lazy.source}: layer {i} has only {sorted(names)} of the q/k/v projection {part}s.")
         parts = [lazy.entry(names[c]) for c in "qkv"]
+        _refuse_unsplittable(lazy, [names[c] for c in "qkv"])
         scales = [_scale_entry(lazy, names[c]) for c in "qkv"]
         shape = (sum(p.shape[0] for p in parts),) + tuple(parts[0].shape[1:])
         entries[CLIP_QKV[1].format(i=i, p=part)] = Entry(shape, parts[0].dtype, (
@@ -256,10 +349,19 @@ def clip_to_official(sd: Mapping, drop_unused: bool = True):
 def _scale_entry(lazy: LazyStateDict, key: str) -> Entry | None:
     """The fp8 scale entry of ``<layer>.weight`` (``scale_weight`` / ``weight_scale``), or None."""
     base = key[: -len(".weight")] if key.endswith(".weight") else None
-    for suffix in WEIGHT_SCALE_SUFFIXES:
-        if base and base + suffix in lazy:
+    for suffix, role in QUANT_SIDE_SUFFIXES:
+        if base and role == "scale" and base + suffix in lazy:
             return lazy.entry(base + suffix)
     return None
+
+
+def _refuse_unsplittable(lazy: LazyStateDict, keys) -> None:
+    """q/k/v weights are concatenated here, which only fp8 / GGUF / dense storage allows."""
+    for key in keys:
+        marker = key[: -len(".weight")] + QUANT_MARKER_SUFFIX if key.endswith(".weight") else None
+        if marker in lazy and parse_marker(lazy[marker], marker).get("format") == "nvfp4":
+            raise WeightFileError(f"{lazy.source}: '{key}' is stored as nvfp4, which this loader does not read for "
+                                  "the CLIP vision encoder; use clip_vision_h.safetensors (fp16).")
 
 
 def _dense(t: torch.Tensor, scale: Entry | None) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """``load_dit`` / ``load_vae`` / ``load_text_encoder`` / ``load_image_encoder``: a file (any supported format and key
 layout) -> a model on the CPU, with a clear error when the file is another component (``identify.py``) or
-incomplete. Models are built with the layer ops the file needs (``quant_ops.PACKED_OPS`` when it holds fp8 / GGUF
-linear weights, else the plain ops) and then only filled.
+incomplete. Models are built with the layer ops the file needs (``quant_ops.PACKED_OPS`` when it holds fp8 / nvfp4 /
+GGUF linear weights, else the plain ops) and then only filled. ComfyUI's quantised formats (per-layer
+``comfy_quant`` markers or the ``_quantization_metadata`` header) load for the DiT and umT5.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from .state_dict import (
     empty_init,
     has_packed_linear_weight,
     load_state_dict_into,
-    split_quant_entries,
+    logical_shapes,
 )
 from .weight_files import OFFICIAL_DIT_CONFIG, LazyStateDict, open_state_dict
 
@@ -71,7 +72,7 @@ def _stated_config(path: Path, sd: LazyStateDict) -> dict:
 
 
 def ops_for(sd: Mapping) -> Ops:
-    """The layer ops a model for ``sd`` is built with: packed ops when any linear weight is fp8 / GGUF."""
+    """The layer ops a model for ``sd`` is built with: packed ops when any linear weight is fp8 / nvfp4 / GGUF."""
     return PACKED_OPS if has_packed_linear_weight(sd) else PLAIN_OPS
 
 
@@ -80,8 +81,7 @@ def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = 
     config.json, or a single file's metadata config) supplies what shapes cannot tell (num_heads, text_len, eps)."""
     from ..models.dit_config import DiTConfig
 
-    _, side = split_quant_entries(sd)
-    shapes = {k: tuple(s) for k, s in sd.shapes().items() if k not in side}
+    shapes = logical_shapes(sd)
     try:
         return DiTConfig.from_shapes(shapes, **DiTConfig.official_config_overrides(dict(config_json or {})))
     except ValueError as exc:
@@ -92,7 +92,7 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
     """Load a SteadyDancer DiT from any supported file; config inferred from shapes; parameters streamed.
 
     ``loras``: sequence of (path, strength). The LoRA report is kept as ``model.lora_report``.
-    fp8 and GGUF linear weights stay packed (``PackedLinear``); everything else is cast to ``dtype``.
+    fp8, nvfp4 and GGUF linear weights stay packed (``PackedLinear``); everything else is cast to ``dtype``.
     """
     from ..models.dit import SteadyDancerDiT
 
@@ -155,13 +155,14 @@ def _check_umt5_position_tables(keys, path) -> None:
 
 def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
                       text_len: int = UMT5_TEXT_LEN) -> TextEncoder:
-    """Load umT5 from the official ``.pth`` or a ComfyUI ``.safetensors`` (fp16/bf16/fp32, fp8 or scaled fp8).
+    """Load umT5 from the official ``.pth`` or a ComfyUI ``.safetensors`` (fp16/bf16/fp32, fp8 or scaled fp8,
+    ComfyUI's quantised formats: fp8 e4m3 / e5m2 and nvfp4).
 
     Args:
         path: weight file (anything ``weight_files.open_state_dict`` opens); tensors are read one at a time.
         tokenizer: sentencepiece ``.model`` file, a folder with ``spiece.model`` / ``tokenizer.json``, raw bytes or
             a uint8 tensor; None uses the ``spiece_model`` tensor ComfyUI embeds in its files.
-        dtype: compute dtype; fp8 weights stay fp8 in memory and are upcast per layer.
+        dtype: compute dtype; fp8 / nvfp4 weights stay packed in memory and are dequantised per layer.
         text_len: tokens per prompt incl. EOS (512 for Wan).
     Returns:
         TextEncoder on the CPU.
@@ -172,7 +173,7 @@ def load_text_encoder(path, tokenizer=None, dtype: torch.dtype = torch.bfloat16,
     embedded = lazy[SPIECE_TENSOR_KEY] if SPIECE_TENSOR_KEY in lazy else None
     sd = lazy.with_entries({k: lazy.entry(k) for k in lazy.keys() if k != SPIECE_TENSOR_KEY})
     _check_umt5_position_tables(sd.keys(), path)
-    config = T5Config.from_shapes(sd.shapes(), text_len=text_len)
+    config = T5Config.from_shapes(logical_shapes(sd), text_len=text_len)
     if isinstance(tokenizer, str) and not tokenizer.strip():
         tokenizer = None  # an empty path field means "none given"
     if tokenizer is None and embedded is None:

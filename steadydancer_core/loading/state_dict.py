@@ -1,16 +1,21 @@
 """Filling a model built on the meta device from any name -> tensor mapping, strictly.
 
 ``empty_init()`` builds modules without memory; ``check_state_dict`` compares names and shapes without reading data;
-``load_state_dict_into`` fills the module one tensor at a time (fp8 / GGUF weights of ``PackedLinear`` layers stay
-packed, other tensors become the compute dtype) and raises one ``StateDictMismatchError`` listing every missing key,
-unexpected key and shape mismatch. It only fills tensors: which layers can hold packed weights is decided when the
-model is built (``quant_ops.PACKED_OPS``). fp8 side entries (scales, ``comfy_quant`` descriptors) are recognised here.
+``load_state_dict_into`` fills the module one tensor at a time (fp8 / nvfp4 / GGUF weights of ``PackedLinear``
+layers stay packed, other tensors become the compute dtype) and raises one ``StateDictMismatchError`` listing every
+missing key, unexpected key and shape mismatch. It only fills tensors: which layers can hold packed weights is decided
+when the model is built (``quant_ops.PACKED_OPS``).
+
+Quantisation side entries (scales, ``comfy_quant`` markers; their names are in ``key_names.QUANT_SIDE_SUFFIXES``)
+are gathered per layer by ``quant_layout``: ComfyUI's formats (``COMFY_QUANT_FORMATS``) are checked against the
+stored weight, a format's required entries that are absent are missing keys, and entries without their layer's
+weight or of no use to its format are unexpected keys.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -24,19 +29,130 @@ from .gguf_codecs import (
     logical_shape,
     storage_type,
 )
-from .quant_ops import FP8_DTYPES, PackedLinear, dequantize_tensor, is_packed
+from .key_names import (
+    QUANT_MARKER_SUFFIX,
+    QUANT_METADATA_KEY,
+    QUANT_SIDE_SUFFIXES,
+    SCALED_FP8_MARKER,
+    parse_marker,
+    quant_side_entry,
+    with_header_quant_markers,
+)
+from .nvfp4_codec import NVFP4_BLOCK, dequantize_nvfp4, storage_shapes, unswizzle_block_scales
+from .nvfp4_codec import logical_shape as nvfp4_logical_shape
+from .quant_ops import FP8_DTYPES, NVFP4, PackedLinear, dequantize_tensor, is_packed
 
-# suffixes that carry quantisation side information for ``<layer>.weight`` (never module parameters)
-WEIGHT_SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
-# other side entries of fp8 files, consumed without being used
-CONSUMED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
-SCALED_FP8_MARKER = "scaled_fp8"
 # dtype names (as ``LazyStateDict.dtype_of`` reports them) of tensors that stay packed: fp8 and GGUF block types
 PACKED_STORAGE = frozenset({dtype_name(d) for d in FP8_DTYPES} | set(GGUF_BLOCKS))
-QUANT_METADATA_KEY = "_quantization_metadata"    # safetensors header entry: {"layers": {name: {"format": ...}}}
+# ComfyUI's quantisation formats read here (its ``QUANT_ALGOS`` names) -> storage dtype of ``<layer>.weight``
+COMFY_QUANT_FORMATS = {"float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2", NVFP4: "uint8"}
+# side entries (roles of QUANT_SIDE_SUFFIXES) each format needs, and those it may carry besides
+FORMAT_SIDE_ROLES = {"float8_e4m3fn": ({"scale"}, {"input_scale"}), "float8_e5m2": ({"scale"}, {"input_scale"}),
+                     NVFP4: ({"scale", "scale_2"}, {"input_scale"})}
+# layers without a marker (plain or KJ scaled fp8) may carry these
+UNMARKED_SIDE_ROLES = {"scale", "input_scale"}
+# KJ files store 1.0 under this name for "no input scale"; ComfyUI drops such entries too
+PLACEHOLDER_INPUT_SCALE = (".scale_input", 1.0)
+SCALED_FP8_FULL_PRECISION_NUMEL = 2       # a two-element ``scaled_fp8`` marker: the file asks for full-precision mm
+ONE_BYTE_DTYPES = ("float8_e4m3fn", "uint8", "int8")
 
 
-COMFY_QUANT_FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
+@dataclass(frozen=True)
+class LayerQuant:
+    """How one stored ``<layer>.weight`` is quantised: its side entries (keys, None when absent) and the format
+    its ``comfy_quant`` marker declares (None without a marker: plain or KJ scaled fp8, GGUF, dense)."""
+
+    format: str | None = None
+    scale: str | None = None             # weight_scale / scale_weight (nvfp4: the blocked block scales)
+    scale_2: str | None = None           # nvfp4 global scale
+    input_scale: str | None = None
+    full_precision_mm: bool = False
+
+
+@dataclass
+class QuantLayout:
+    """``quant_layout``'s findings: weight key -> ``LayerQuant``, the side keys it consumed, and the problems."""
+
+    layers: dict = field(default_factory=dict)
+    consumed: set = field(default_factory=set)
+    missing: list = field(default_factory=list)      # side entries a format needs that are absent
+    unexpected: list = field(default_factory=list)   # side entries without their weight or of no use to the format
+
+
+def _canonical_suffix(role: str) -> str:
+    """The first (ComfyUI) key suffix of a side-entry role, used to name absent entries."""
+    return next(suffix for suffix, r in QUANT_SIDE_SUFFIXES if r == role)
+
+
+def unsupported_format_message(key: str, fmt) -> str:
+    return (f"'{key}' declares quantisation format {fmt!r}, which this loader does not read; supported formats: "
+            f"{', '.join(COMFY_QUANT_FORMATS)} (or fp16 / bf16, KJ scaled fp8 and GGUF files)")
+
+
+def quant_layout(sd: Mapping) -> QuantLayout:
+    """Gather the quantisation side entries of ``sd`` per layer (key names and tiny markers only; no weight read)."""
+    found = QuantLayout()
+    full_precision = False
+    if SCALED_FP8_MARKER in sd:
+        found.consumed.add(SCALED_FP8_MARKER)
+        full_precision = _numel(sd, SCALED_FP8_MARKER) == SCALED_FP8_FULL_PRECISION_NUMEL
+    sides: dict[str, dict[str, str]] = {}
+    for key in sd.keys():
+        hit = quant_side_entry(key)
+        if hit is None:
+            continue
+        weight, role = hit
+        found.consumed.add(key)
+        if weight not in sd:
+            found.unexpected.append(key)
+        elif role in sides.setdefault(weight, {}):
+            found.unexpected.append(key)          # e.g. both scale_weight and weight_scale
+        else:
+            sides[weight][role] = key
+    for weight, roles in sides.items():
+        conf = parse_marker(sd[roles["marker"]], roles["marker"]) if "marker" in roles else {}
+        fmt = conf.get("format") if "marker" in roles else None
+        if "marker" in roles and fmt not in COMFY_QUANT_FORMATS:
+            raise WeightFileError(unsupported_format_message(roles["marker"], fmt))
+        required, optional = FORMAT_SIDE_ROLES[fmt] if fmt else (set(), UNMARKED_SIDE_ROLES)
+        layer = weight[: -len(".weight")]
+        found.missing += [layer + _canonical_suffix(r) for r in sorted(required - set(roles))]
+        found.unexpected += [k for r, k in roles.items() if r != "marker" and r not in required | optional]
+        found.layers[weight] = LayerQuant(fmt, roles.get("scale"), roles.get("scale_2"), roles.get("input_scale"),
+                                          full_precision or bool(conf.get("full_precision_matrix_mult", False)))
+    return found
+
+
+def split_quant_entries(sd: Mapping) -> tuple[dict[str, LayerQuant], set[str]]:
+    """(weight name -> ``LayerQuant``, keys consumed as side information). Raises ``WeightFileError`` for
+    quantisation formats this loader does not read, naming the marker and the supported formats."""
+    found = quant_layout(with_header_quant_markers(sd))
+    return found.layers, found.consumed
+
+
+def _numel(sd: Mapping, key: str) -> int:
+    getter = getattr(sd, "shape_of", None)
+    return torch.Size(getter(key)).numel() if getter is not None else sd[key].numel()
+
+
+def _stored_dtype(sd: Mapping, key: str) -> str:
+    getter = getattr(sd, "dtype_of", None)
+    return getter(key) if getter is not None else storage_type(sd[key])
+
+
+def logical_shapes(sd: Mapping) -> dict[str, tuple]:
+    """name -> the shape each tensor stands for, without the quantisation side entries: an nvfp4 weight's packed
+    shape [rows, bytes] becomes its padded [rows, 2 * bytes] (the true shape when both are multiples of 16, as in
+    every Wan / umT5 linear). What configs are inferred from."""
+    layers, side = split_quant_entries(sd)
+    out = {}
+    for key in sd.keys():
+        if key in side:
+            continue
+        shape = tuple(_shape_of(sd, key))
+        quant = layers.get(key)
+        out[key] = nvfp4_logical_shape(shape) if quant is not None and quant.format == NVFP4 else shape
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -70,72 +186,28 @@ def _shape_of(sd: Mapping, key: str) -> torch.Size:
     return torch.Size(getter(key)) if getter is not None else logical_shape(sd[key])
 
 
-def _comfy_quant_format(t: torch.Tensor, key: str) -> str:
-    """``<layer>.comfy_quant`` descriptor (uint8 [n] JSON bytes) -> its "format" ("" when absent)."""
-    try:
-        return json.loads(bytes(t.to(torch.uint8).tolist()).decode("utf-8")).get("format", "")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise WeightFileError(f"unreadable quantisation descriptor '{key}': {exc}") from exc
-
-
-def _check_quantization_metadata(metadata: Mapping) -> None:
-    """Newer ComfyUI files list quantised layers in the safetensors header: only fp8 formats are supported."""
-    raw = metadata.get(QUANT_METADATA_KEY)
-    if not raw:
-        return
-    try:
-        layers = (json.loads(raw) if isinstance(raw, str) else raw).get("layers", {})
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise WeightFileError(f"unreadable '{QUANT_METADATA_KEY}' in the file header: {exc}") from exc
-    formats = {str(v.get("format", "")) if isinstance(v, dict) else str(v) for v in layers.values()}
-    unsupported = sorted(formats - set(COMFY_QUANT_FP8_FORMATS))
-    if unsupported:
-        raise WeightFileError(f"the file uses quantisation format(s) {unsupported}, which are not supported; use an "
-                              f"fp8 ({', '.join(COMFY_QUANT_FP8_FORMATS)}), fp16/bf16 or GGUF file instead")
-
-
-def split_quant_entries(sd: Mapping) -> tuple[dict[str, str], set[str]]:
-    """Find fp8 side entries. Returns (weight name -> scale key, keys consumed as side information).
-
-    Raises for quantisation formats other than fp8 (``comfy_quant`` descriptors such as nvfp4).
-    """
-    _check_quantization_metadata(getattr(sd, "metadata", None) or {})
-    scales: dict[str, str] = {}
-    consumed: set[str] = set()
-    for key in sd.keys():
-        if key == SCALED_FP8_MARKER:
-            consumed.add(key)
-            continue
-        for suffix in WEIGHT_SCALE_SUFFIXES:
-            if key.endswith(suffix):
-                scales[key[: -len(suffix)] + ".weight"] = key
-                consumed.add(key)
-        for suffix in CONSUMED_SUFFIXES:
-            if key.endswith(suffix):
-                consumed.add(key)
-                if suffix == ".comfy_quant":
-                    fmt = _comfy_quant_format(sd[key], key)
-                    if fmt not in COMFY_QUANT_FP8_FORMATS:
-                        raise WeightFileError(
-                            f"'{key}' declares quantisation format '{fmt}', which is not supported; "
-                            f"use an fp8 ({', '.join(COMFY_QUANT_FP8_FORMATS)}), fp16/bf16 or GGUF file instead")
-    return scales, consumed
-
-
 def check_state_dict(module: nn.Module, sd: Mapping, strict: bool = True, what: str = "model") -> set[str]:
     """Compare names and shapes (no tensor data is read). Returns the consumed side keys; raises on problems."""
+    return _check(module, with_header_quant_markers(sd), strict, what).consumed
+
+
+def _check(module: nn.Module, sd: Mapping, strict: bool, what: str) -> QuantLayout:
     expected = {k: v.shape for k, v in module.state_dict(keep_vars=True).items()}
-    _, consumed = split_quant_entries(sd)
+    layout = quant_layout(sd)
     keys = set(sd.keys())
-    missing = sorted(k for k in expected if k not in keys)
-    unexpected = sorted(k for k in keys - consumed if k not in expected)
+    missing = sorted(k for k in expected if k not in keys) + sorted(layout.missing)
+    unexpected = sorted(k for k in keys - layout.consumed if k not in expected) + sorted(layout.unexpected)
+    nvfp4 = {k for k, q in layout.layers.items() if q.format == NVFP4 and k in expected}
+    _check_formats(sd, layout, expected, what)
     mismatched = []
     for k in sorted(expected):
-        if k in keys:
+        if k in nvfp4:
+            mismatched += _nvfp4_mismatches(sd, k, layout.layers[k], tuple(expected[k]))
+        elif k in keys:
             got = _shape_of(sd, k)
             if tuple(got) != tuple(expected[k]):
                 mismatched.append(f"{k}: file {tuple(got)} vs model {tuple(expected[k])}")
-    _check_computable(sd, module, [k for k in sorted(expected) if k in keys], what)
+    _check_computable(sd, module, [k for k in sorted(expected) if k in keys and k not in nvfp4], what)
     if mismatched or (strict and (missing or unexpected)):
         parts = [f"the weights do not fit the {what}:"]
         if missing:
@@ -146,7 +218,45 @@ def check_state_dict(module: nn.Module, sd: Mapping, strict: bool = True, what: 
             parts.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
         parts.append("Check that the file is the right component and model size.")
         raise StateDictMismatchError("\n".join(parts), missing, unexpected, mismatched)
-    return consumed
+    return layout
+
+
+def _check_formats(sd: Mapping, layout: QuantLayout, expected: Mapping, what: str) -> None:
+    """A marked layer's weight must be stored as its format says, on a 2-D (linear) weight of the model."""
+    wrong = []
+    for key, quant in sorted(layout.layers.items()):
+        if quant.format is None:
+            continue
+        stored = _stored_dtype(sd, key)
+        if stored != COMFY_QUANT_FORMATS[quant.format]:
+            wrong.append(f"{key} is stored as {stored} but marked {quant.format}")
+        elif key in expected and len(expected[key]) != 2:
+            wrong.append(f"{key} is marked {quant.format} but the model's tensor is not a linear weight "
+                         f"(shape {tuple(expected[key])})")
+        elif quant.format == NVFP4 and quant.scale and _stored_dtype(sd, quant.scale) not in ONE_BYTE_DTYPES:
+            wrong.append(f"{quant.scale} is stored as {_stored_dtype(sd, quant.scale)}; nvfp4 block scales are "
+                         "float8_e4m3fn")
+    if wrong:
+        raise WeightFileError(f"the {what} file's quantisation markers do not match its tensors: {_listing(wrong, 5)}."
+                              " The file is damaged or was written by a tool with another layout; use the fp16 / "
+                              "bf16 release or re-export it.")
+
+
+def _nvfp4_mismatches(sd: Mapping, key: str, quant: LayerQuant, shape: tuple) -> list[str]:
+    """Shape problems of an nvfp4 weight and its block scales against the model's linear weight [out, in]."""
+    if len(shape) != 2:
+        return []                                 # reported by _check_formats
+    packed, blocked = storage_shapes(*shape)
+    found = []
+    got = tuple(_shape_of(sd, key))
+    if got != packed:
+        found.append(f"{key}: file {got} vs nvfp4 {packed} for the model's {shape}")
+    if quant.scale and tuple(_shape_of(sd, quant.scale)) != blocked:
+        found.append(f"{quant.scale}: file {tuple(_shape_of(sd, quant.scale))} vs nvfp4 block scales {blocked} for "
+                     f"the model's {shape}")
+    if quant.scale_2 and _numel(sd, quant.scale_2) != 1:
+        found.append(f"{quant.scale_2}: {tuple(_shape_of(sd, quant.scale_2))} vs one fp32 number")
+    return found
 
 
 INTEGER_STORAGE = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
@@ -196,9 +306,14 @@ def _cast(t: torch.Tensor, compute_dtype: torch.dtype, scale: torch.Tensor | Non
 
 
 def has_packed_linear_weight(sd: Mapping) -> bool:
-    """True when some 2-D ``*.weight`` of ``sd`` is stored fp8 or GGUF (metadata only, no tensor data read)."""
+    """True when some 2-D ``*.weight`` of ``sd`` is stored fp8 or GGUF, or a layer carries a ComfyUI quantisation
+    marker (metadata and key names only, no tensor data read)."""
+    if QUANT_METADATA_KEY in (getattr(sd, "metadata", None) or {}):
+        return True
     dtype_of = getattr(sd, "dtype_of", None)
     for key in sd.keys():
+        if key.endswith(QUANT_MARKER_SUFFIX):
+            return True
         if not key.endswith(".weight") or len(_shape_of(sd, key)) != 2:
             continue
         packed = dtype_of(key) in PACKED_STORAGE if dtype_of is not None else is_packed(sd[key])
@@ -207,28 +322,53 @@ def has_packed_linear_weight(sd: Mapping) -> bool:
     return False
 
 
+def _input_scale(sd: Mapping, key: str | None) -> torch.Tensor | None:
+    """The layer's input scale, or None (also for the 1.0 placeholder older files store)."""
+    if key is None:
+        return None
+    value = sd[key]
+    suffix, placeholder = PLACEHOLDER_INPUT_SCALE
+    if key.endswith(suffix) and value.numel() == 1 and float(value.reshape(())) == placeholder:
+        return None
+    return value
+
+
 def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dtype = torch.bfloat16,
                          strict: bool = True, what: str = "model") -> nn.Module:
     """Fill ``module`` from ``sd`` (name -> tensor; may be a lazy mapping that reads tensors on access).
 
-    Floating tensors become ``compute_dtype``; the fp8 or GGUF weight of a ``PackedLinear`` stays packed (its fp8
-    scale goes with it); other fp8/GGUF tensors are dequantised. No module is added, removed or replaced.
+    Floating tensors become ``compute_dtype``; the fp8, nvfp4 or GGUF weight of a ``PackedLinear`` stays packed (its
+    scales go with it); other fp8 / nvfp4 / GGUF tensors are dequantised. No module is added, removed or replaced.
     Tensors are read one at a time, so peak memory is the model plus one tensor. Returns ``module``.
-    Raises ``StateDictMismatchError`` listing missing / unexpected keys and shape mismatches.
+    Raises ``StateDictMismatchError`` listing missing / unexpected keys and shape mismatches, and
+    ``WeightFileError`` for quantisation formats it does not read (naming the tensor and the supported formats).
     """
-    check_state_dict(module, sd, strict=strict, what=what)
-    scales, _ = split_quant_entries(sd)
+    sd = with_header_quant_markers(sd)
+    layers = _check(module, sd, strict, what).layers
     keys = set(sd.keys())
     modules = dict(module.named_modules())
-    for name in list(module.state_dict(keep_vars=True).keys()):
+    held = module.state_dict(keep_vars=True)
+    for name in list(held.keys()):
         if name not in keys:
             continue
         owner_name, _, leaf = name.rpartition(".")
         owner = modules[owner_name]
-        scale = sd[scales[name]] if name in scales else None
+        quant = layers.get(name, LayerQuant())
+        scale = sd[quant.scale] if quant.scale else None
         tensor = sd[name]
-        if isinstance(owner, PackedLinear) and leaf == "weight" and is_packed(tensor):
-            owner.load_packed_weight(tensor, scale)
+        if quant.format == NVFP4:
+            global_scale = sd[quant.scale_2]
+            if isinstance(owner, PackedLinear) and leaf == "weight":
+                owner.load_packed_weight(tensor, global_scale, qtype=NVFP4, block_scale=scale)
+            else:
+                out_features, in_features = held[name].shape
+                plain = unswizzle_block_scales(scale.view(torch.float8_e4m3fn), out_features,
+                                               -(-in_features // NVFP4_BLOCK))
+                _set_tensor(owner, leaf, dequantize_nvfp4(tensor, plain, global_scale, held[name].shape,
+                                                          compute_dtype))
+        elif isinstance(owner, PackedLinear) and leaf == "weight" and is_packed(tensor):
+            owner.load_packed_weight(tensor, scale, input_scale=_input_scale(sd, quant.input_scale),
+                                     full_precision_mm=quant.full_precision_mm)
         else:
             _set_tensor(owner, leaf, _cast(tensor, compute_dtype, scale))
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from ..loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
+from ..loading.quant_ops import set_fp8_matmul
 from .model_plan import plan_for_model
 from .offload import use_component
 
@@ -34,6 +35,7 @@ class LoaderDefaults:
     offload: str = "auto"
     blocks_to_swap: int = 20
     max_vram_gb: float = 0.0        # 0 = no cap: the free VRAM
+    fp8_matmul: bool = False        # multiply fp8 e4m3 DiT weights in fp8 where the GPU can (else upcast)
 
 
 LOADER = LoaderDefaults()
@@ -66,7 +68,8 @@ class SteadyDancerModel:
     dtype: DiT compute dtype; offload_plan: the ``offload.MemoryPlan`` (or None: everything stays where it is);
     device: execution device (None = where the DiT's first parameter lives); offload / blocks_to_swap: how the
     planner places the DiT blocks (see OFFLOAD_MODES); max_vram_gb: cap on the device memory the memory planner may
-    use (None or 0 = the free VRAM).
+    use (None or 0 = the free VRAM); fp8_matmul_report: which path the DiT's fp8 layers take (set when fp8 matmul was
+    asked for; "" otherwise).
     """
 
     dit: Any
@@ -80,6 +83,7 @@ class SteadyDancerModel:
     offload: str = LOADER.offload
     blocks_to_swap: int = LOADER.blocks_to_swap
     max_vram_gb: Optional[float] = None
+    fp8_matmul_report: str = ""
 
     def __post_init__(self):
         if self.dtype not in PRECISIONS.values():
@@ -120,14 +124,17 @@ class SteadyDancerModel:
 def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = LOADER.precision,
                attention: str = LOADER.attention, loras=(), offload: str = LOADER.offload,
                blocks_to_swap: int = LOADER.blocks_to_swap, tokenizer_path=None,
-               max_vram_gb=None) -> SteadyDancerModel:
+               max_vram_gb=None, fp8_matmul: bool = LOADER.fp8_matmul) -> SteadyDancerModel:
     """Load the four networks (on the CPU) and plan their placement.
 
     precision: DiT/umT5 compute dtype (bf16 | fp16 | fp32); attention: DiT attention backend; loras: sequence of
     (path, strength); offload: one of OFFLOAD_MODES, with ``blocks_to_swap`` for block_swap; tokenizer_path: umT5
     tokenizer when the T5 file carries none (the official .pth); max_vram_gb: cap on the VRAM the planner may use
-    (None or 0 = the free VRAM).
+    (None or 0 = the free VRAM); fp8_matmul: multiply the DiT's fp8 e4m3 weights in fp8 (``torch._scaled_mm``) on
+    a GPU of compute capability 8.9+, else they are upcast as without it (``fp8_matmul_report`` says which).
     """
+    if not isinstance(fp8_matmul, bool):
+        raise ValueError(f"fp8_matmul must be True or False, got {fp8_matmul!r}")
     max_vram_gb = check_max_vram_gb(max_vram_gb)
     swap = swap_setting(offload, blocks_to_swap)
     if precision not in PRECISIONS:
@@ -142,5 +149,6 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = LOADER.p
                               lora_reports=(report,) if report is not None else (), offload=offload,
                               blocks_to_swap=blocks_to_swap, max_vram_gb=max_vram_gb)
     model.offload_plan = plan_for_model(model, swap)
+    model.fp8_matmul_report = set_fp8_matmul(dit, fp8_matmul, model.execution_device)
     return model
 

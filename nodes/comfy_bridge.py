@@ -158,6 +158,13 @@ def free_comfy_models() -> None:
     mm.soft_empty_cache()
 
 
+def computes_on_cpu() -> bool:
+    """Whether ComfyUI computes on the CPU (``--cpu``, or no GPU): the pose models then stay on the CPU too."""
+    import comfy.model_management as mm
+
+    return mm.get_torch_device().type == "cpu"
+
+
 # ------------------------------------------------------------------------------------------------------ video
 def make_video(frames, fps: float, audio=None):
     """A ComfyUI VIDEO object from IMAGE frames [T, H, W, 3] in 0..1 (for the core SaveVideo node)."""

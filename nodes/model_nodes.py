@@ -106,11 +106,17 @@ class LoadSteadyDancerModel:
 
 
 def describe(model) -> str:
-    """The loader's UI text: the memory plan, the fp8 matmul path (when asked for), then one line per LoRA file."""
-    lines = [str(model.offload_plan.explanation)] if model.offload_plan is not None else []
-    lines.append(model.fp8_matmul_report)
-    lines += [report.summary() for report in model.lora_reports]
-    return "\n".join(line for line in lines if line) or "model loaded"
+    """The loader's UI text: the memory plan made at load time (for a default job size: the sampler re-plans for
+    the real job and shows that plan), the fp8 matmul path (when asked for), then one line per LoRA file."""
+    lines = []
+    if model.offload_plan is not None:
+        lines.append(f"memory plan at load time (the sampler re-plans for the real job size): "
+                     f"{model.offload_plan.explanation}")
+    if model.fp8_matmul_report:
+        lines.append(model.fp8_matmul_report)
+    loras = [line for report in model.lora_reports for line in report.summary().splitlines() if line]
+    lines += [f"LoRA {line}" for line in loras] or ["no LoRA"]
+    return "\n".join(lines)
 
 
 NODE_CLASS_MAPPINGS = {

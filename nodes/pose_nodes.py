@@ -1,6 +1,7 @@
 """ExtractPose and AlignPose: driving video -> poses -> aligned positive / augmented negative pose frames."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -19,6 +20,7 @@ STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time when Extract
 IMAGE_OUTPUTS = ["all_frames", "first_frame"]
 ALIGN_PREVIEW_FRAMES = 24        # AlignPose's preview: at most this many frames, evenly spaced
 ALIGN_PREVIEW_LONG_SIDE = 384
+PREVIEW_PHOTO_DIM = 0.6          # AlignPose's preview draws the poses over the photo at this brightness
 
 
 def _onnx_choices(preferred: str, hint: str) -> tuple[list[str], dict]:
@@ -111,15 +113,30 @@ class ExtractPose:
             bar(done, max(count, done))
 
         sequence = pose_api.extract(frames, models.detector_path, models.estimator_path, person=person,
-                                    on_missing=no_person, progress=progress)
+                                    on_missing=no_person, providers=pose_providers(), progress=progress)
         count = len(sequence)
         if sequence.missing_frames:
             how = "held the nearest pose" if no_person == "hold" else "left empty"
             notes.append(f"no person in {len(sequence.missing_frames)} of {count} frames ({how})")
         pose = DrivingPose(sequence=sequence, fps=fps, models=models, report="; ".join(notes))
         preview = uint8_to_frames(list(_render_preview(sequence)))
-        text = f"{count} frames at {fps:g} fps" + (f"; {pose.report}" if pose.report else "")
+        text = "; ".join(n for n in (f"{count} frames at {fps:g} fps", _persons_found(sequence), pose.report) if n)
         return {"result": (pose, preview, float(fps)), "ui": {"text": [text]}}
+
+
+def pose_providers():
+    """onnxruntime providers for the pose models: CPU only when ComfyUI computes on the CPU, else the default
+    (the GPU when one is present)."""
+    return pose_api.CPU_ONLY if bridge.computes_on_cpu() else None
+
+
+def _persons_found(sequence) -> str:
+    """'a person in 79 of 81 frames' (with person = all: 'up to 2 persons per frame')."""
+    count = len(sequence)
+    found = count - len(sequence.missing_frames)
+    most = max((frame.num_persons for frame in sequence), default=0)
+    text = f"a person in {found} of {count} frames"
+    return text + (f", up to {most} persons per frame" if most > 1 else "")
 
 
 def _pick_frames(images: torch.Tensor, fps: float, max_frames: int, target_fps: float):
@@ -211,7 +228,8 @@ class AlignPose:
         "Rendered augmented pose frames for pose guidance (same memory cost as positive_pose).",
         "The aligned poses as keypoints (a few KB per frame): connect to the sampler's aligned_pose; it renders "
         "the same frames one segment at a time, so memory does not grow with the video's length.",
-        f"A small preview (at most {ALIGN_PREVIEW_FRAMES} evenly spaced frames).",
+        f"A small preview: the aligned poses over the photo (at most {ALIGN_PREVIEW_FRAMES} evenly spaced frames), "
+        "to check the alignment before sampling.",
     )
     DESCRIPTION = (
         "Detects the person in the photo, scales the driving poses to their body (official SteadyDancer alignment) "
@@ -249,8 +267,9 @@ class AlignPose:
         if photo_np.shape[0] > 1:
             raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
                              "pick one (e.g. with an ImageFromBatch node).")
-        reference, _resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
-                                                         pose.models.estimator_path, person=pose.models.person)
+        reference, resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
+                                                         pose.models.estimator_path, person=pose.models.person,
+                                                         providers=pose_providers())
         aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
         out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
         compact = AlignedPose(aligned=aligned, augment_seed=int(augment_seed), output_hw=out_hw, fps=pose.fps,
@@ -265,7 +284,7 @@ class AlignPose:
             positive[i], negative[i] = positive_src.frame(i), negative_src.frame(i)
             bar(i + 1, count)
         positive, negative = uint8_to_frames(positive), uint8_to_frames(negative)
-        preview = uint8_to_frames(list(_align_preview(positive_src)))
+        preview = uint8_to_frames(list(_align_preview(positive_src, resized)))
         h, w = positive_src.frame_hw
         text = f"{len(aligned)} pose frames {w}x{h}" + ("" if count > 1 or len(aligned) == 1 else
                                                          " (IMAGE outputs: first frame only)")
@@ -273,15 +292,21 @@ class AlignPose:
                 "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
 
 
-def _align_preview(source):
+def _align_preview(source, photo: np.ndarray):
+    """The aligned poses drawn over the (dimmed) resized photo, so a bad alignment shows before sampling: the
+    pose canvas is twice the resized photo, so the photo spans it exactly."""
     h, w = source.canvas_hw
     k = min(1.0, ALIGN_PREVIEW_LONG_SIDE / max(h, w))
     size = (max(2, int(round(h * k / 2)) * 2), max(2, int(round(w * k / 2)) * 2))
+    backdrop = cv2.resize(photo, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    backdrop = (backdrop * PREVIEW_PHOTO_DIM).astype(np.uint8)
     count = len(source)
     picks = sorted({round(i * (count - 1) / max(1, ALIGN_PREVIEW_FRAMES - 1)) for i in range(min(count, ALIGN_PREVIEW_FRAMES))})
     for i in picks:
-        yield pose_api.render(source.pose_frames[i], source.canvas_hw, output_hw=size)
+        drawn = pose_api.render(source.pose_frames[i], source.canvas_hw, output_hw=size)
+        yield np.where(drawn.any(axis=-1, keepdims=True), drawn, backdrop)
 
 
 NODE_CLASS_MAPPINGS = {"ExtractPose": ExtractPose, "AlignPose": AlignPose}
-NODE_DISPLAY_NAME_MAPPINGS = {"ExtractPose": "Extract Pose (DWPose)", "AlignPose": "Align Pose to Photo"}
+NODE_DISPLAY_NAME_MAPPINGS = {"ExtractPose": "SteadyDancer Extract Pose (DWPose)",
+                              "AlignPose": "SteadyDancer Align Pose to Photo"}

@@ -101,8 +101,20 @@ class SteadyDancerSampler:
             raise
         report = "; ".join(str(n) for n in result.notices)
         latent = {"samples": result.latent, LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report}
-        text = f"{result.num_frames} frames at {result.width}x{result.height}" + (f"; {report}" if report else "")
-        return {"result": (latent,), "ui": {"text": [text]}}
+        return {"result": (latent,), "ui": {"text": [describe(model, result, report)]}}
+
+
+def describe(model, result, report: str) -> str:
+    """The sampler's UI text: what was generated, the adjusted values and notices, and the memory plan this job
+    ran with (the loader plans before the job size is known; ``generate`` re-plans for the real size)."""
+    segments = len(result.segments)
+    head = f"{result.num_frames} frames at {result.width}x{result.height}" + (
+        f" in {segments} segments" if segments > 1 else "")
+    lines = [head + (f"; {report}" if report else "")]
+    plan = getattr(model, "offload_plan", None)
+    if plan is not None:
+        lines.append(f"memory plan for this job: {plan.explanation}")
+    return "\n".join(lines)
 
 
 def pose_inputs(aligned_pose, positive_pose, negative_pose):

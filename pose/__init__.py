@@ -1,6 +1,6 @@
 """Pose pipeline (numpy / OpenCV / onnxruntime): DWPose extraction, official alignment, rendering, augmentation.
 
-Never imports ComfyUI or torch. Images are numpy uint8 [H, W, 3] RGB; keypoints are normalised
+Never imports ComfyUI or torch (an already imported torch is asked whether a GPU is present). Images are numpy uint8 [H, W, 3] RGB; keypoints are normalised
 (x / W, y / H) float32 (see ``pose.types``).
 
 Public API
@@ -39,7 +39,8 @@ Typical use::
 
 Model files: ``yolox_l.onnx`` (person detector) and ``dw-ll_ucoco_384.onnx`` (DWPose), the files
 comfyui_controlnet_aux uses; other YOLOX / RTMPose-SimCC exports with the same signatures (fixed or
-dynamic batch, float16) work too. CUDA is used when onnxruntime-gpu is installed.
+dynamic batch, float16) work too. CUDA is used when onnxruntime-gpu is installed and a GPU is present;
+``providers=CPU_ONLY`` keeps onnxruntime on the CPU (see ``pose.onnx_runtime``).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ import numpy as np
 
 from .align import AlignedPoses, Aligner, AlignScales, NoPersonError, align, iter_align, reference_size, resize_reference
 from .augment import AugmentDraw, augment, augment_frames
+from .onnx_runtime import CPU_ONLY
 from .render import render, render_frames
 from .sources import RenderedFrames, pose_sources
 from .types import PoseFrame, PoseSequence
@@ -58,7 +60,7 @@ __all__ = [
     "AlignedPoses", "Aligner", "AlignScales", "AugmentDraw", "NoPersonError", "PoseFrame", "PoseSequence",
     "WholeBody", "PERSON_MODES", "MISSING_MODES", "align", "augment", "augment_frames", "extract",
     "extract_reference", "iter_align", "load_models", "reference_size", "render", "render_frames",
-    "resize_reference", "RenderedFrames", "pose_sources",
+    "resize_reference", "RenderedFrames", "pose_sources", "CPU_ONLY",
 ]
 
 

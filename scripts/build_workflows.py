@@ -1,7 +1,13 @@
 """Writes the bundled workflows from one description: UI format (workflows/ui/, example_workflows/) and API format
 (workflows/api/). ComfyUI's template browser lists ``*.json`` directly inside a pack's ``example_workflows/`` and
-also ``workflows/`` (not their subfolders), so the UI copies live in ``workflows/ui/`` to be listed once. Widget order and defaults come from the nodes' own INPUT_TYPES, so the files always match the
-node schemas (tests/test_workflows.py checks that too).
+also ``workflows/`` (not their subfolders), so the UI copies live in ``workflows/ui/`` to be listed once.
+
+Everything that depends on the nodes is derived from their definitions, so the files follow the nodes when widgets
+are added: widget order and defaults come from INPUT_TYPES; node heights from the number of sockets and widgets
+(the ComfyUI 0.8 frontend's layout: 20 px per socket row, 24 px per widget, 54 px per multiline text); nodes are
+stacked in columns from those heights, and the saved view (``extra.ds``) is computed so the whole graph fits a
+1600x900 browser window. The model loader carries the frontend's missing-models list (``properties.models``: file
+name, Hugging Face URL, model folder), so a missing file is named, with its download.
 
     python scripts/build_workflows.py            # rewrite the files
     python scripts/build_workflows.py --check    # exit 1 if a file is out of date
@@ -35,6 +41,20 @@ POSE_MODEL = "dw-ll_ucoco_384.onnx"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
+# Where each model file the workflows name comes from (the README's model table): ComfyUI model folder, URL. Not
+# the ONNX pose models: ComfyUI 0.8 lists only .safetensors / .ckpt / .pt files to the frontend (/experiment/models),
+# so the frontend would report them missing even when they are there.
+HF = "https://huggingface.co"
+WAN_REPACKAGED = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+MODEL_SOURCES = {
+    DIT_FP8: ("diffusion_models", f"{HF}/Kijai/WanVideo_comfy_fp8_scaled/resolve/main/SteadyDancer/{DIT_FP8}"),
+    VAE: ("vae", f"{WAN_REPACKAGED}/vae/{VAE}"),
+    T5_FP8: ("text_encoders", f"{WAN_REPACKAGED}/text_encoders/{T5_FP8}"),
+    T5_FP16: ("text_encoders", f"{WAN_REPACKAGED}/text_encoders/{T5_FP16}"),
+    CLIP_VISION: ("clip_vision", f"{WAN_REPACKAGED}/clip_vision/{CLIP_VISION}"),
+    DISTILL_LORA: ("loras", f"{HF}/Kijai/WanVideo_comfy/resolve/main/Lightx2v/{DISTILL_LORA}"),
+}
+
 # Core ComfyUI nodes used by the workflows: (sockets in order, widgets in order, outputs). Checked against a real
 # ComfyUI 0.8 /object_info; "upload" is the frontend's upload button (saved in widgets_values, not sent to /prompt).
 CORE_SCHEMAS = {
@@ -49,13 +69,25 @@ CORE_SCHEMAS = {
     "SaveVideo": {"inputs": [("video", "VIDEO", False)],
                   "widgets": [("filename_prefix", "STRING"), ("format", "COMBO"), ("codec", "COMBO")],
                   "outputs": []},
+    "PreviewImage": {"inputs": [("images", "IMAGE", False)], "widgets": [], "outputs": []},
 }
 UPLOAD_VALUE = "image"
-# Node sizes as the ComfyUI 0.8 frontend lays them out (width, height); others get DEFAULT_SIZE.
-NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 190),
-              "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 590), "DecodeVideo": (320, 200),
-              "SaveVideo": (320, 130), "GetVideoComponents": (220, 90), "CreateVideo": (270, 100)}
-DEFAULT_SIZE = (320, 120)
+
+# Layout, in the ComfyUI 0.8 frontend's canvas units (measured on its nodes: a node's height is 20 px per row of
+# sockets + 24 px per widget + 54 px per multiline text + 14 px; the title bar is 30 px above the node's position).
+SLOT_PX, WIDGET_PX, MULTILINE_PX, NODE_PAD_PX, TITLE_PX = 20, 24, 54, 14, 30
+NODE_WIDTH = 320
+# Nodes whose size depends on what they show (measured with the tiny kit's portrait photo and video); previews get
+# room for an image.
+FIXED_SIZES = {"LoadImage": (320, 330), "LoadVideo": (424, 720), "PreviewImage": (320, 320),
+               "GetVideoComponents": (220, 80), "CreateVideo": (270, 80)}
+REPORT_PX = 130      # room under a pack node for the report the frontend extension shows after a run
+ROW_GAP_PX = 40      # between a node (with its report room) and the next title bar
+COLUMN_GAP_PX = 50
+# The view the workflows open with: the whole graph inside a 1600x900 browser window, less the frontend's side
+# bar (left) and tab / menu bars (top).
+VIEW = {"left": 70, "top": 100, "width": 1510, "height": 780}
+PACK_CATEGORY = "SteadyDancer"
 
 
 def pack_schemas() -> dict:
@@ -79,16 +111,67 @@ def schema_of(cls) -> dict:
             if isinstance(kind, list):
                 widgets.append((name, "COMBO", options.get("default", kind[0] if kind else None), options))
             elif kind in WIDGET_TYPES and not options.get("forceInput"):
-                widgets.append((name, kind, options.get("default"), options))
+                widgets.append((name, kind, options.get("default", _frontend_default(kind, options)), options))
             else:
                 inputs.append((name, kind, section == "optional"))
     outputs = list(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))
-    return {"inputs": inputs, "widgets": widgets, "outputs": outputs}
+    return {"inputs": inputs, "widgets": widgets, "outputs": outputs, "category": getattr(cls, "CATEGORY", "")}
+
+
+def _frontend_default(kind: str, options: dict):
+    """A value for a widget declared without a default (0 kept inside min..max, "", False, the first option), so
+    a newly added widget never stops the build."""
+    if kind in ("INT", "FLOAT"):
+        return min(max(0, options.get("min", 0)), options.get("max", 0) if "max" in options else float("inf"))
+    if kind == "COMBO":
+        choices = options.get("options") or [None]
+        return choices[0]
+    return {"STRING": "", "BOOLEAN": False}.get(kind)
 
 
 def core_schema(node_type: str) -> dict:
     s = CORE_SCHEMAS[node_type]
-    return {"inputs": s["inputs"], "widgets": [(n, k, None, {}) for n, k in s["widgets"]], "outputs": s["outputs"]}
+    return {"inputs": s["inputs"], "widgets": [(n, k, None, {}) for n, k in s["widgets"]], "outputs": s["outputs"],
+            "category": "core"}
+
+
+def node_size(node_type: str, schema: dict) -> tuple[int, int]:
+    """(width, height) of a node as the frontend lays it out (without its title bar)."""
+    if node_type in FIXED_SIZES:
+        return FIXED_SIZES[node_type]
+    rows = multiline = 0
+    for _, kind, _, options in schema["widgets"]:
+        if kind == "STRING" and options.get("multiline"):
+            multiline += 1
+        else:
+            rows += 1 + bool(options.get("control_after_generate"))
+    sockets = max(len(schema["inputs"]), len(schema["outputs"]))
+    return NODE_WIDTH, SLOT_PX * sockets + WIDGET_PX * rows + MULTILINE_PX * multiline + NODE_PAD_PX
+
+
+def footprint(node_type: str, schema: dict) -> tuple[int, int]:
+    """(width, height) a node takes in its column: title bar, body and, for the pack's nodes, room for the report."""
+    width, height = node_size(node_type, schema)
+    report = REPORT_PX if schema.get("category", "").startswith(PACK_CATEGORY) else 0
+    return width, TITLE_PX + height + report
+
+
+def model_entries(values: dict) -> list[dict]:
+    """The frontend's missing-models list for a node: the model files among its widget values."""
+    return [{"name": v, "url": MODEL_SOURCES[v][1], "directory": MODEL_SOURCES[v][0]}
+            for v in values.values() if isinstance(v, str) and v in MODEL_SOURCES]
+
+
+def fit_view(boxes: list[tuple[float, float, float, float]]) -> dict:
+    """``extra.ds`` (scale, offset) showing every box (x0, y0, x1, y1) inside VIEW, centred; screen = (graph +
+    offset) * scale."""
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    scale = min(1.0, VIEW["width"] / (x1 - x0), VIEW["height"] / (y1 - y0))
+    scale = int(scale * 100) / 100
+    left = VIEW["left"] + (VIEW["width"] - (x1 - x0) * scale) / 2
+    top = VIEW["top"] + (VIEW["height"] - (y1 - y0) * scale) / 2
+    return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
 
 
 class Graph:
@@ -99,16 +182,41 @@ class Graph:
         self.nodes: list[dict] = []
         self.links: list[tuple] = []  # (src id, output name, dst id, input name)
 
-    def add(self, node_type: str, pos, title=None, **values) -> int:
+    def add(self, node_type: str, column: int, title=None, **values) -> int:
+        """A node at the bottom of layout column ``column`` (columns run left to right, nodes top to bottom)."""
         schema = self.schemas[node_type] if node_type in self.schemas else core_schema(node_type)
         known = {w[0] for w in schema["widgets"]}
         unknown = set(values) - known
         if unknown:
             raise KeyError(f"{node_type} has no widgets {sorted(unknown)}")
         node_id = len(self.nodes) + 1
-        self.nodes.append({"id": node_id, "type": node_type, "pos": pos, "title": title, "values": values,
+        self.nodes.append({"id": node_id, "type": node_type, "column": column, "title": title, "values": values,
                            "schema": schema})
         return node_id
+
+    def layout(self) -> dict[int, tuple[list, list]]:
+        """{node id: (pos, size)}: columns side by side, as wide as their widest node; nodes stacked in each."""
+        columns: dict[int, list] = {}
+        for node in self.nodes:
+            columns.setdefault(node["column"], []).append(node)
+        placed, x = {}, 0
+        for index in sorted(columns):
+            y = 0
+            for node in columns[index]:
+                placed[node["id"]] = ([x, y + TITLE_PX], list(node_size(node["type"], node["schema"])))
+                y += footprint(node["type"], node["schema"])[1] + ROW_GAP_PX
+            x += max(footprint(n["type"], n["schema"])[0] for n in columns[index]) + COLUMN_GAP_PX
+        return placed
+
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """Each node's area on the canvas (title bar, body and report room): (x0, y0, x1, y1)."""
+        placed = self.layout()
+        result = []
+        for node in self.nodes:
+            (x, y), _ = placed[node["id"]]
+            width, height = footprint(node["type"], node["schema"])
+            result.append((x, y - TITLE_PX, x + width, y - TITLE_PX + height))
+        return result
 
     def link(self, src: int, output: str, dst: int, input_name: str) -> None:
         self.links.append((src, output, dst, input_name))
@@ -171,42 +279,59 @@ class Graph:
             entry["link"] = link_id
             out_links[src][o].append(link_id)
             ui_links.append([link_id, src, o, dst, slots[dst].index(entry), entry["type"]])
+        placed = self.layout()
         for order, node in enumerate(self.nodes):
             outputs = [{"name": name, "type": kind, "links": out_links[node["id"]][i] or None}
                        for i, (name, kind) in enumerate(node["schema"]["outputs"])]
-            ui = {"id": node["id"], "type": node["type"], "pos": list(node["pos"]), "size": list(NODE_SIZES.get(node["type"], DEFAULT_SIZE)),
+            pos, size = placed[node["id"]]
+            properties = {"Node name for S&R": node["type"]}
+            models = model_entries({name: node["values"].get(name, default)
+                                    for name, _, default, _ in node["schema"]["widgets"]})
+            if models:
+                properties["models"] = models
+            ui = {"id": node["id"], "type": node["type"], "pos": pos, "size": size,
                   "flags": {}, "order": order, "mode": 0, "inputs": slots[node["id"]], "outputs": outputs,
-                  "properties": {"Node name for S&R": node["type"]}, "widgets_values": self.widget_values(node)}
+                  "properties": properties, "widgets_values": self.widget_values(node)}
             if node["title"]:
                 ui["title"] = node["title"]
             ui_nodes.append(ui)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": ui_nodes,
-                "links": ui_links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+                "links": ui_links, "groups": [], "config": {}, "extra": {"ds": fit_view(self.boxes())},
                 "version": 0.4}
 
 
 # ------------------------------------------------------------------------------------------------ workflows
+# Layout columns, left to right: inputs, poses, alignment, loader, sampler, output.
+INPUTS, POSES, ALIGNMENT, LOADER_COLUMN, SAMPLER_COLUMN, OUTPUT = range(6)
+
+
 def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
-    """Photo, driving video and pose nodes; returns (photo, extract, align) ids."""
-    photo = g.add("LoadImage", (0, 0), title="Photo (first frame)", image=PHOTO)
-    video = g.add("LoadVideo", (0, 380), title="Driving video", file=DRIVING_VIDEO)
-    extract = g.add("ExtractPose", (380, 380), detector=DETECTOR, pose_model=POSE_MODEL)
+    """Photo, driving video, pose nodes and their previews (the extracted poses, the aligned poses over the photo:
+    a bad alignment shows before any sampling); returns (photo, extract, align) ids."""
+    photo = g.add("LoadImage", INPUTS, title="Photo (first frame)", image=PHOTO)
+    video = g.add("LoadVideo", INPUTS, title="Driving video", file=DRIVING_VIDEO)
     if via_images:
-        parts = g.add("GetVideoComponents", (380, 700))
+        parts = g.add("GetVideoComponents", POSES)
+        extract = g.add("ExtractPose", POSES, detector=DETECTOR, pose_model=POSE_MODEL)
         g.link(video, "VIDEO", parts, "video")
         g.link(parts, "images", extract, "images")
         g.link(parts, "fps", extract, "images_fps")
     else:
+        extract = g.add("ExtractPose", POSES, detector=DETECTOR, pose_model=POSE_MODEL)
         g.link(video, "VIDEO", extract, "video")
-    align = g.add("AlignPose", (760, 360), augment_seed=0, canvas="1x" if via_images else "2x",
+    poses = g.add("PreviewImage", POSES, title="Extracted poses")
+    g.link(extract, "preview", poses, "images")
+    align = g.add("AlignPose", ALIGNMENT, augment_seed=0, canvas="1x" if via_images else "2x",
                   image_outputs="first_frame")
     g.link(photo, "IMAGE", align, "photo")
     g.link(extract, "pose", align, "pose")
+    aligned = g.add("PreviewImage", ALIGNMENT, title="Aligned poses over the photo")
+    g.link(align, "preview", aligned, "images")
     return photo, extract, align
 
 
 def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
-    sampler = g.add("SteadyDancerSampler", (1140, 0), **values)
+    sampler = g.add("SteadyDancerSampler", SAMPLER_COLUMN, **values)
     g.link(model, "model", sampler, "model")
     g.link(photo, "IMAGE", sampler, "photo")
     g.link(align, "aligned_pose", sampler, "aligned_pose")   # compact keypoints: rendered segment by segment
@@ -214,7 +339,7 @@ def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
 
 
 def _decode(g: Graph, model: int, sampler: int, extract: int) -> int:
-    decode = g.add("DecodeVideo", (1520, 0))
+    decode = g.add("DecodeVideo", OUTPUT)
     g.link(model, "model", decode, "model")
     g.link(sampler, "latent", decode, "latent")
     g.link(extract, "fps", decode, "fps")
@@ -223,21 +348,21 @@ def _decode(g: Graph, model: int, sampler: int, extract: int) -> int:
 
 def _loader(g: Graph, **widgets) -> int:
     """LoadSteadyDancerModel with the shared VAE and CLIP vision files; the rest of its widgets from ``widgets``."""
-    return g.add("LoadSteadyDancerModel", (760, 0), vae_name=VAE, clip_vision_name=CLIP_VISION, **widgets)
+    return g.add("LoadSteadyDancerModel", LOADER_COLUMN, vae_name=VAE, clip_vision_name=CLIP_VISION, **widgets)
 
 
 def _decode_save(g: Graph, model: int, sampler: int, extract: int, prefix: str) -> int:
     decode = _decode(g, model, sampler, extract)
-    save = g.add("SaveVideo", (1900, 0), filename_prefix=prefix, format="auto", codec="auto")
+    save = g.add("SaveVideo", OUTPUT, filename_prefix=prefix, format="auto", codec="auto")
     g.link(decode, "video", save, "video")
     return decode
 
 
 def basic_dance(schemas) -> Graph:
-    """Eight nodes: photo + driving video -> poses -> SteadyDancer -> mp4."""
+    """Photo + driving video -> poses (with previews) -> SteadyDancer (fp8 DiT and umT5) -> mp4."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, via_images=False)
-    model = _loader(g, dit_name=DIT_FP16, t5_name=T5_FP16, lora_name="None")
+    model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.")
     _decode_save(g, model, sampler, extract, "steadydancer/dance")
     return g
@@ -247,16 +372,16 @@ def long_video(schemas) -> Graph:
     """Every driving frame, generated in overlapping segments; the driving video's audio is kept."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, via_images=True)
-    model = _loader(g, dit_name=DIT_FP16, t5_name=T5_FP16, lora_name="None")
+    model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
                        length=0, color_correction=1.0)
     decode = _decode(g, model, sampler, extract)
-    create = g.add("CreateVideo", (1900, 0), fps=24.0)
+    create = g.add("CreateVideo", OUTPUT, fps=24.0)
     g.link(decode, "frames", create, "images")
     g.link(extract, "fps", create, "fps")
     parts = next(n["id"] for n in g.nodes if n["type"] == "GetVideoComponents")
     g.link(parts, "audio", create, "audio")
-    save = g.add("SaveVideo", (2280, 0), filename_prefix="steadydancer/long", format="auto", codec="auto")
+    save = g.add("SaveVideo", OUTPUT, filename_prefix="steadydancer/long", format="auto", codec="auto")
     g.link(create, "VIDEO", save, "video")
     return g
 

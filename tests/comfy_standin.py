@@ -311,7 +311,24 @@ class SaveVideo:
         return {"ui": {"images": [{"filename": target.name, "subfolder": "", "type": "output"}]}}
 
 
-CORE_NODES = {cls.__name__: cls for cls in (LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo)}
+class PreviewImage:
+    """Checks it got an IMAGE batch [B, H, W, 3] in 0..1, as ComfyUI's PreviewImage saves it to the temp folder."""
+
+    FUNCTION = "save_images"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    def save_images(self, images):
+        if not (isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[-1] == 3):
+            raise TypeError(f"PreviewImage needs IMAGE [B, H, W, 3], got {getattr(images, 'shape', type(images))}")
+        if images.shape[0] < 1 or float(images.min()) < 0 or float(images.max()) > 1:
+            raise ValueError("PreviewImage got an empty batch or values outside 0..1")
+        return {"ui": {"images": [{"filename": f"preview_{i:05d}.png", "subfolder": "", "type": "temp"}
+                                  for i in range(images.shape[0])]}}
+
+
+CORE_NODES = {cls.__name__: cls for cls in (LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo,
+                                            PreviewImage)}
 
 
 # --------------------------------------------------------------------------------------------- executor

@@ -100,6 +100,7 @@ def test_max_frames_stops_decoding_early(env, monkeypatch):
     video = comfy_standin.VideoFromFile(str(_video_path(host)))
     out = classes["ExtractPose"]().extract(**COMMON, max_frames=2, target_fps=0.0, images_fps=24.0, video=video)
     assert len(out["result"][0].sequence) == 2 and "max_frames" in out["ui"]["text"][0]
+    assert out["ui"]["text"][0].startswith("2 frames at 24 fps; a person in 2 of 2 frames; ")
     assert len(decoded) == 2 < tiny_kit.VIDEO_FRAMES
 
 

@@ -65,8 +65,13 @@ def test_api_workflow_runs_and_writes_a_video(path, env):
     assert steps and steps[-1][1] == steps[-1][2], "the sampler's progress bar reaches its end"
     report = "; ".join(str(n) for n in result.notices)
     assert latent["steadydancer_report"] == report
-    assert run["ui"][sampler_id]["text"] == [f"{result.num_frames} frames at {result.width}x{result.height}"
-                                             + (f"; {report}" if report else "")]
+    model = run["outputs"][next(k for k, v in json.loads(path.read_text()).items()
+                                if v["class_type"] == "LoadSteadyDancerModel")][0]
+    text = run["ui"][sampler_id]["text"]
+    assert text == ["\n".join([f"{result.num_frames} frames at {result.width}x{result.height}"
+                               + (f"; {report}" if report else ""),
+                               f"memory plan for this job: {model.offload_plan.explanation}"])]
+    assert f"{result.width}x{result.height}x" in text[0].splitlines()[1], "the plan is the one for this job's size"
 
 
 def test_loader_text_shows_the_plan_and_one_line_per_lora(env):
@@ -80,11 +85,12 @@ def test_loader_text_shows_the_plan_and_one_line_per_lora(env):
     assert (model.offload, model.blocks_to_swap, model.max_vram_gb) == ("block_swap", 3, None)
     count = len(model.lora_reports[0].files[0].matched)
     assert count > 0 and not model.lora_reports[0].unmatched
-    assert out["ui"]["text"] == ["\n".join([model.offload_plan.explanation,
-                                             f"{lora}: {count}/{count} modules, strength 0.5",
-                                             f"{lora}: {count}/{count} modules, strength 1.0"])]
+    plan_line = "memory plan at load time (the sampler re-plans for the real job size): "
+    assert out["ui"]["text"] == ["\n".join([plan_line + model.offload_plan.explanation,
+                                             f"LoRA {lora}: {count}/{count} modules, strength 0.5",
+                                             f"LoRA {lora}: {count}/{count} modules, strength 1.0"])]
     plain = classes["LoadSteadyDancerModel"]().load(*args, "None", 1.0)
-    assert plain["ui"]["text"] == [plain["result"][0].offload_plan.explanation]
+    assert plain["ui"]["text"] == [plan_line + plain["result"][0].offload_plan.explanation + "\nno LoRA"]
     with pytest.raises(ValueError, match="^offload must be one of auto, all_resident, block_swap, got 'none'$"):
         classes["LoadSteadyDancerModel"]().load(*args[:6], "none", *args[7:], "None", 1.0)
 
@@ -142,6 +148,7 @@ def test_aligned_pose_socket_equals_the_rendered_image_frames(env):
     assert len(compact) == positive.shape[0] == negative.shape[0] and compact.frame_hw == tuple(positive.shape[1:3])
     assert torch.equal(first[0], positive[:1]) and torch.equal(first[1], negative[:1])
     assert preview.ndim == 4 and max(preview.shape[1:3]) <= 384 and preview.shape[0] <= 24
+    assert float((preview.sum(-1) > 0).float().mean()) > 0.9, "the poses are drawn over the photo, not on black"
     inputs = {k: v for k, v in prompt[ids["SteadyDancerSampler"]]["inputs"].items() if not isinstance(v, list)}
     inputs.update(length=0, segment_frames=5, segment_overlap=1)
     sampler = classes["SteadyDancerSampler"]()

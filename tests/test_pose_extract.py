@@ -1,5 +1,4 @@
 """Pose extraction with tiny ONNX models that carry the real signatures (real pre/post-processing runs)."""
-import logging
 
 import numpy as np
 import pytest
@@ -149,21 +148,6 @@ def test_pose_openpose_order_and_neck():
 def test_pose_flip_indices_involution():
     assert (FLIP_INDICES[FLIP_INDICES] == np.arange(133)).all()
     assert FLIP_INDICES[5] == 6 and FLIP_INDICES[91] == 112 and FLIP_INDICES[23] == 39 and FLIP_INDICES[23 + 8] == 31
-
-
-def test_pose_cpu_fallback_warning_once(monkeypatch, caplog):
-    monkeypatch.setattr(onnx_runtime, "_WARNED", False)
-    monkeypatch.setattr(onnx_runtime, "nvidia_gpu_present", lambda: True)
-    with caplog.at_level(logging.WARNING, logger="pose.onnx_runtime"):
-        assert onnx_runtime.choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-        onnx_runtime.choose_providers(["CPUExecutionProvider"])
-    assert len([r for r in caplog.records if "onnxruntime-gpu" in r.getMessage()]) == 1
-    assert onnx_runtime.choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
-    monkeypatch.setattr(onnx_runtime, "_WARNED", False)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="pose.onnx_runtime"):
-        onnx_runtime._warn_if_gpu_dropped(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
-    assert len([r for r in caplog.records if "cuDNN" in r.getMessage()]) == 1
 
 
 def test_pose_bad_model_file_errors(tmp_path):

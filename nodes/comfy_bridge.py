@@ -165,6 +165,35 @@ def computes_on_cpu() -> bool:
     return mm.get_torch_device().type == "cpu"
 
 
+# ------------------------------------------------------------------------------------------------- native VAE
+WAN21_LATENT_CHANNELS = 16
+
+
+def check_wan21_vae(vae) -> None:
+    """A readable error unless ``vae`` (ComfyUI's VAE object) is a video VAE with Wan 2.1's 16 latent channels."""
+    channels = getattr(vae, "latent_channels", None)
+    dims = getattr(vae, "latent_dim", None)
+    if not callable(getattr(vae, "decode", None)) or channels != WAN21_LATENT_CHANNELS or dims != 3:
+        raise ValueError(f"the connected VAE is not a Wan 2.1 VAE (latent channels {channels}, latent dimensions "
+                         f"{dims}; Wan 2.1 has 16 and 3): load wan_2.1_vae.safetensors with Load VAE (the Wan 2.2 "
+                         "VAE has 48 channels and does not fit SteadyDancer's latents)")
+
+
+def vae_decode(vae, raw_latent, tile_size: int | None = None):
+    """Frames [T, H, W, 3] float32 in 0..1 on the CPU from ComfyUI's VAE and a raw latent [1, 16, F, h, w] (the
+    LATENT ``samples`` convention). tile_size (pixels): ComfyUI's tiled decode, spatial tiles with a quarter of
+    overlap and the whole segment in time; None: its plain decode (which tiles by itself when memory runs out)."""
+    if tile_size:
+        scale = int(vae.spacial_compression_decode())
+        tile = max(1, int(tile_size) // scale)
+        images = vae.decode_tiled(raw_latent, tile_x=tile, tile_y=tile, overlap=max(1, tile // 4))
+    else:
+        images = vae.decode(raw_latent)
+    if images.ndim == 5:                       # [B, T, H, W, 3] for video VAEs
+        images = images.reshape(-1, *images.shape[-3:])
+    return images.float().cpu()
+
+
 # ------------------------------------------------------------------------------------------------------ video
 def make_video(frames, fps: float, audio=None):
     """A ComfyUI VIDEO object from IMAGE frames [T, H, W, 3] in 0..1 (for the core SaveVideo node)."""

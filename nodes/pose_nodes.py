@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core import MAX_SEED, POSE, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import MAX_SEED, POSE, WAN_FPS, iter_video_frames, probe_video, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from . import comfy_bridge as bridge
-from .types import ALIGNED_POSE_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
+from .types import ALIGNED_POSE_TYPE, KEYPOINT_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
 
 CATEGORY = "SteadyDancer"
 SCALE_FALLBACKS = ["official", "visible"]
@@ -50,12 +50,19 @@ class ExtractPose:
 
     CATEGORY = CATEGORY
     FUNCTION = "extract"
-    RETURN_TYPES = (POSE_TYPE, "IMAGE", "FLOAT")
-    RETURN_NAMES = ("pose", "preview", "fps")
+    RETURN_TYPES = (POSE_TYPE, "IMAGE", "FLOAT", KEYPOINT_TYPE)
+    RETURN_NAMES = ("pose", "preview", "fps", "pose_keypoint")
+    OUTPUT_TOOLTIPS = (
+        "The driving poses (keypoints) for AlignPose.",
+        f"A small preview (at most {PREVIEW_FRAMES} evenly spaced frames).",
+        "The driving frame rate after target_fps (the sampler carries it to DecodeVideo by itself).",
+        "The same poses as OpenPose JSON (POSE_KEYPOINT, pixel coordinates of the driving frames), for other "
+        "packs' pose nodes; AlignPose and the sampler read it back.",
+    )
     DESCRIPTION = (
         "Extracts whole-body poses from the driving video (connect a VIDEO from Load Video, or IMAGE frames). "
-        "ONNX models: yolox_l.onnx and dw-ll_ucoco_384.onnx in models/dwpose. Outputs the poses, a preview and "
-        "the driving frame rate (connect it to DecodeVideo's fps)."
+        "ONNX models: yolox_l.onnx and dw-ll_ucoco_384.onnx in models/dwpose. Outputs the poses, a preview, "
+        "the driving frame rate and the poses as OpenPose JSON (POSE_KEYPOINT) for other packs."
     )
 
     @classmethod
@@ -121,7 +128,8 @@ class ExtractPose:
         pose = DrivingPose(sequence=sequence, fps=fps, models=models, report="; ".join(notes))
         preview = uint8_to_frames(list(_render_preview(sequence)))
         text = "; ".join(n for n in (f"{count} frames at {fps:g} fps", _persons_found(sequence), pose.report) if n)
-        return {"result": (pose, preview, float(fps)), "ui": {"text": [text]}}
+        keypoints = pose_api.to_openpose_json(sequence)
+        return {"result": (pose, preview, float(fps), keypoints), "ui": {"text": [text]}}
 
 
 def pose_providers():
@@ -242,7 +250,6 @@ class AlignPose:
         return {
             "required": {
                 "photo": ("IMAGE", {"tooltip": "The photo to animate (first frame of the result)."}),
-                "pose": (POSE_TYPE, {"tooltip": "Driving poses from ExtractPose."}),
                 "augment_seed": ("INT", {"default": POSE.augment_seed, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed of the negative-pose augmentation (random scale/aspect per frame)."}),
                 "canvas": (CANVAS_MODES, {"default": POSE.canvas, "tooltip": (
@@ -256,24 +263,29 @@ class AlignPose:
                     "video: about 28 MB per frame and output at the 2x canvas of a 720p photo); first_frame: only "
                     "frame 0 (use aligned_pose for the sampler, which renders one segment at a time).")}),
             },
+            "optional": {
+                "pose": (POSE_TYPE, {"tooltip": "Driving poses from ExtractPose."}),
+                "pose_keypoint": (KEYPOINT_TYPE, {"tooltip": (
+                    "Driving poses as OpenPose JSON (POSE_KEYPOINT: comfyui_controlnet_aux's DWPose / OpenPose, a "
+                    "pose editor, or ExtractPose), used instead of 'pose'. The photo's pose is detected with "
+                    f"models/dwpose/{POSE.detector} and {POSE.pose_model}. The format has no frame rate: "
+                    f"{WAN_FPS:g} fps is assumed.")}),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def align(self, photo, pose: DrivingPose, augment_seed, canvas, scale_fallback, image_outputs="all_frames",
-              unique_id=None):
+    def align(self, photo, pose: DrivingPose | None = None, augment_seed=POSE.augment_seed, canvas=POSE.canvas,
+              scale_fallback=POSE.scale_fallback, image_outputs="all_frames", pose_keypoint=None, unique_id=None):
         if image_outputs not in IMAGE_OUTPUTS:
             raise ValueError(f"image_outputs must be one of {IMAGE_OUTPUTS}, got {image_outputs!r}")
-        photo_np = frames_to_uint8(photo)
-        if photo_np.shape[0] > 1:
-            raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
-                             "pick one (e.g. with an ImageFromBatch node).")
-        reference, resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
-                                                         pose.models.estimator_path, person=pose.models.person,
-                                                         providers=pose_providers())
-        aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
-        out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
-        compact = AlignedPose(aligned=aligned, augment_seed=int(augment_seed), output_hw=out_hw, fps=pose.fps,
-                              report=pose.report)
+        if (pose is None) == (pose_keypoint is None):
+            raise ValueError("AlignPose needs the driving poses from one source: connect either 'pose' (ExtractPose) "
+                             "or 'pose_keypoint' (OpenPose JSON, POSE_KEYPOINT)" +
+                             (", not both." if pose is not None else "."))
+        if pose is None:
+            pose = driving_from_keypoints(pose_keypoint, scale_fallback)
+        compact, resized = align_to_photo(photo, pose, augment_seed, canvas, scale_fallback)
+        aligned, out_hw = compact.aligned, compact.output_hw
         positive_src, negative_src = pose_api.pose_sources(aligned, int(augment_seed), output_hw=out_hw)
         count = len(aligned) if image_outputs == "all_frames" else 1
         bar = bridge.StepProgress(count, unique_id)
@@ -290,6 +302,47 @@ class AlignPose:
                                                          " (IMAGE outputs: first frame only)")
         return {"result": (positive, negative, compact, preview),
                 "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
+
+
+def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, scale_fallback: str):
+    """(AlignedPose, resized photo uint8 [h, w, 3]): the driving poses retargeted onto the photo's body (photo
+    IMAGE [1, H, W, 3]), compact, and the photo at the size the alignment used (for the preview)."""
+    if canvas not in CANVAS_MODES:
+        raise ValueError(f"canvas must be one of {CANVAS_MODES}, got {canvas!r}")
+    photo_np = frames_to_uint8(photo)
+    if photo_np.shape[0] > 1:
+        raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
+                         "pick one (e.g. with an ImageFromBatch node).")
+    reference, resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
+                                                    pose.models.estimator_path, person=pose.models.person,
+                                                    providers=pose_providers())
+    aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
+    out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
+    return AlignedPose(aligned=aligned, augment_seed=int(augment_seed), output_hw=out_hw, fps=pose.fps,
+                       report=pose.report), resized
+
+
+def driving_from_keypoints(pose_keypoint, scale_fallback: str = POSE.scale_fallback) -> DrivingPose:
+    """POSE_KEYPOINT (OpenPose JSON) -> DrivingPose: persons and empty frames as ExtractPose's defaults
+    (``POSE.person``, ``POSE.no_person``), the photo detected later with the default ONNX files, ``WAN_FPS``."""
+    sequence = pose_api.from_openpose_json(pose_keypoint, person=POSE.person, on_missing=POSE.no_person)
+    what = "(ONNX, in models/dwpose; with POSE_KEYPOINT it detects the photo's pose)"
+    models = PoseModels(
+        detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], POSE.detector, f"Person detector {what}"),
+        estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], POSE.pose_model, f"Pose model {what}"),
+        person=POSE.person, no_person=POSE.no_person)
+    count = len(sequence)
+    notes = [f"{count} frames from POSE_KEYPOINT (it has no frame rate: {WAN_FPS:g} fps assumed; set DecodeVideo's "
+             "fps to change it)"]
+    if sequence.missing_frames:
+        how = "held the nearest pose" if POSE.no_person == "hold" else "left empty"
+        notes.append(f"no person in {len(sequence.missing_frames)} of {count} frames ({how})")
+    first = next((f for f in sequence.frames if f.num_persons), None)
+    blank = 0 if first is None else int((~first.body_visible[0] & (first.bodies[0] == 0).all(-1)).sum())
+    if blank and scale_fallback == "official":
+        notes.append(f"{blank} body points of the first driving pose have no coordinates, so their limb scales are "
+                     "not measurable: set AlignPose's scale_fallback to 'visible'")
+    return DrivingPose(sequence=sequence, fps=WAN_FPS, models=models, report="; ".join(notes))
 
 
 def _align_preview(source, photo: np.ndarray):

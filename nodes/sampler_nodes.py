@@ -1,16 +1,20 @@
 """SteadyDancerSampler: photo + pose frames + prompt -> LATENT, one call into ``steadydancer_core.generate``.
 
-The LATENT dict it returns holds ComfyUI's ``samples`` ([1, 16, F, H/8, W/8], the first segment's latent for long
-videos) plus the keys in ``types.LATENT_KEYS``: ``steadydancer_result`` (the core GenerationResult DecodeVideo
-needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (adjusted values, shown in the UI).
+The LATENT dict it returns holds ComfyUI's ``samples``: the raw Wan 2.1 latent of the whole video
+([1, 16, 1 + (T - 1) / 4, H/8, W/8], ``to_raw_latent``; long videos: the segments' latents assembled), so ComfyUI's
+VAE Decode reads it; plus the keys in ``types.LATENT_KEYS``: ``steadydancer_result`` (the core GenerationResult
+DecodeVideo needs: every segment, first-frame mode, the photo), ``steadydancer_report`` (adjusted values, shown in
+the UI) and ``steadydancer_fps`` (the driving poses' frame rate; IMAGE pose frames have none: Wan's 16).
 """
 from __future__ import annotations
 
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, SAMPLER
+from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, POSE, SAMPLER, WAN_FPS
 from . import comfy_bridge as bridge
-from .types import ALIGNED_POSE_TYPE, LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
+from .pose_nodes import align_to_photo, driving_from_keypoints
+from .types import (ALIGNED_POSE_TYPE, KEYPOINT_TYPE, LATENT_FPS_KEY, LATENT_REPORT_KEY, LATENT_RESULT_KEY,
+                    MODEL_TYPE)
 
 CATEGORY = "SteadyDancer"
 
@@ -77,17 +81,30 @@ class SteadyDancerSampler:
                     "Pose frames as images (AlignPose with image_outputs = all_frames, or another preprocessor); "
                     "used when aligned_pose is not connected.")}),
                 "negative_pose": ("IMAGE", {"tooltip": "Augmented pose frames for pose guidance, with positive_pose."}),
+                "pose_keypoint": (KEYPOINT_TYPE, {"tooltip": (
+                    "Driving poses as OpenPose JSON (POSE_KEYPOINT, e.g. comfyui_controlnet_aux's DWPose), aligned "
+                    "here to the photo with AlignPose's defaults; connect it to AlignPose instead to choose the "
+                    "alignment settings. Used instead of the other pose inputs.")}),
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def sample(self, model, photo, positive_pose=None, negative_pose=None, sigmas=None, unique_id=None,
-               aligned_pose=None, **widgets):
+               aligned_pose=None, pose_keypoint=None, **widgets):
         """``widgets``: the sampler options by name (``sampling.options.SAMPLER_OPTIONS``)."""
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
+        notes = []
+        if pose_keypoint is not None:
+            if aligned_pose is not None or positive_pose is not None or negative_pose is not None:
+                raise ValueError("SteadyDancerSampler: pose_keypoint is connected together with another pose input; "
+                                 "connect only one of aligned_pose, pose_keypoint, positive_pose + negative_pose.")
+            aligned_pose, _ = align_to_photo(photo, driving_from_keypoints(pose_keypoint), POSE.augment_seed,
+                                             POSE.canvas, POSE.scale_fallback)
+            notes.append(aligned_pose.report)
+        fps = aligned_pose.fps if aligned_pose is not None else WAN_FPS
         positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
         settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
@@ -99,8 +116,9 @@ class SteadyDancerSampler:
         except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
-        report = "; ".join(str(n) for n in result.notices)
-        latent = {"samples": result.latent, LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report}
+        report = "; ".join([str(n) for n in result.notices] + notes)
+        latent = {"samples": sd.to_raw_latent(result.latent), LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report,
+                  LATENT_FPS_KEY: float(fps)}
         return {"result": (latent,), "ui": {"text": [describe(model, result, report)]}}
 
 

@@ -6,7 +6,12 @@ Socket types (what the UI shows on links):
   STEADYDANCER_POSE   a ``DrivingPose`` (the driving video's poses, frame rate, and the pose-model settings)
   STEADYDANCER_ALIGNED_POSE  an ``AlignedPose`` (keypoints aligned to the photo, canvas, augmentation seed, fps):
                       what AlignPose renders, kept as keypoints so the sampler renders one segment at a time
-  LATENT              ComfyUI's latent dict; SteadyDancerSampler adds the keys listed in ``LATENT_KEYS``.
+  POSE_KEYPOINT       OpenPose JSON (comfyui_controlnet_aux's type: a list of {"people": [...], "canvas_width",
+                      "canvas_height"} dicts, one per frame); read and written by ``pose.from_openpose_json`` /
+                      ``pose.to_openpose_json``
+  LATENT              ComfyUI's latent dict; SteadyDancerSampler puts the raw Wan 2.1 latent of the whole video in
+                      ``samples`` (ComfyUI's convention, so its VAE Decode works) and adds the keys in ``LATENT_KEYS``.
+  VAE                 ComfyUI's VAE object (Load VAE); DecodeVideo can decode with it.
 """
 from __future__ import annotations
 
@@ -17,11 +22,13 @@ MODEL_TYPE = "STEADYDANCER_MODEL"
 LORAS_TYPE = "STEADYDANCER_LORAS"
 POSE_TYPE = "STEADYDANCER_POSE"
 ALIGNED_POSE_TYPE = "STEADYDANCER_ALIGNED_POSE"
+KEYPOINT_TYPE = "POSE_KEYPOINT"
 
 # Extra keys SteadyDancerSampler puts into its LATENT output (besides ComfyUI's ``samples``).
 LATENT_RESULT_KEY = "steadydancer_result"   # steadydancer_core.GenerationResult: what decoding needs
 LATENT_REPORT_KEY = "steadydancer_report"   # str: adjusted values and notices, shown in the UI
-LATENT_KEYS = (LATENT_RESULT_KEY, LATENT_REPORT_KEY)
+LATENT_FPS_KEY = "steadydancer_fps"         # float: the driving poses' frame rate (DecodeVideo's fps 0 uses it)
+LATENT_KEYS = (LATENT_RESULT_KEY, LATENT_REPORT_KEY, LATENT_FPS_KEY)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """DecodeVideo: SteadyDancer latent -> IMAGE frames (and a VIDEO for the core SaveVideo node), or an mp4 written to
-ComfyUI's output folder segment by segment (memory stays at one segment whatever the length)."""
+ComfyUI's output folder segment by segment (memory stays at one segment whatever the length).
+
+It decodes with the SteadyDancer model's own VAE or with a ComfyUI VAE (Load VAE), segment by segment, and adds what
+a plain VAE Decode of the LATENT's ``samples`` cannot: the overlaps of a long video cross-faded, each segment's colour
+correction, and frame 0 = the photo pixel for pixel in ``exact`` mode."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +11,7 @@ from pathlib import Path
 from .. import steadydancer_core as sd
 from ..steadydancer_core.safe_write import write_beside
 from . import comfy_bridge as bridge
-from .types import LATENT_RESULT_KEY, MODEL_TYPE
+from .types import LATENT_FPS_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
 CATEGORY = "SteadyDancer"
 TILING_MODES = ["auto", "off", "on"]
@@ -30,24 +34,29 @@ class DecodeVideo:
     )
     OUTPUT_NODE = True
     DESCRIPTION = (
-        "Decodes the SteadyDancer latent to frames. Tiling 'auto' picks spatial tiles from the free memory; 'on' "
-        "uses tile_size. Also outputs a VIDEO at fps (connect ExtractPose's fps) for Save Video. output 'file' "
-        "writes an H.264 mp4 to the output folder one segment at a time instead (for long videos: system RAM stays "
-        "at one segment), with the optional audio muxed in."
+        "Decodes the SteadyDancer latent to frames, with the model's VAE or a connected VAE (Load VAE, "
+        "wan_2.1_vae.safetensors), and adds what ComfyUI's VAE Decode of the latent cannot: long videos' seams "
+        "cross-faded and colour-matched, and frame 0 = the photo in first_frame 'exact' mode. Tiling 'auto' picks "
+        "spatial tiles from the free memory; 'on' uses tile_size. Also outputs a VIDEO at fps (0 = the driving "
+        "poses' rate, carried by the latent) for Save Video. output 'file' writes an H.264 mp4 to the output folder "
+        "one segment at a time instead (for long videos: system RAM stays at one segment), with the optional audio "
+        "muxed in."
     )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL_TYPE,),
                 "latent": ("LATENT", {"tooltip": "Output of SteadyDancerSampler."}),
-                "tiling": (TILING_MODES, {"default": "auto",
-                                          "tooltip": "Spatial tiling of the VAE decode (saves memory)."}),
+                "tiling": (TILING_MODES, {"default": "auto", "tooltip": (
+                    "Spatial tiling of the VAE decode (saves memory). With a connected VAE: 'on' uses ComfyUI's "
+                    "tiled decode at tile_size; 'auto' and 'off' its plain decode (it tiles by itself when memory "
+                    "runs out).")}),
                 "tile_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 32,
                                       "tooltip": "Tile size in pixels when tiling is 'on'."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01,
-                                  "tooltip": "Frame rate of the VIDEO output (the driving video's, from ExtractPose)."}),
+                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 0.01, "tooltip": (
+                    "Frame rate of the video. 0 = from the latent: the driving poses' rate (ExtractPose's, after "
+                    f"target_fps); {sd.WAN_FPS:g} (Wan's) when the sampler got IMAGE pose frames or POSE_KEYPOINT.")}),
                 "output": (OUTPUT_MODES, {"default": "frames", "tooltip": (
                     "frames: decode the whole video into one IMAGE batch (about width x height x 12 bytes of system "
                     "RAM per frame). file: write an H.264 mp4 to the output folder segment by segment (RAM stays at "
@@ -57,32 +66,71 @@ class DecodeVideo:
                     "existing file is never replaced).")}),
             },
             "optional": {
+                "model": (MODEL_TYPE, {"tooltip": "The SteadyDancer model: decodes with its own VAE (when no 'vae' "
+                                                  "is connected)."}),
+                "vae": ("VAE", {"tooltip": "A ComfyUI VAE (Load VAE, wan_2.1_vae.safetensors): decodes with it "
+                                           "instead of the model's VAE, and also decodes other Wan 2.1 latents."}),
                 "audio": ("AUDIO", {"tooltip": "Audio muxed into the file when output is 'file' (the driving video's, "
                                                "from Get Video Components). Ignored for 'frames'."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def decode(self, model, latent, tiling, tile_size, fps, output="frames", filename_prefix="SteadyDancer/video",
-               audio=None, unique_id=None):
-
+    def decode(self, model=None, latent=None, tiling="auto", tile_size=256, fps=0.0, output="frames",
+               filename_prefix="SteadyDancer/video", audio=None, vae=None, unique_id=None):
+        if latent is None:
+            raise ValueError("DecodeVideo needs a latent: connect SteadyDancerSampler's latent.")
+        if model is None and vae is None:
+            raise ValueError("DecodeVideo has nothing to decode with: connect the SteadyDancer model (its own VAE) "
+                             "or a VAE (Load VAE with wan_2.1_vae.safetensors).")
+        if tiling not in TILING_MODES:
+            raise ValueError(f"tiling must be one of {TILING_MODES}, got {tiling!r}")
         result = latent.get(LATENT_RESULT_KEY)
-        if result is None:
+        if result is None and vae is None:
             raise ValueError("DecodeVideo needs the LATENT of a SteadyDancerSampler (this latent has no "
-                             f"'{LATENT_RESULT_KEY}' entry); use ComfyUI's VAE Decode for other latents.")
+                             f"'{LATENT_RESULT_KEY}' entry); for other Wan 2.1 latents connect a VAE (Load VAE) "
+                             "or use ComfyUI's VAE Decode.")
+        fps = float(fps) if fps and fps > 0 else float(latent.get(LATENT_FPS_KEY) or sd.WAN_FPS)
         tile = {"auto": "auto", "off": False, "on": int(tile_size)}[tiling]
+        decoder = None
+        if vae is not None:
+            bridge.check_wan21_vae(vae)
+            native_tile = int(tile_size) if tiling == "on" else None
+            if result is None:
+                return self._decode_plain(vae, latent["samples"], native_tile, fps, output, filename_prefix, audio,
+                                          unique_id)
+            decoder = lambda z: bridge.vae_decode(vae, sd.to_raw_latent(z[None]), native_tile)  # noqa: E731
         if output == "file":
-            return self._decode_to_file(model, result, tile, float(fps), filename_prefix, audio, unique_id)
+            return self._decode_to_file(model, result, tile, fps, filename_prefix, audio, unique_id, decoder)
         progress = bridge.StepProgress(1, unique_id)
         try:
-            frames = sd.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted)
+            frames = sd.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted,
+                               decoder=decoder)
         except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
         frames = frames.float().clamp(0, 1).cpu()
-        return (frames, bridge.make_video(frames, float(fps)))
+        return (frames, bridge.make_video(frames, fps))
 
-    def _decode_to_file(self, model, result, tile, fps, filename_prefix, audio, unique_id):
+    def _decode_plain(self, vae, samples, tile_size, fps, output, filename_prefix, audio, unique_id):
+        """A LATENT from another sampler: ``samples`` (raw Wan 2.1 latent [B, 16, F, h, w]) decoded in one go."""
+        frames = bridge.vae_decode(vae, samples, tile_size).clamp(0, 1)
+        if output != "file":
+            return (frames, bridge.make_video(frames, fps))
+        path, file, subfolder = bridge.output_target(filename_prefix or "SteadyDancer/video", frames.shape[2],
+                                                     frames.shape[1])
+
+        def write(tmp: Path) -> None:
+            with sd.VideoWriter(tmp, fps) as writer:
+                writer.write(frames)
+            if audio is not None:
+                mux_audio(tmp, audio)
+
+        write_beside(Path(path), write)
+        return {"result": (frames[:PREVIEW_FRAMES].clone(), bridge.video_from_file(path)),
+                "ui": bridge.saved_video_ui(file, subfolder)}
+
+    def _decode_to_file(self, model, result, tile, fps, filename_prefix, audio, unique_id, decoder=None):
         path, file, subfolder = bridge.output_target(filename_prefix or "SteadyDancer/video",
                                                      result.width, result.height)
         total = len(result.segments)
@@ -91,7 +139,8 @@ class DecodeVideo:
 
         def write(tmp: Path) -> None:
             with sd.VideoWriter(tmp, fps) as writer:
-                for i, (_, frames) in enumerate(sd.iter_decoded(model, result, tile, bridge.interrupted)):
+                chunks = sd.iter_decoded(model, result, tile, bridge.interrupted, decoder=decoder)
+                for i, (_, frames) in enumerate(chunks):
                     frames = frames.float().clamp(0, 1).cpu()
                     if len(preview) < PREVIEW_FRAMES:
                         preview.append(frames[:PREVIEW_FRAMES - len(preview)].clone())

@@ -25,6 +25,9 @@ Public API
     Official drawing (pixel-identical to the official frames), RGB uint8; optional area resize.
 ``augment_frames(frames, seed) -> Iterator[PoseFrame]`` / ``augment(frames, seed)`` (with the draws)
     The official negative-condition jitter (per-frame scale and aspect about the neck), seeded.
+``to_openpose_json(poses) -> list[dict]`` / ``from_openpose_json(data, person="highest", on_missing="hold")``
+    PoseSequence <-> OpenPose JSON (the ``POSE_KEYPOINT`` of comfyui_controlnet_aux and other packs): pixel
+    coordinates written, pixels or normalised read, BODY_25 and 68/70-point faces read (``openpose_json.py``).
 ``pose_sources(aligned, seed, output_hw=None) -> (positive, negative)``
     The same frames rendered on demand: ``len()`` and ``frames(start, stop)`` -> uint8 [n, H, W, 3],
     pixel-identical to rendering everything up front (only keypoints are held).
@@ -51,6 +54,7 @@ import numpy as np
 from .align import AlignedPoses, Aligner, AlignScales, NoPersonError, align, iter_align, reference_size, resize_reference
 from .augment import AugmentDraw, augment, augment_frames
 from .onnx_runtime import CPU_ONLY
+from .openpose_json import OpenPoseJSONError, from_openpose_json, to_openpose_json
 from .render import render, render_frames
 from .sources import RenderedFrames, pose_sources
 from .types import PoseFrame, PoseSequence
@@ -61,6 +65,7 @@ __all__ = [
     "WholeBody", "PERSON_MODES", "MISSING_MODES", "align", "augment", "augment_frames", "extract",
     "extract_reference", "iter_align", "load_models", "reference_size", "render", "render_frames",
     "resize_reference", "RenderedFrames", "pose_sources", "CPU_ONLY",
+    "OpenPoseJSONError", "from_openpose_json", "to_openpose_json",
 ]
 
 

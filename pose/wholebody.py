@@ -136,6 +136,25 @@ def iter_extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int
         yield from model(batch)
 
 
+def fill_missing(frames: list, on_missing: str) -> tuple[int, ...]:
+    """Frames without a person, in place: "hold" replaces each by the nearest earlier pose (the first pose for
+    leading ones; NoPersonError when no frame has one), "empty" leaves them. Returns the indices filled."""
+    if on_missing not in MISSING_MODES:
+        raise ValueError(f"on_missing must be one of {MISSING_MODES}, got {on_missing!r}")
+    missing = [i for i, f in enumerate(frames) if f.num_persons == 0]
+    if not missing or on_missing == "empty":
+        return ()
+    if len(missing) == len(frames):
+        raise NoPersonError.in_driving()
+    last = next(f for f in frames if f.num_persons)
+    for i, f in enumerate(frames):
+        if f.num_persons:
+            last = f
+        else:
+            frames[i] = last.replace(image_hw=f.image_hw)
+    return tuple(missing)
+
+
 def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8, on_missing: str = "hold",
             progress: Callable[[int], None] | None = None) -> PoseSequence:
     """Poses of every frame. ``on_missing``: "hold" repeats the nearest earlier pose (the first pose for
@@ -154,21 +173,11 @@ def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8,
             progress(i + 1)
     if image_hw is None:
         raise ValueError("no frames to extract poses from: the driving video is empty.")
-    filled: list[int] = []
-    if missing and on_missing == "hold":
-        if len(missing) == len(out):
-            raise NoPersonError.in_driving()
-        last = next(f for f in out if f.num_persons)
-        for i, f in enumerate(out):
-            if f.num_persons:
-                last = f
-            else:
-                out[i] = last.replace(image_hw=f.image_hw)
-                filled.append(i)
+    filled = fill_missing(out, on_missing)
     if missing:
         log.warning("pose extraction: no person in %d of %d frames (%s)", len(missing), len(out),
                     "held the nearest pose" if on_missing == "hold" else "left empty")
-    return PoseSequence(out, image_hw, tuple(missing), tuple(filled))
+    return PoseSequence(out, image_hw, tuple(missing), filled)
 
 
 def extract_reference(photo: np.ndarray, model: WholeBody) -> tuple[PoseFrame, np.ndarray]:

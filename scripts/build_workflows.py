@@ -338,11 +338,10 @@ def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
     return sampler
 
 
-def _decode(g: Graph, model: int, sampler: int, extract: int) -> int:
-    decode = g.add("DecodeVideo", OUTPUT)
+def _decode(g: Graph, model: int, sampler: int) -> int:
+    decode = g.add("DecodeVideo", OUTPUT)            # fps 0: the driving poses' rate, carried by the latent
     g.link(model, "model", decode, "model")
     g.link(sampler, "latent", decode, "latent")
-    g.link(extract, "fps", decode, "fps")
     return decode
 
 
@@ -351,8 +350,8 @@ def _loader(g: Graph, **widgets) -> int:
     return g.add("LoadSteadyDancerModel", LOADER_COLUMN, vae_name=VAE, clip_vision_name=CLIP_VISION, **widgets)
 
 
-def _decode_save(g: Graph, model: int, sampler: int, extract: int, prefix: str) -> int:
-    decode = _decode(g, model, sampler, extract)
+def _decode_save(g: Graph, model: int, sampler: int, prefix: str) -> int:
+    decode = _decode(g, model, sampler)
     save = g.add("SaveVideo", OUTPUT, filename_prefix=prefix, format="auto", codec="auto")
     g.link(decode, "video", save, "video")
     return decode
@@ -361,10 +360,10 @@ def _decode_save(g: Graph, model: int, sampler: int, extract: int, prefix: str) 
 def basic_dance(schemas) -> Graph:
     """Photo + driving video -> poses (with previews) -> SteadyDancer (fp8 DiT and umT5) -> mp4."""
     g = Graph(schemas)
-    photo, extract, align = _pose_front(g, via_images=False)
+    photo, _, align = _pose_front(g, via_images=False)
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.")
-    _decode_save(g, model, sampler, extract, "steadydancer/dance")
+    _decode_save(g, model, sampler, "steadydancer/dance")
     return g
 
 
@@ -375,7 +374,7 @@ def long_video(schemas) -> Graph:
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
                        length=0, color_correction=1.0)
-    decode = _decode(g, model, sampler, extract)
+    decode = _decode(g, model, sampler)
     create = g.add("CreateVideo", OUTPUT, fps=24.0)
     g.link(decode, "frames", create, "images")
     g.link(extract, "fps", create, "fps")
@@ -389,12 +388,12 @@ def long_video(schemas) -> Graph:
 def low_vram_24gb(schemas) -> Graph:
     """24 GB cards: fp8 DiT and umT5, 20 blocks swapped, 4-step distill LoRA (no text CFG), 832x480."""
     g = Graph(schemas)
-    photo, extract, align = _pose_front(g, via_images=False)
+    photo, _, align = _pose_front(g, via_images=False)
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, offload="block_swap", blocks_to_swap=20,
                     lora_name=DISTILL_LORA, lora_strength=1.0)
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
                        steps=4, text_cfg=1.0, pose_cfg=1.0, shift=5.0, solver="euler", max_area=AREA_480P)
-    _decode_save(g, model, sampler, extract, "steadydancer/dance_24gb")
+    _decode_save(g, model, sampler, "steadydancer/dance_24gb")
     return g
 
 

@@ -28,7 +28,7 @@ from .models.image_encoder import ImageEncoder
 from .models.image_encoder_config import CLIPVisionConfig
 from .models.text_encoder import TextEncoder
 from .models.text_encoder_config import T5Config
-from .models.vae import WanVAE
+from .models.vae import WanVAE, from_raw_latent, to_raw_latent
 from .models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .models.vae_tiling import TilePlan, plan_tiles
 from .runtime.bundle import (
@@ -92,6 +92,8 @@ __all__ = [
     "plan_memory", "plan_segments", "release_model", "resolve_length",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
+    # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
+    "from_raw_latent", "to_raw_latent",
     # defaults shared by the nodes and the CLI, and their validators
     "FIRST_FRAME_MODES", "LOADER", "MAX_SEED", "NOISE_SOURCES", "OFFLOAD_MODES", "POSE", "SAMPLER", "SAMPLER_OPTIONS",
     "SOLVERS", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings", "resolve_shift",

@@ -1,9 +1,10 @@
 """A minimal stand-in for the ComfyUI host, so tests can run the pack's nodes and its API workflows without ComfyUI.
 
-``install(root)`` puts small ``folder_paths``, ``comfy.utils``, ``comfy.model_management`` and ``comfy_api.latest``
-modules into ``sys.modules`` (a models tree, input and output folders under ``root``); ``load_pack()`` imports the
-repository as ComfyUI does (as a package under an odd name, relative imports inside); ``CORE_NODES`` stands in for
-the few core nodes the bundled workflows use; ``run_prompt`` executes an API-format prompt like ComfyUI's executor
+``install(root)`` puts small ``folder_paths``, ``comfy.utils``, ``comfy.model_management``, ``comfy.latent_formats``
+and ``comfy_api.latest`` modules into ``sys.modules`` (a models tree, input and output folders under ``root``);
+``load_pack()`` imports the repository as ComfyUI does (as a package under an odd name, relative imports inside);
+``CORE_NODES`` stands in for the few core nodes the bundled workflows use (and Load VAE / VAE Decode, whose VAE
+object decodes raw Wan 2.1 latents as ComfyUI's does); ``run_prompt`` executes an API-format prompt like ComfyUI's executor
 (output nodes and what they depend on, each node once, ``{"result", "ui"}`` dicts unwrapped).
 """
 from __future__ import annotations
@@ -25,8 +26,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "steadydancer_pack_under_test"
-HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy.cli_args", "comfy_api",
-                "comfy_api.latest")
+HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy.cli_args",
+                "comfy.latent_formats", "comfy_api", "comfy_api.latest")
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
 PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
@@ -149,8 +150,67 @@ def _comfy(host: Host) -> dict[str, types.ModuleType]:
     mm.get_torch_device = lambda: torch.device("cpu")
     cli_args = _module("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(preview_method=LatentPreviewMethod.NoPreviews)
-    comfy.utils, comfy.model_management, comfy.cli_args = utils, mm, cli_args
-    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "comfy.cli_args": cli_args}
+    latent_formats = _module("comfy.latent_formats")
+    latent_formats.Wan21 = Wan21
+    comfy.utils, comfy.model_management, comfy.cli_args, comfy.latent_formats = utils, mm, cli_args, latent_formats
+    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "comfy.cli_args": cli_args,
+            "comfy.latent_formats": latent_formats}
+
+
+class Wan21:
+    """ComfyUI's Wan 2.1 latent format: a LATENT's ``samples`` hold the raw latent (what its VAE encodes to and
+    decodes from); ``process_in`` normalises it for the diffusion model, ``process_out`` undoes that. The statistics
+    are the host's own copy (ComfyUI 0.8 ``comfy/latent_formats.py``), not the pack's."""
+
+    latent_channels = 16
+    scale_factor = 1.0
+    latents_mean = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+    latents_std = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                   3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+    def _stats(self, latent):
+        shape = (1, self.latent_channels, 1, 1, 1)
+        mean = torch.tensor(self.latents_mean).view(shape).to(latent.device, latent.dtype)
+        std = torch.tensor(self.latents_std).view(shape).to(latent.device, latent.dtype)
+        return mean, std
+
+    def process_in(self, latent):
+        mean, std = self._stats(latent)
+        return (latent - mean) * self.scale_factor / std
+
+    def process_out(self, latent):
+        mean, std = self._stats(latent)
+        return latent * std / self.scale_factor + mean
+
+
+class VAE:
+    """ComfyUI's VAE object for a Wan 2.1 VAE file: ``decode`` takes a raw latent [B, 16, F, h, w] (a LATENT's
+    ``samples``) and returns [B, T, H, W, 3] in 0..1 as ComfyUI 0.8's ``comfy.sd.VAE.decode`` does for video."""
+
+    latent_channels = 16
+    latent_dim = 3
+
+    def __init__(self, path):
+        from steadydancer_core import load_vae
+
+        self.model = load_vae(path).eval()
+        self.calls: list[tuple] = []
+
+    def spacial_compression_decode(self):
+        return 8
+
+    def _decode(self, samples, tile=False):
+        video = self.model.decode_raw(samples.float(), tile=tile)          # [B, 3, T, H, W] in [-1, 1]
+        return ((video + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+    def decode(self, samples):
+        self.calls.append(("decode", tuple(samples.shape)))
+        return self._decode(samples)
+
+    def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
+        self.calls.append(("decode_tiled", tuple(samples.shape), tile_x, tile_y, overlap))
+        return self._decode(samples, tile=int(tile_x) * 8)
 
 
 class LatentPreviewMethod(enum.Enum):
@@ -296,6 +356,29 @@ class CreateVideo:
         return (VideoFromComponents(VideoComponents(images, audio, Fraction(fps).limit_denominator(1001))),)
 
 
+class VAELoader:
+    FUNCTION = "load_vae"
+    RETURN_TYPES = ("VAE",)
+
+    def load_vae(self, vae_name):
+        import folder_paths
+
+        return (VAE(folder_paths.get_full_path("vae", vae_name)),)
+
+
+class VAEDecode:
+    """ComfyUI's VAE Decode: ``vae.decode(samples)``, video batches joined into one IMAGE batch."""
+
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+
+    def decode(self, vae, samples):
+        images = vae.decode(samples["samples"])
+        if images.ndim == 5:
+            images = images.reshape(-1, *images.shape[-3:])
+        return (images,)
+
+
 class SaveVideo:
     FUNCTION = "save"
     RETURN_TYPES = ()
@@ -328,7 +411,7 @@ class PreviewImage:
 
 
 CORE_NODES = {cls.__name__: cls for cls in (LoadImage, LoadVideo, GetVideoComponents, CreateVideo, SaveVideo,
-                                            PreviewImage)}
+                                            PreviewImage, VAELoader, VAEDecode)}
 
 
 # --------------------------------------------------------------------------------------------- executor

@@ -61,7 +61,8 @@ def test_options_use_the_node_vocabulary(capsys):
 NOT_SHARED = {
     "detector": "a path here; a file name in models/dwpose for the node",
     "pose_model": "a path here; a file name in models/dwpose for the node",
-    "fps": "DecodeVideo's fps is wired to ExtractPose's fps in the bundled workflows; the CLI defaults to that rate",
+    "fps": "DecodeVideo's fps 0 and the CLI's unset --fps both mean the pose frame rate (the node reads it from the "
+           "latent)",
 }
 
 
@@ -100,7 +101,7 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
             assert list(options[dest].choices) == kind, f"--{dest.replace('_', '-')} choices vs {node}.{dest}"
     for path in sorted((REPO_ROOT / "workflows" / "api").glob("*.json")):
         decode = [n for n in json.loads(path.read_text()).values() if n["class_type"] == "DecodeVideo"]
-        assert decode and all(isinstance(n["inputs"]["fps"], list) for n in decode), path.name
+        assert decode and all(n["inputs"]["fps"] == 0.0 for n in decode), path.name    # from the latent
 def test_parser_noise_and_auto_shift():
     parser = cli.build_parser()
     base = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c",

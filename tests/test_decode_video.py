@@ -42,7 +42,7 @@ def _patch_core(monkeypatch, module, events):
     """iter_decoded yields N_SEG segments of SEG frames, logging each; VideoWriter logs each write's frame count."""
     real = module.sd
 
-    def iter_decoded(model, result, tile="auto", should_cancel=None):
+    def iter_decoded(model, result, tile="auto", should_cancel=None, decoder=None):
         for s in range(N_SEG):
             events.append(("decoded", s))
             shade = torch.linspace(0, 1, SEG).view(SEG, 1, 1, 1) * (s + 1) / N_SEG
@@ -59,7 +59,7 @@ def _patch_core(monkeypatch, module, events):
 
 
 def _decode(cls, **kw):
-    args = dict(model=None, latent=_latent(), tiling="auto", tile_size=256, fps=FPS, output="file",
+    args = dict(model=object(), latent=_latent(), tiling="auto", tile_size=256, fps=FPS, output="file",
                 filename_prefix="SteadyDancer/test")
     args.update(kw)
     return cls().decode(**args)

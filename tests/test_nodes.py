@@ -239,6 +239,8 @@ def test_errors_name_the_problem_and_the_fix(env):
         loader.load("missing.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
                     "clip_vision_h.safetensors", "bf16", "sdpa", "auto", 20, 0.0, "None", 1.0)
     with pytest.raises(ValueError, match="SteadyDancerSampler"):
+        classes["DecodeVideo"]().decode(object(), {"samples": torch.zeros(1, 16, 1, 2, 2)}, "auto", 256, 24.0)
+    with pytest.raises(ValueError, match="connect the SteadyDancer model .* or a VAE"):
         classes["DecodeVideo"]().decode(None, {"samples": torch.zeros(1, 16, 1, 2, 2)}, "auto", 256, 24.0)
     with pytest.raises(ValueError, match="connect 'video'"):
         classes["ExtractPose"]().extract("yolox_l.onnx", "dw-ll_ucoco_384.onnx", "highest", "hold", 0, 16.0, 24.0)

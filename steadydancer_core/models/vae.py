@@ -19,13 +19,43 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
+from .vae_config import (LATENT_CHANNELS, VAE_LATENTS_MEAN, VAE_LATENTS_STD, VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE,
+                         VAEConfig)
 from .vae_tiling import TileBlender, TilePlan, plan_tiles
 
-__all__ = ["WanVAE", "VAEConfig", "TilePlan", "plan_tiles", "check_video_shape"]
+__all__ = ["WanVAE", "VAEConfig", "TilePlan", "plan_tiles", "check_video_shape", "to_raw_latent", "from_raw_latent"]
 
 log = logging.getLogger(__name__)
 _RMS_EPS = 1e-12  # F.normalize's epsilon, as upstream
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the two latent conventions
+# ----------------------------------------------------------------------------------------------------------------
+def _latent_stats(latent: torch.Tensor):
+    """(mean, std) float32 shaped to broadcast over ``latent`` [16, F, h, w] or [B, 16, F, h, w]."""
+    if latent.ndim not in (4, 5) or latent.shape[-4] != LATENT_CHANNELS:
+        raise ValueError(f"expected a Wan 2.1 latent [{LATENT_CHANNELS}, F, h, w] or [B, {LATENT_CHANNELS}, F, h, w], "
+                         f"got shape {tuple(latent.shape)}")
+    shape = (-1, 1, 1, 1)
+    mean = torch.tensor(VAE_LATENTS_MEAN, dtype=torch.float32, device=latent.device).view(shape)
+    std = torch.tensor(VAE_LATENTS_STD, dtype=torch.float32, device=latent.device).view(shape)
+    return mean, std
+
+
+def to_raw_latent(latent: torch.Tensor) -> torch.Tensor:
+    """Normalised latent (what the DiT works on) -> raw latent (the VAE encoder's mean ``mu``, what ComfyUI keeps in a
+    LATENT's ``samples`` for Wan 2.1 and what its VAE Decode takes): ``latent * std + mean`` per channel, float32.
+    [16, F, h, w] or [B, 16, F, h, w]; ComfyUI's ``latent_formats.Wan21.process_out``."""
+    mean, std = _latent_stats(latent)
+    return latent.float() * std + mean
+
+
+def from_raw_latent(raw: torch.Tensor) -> torch.Tensor:
+    """Raw latent (ComfyUI's ``samples``) -> normalised latent: ``(raw - mean) / std`` per channel, float32; the
+    inverse of ``to_raw_latent`` (ComfyUI's ``latent_formats.Wan21.process_in``)."""
+    mean, std = _latent_stats(raw)
+    return (raw.float() - mean) / std
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -324,9 +354,9 @@ class WanVAE(nn.Module):
         return (mu.float() - mean) * std.reciprocal()
 
     def denormalize(self, latent: torch.Tensor) -> torch.Tensor:
-        """Normalised latent -> raw decoder input: latent * std + mean per channel."""
-        mean, std = self._stats(latent)
-        return latent.float() * std + mean
+        """Normalised latent -> raw decoder input: latent * std + mean per channel (``to_raw_latent``)."""
+        self._check_latent(latent)
+        return to_raw_latent(latent)
 
     def tile_plan(self, height: int, width: int, mode: str, tile="auto", overlap=None, memory_budget=None) -> TilePlan:
         """The tiling an encode/decode of a (height x width)-pixel video would use (see ``plan_tiles``)."""

@@ -55,6 +55,7 @@ from .schedulers import make_schedule, make_solver
 from .segments import (
     Assembler,
     apply_color,
+    assemble_latent,
     color_match,
     is_4n1,
     plan_segments,
@@ -174,8 +175,10 @@ class GenerationResult:
 
     @property
     def latent(self) -> torch.Tensor:
-        """[1, 16, F, h, w]: the whole video's latent for a single segment, the first segment's otherwise."""
-        return self.segments[0].latent[None]
+        """The whole video's normalised latent [1, 16, 1 + (T - 1) // 4, h, w]: a single segment's latent, or the
+        segments' latents assembled (``segments.assemble_latent``: each latent frame from the segment that owns it).
+        ``to_raw_latent`` of it is ComfyUI's convention (a LATENT's ``samples``)."""
+        return assemble_latent(self.segments)[None]
 
 
 def _decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
@@ -183,6 +186,16 @@ def _decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
     with model.use("vae"):
         video = model.vae.decode(latent[None].to(model.execution_device), tile=tile)[0]
     return cond.from_model_video(video.float()).cpu()
+
+
+def _checked_frames(decoder: Callable, seg: SegmentLatent, result: GenerationResult) -> torch.Tensor:
+    """``decoder(seg.latent)`` as float frames [n, H, W, 3] on the CPU, checked against the segment's size."""
+    frames = decoder(seg.latent)
+    expected = (seg.num_frames, result.height, result.width, 3)
+    if tuple(frames.shape) != expected:
+        raise ValueError(f"the VAE decoded a segment to shape {tuple(frames.shape)}, expected {expected} (frames, "
+                         f"height, width, RGB); use a Wan 2.1 VAE (wan_2.1_vae.safetensors)")
+    return frames.float().cpu()
 
 
 def _photo_at(photo: torch.Tensor, size: tuple) -> torch.Tensor:
@@ -411,16 +424,21 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
 
 @torch.inference_mode()
 def iter_decoded(model, result: GenerationResult, tile="auto",
-                 should_cancel: Optional[Callable[[], bool]] = None) -> Iterator[tuple]:
+                 should_cancel: Optional[Callable[[], bool]] = None,
+                 decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Iterator[tuple]:
     """Yield (start, frames [n, H, W, 3] in [0, 1]) chunks covering the video in order, segment by segment, with the
-    colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode."""
+    colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode.
+
+    decoder: frames [T, H, W, 3] in [0, 1] from one segment's normalised latent [16, F, h, w] (for example another
+    program's Wan 2.1 VAE applied to ``to_raw_latent`` of it); None = the model's VAE with ``tile`` (``model`` is
+    then not used and may be None)."""
     chunks: list = []
     assembler = Assembler(lambda start, frames: chunks.append((start, frames)))
     segs = result.segments
     for s, seg in enumerate(segs):
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"decoding cancelled before segment {s + 1}/{len(segs)}")
-        frames = _decode_frames(model, seg.latent, tile)
+        frames = _decode_frames(model, seg.latent, tile) if decoder is None else _checked_frames(decoder, seg, result)
         if s == 0 and result.first_frame == "exact":
             frames[0] = result.photo
         frames = apply_color(frames, seg.color_gain, seg.color_offset)
@@ -431,12 +449,14 @@ def iter_decoded(model, result: GenerationResult, tile="auto",
 
 
 def decode(model, result: GenerationResult, tile="auto", callback: Optional[Callable] = None,
-           should_cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
-    """The whole video [T, H, W, 3] in [0, 1] (CPU). For long videos prefer ``iter_decoded`` (constant memory)."""
+           should_cancel: Optional[Callable[[], bool]] = None,
+           decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """The whole video [T, H, W, 3] in [0, 1] (CPU). For long videos prefer ``iter_decoded`` (constant memory);
+    ``decoder`` as there."""
     tile = "auto" if tile is None else tile
     out = torch.empty(result.num_frames, result.height, result.width, 3)
     done = 0
-    for i, (start, frames) in enumerate(iter_decoded(model, result, tile, should_cancel)):
+    for i, (start, frames) in enumerate(iter_decoded(model, result, tile, should_cancel, decoder)):
         out[start:start + frames.shape[0]] = frames
         done += frames.shape[0]
         if callback is not None:

@@ -42,6 +42,46 @@ def plan_segments(num_frames: int, segment_frames: int, overlap: int) -> list:
     return plan
 
 
+def latent_owners(plan: list) -> list:
+    """Which segment gives each latent frame of the whole video: [(segment, first, stop)] over the whole video's latent
+    frames (``1 + (T - 1) // 4`` of them), in order, covering them all once.
+
+    plan: (start, num_frames, known_frames) per segment (``plan_segments``). Latent frame 0 is frame 0; latent
+    frame j >= 1 is frames 4j-3 .. 4j. A later segment starts on that grid (every start is a multiple of 4), so its
+    latent frame i >= 1 is the video's latent frame start/4 + i; its latent frame 0 (its first known frame alone)
+    has no place in the whole video's latent. In an overlap, a latent frame comes from the segment that dominates the
+    decoded cross-fade there: the earlier one while the frames' centre lies in the first half of the overlap, the
+    later one after.
+    """
+    starts = [0]
+    for start, _, known in plan[1:]:
+        if start % VAE_TEMPORAL_STRIDE:
+            raise ValueError(f"segment start {start} is not a multiple of {VAE_TEMPORAL_STRIDE}")
+        middle = start + (known - 1) / 2                 # centre of the overlap (frames start .. start + known - 1)
+        # first latent frame j whose frames (4j-3 .. 4j, centre 4j - 1.5) lie after the middle
+        starts.append(max(start // VAE_TEMPORAL_STRIDE + 1, int((middle + 1.5) // VAE_TEMPORAL_STRIDE) + 1))
+    last_start, last_frames, _ = plan[-1]
+    total = 1 + (last_start + last_frames - 1) // VAE_TEMPORAL_STRIDE
+    stops = starts[1:] + [total]
+    return [(s, first, stop) for s, (first, stop) in enumerate(zip(starts, stops))]
+
+
+def assemble_latent(segments: list) -> torch.Tensor:
+    """The whole video's latent [16, F, h, w] from the segments' latents (``latent`` [16, f, h, w] with ``start``,
+    ``num_frames`` and ``known_frames``), each latent frame from the segment ``latent_owners`` picks. A single
+    segment is returned as it is."""
+    if len(segments) == 1:
+        return segments[0].latent
+    plan = [(seg.start, seg.num_frames, seg.known_frames) for seg in segments]
+    owners = latent_owners(plan)
+    first = segments[0].latent
+    out = first.new_empty((first.shape[0], owners[-1][2], *first.shape[2:]))
+    for s, lo, hi in owners:
+        offset = 0 if s == 0 else segments[s].start // VAE_TEMPORAL_STRIDE
+        out[:, lo:hi] = segments[s].latent[:, lo - offset:hi - offset]
+    return out
+
+
 def color_match(frames: torch.Tensor, reference: torch.Tensor, strength: float):
     """Per-channel gain/offset mapping ``frames`` [n, H, W, 3] onto ``reference`` (same shape) statistics.
 

@@ -261,7 +261,7 @@ def run(args) -> Path:
     log.info("loading models")
     model = load_model(args.dit, args.vae, args.t5, args.clip, precision=args.precision, attention=args.attention,
                        loras=_loras(args.lora), offload=args.offload, blocks_to_swap=args.blocks_to_swap,
-                       tokenizer_path=args.tokenizer, max_vram_gb=args.max_vram_gb)
+                       tokenizer_path=args.tokenizer, max_vram_gb=args.max_vram_gb, compile=args.compile)
     bar = tqdm(desc="sampling", unit="step")
     done = {}
 

@@ -79,6 +79,10 @@ class LoadSteadyDancerModel:
                 "max_vram_gb": ("FLOAT", {"default": LOADER.max_vram_gb, "min": 0.0, "max": 1024.0, "step": 0.5, "tooltip": (
                     "Cap on the VRAM the memory planner may use, in GB (e.g. 20 to leave room for other apps). "
                     "0 = use the free VRAM.")}),
+                "compile": ("BOOLEAN", {"default": LOADER.compile, "tooltip": (
+                    "torch.compile the DiT blocks: the first step compiles (seconds to a minute), later steps run "
+                    "faster. Needs triton on CUDA (a C++ compiler on CPU); without one it runs uncompiled and says so "
+                    "in the console.")}),
                 "lora_name": (bridge.list_files(bridge.LORA_FOLDERS, with_none=True), {
                     "tooltip": "Optional LoRA, e.g. lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16 (4 steps)."}),
                 "lora_strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
@@ -89,7 +93,8 @@ class LoadSteadyDancerModel:
         }
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
-             max_vram_gb, lora_name, lora_strength, loras=None, fp8_matmul=LOADER.fp8_matmul):
+             max_vram_gb, lora_name, lora_strength, loras=None, fp8_matmul=LOADER.fp8_matmul,
+             compile=LOADER.compile):
         stack = _lora_entries(lora_name, lora_strength, loras)
         paths = dict(
             dit_path=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
@@ -101,7 +106,7 @@ class LoadSteadyDancerModel:
         model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
                                   offload=offload, blocks_to_swap=int(blocks_to_swap),
                                   max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)),
-                                  fp8_matmul=bool(fp8_matmul))
+                                  fp8_matmul=bool(fp8_matmul), compile=bool(compile))
         return {"result": (model,), "ui": {"text": [describe(model)]}}
 
 

@@ -20,6 +20,7 @@ from .loading.file_writers import save_gguf, to_comfy_quant, to_fp8
 from .loading.identify import identify_component
 from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from .loading.lora import LoraReport
+from .loading.random_weights import random_dit
 from .loading.state_dict import empty_init, load_state_dict_into
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
 from .models.dit import SteadyDancerDiT
@@ -39,6 +40,7 @@ from .runtime.bundle import (
                                 check_max_vram_gb,
                                 load_model,
 )
+from .runtime.compile import compile_blocks
 from .runtime.memory_plan import (
                                 JobShape,
                                 MemoryPlan,
@@ -101,6 +103,7 @@ __all__ = [
     # pose frame sources read one segment at a time by generate()
     "PoseFrames", "TensorPoseFrames", "as_pose_frames",
     # building blocks for component benchmarks and tools
-    "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "dit_tokens", "empty_init",
-    "load_state_dict_into", "module_bytes", "plan_tiles", "save_gguf", "to_comfy_quant", "to_fp8",
+    "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "compile_blocks", "dit_tokens",
+    "empty_init", "load_state_dict_into", "module_bytes", "plan_tiles", "random_dit", "save_gguf", "to_comfy_quant",
+    "to_fp8",
 ]

@@ -261,7 +261,8 @@ def run(args) -> Path:
     log.info("loading models")
     model = load_model(args.dit, args.vae, args.t5, args.clip, precision=args.precision, attention=args.attention,
                        loras=_loras(args.lora), offload=args.offload, blocks_to_swap=args.blocks_to_swap,
-                       tokenizer_path=args.tokenizer, max_vram_gb=args.max_vram_gb, fp8_matmul=args.fp8_matmul)
+                       tokenizer_path=args.tokenizer, max_vram_gb=args.max_vram_gb, fp8_matmul=args.fp8_matmul,
+                       compile=args.compile)
     if model.fp8_matmul_report:
         log.info(model.fp8_matmul_report)
     bar = tqdm(desc="sampling", unit="step")

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--blocks-to-swap", type=_int_range(0, None), default=LOADER.blocks_to_swap, help="used by --offload block_swap")
     m.add_argument("--max-vram-gb", type=_vram, default=LOADER.max_vram_gb,
                    help="use at most this much GPU memory (GB; 0 = the free VRAM)")
+    m.add_argument("--compile", action="store_true", default=LOADER.compile,
+                   help="torch.compile the DiT blocks (compiled once at the first step; needs a C++ compiler on the "
+                        "CPU or triton on CUDA, else it runs uncompiled with a warning)")
     e = p.add_argument_group("poses (with --video)")
     e.add_argument("--detector", help=f"YOLOX person detector ONNX (e.g. {POSE.detector})")
     e.add_argument("--pose-model", help=f"DWPose ONNX (e.g. {POSE.pose_model})")

@@ -194,4 +194,7 @@ def apply_loras(model: nn.Module, loras) -> LoraReport:
             log.warning("LoRA %s: %d keys not used, e.g. %s", path, len(file_report.unmatched),
                         file_report.unmatched[:5])
         report.files.append(file_report)
+    invalidate = getattr(model, "invalidate_context_cache", None)     # weights changed: cached projections are stale
+    if invalidate is not None:
+        invalidate()
     return report

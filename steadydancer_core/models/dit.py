@@ -11,6 +11,10 @@ Forward in one picture (B batch, F latent frames, h x w latent size, p = patch s
     text (zero-padded to text_len, padding NOT masked) -> text_embedding; CLIP x and c -> img_emb, summed
     tokens -> num_layers x WanBlock -> Head -> unpatchify -> first F frames  [B, out_dim, F, h, w]
 
+Inside ``caching_context`` the embedded context and every block's cross-attention keys / values are computed once
+per distinct context and reused bit for bit by later steps (``context_cache.py``). Each block's ``core`` (all but
+that projection) is the region ``runtime/compile.py`` compiles.
+
 Parameter names equal the released checkpoint's, so ``load_state_dict(official, strict=True)`` works.
 Precision: the residual stream, the modulation and every norm run in float32; linear layers and attention run in
 ``compute_dtype`` (the parameter dtype unless set). Rotary tables are real-valued float32 cos/sin built once per
@@ -18,13 +22,16 @@ forward from float64 angles (float32 on devices without float64).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import attention, check_backend
+from .context_cache import CONTEXT_CACHE_ENTRIES, ContextCache
 from .dit_config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
 from .fused_linear import GeluMLP, linear_gelu
 from .ops import PLAIN_OPS, Ops
@@ -143,9 +150,11 @@ class SelfAttention(nn.Module):
 class I2VCrossAttention(nn.Module):
     """Cross-attention to [CLIP image tokens | text tokens]: two softmaxes, outputs summed, one projection.
 
-    forward(x [B, Lq, D], context [B, clip_tokens + Lt, D], text_pad) -> [B, Lq, D].
-    ``text_pad`` > 0: the last text row stands for ``text_pad`` identical zero-padding tokens (the official model
-    attends to all text_len tokens, padding included); it is weighted exactly by its multiplicity.
+    In three steps: ``context_kv(context [B, clip_tokens + Lt, D])`` projects the keys / values (they depend only on
+    the context, so they can be cached across steps), ``attention_keys(kv, text_pad)`` expands the padding row (the
+    official model attends to all text_len tokens, padding included; the last text row stands for ``text_pad``
+    identical zero-padding tokens and is weighted exactly by its multiplicity), ``forward(x [B, Lq, D], keys)``
+    -> [B, Lq, D].
     """
 
     def __init__(self, config: DiTConfig, backend: str, ops: Ops = PLAIN_OPS):
@@ -161,29 +170,42 @@ class I2VCrossAttention(nn.Module):
         norm = (lambda: RMSNorm(dim, config.eps)) if config.qk_norm else nn.Identity
         self.norm_q, self.norm_k, self.norm_k_img = norm(), norm(), norm()
 
-    def forward(self, x, context, text_pad=0):
+    def context_kv(self, context):
+        """Keys and values of context [B, clip_tokens + Lt, D] -> (k_img, v_img, k, v), each [B, tokens, heads,
+        head_dim]: the part of the cross-attention that depends only on the context (cacheable across steps)."""
         image, text = context[:, :self.clip_tokens], context[:, self.clip_tokens:]
         split = (self.heads, -1)
-        q = self.norm_q(self.q(x)).unflatten(-1, split)
         k_img = self.norm_k_img(self.k_img(image)).unflatten(-1, split)
         v_img = self.v_img(image).unflatten(-1, split)
         k = self.norm_k(self.k(text)).unflatten(-1, split)
         v = self.v(text).unflatten(-1, split)
-        out = attention(q, k_img, v_img, self.backend).add_(self._text_attention(q, k, v, text_pad))
-        return self.o(out.flatten(2))
+        return k_img, v_img, k, v
 
-    def _text_attention(self, q, k, v, pad):
-        if pad <= 1:
-            return attention(q, k, v, self.backend)
-        if self.backend == "sdpa" and q.dtype in (torch.float32, torch.float64):
-            # log-multiplicity bias: softmax over one key with weight n == n identical keys
-            bias = torch.zeros(1, 1, 1, k.shape[1], dtype=q.dtype, device=q.device)
-            bias[..., -1] = math.log(pad)
-            return attention(q, k, v, self.backend, bias=bias)
-        # half precision cannot hold log(n) exactly enough: repeat the padding key instead
-        k = torch.cat([k, k[:, -1:].expand(-1, pad - 1, -1, -1)], dim=1)
-        v = torch.cat([v, v[:, -1:].expand(-1, pad - 1, -1, -1)], dim=1)
-        return attention(q, k, v, self.backend)
+    def attention_keys(self, kv, text_pad=0):
+        """What the two softmaxes read, from ``context_kv``'s tuple: (k_img, v_img, k, v, bias).
+
+        ``text_pad`` > 1: the last text row stands for that many identical padding rows. With ``sdpa`` in float32
+        / float64 it is kept once and weighted by an additive log-multiplicity ``bias`` [1, 1, 1, Lt] (softmax over
+        one key with weight n == n identical keys); half precision cannot hold log(n) exactly enough, so there the
+        row is repeated and ``bias`` is None.
+        """
+        k_img, v_img, k, v = kv
+        if text_pad <= 1:
+            return k_img, v_img, k, v, None
+        if self.backend == "sdpa" and k.dtype in (torch.float32, torch.float64):
+            bias = torch.zeros(1, 1, 1, k.shape[1], dtype=k.dtype, device=k.device)
+            bias[..., -1] = math.log(text_pad)
+            return k_img, v_img, k, v, bias
+        k = torch.cat([k, k[:, -1:].expand(-1, text_pad - 1, -1, -1)], dim=1)
+        v = torch.cat([v, v[:, -1:].expand(-1, text_pad - 1, -1, -1)], dim=1)
+        return k_img, v_img, k, v, None
+
+    def forward(self, x, keys):
+        """x [B, Lq, D], keys: ``attention_keys(context_kv(context), text_pad)`` -> [B, Lq, D]."""
+        k_img, v_img, k, v, bias = keys
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.heads, -1))
+        out = attention(q, k_img, v_img, self.backend).add_(attention(q, k, v, self.backend, bias=bias))
+        return self.o(out.flatten(2))
 
 
 # --- transformer block and head -------------------------------------------------------------------------------
@@ -192,7 +214,11 @@ class WanBlock(nn.Module):
     """Wan 2.1 block: adaLN self-attention, (LayerNorm) cross-attention, adaLN GELU-tanh FFN; 6-way modulation.
 
     forward(x [B, L, D] fp32 residual, e [B or 1, 6, D] fp32 time projection, rope, context [B, Lc, D] (compute
-    dtype), text_pad, keep) -> [B, keep or L, D] fp32.
+    dtype), text_pad, keep, kv) -> [B, keep or L, D] fp32.
+    ``kv``: None (the cross-attention keys / values are projected from ``context``), or a list used as a cache
+    slot: empty -> they are projected and appended; holding the tuple -> it is used and ``context`` is not read.
+    The projection runs in ``forward``; everything else in ``core``, the region ``torch.compile`` may replace
+    (``runtime/compile.py``), so hooks on the block and the K/V cache stay outside any compiled code.
     """
 
     def __init__(self, config: DiTConfig, backend: str, ops: Ops = PLAIN_OPS):
@@ -204,15 +230,26 @@ class WanBlock(nn.Module):
         self.ffn = GeluMLP(dim, config.ffn_dim, dim, approximate="tanh", ops=ops)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
-    def forward(self, x, e, rope, context, text_pad=0, keep=None):
-        dtype = context.dtype
+    def forward(self, x, e, rope, context, text_pad=0, keep=None, kv=None):
+        if kv is None:
+            pairs = self.cross_attn.context_kv(context)
+        else:
+            if not kv:
+                kv.append(self.cross_attn.context_kv(context))
+            pairs = kv[0]
+        return self.core(x, e, rope, self.cross_attn.attention_keys(pairs, text_pad), keep)
+
+    def core(self, x, e, rope, keys, keep=None):
+        """The block given its cross-attention ``keys`` (``I2VCrossAttention.attention_keys``); no int but ``keep``
+        changes between calls, so a compiled ``core`` is reused for every prompt length."""
+        dtype = keys[1].dtype                     # v_img: a linear of the context, in the compute dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).unsqueeze(2).unbind(1)
         h = norm_modulate(x, shift1, scale1, self.eps).to(dtype)
         attn = self.self_attn(h, rope, keep)
         if keep is not None:
             x = x[:, :keep]
         x = torch.addcmul(x, attn.float(), gate1)
-        x = x + self.cross_attn(self._norm3(x).to(dtype), context, text_pad).float()
+        x = x + self.cross_attn(self._norm3(x).to(dtype), keys).float()
         h = norm_modulate(x, shift2, scale2, self.eps).to(dtype)
         return torch.addcmul(x, self.ffn(h).float(), gate2)
 
@@ -272,6 +309,7 @@ class SteadyDancerDiT(nn.Module):
         self.config = config
         self.attention_backend = attention_backend
         self._compute_dtype = None
+        self.context_cache: ContextCache | None = None     # set inside ``caching_context``
         c, patch, cc = config, config.patch_size, config.condition_channels
         # condition reconciliation: fused [x | y | fused pose | aligned pose], reference image, first pose
         self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, patch, patch)
@@ -288,6 +326,7 @@ class SteadyDancerDiT(nn.Module):
         self.blocks = nn.ModuleList([WanBlock(c, attention_backend, ops) for _ in range(c.num_layers)])
         self.head = Head(c, ops)
         self.img_emb = MLPProj(c.clip_dim, c.dim, ops)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.invalidate_context_cache())
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -302,6 +341,26 @@ class SteadyDancerDiT(nn.Module):
         if dtype is not None and dtype not in _FLOAT_DTYPES:
             raise ValueError(f"compute_dtype must be one of {_FLOAT_DTYPES} or None, got {dtype}")
         self._compute_dtype = dtype
+
+    @contextlib.contextmanager
+    def caching_context(self, max_entries: int = CONTEXT_CACHE_ENTRIES) -> Iterator[ContextCache]:
+        """Inside the ``with`` block, forwards reuse the embedded context and every block's cross-attention keys /
+        values for inputs seen before (``context_cache.py``: exact, keyed by value); on exit they are dropped.
+        Nested use keeps the outer cache."""
+        if self.context_cache is not None:
+            yield self.context_cache
+            return
+        self.context_cache = ContextCache(max_entries)
+        try:
+            yield self.context_cache
+        finally:
+            self.context_cache.clear()
+            self.context_cache = None
+
+    def invalidate_context_cache(self) -> None:
+        """Forget cached context projections (call after changing weights in place, e.g. merging a LoRA)."""
+        if self.context_cache is not None:
+            self.context_cache.clear()
 
     def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
         """Predict the flow (velocity) for a batch.
@@ -333,23 +392,51 @@ class SteadyDancerDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2).contiguous().float()         # [B, L, D] residual stream
 
         # 3. time: e modulates the head, e6 the blocks ([1, ...] when one timestep serves the batch)
-        e = self.time_embedding(timestep_embedding(t, cfg.freq_dim).to(dtype))
-        e6 = self.time_projection(e).unflatten(1, (6, cfg.dim)).float()
+        e, e6 = self.time_embeddings(t)
 
-        # 4. context: [img_emb(clip x) + img_emb(clip c) | text]
-        text, text_pad = self.embed_text(context.to(dtype))
-        clip = self.img_emb(torch.cat([clip_fea_x, clip_fea_c]).to(dtype))
-        context = torch.cat([clip[:b] + clip[b:], text], dim=1)
+        # 4. context: [img_emb(clip x) + img_emb(clip c) | text], and per block its keys / values (cached or not)
+        context, text_pad, kv = self._context(context, clip_fea_x, clip_fea_c, dtype)
 
         # 5. blocks; the last one computes only the tokens that are returned (the first F frames)
         cos, sin = rope_tables(grid, cfg.rope_pairs, tokens.device)
         rope = (cos.repeat_interleave(2, dim=-1), sin)
         keep = (frames // cfg.patch_size[0]) * grid[1] * grid[2]
-        last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e6, rope, context, text_pad, keep if i == last else None)
+        tokens = self.run_blocks(tokens, e6, rope, context, text_pad, keep, kv)
         out = self.head(tokens[:, :keep], e.float(), dtype)
         return self.unpatchify(out, (frames // cfg.patch_size[0], grid[1], grid[2]))
+
+    def run_blocks(self, tokens, e6, rope, context, text_pad, keep, kv=None):
+        """The block stack: tokens [B, L, D] fp32 -> [B, keep, D]; the last block computes only the first keep.
+        kv: per block its cache slot (``ContextEntry.kv``), or None."""
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, e6, rope, context, text_pad, keep if i == last else None,
+                           None if kv is None else kv[i])
+        return tokens
+
+    def time_embeddings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps t [B] (or [1]) -> (e [B, D] for the head, e6 [B, 6, D] float32 modulating the blocks)."""
+        e = self.time_embedding(timestep_embedding(t, self.config.freq_dim).to(self.compute_dtype))
+        return e, self.time_projection(e).unflatten(1, (6, self.config.dim)).float()
+
+    def embed_context(self, context, clip_fea_x, clip_fea_c, dtype) -> tuple[torch.Tensor, int]:
+        """[img_emb(clip x) + img_emb(clip c) | embed_text(context)] -> ([B, clip_tokens + Lt, D], text pad)."""
+        b = context.shape[0]
+        text, text_pad = self.embed_text(context.to(dtype))
+        clip = self.img_emb(torch.cat([clip_fea_x, clip_fea_c]).to(dtype))
+        return torch.cat([clip[:b] + clip[b:], text], dim=1), text_pad
+
+    def _context(self, context, clip_fea_x, clip_fea_c, dtype):
+        """(embedded context, text pad, per-block K/V slots or None without a cache); see ``caching_context``."""
+        cache = self.context_cache
+        if cache is None:
+            return (*self.embed_context(context, clip_fea_x, clip_fea_c, dtype), None)
+        keys = (context, clip_fea_x, clip_fea_c)
+        entry = cache.lookup(keys, dtype)
+        if entry is None:
+            embedded, text_pad = self.embed_context(context, clip_fea_x, clip_fea_c, dtype)
+            entry = cache.insert(keys, dtype, embedded, text_pad, len(self.blocks))
+        return entry.context, entry.text_pad, entry.kv
 
     def embed_text(self, context: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Text embedding of context [B, L, text_dim] zero-padded to text_len, padding unmasked.

@@ -5,7 +5,8 @@ with oneDNN (every x86 PyTorch wheel) it is one call to oneDNN's fused linear (`
 the op PyTorch's compiler uses for fused CPU linears): the bias and the GELU are applied to each output tile while
 it is still in cache instead of in extra passes over the output (measured 5-15 % faster than the BLAS ``addmm``
 path on the DiT's shapes on an AMD Zen 4 CPU). The result equals ``F.linear`` up to float32 summation order.
-Everywhere else (GPU, half precision, autograd, other CPUs) it is exactly ``F.linear`` followed by the activation.
+Everywhere else (GPU, half precision, autograd, other CPUs, and code being traced by ``torch.compile``, whose CPU
+backend fuses linears itself) it is exactly ``F.linear`` followed by the activation.
 
 ``Linear`` is ``nn.Linear`` computed this way (same parameters, same state-dict keys); it is the plain
 ``ops.Linear`` (``ops.py``). ``GeluMLP`` is the ``Linear -> GELU -> Linear`` stack of the upstream text embedding and
@@ -34,7 +35,8 @@ def onednn_linear_available() -> bool:
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    return (ONEDNN_ENABLED and x.device.type == "cpu" and x.dtype == torch.float32
+    return (ONEDNN_ENABLED and not torch.compiler.is_compiling()
+            and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.is_contiguous()
             and weight.numel() > 0
             and (bias is None or bias.dtype == torch.float32)

@@ -16,6 +16,7 @@ import torch
 
 from ..loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from ..loading.quant_ops import set_fp8_matmul
+from .compile import compile_blocks
 from .model_plan import plan_for_model
 from .offload import use_component
 
@@ -36,6 +37,7 @@ class LoaderDefaults:
     blocks_to_swap: int = 20
     max_vram_gb: float = 0.0        # 0 = no cap: the free VRAM
     fp8_matmul: bool = False        # multiply fp8 e4m3 DiT weights in fp8 where the GPU can (else upcast)
+    compile: bool = False           # torch.compile of the DiT blocks (runtime/compile.py)
 
 
 LOADER = LoaderDefaults()
@@ -69,7 +71,9 @@ class SteadyDancerModel:
     device: execution device (None = where the DiT's first parameter lives); offload / blocks_to_swap: how the
     planner places the DiT blocks (see OFFLOAD_MODES); max_vram_gb: cap on the device memory the memory planner may
     use (None or 0 = the free VRAM); fp8_matmul_report: which path the DiT's fp8 layers take (set when fp8 matmul was
-    asked for; "" otherwise).
+    asked for; "" otherwise); context_cache: the DiT keeps its context projections (embedded text / CLIP
+    context, every block's cross-attention keys and values) while it is in use, where the memory plan leaves room
+    (``plan.context_cache``; without a plan: always); compile: the DiT blocks are compiled (``compile.py``).
     """
 
     dit: Any
@@ -84,12 +88,16 @@ class SteadyDancerModel:
     blocks_to_swap: int = LOADER.blocks_to_swap
     max_vram_gb: Optional[float] = None
     fp8_matmul_report: str = ""
+    context_cache: bool = True
+    compile: bool = False
 
     def __post_init__(self):
         if self.dtype not in PRECISIONS.values():
             raise ValueError(f"dtype must be one of {tuple(PRECISIONS.values())}, got {self.dtype}")
         swap_setting(self.offload, self.blocks_to_swap)
         self.max_vram_gb = check_max_vram_gb(self.max_vram_gb)
+        if self.compile and getattr(self.dit, "regional_compile", None) is None:
+            compile_blocks(self.dit)
 
     @property
     def execution_device(self) -> torch.device:
@@ -106,9 +114,19 @@ class SteadyDancerModel:
         """Context manager: component ``name`` (one of COMPONENTS) is usable on the execution device inside it."""
         if name not in COMPONENTS:
             raise ValueError(f"unknown component {name!r}; one of {COMPONENTS}")
-        if self.offload_plan is None:
+        cache = name == "dit" and self.context_cache and getattr(self.offload_plan, "context_cache", True)
+        if self.offload_plan is None and not cache:
             return contextlib.nullcontext()
-        return use_component(self, name)
+        return self._use(name, cache)
+
+    @contextlib.contextmanager
+    def _use(self, name: str, cache: bool):
+        with contextlib.ExitStack() as stack:
+            if self.offload_plan is not None:
+                stack.enter_context(use_component(self, name))
+            if cache:
+                stack.enter_context(self.dit.caching_context())
+            yield
 
     def replan(self, width: int, height: int, frames: int, guidance_passes: int) -> None:
         """Re-plan placement for the real video size (only when the model has a memory plan)."""
@@ -124,7 +142,8 @@ class SteadyDancerModel:
 def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = LOADER.precision,
                attention: str = LOADER.attention, loras=(), offload: str = LOADER.offload,
                blocks_to_swap: int = LOADER.blocks_to_swap, tokenizer_path=None,
-               max_vram_gb=None, fp8_matmul: bool = LOADER.fp8_matmul) -> SteadyDancerModel:
+               max_vram_gb=None, fp8_matmul: bool = LOADER.fp8_matmul, compile: bool = LOADER.compile,
+               context_cache: bool = True) -> SteadyDancerModel:
     """Load the four networks (on the CPU) and plan their placement.
 
     precision: DiT/umT5 compute dtype (bf16 | fp16 | fp32); attention: DiT attention backend; loras: sequence of
@@ -132,10 +151,15 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = LOADER.p
     tokenizer when the T5 file carries none (the official .pth); max_vram_gb: cap on the VRAM the planner may use
     (None or 0 = the free VRAM); fp8_matmul: multiply the DiT's fp8 e4m3 weights in fp8 (``torch._scaled_mm``) on
     a GPU of compute capability 8.9+, else they are upcast as without it (``fp8_matmul_report`` says which).
+    compile: compile the DiT blocks with torch.compile at the first forward (falls back
+    to eager with one warning when no compiler works here); context_cache: keep the DiT's context projections
+    between steps where the memory plan leaves room (exact; see ``SteadyDancerModel``).
     """
     if not isinstance(fp8_matmul, bool):
         raise ValueError(f"fp8_matmul must be True or False, got {fp8_matmul!r}")
     max_vram_gb = check_max_vram_gb(max_vram_gb)
+    if not isinstance(compile, bool) or not isinstance(context_cache, bool):
+        raise ValueError(f"compile and context_cache must be True or False, got {compile!r}, {context_cache!r}")
     swap = swap_setting(offload, blocks_to_swap)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
@@ -147,7 +171,8 @@ def load_model(dit_path, vae_path, t5_path, clip_path, precision: str = LOADER.p
     report = getattr(dit, "lora_report", None)
     model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=text_encoder, image_encoder=image_encoder, dtype=dtype,
                               lora_reports=(report,) if report is not None else (), offload=offload,
-                              blocks_to_swap=blocks_to_swap, max_vram_gb=max_vram_gb)
+                              blocks_to_swap=blocks_to_swap, max_vram_gb=max_vram_gb, context_cache=context_cache,
+                              compile=compile)
     model.offload_plan = plan_for_model(model, swap)
     model.fp8_matmul_report = set_fp8_matmul(dit, fp8_matmul, model.execution_device)
     return model

@@ -10,6 +10,8 @@ Pure arithmetic (no device needed), unit-tested on CPU. The estimate of one DiT 
                       and its GELU (2 * b * ffn_dim); plus the fp32 rotary tables (4 * head_dim)
     activations = passes_in_one_forward * (tokens * per token + context) + one dequantised linear (scratch)
     weights     = other + (blocks - swapped) * block + min(swapped, prefetch + 1) * block
+    context cache (when requested): kept only if it fits in what the plan above leaves free, so it never costs a
+                  swapped block or batching: ``sizes.context_cache_bytes`` for CONTEXT_CACHE_ENTRIES batches
 
 with b the compute dtype's bytes. Checked against the live tensors of the real DiT forward on CPU (bf16/fp32,
 dim 256-1024, 2.7k-7k tokens): estimate / measured = 0.98-1.07 (tests/test_offload.py). Passes are batched when
@@ -22,8 +24,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..models.context_cache import CONTEXT_CACHE_ENTRIES
 from ..models.dit_config import DiTConfig
-from .sizes import dit_activation_bytes, dit_tokens, dtype_bytes
+from .sizes import context_cache_bytes, dit_activation_bytes, dit_tokens, dtype_bytes
 
 # --- planner constants ------------------------------------------------------------------------------------------
 OFFLOAD_DEFAULT_PREFETCH = 1          # swapped DiT blocks copied ahead of use
@@ -41,8 +44,9 @@ class MemoryPlan:
     blocks_to_swap: DiT blocks streamed from host memory (0 = all resident); prefetch: swapped blocks copied ahead;
     offload_embeddings: the text/CLIP embedding layers are streamed too; batch_passes: guidance passes run as one
     batched forward; vae_tile: (h, w) pixel tile for VAE decode or None (untiled); vae_budget_bytes: activation
-    budget for the VAE's own tiling; fits: the estimate fits the budget; explanation: one line for the user;
-    suggestion: what to change after an out-of-memory error.
+    budget for the VAE's own tiling; fits: the estimate fits the budget; context_cache: the DiT keeps its context
+    projections between steps (``context_cache_bytes`` of them are in ``activation_bytes``); explanation: one line
+    for the user; suggestion: what to change after an out-of-memory error.
     """
 
     device: str
@@ -61,6 +65,8 @@ class MemoryPlan:
     fits: bool
     explanation: str
     suggestion: str
+    context_cache: bool = False
+    context_cache_bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,12 +130,14 @@ class JobShape:
 @dataclass(frozen=True)
 class OffloadRequest:
     """What the user asked for: ``blocks_to_swap`` / ``batch_passes`` "auto" or a forced value; ``prefetch``:
-    swapped blocks copied ahead; ``max_vram_gb``: cap on the device memory used (None = the free memory)."""
+    swapped blocks copied ahead; ``max_vram_gb``: cap on the device memory used (None = the free memory);
+    ``context_cache``: keep the DiT's context projections between steps where the memory left over allows."""
 
     blocks_to_swap: int | str = AUTO
     batch_passes: bool | str = AUTO
     prefetch: int = OFFLOAD_DEFAULT_PREFETCH
     max_vram_gb: float | None = None
+    context_cache: bool = False
 
     def __post_init__(self):
         if self.prefetch < 0:
@@ -192,6 +200,10 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
             raise ValueError(f"blocks_to_swap must be in 0..{n_blocks}, got {blocks_to_swap}")
         batched = batch_options[0] if len(batch_options) == 1 else sum(peak(swap, True, False)) <= usable
     weights, acts = peak(swap, batched, emb_off)
+    cache_bytes = context_cache_bytes(cfg, dtype, CONTEXT_CACHE_ENTRIES * (guidance_passes if batched else 1))
+    cache = bool(request.context_cache) and weights + acts + cache_bytes <= usable
+    if cache:
+        acts += cache_bytes
     fits = weights + acts <= usable
     prefetch_used = min(prefetch, swap) if swap else prefetch
 
@@ -212,7 +224,10 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
     head = f"{budget / GIB:.1f} GiB budget ({usable / GIB:.1f} usable)" + (f"; {'; '.join(notes)}" if notes else "")
     explanation = (f"{head}: {width}x{height}x{frames} = {tokens} tokens, {passes}, "
                    f"{swap} of {n_blocks} blocks swapped" + (" + embeddings" if emb_off else "")
-                   + f", {vae_note}; est. peak {(weights + acts) / GIB:.1f} GiB "
+                   + f", {vae_note}"
+                   + (("; context cache on" if cache else "; context cache off (no room left)")
+                      if request.context_cache else "")
+                   + f"; est. peak {(weights + acts) / GIB:.1f} GiB "
                    f"(weights {weights / GIB:.1f} + activations {acts / GIB:.1f})"
                    + ("" if fits else " - DOES NOT FIT"))
     return MemoryPlan(
@@ -221,6 +236,7 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
         usable_bytes=usable, weight_bytes=weights, activation_bytes=acts, estimated_peak_bytes=weights + acts,
         tokens=tokens, fits=fits, explanation=explanation,
         suggestion=_suggest(swap, n_blocks, batched, fits, budget, weights + acts),
+        context_cache=cache, context_cache_bytes=cache_bytes if cache else 0,
     )
 
 

@@ -61,7 +61,8 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
         vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
         vae_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
-    request = OffloadRequest(blocks_to_swap=swap, batch_passes=batch_passes, max_vram_gb=max_vram_gb)
+    request = OffloadRequest(blocks_to_swap=swap, batch_passes=batch_passes, max_vram_gb=max_vram_gb,
+                             context_cache=bool(getattr(model, "context_cache", False)))
     plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes), request,
                        device=str(device))
     if swap != offload and offload not in (AUTO, "none", 0):

@@ -54,3 +54,15 @@ def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int
     per_pass = dit_tokens(config, width, height, frames) * per_token + context
     scratch = config.dim * config.ffn_dim * b                      # one dequantised fp8/GGUF linear
     return int(passes_per_forward * per_pass + scratch)
+
+
+def context_cache_bytes(config: DiTConfig, dtype: torch.dtype, rows: int,
+                        key_dtype: torch.dtype = torch.float32) -> int:
+    """Upper bound of what the DiT's context cache (``models/context_cache.py``) holds for ``rows`` cached context
+    rows (one row per guidance pass of each cached batch), at the longest prompt (text_len tokens): per row the
+    embedded context and every block's cross-attention keys and values, ``(clip_tokens + text_len) * dim`` values
+    each in the compute dtype, plus the copies of the raw inputs it is keyed by (``key_dtype``)."""
+    tokens = config.clip_tokens + config.text_len
+    projections = tokens * config.dim * dtype_bytes(dtype) * (1 + 2 * config.num_layers)
+    keys = (config.text_len * config.text_dim + 2 * config.clip_tokens * config.clip_dim) * key_dtype.itemsize
+    return int(rows * (projections + keys))

@@ -5,9 +5,10 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core import MAX_SEED, POSE, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import MAX_SEED, PHOTO, POSE, iter_video_frames, probe_video, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from . import comfy_bridge as bridge
+from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
 from .types import ALIGNED_POSE_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
 
 CATEGORY = "SteadyDancer"
@@ -237,18 +238,21 @@ class AlignPose:
                     "all_frames: positive_pose / negative_pose hold every rendered frame (memory grows with the "
                     "video: about 28 MB per frame and output at the 2x canvas of a 720p photo); first_frame: only "
                     "frame 0 (use aligned_pose for the sampler, which renders one segment at a time).")}),
+                "background": BACKGROUND_WIDGET,
             },
+            "optional": {"photo_mask": PHOTO_MASK_INPUT},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def align(self, photo, pose: DrivingPose, augment_seed, canvas, scale_fallback, image_outputs="all_frames",
-              unique_id=None):
+              background=PHOTO.background, photo_mask=None, unique_id=None):
         if image_outputs not in IMAGE_OUTPUTS:
             raise ValueError(f"image_outputs must be one of {IMAGE_OUTPUTS}, got {image_outputs!r}")
-        photo_np = frames_to_uint8(photo)
-        if photo_np.shape[0] > 1:
-            raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
+        if photo.ndim == 4 and photo.shape[0] > 1:
+            raise ValueError(f"AlignPose needs one photo, got a batch of {photo.shape[0]} images; "
                              "pick one (e.g. with an ImageFromBatch node).")
+        photo, photo_note = composite_with_mask(photo, photo_mask, background, "AlignPose")
+        photo_np = frames_to_uint8(photo)
         reference, _resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
                                                          pose.models.estimator_path, person=pose.models.person)
         aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
@@ -270,7 +274,7 @@ class AlignPose:
         text = f"{len(aligned)} pose frames {w}x{h}" + ("" if count > 1 or len(aligned) == 1 else
                                                          " (IMAGE outputs: first frame only)")
         return {"result": (positive, negative, compact, preview),
-                "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
+                "ui": {"text": ["; ".join(n for n in (text, photo_note, pose.report) if n)]}}
 
 
 def _align_preview(source):

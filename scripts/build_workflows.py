@@ -52,8 +52,8 @@ CORE_SCHEMAS = {
 }
 UPLOAD_VALUE = "image"
 # Node sizes as the ComfyUI 0.8 frontend lays them out (width, height); others get DEFAULT_SIZE.
-NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 190),
-              "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 590), "DecodeVideo": (320, 200),
+NODE_SIZES = {"LoadImage": (320, 314), "LoadVideo": (320, 554), "ExtractPose": (320, 250), "AlignPose": (320, 238),
+              "LoadSteadyDancerModel": (320, 290), "SteadyDancerSampler": (320, 662), "DecodeVideo": (320, 200),
               "SaveVideo": (320, 130), "GetVideoComponents": (220, 90), "CreateVideo": (270, 100)}
 DEFAULT_SIZE = (320, 120)
 
@@ -201,6 +201,7 @@ def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
     align = g.add("AlignPose", (760, 360), augment_seed=0, canvas="1x" if via_images else "2x",
                   image_outputs="first_frame")
     g.link(photo, "IMAGE", align, "photo")
+    g.link(photo, "MASK", align, "photo_mask")              # a transparent photo: composited on `background`
     g.link(extract, "pose", align, "pose")
     return photo, extract, align
 
@@ -209,6 +210,7 @@ def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
     sampler = g.add("SteadyDancerSampler", (1140, 0), **values)
     g.link(model, "model", sampler, "model")
     g.link(photo, "IMAGE", sampler, "photo")
+    g.link(photo, "MASK", sampler, "photo_mask")
     g.link(align, "aligned_pose", sampler, "aligned_pose")   # compact keypoints: rendered segment by segment
     return sampler
 

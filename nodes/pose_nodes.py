@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core import MAX_SEED, POSE, WAN_FPS, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import MAX_SEED, PHOTO, POSE, WAN_FPS, iter_video_frames, probe_video, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from . import comfy_bridge as bridge
+from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
 from .types import ALIGNED_POSE_TYPE, KEYPOINT_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
 
 CATEGORY = "SteadyDancer"
@@ -262,8 +263,10 @@ class AlignPose:
                     "all_frames: positive_pose / negative_pose hold every rendered frame (memory grows with the "
                     "video: about 28 MB per frame and output at the 2x canvas of a 720p photo); first_frame: only "
                     "frame 0 (use aligned_pose for the sampler, which renders one segment at a time).")}),
+                "background": BACKGROUND_WIDGET,
             },
             "optional": {
+                "photo_mask": PHOTO_MASK_INPUT,
                 "pose": (POSE_TYPE, {"tooltip": "Driving poses from ExtractPose."}),
                 "pose_keypoint": (KEYPOINT_TYPE, {"tooltip": (
                     "Driving poses as OpenPose JSON (POSE_KEYPOINT: comfyui_controlnet_aux's DWPose / OpenPose, a "
@@ -275,7 +278,8 @@ class AlignPose:
         }
 
     def align(self, photo, pose: DrivingPose | None = None, augment_seed=POSE.augment_seed, canvas=POSE.canvas,
-              scale_fallback=POSE.scale_fallback, image_outputs="all_frames", pose_keypoint=None, unique_id=None):
+              scale_fallback=POSE.scale_fallback, image_outputs="all_frames", pose_keypoint=None,
+              background=PHOTO.background, photo_mask=None, unique_id=None):
         if image_outputs not in IMAGE_OUTPUTS:
             raise ValueError(f"image_outputs must be one of {IMAGE_OUTPUTS}, got {image_outputs!r}")
         if (pose is None) == (pose_keypoint is None):
@@ -284,6 +288,10 @@ class AlignPose:
                              (", not both." if pose is not None else "."))
         if pose is None:
             pose = driving_from_keypoints(pose_keypoint, scale_fallback)
+        if photo.ndim == 4 and photo.shape[0] > 1:
+            raise ValueError(f"AlignPose needs one photo, got a batch of {photo.shape[0]} images; "
+                             "pick one (e.g. with an ImageFromBatch node).")
+        photo, photo_note = composite_with_mask(photo, photo_mask, background, "AlignPose")
         compact, resized = align_to_photo(photo, pose, augment_seed, canvas, scale_fallback)
         aligned, out_hw = compact.aligned, compact.output_hw
         positive_src, negative_src = pose_api.pose_sources(aligned, int(augment_seed), output_hw=out_hw)
@@ -301,7 +309,7 @@ class AlignPose:
         text = f"{len(aligned)} pose frames {w}x{h}" + ("" if count > 1 or len(aligned) == 1 else
                                                          " (IMAGE outputs: first frame only)")
         return {"result": (positive, negative, compact, preview),
-                "ui": {"text": ["; ".join(n for n in (text, pose.report) if n)]}}
+                "ui": {"text": ["; ".join(n for n in (text, photo_note, pose.report) if n)]}}
 
 
 def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, scale_fallback: str):

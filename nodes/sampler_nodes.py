@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, POSE, SAMPLER, WAN_FPS
+from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, PHOTO, POSE, POSE_RESIZE_MODES, SAMPLER, WAN_FPS
 from . import comfy_bridge as bridge
+from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
 from .pose_nodes import align_to_photo, driving_from_keypoints
 from .types import (ALIGNED_POSE_TYPE, KEYPOINT_TYPE, LATENT_FPS_KEY, LATENT_REPORT_KEY, LATENT_RESULT_KEY,
                     MODEL_TYPE)
@@ -72,6 +73,12 @@ class SteadyDancerSampler:
                 "noise": (list(NOISE_SOURCES), {"default": SAMPLER.noise, "tooltip": (
                     "cpu: the same video for a seed on every machine; official: noise drawn on the GPU as the "
                     "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
+                "pose_resize": (list(POSE_RESIZE_MODES), {"default": SAMPLER.pose_resize, "tooltip": (
+                    "direct: each pose frame is resized once, straight to the video's size (fast, little memory). "
+                    "official: first to the photo's size, then to the video's size, as the official pipeline "
+                    "(the official numbers; slower and more memory per frame with a large photo, e.g. 290 MB "
+                    "for a 24 MP photo).")}),
+                "background": BACKGROUND_WIDGET,
             },
             "optional": {
                 "aligned_pose": (ALIGNED_POSE_TYPE, {"tooltip": (
@@ -86,16 +93,18 @@ class SteadyDancerSampler:
                     "here to the photo with AlignPose's defaults; connect it to AlignPose instead to choose the "
                     "alignment settings. Used instead of the other pose inputs.")}),
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
+                "photo_mask": PHOTO_MASK_INPUT,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def sample(self, model, photo, positive_pose=None, negative_pose=None, sigmas=None, unique_id=None,
-               aligned_pose=None, pose_keypoint=None, **widgets):
+               aligned_pose=None, pose_keypoint=None, photo_mask=None, background=PHOTO.background, **widgets):
         """``widgets``: the sampler options by name (``sampling.options.SAMPLER_OPTIONS``)."""
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
+        photo, photo_note = composite_with_mask(photo, photo_mask, background, "SteadyDancerSampler")
         notes = []
         if pose_keypoint is not None:
             if aligned_pose is not None or positive_pose is not None or negative_pose is not None:
@@ -116,7 +125,7 @@ class SteadyDancerSampler:
         except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
-        report = "; ".join([str(n) for n in result.notices] + notes)
+        report = "; ".join(str(n) for n in ([photo_note] if photo_note else []) + list(result.notices) + notes)
         latent = {"samples": sd.to_raw_latent(result.latent), LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report,
                   LATENT_FPS_KEY: float(fps)}
         return {"result": (latent,), "ui": {"text": [describe(model, result, report)]}}

@@ -324,6 +324,7 @@ def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
     align = g.add("AlignPose", ALIGNMENT, augment_seed=0, canvas="1x" if via_images else "2x",
                   image_outputs="first_frame")
     g.link(photo, "IMAGE", align, "photo")
+    g.link(photo, "MASK", align, "photo_mask")              # a transparent photo: composited on `background`
     g.link(extract, "pose", align, "pose")
     aligned = g.add("PreviewImage", ALIGNMENT, title="Aligned poses over the photo")
     g.link(align, "preview", aligned, "images")
@@ -334,6 +335,7 @@ def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
     sampler = g.add("SteadyDancerSampler", SAMPLER_COLUMN, **values)
     g.link(model, "model", sampler, "model")
     g.link(photo, "IMAGE", sampler, "photo")
+    g.link(photo, "MASK", sampler, "photo_mask")
     g.link(align, "aligned_pose", sampler, "aligned_pose")   # compact keypoints: rendered segment by segment
     return sampler
 

@@ -54,7 +54,9 @@ from .sampling.conditioning import resize_like_pil
 from .sampling.defaults import (
                                 FIRST_FRAME_MODES,
                                 MAX_SEED,
+                                PHOTO,
                                 POSE,
+                                POSE_RESIZE_MODES,
                                 SAMPLER,
                                 SOLVERS,
                                 WAN_FPS,
@@ -64,6 +66,7 @@ from .sampling.defaults import (
 from .sampling.guidance import Cancelled, NonFiniteLatentError
 from .sampling.noise import NOISE_SOURCES
 from .sampling.options import SAMPLER_OPTIONS, generation_settings
+from .sampling.photo import BACKGROUNDS, background_name, composite_photo, parse_background
 from .sampling.pipeline import (
                                 GenerationResult,
                                 GenerationSettings,
@@ -99,7 +102,9 @@ __all__ = [
     # defaults shared by the nodes and the CLI, and their validators
     "FIRST_FRAME_MODES", "LOADER", "MAX_SEED", "NOISE_SOURCES", "OFFLOAD_MODES", "POSE", "SAMPLER", "SAMPLER_OPTIONS",
     "SOLVERS", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings", "resolve_shift",
-    "NonFiniteLatentError", "identify_component", "resize_like_pil",
+    "NonFiniteLatentError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
+    # a photo with transparency
+    "BACKGROUNDS", "PHOTO", "background_name", "composite_photo", "parse_background",
     # pose frame sources read one segment at a time by generate()
     "PoseFrames", "TensorPoseFrames", "as_pose_frames",
     # building blocks for component benchmarks and tools

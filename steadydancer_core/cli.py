@@ -39,10 +39,10 @@ from . import (
     POSE,
     SAMPLER_OPTIONS,
     WAN_FPS,
+    composite_photo,
     generate,
     generation_settings,
     load_model,
-    resize_like_pil,
     video_io,
 )
 from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, pose_package
@@ -79,11 +79,10 @@ def read_image(path: str | Path, background: tuple | None = None) -> np.ndarray:
     alpha = full[..., -1:].astype(np.float32) / (65535.0 if full.dtype == np.uint16 else 255.0)
     if float(alpha.min()) >= 1.0:
         return rgb                                                         # an alpha channel, all opaque
-    back = np.asarray(background, np.float32).reshape(1, 1, 3)
-    out = rgb.astype(np.float32) * alpha + back * (1.0 - alpha)
+    out = composite_photo(torch.from_numpy(rgb).float().div_(255.0), torch.from_numpy(alpha[..., 0]), background)
     log.info("%s has transparency: composited on background #%02X%02X%02X (choose with --background)",
              path.name, *background)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.mul_(255.0).round_().to(torch.uint8).numpy()
 
 
 def _to_float(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
@@ -94,8 +93,22 @@ def _image_files(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_pose_dir(folder: str | Path, size_hw: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(positive, negative or None) frames [T, H, W, 3] in [0, 1] from a pose folder, resized to ``size_hw``."""
+class ImageFilePoses:
+    """Pose frames read from image files when ``generate`` asks for them: uint8 [n, H, W, 3] at the files' size
+    (``generate`` resizes each frame by ``pose_resize``), so a long pose folder is never held in memory."""
+
+    def __init__(self, files: Sequence[Path]):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        return np.stack([read_image(f) for f in self.files[start:stop]])
+
+
+def load_pose_dir(folder: str | Path) -> tuple[ImageFilePoses, ImageFilePoses | None]:
+    """(positive, negative or None) pose frame sources over a pose folder's images (read when sampled)."""
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -105,18 +118,17 @@ def load_pose_dir(folder: str | Path, size_hw: tuple) -> tuple[torch.Tensor, tor
     positive = _image_files(pos_dir)
     if not positive:
         raise CLIError(f"no pose images ({', '.join(IMAGE_SUFFIXES)}) in {pos_dir}")
-    load = lambda files: torch.cat([resize_like_pil(_to_float([read_image(f)]), size_hw) for f in files])  # noqa: E731
     negative = _image_files(neg_dir) if neg_dir is not None else []
     if neg_dir is not None and len(negative) < len(positive):
         raise CLIError(f"{neg_dir} has {len(negative)} images but {pos_dir} has {len(positive)}; they must match")
-    return load(positive), (load(negative[:len(positive)]) if negative else None)
+    return ImageFilePoses(positive), (ImageFilePoses(negative[:len(positive)]) if negative else None)
 
 
 def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, object, object, float, list]:
     """Extract and align the driving poses -> (resized photo, positive, negative, pose fps, notices).
 
     positive / negative are pose frame sources (``pose.pose_sources``): only the aligned keypoints are held, and
-    ``generate`` renders each segment's frames when it needs them (resized to the photo there)."""
+    ``generate`` renders each segment's frames when it needs them (resized there by ``--pose-resize``)."""
     pose = pose_package()
     if not args.detector or not args.pose_model:
         raise CLIError(f"--video needs --detector ({POSE.detector}) and --pose-model ({POSE.pose_model}); or pass "
@@ -245,7 +257,7 @@ def run(args) -> Path:
                 args, photo, lambda done: bar.update(done - bar.n))
         notices += notes
     else:
-        positive, negative = load_pose_dir(args.pose_dir, tuple(photo.shape[:2]))
+        positive, negative = load_pose_dir(args.pose_dir)
         pose_fps = args.target_fps or WAN_FPS
     fps = args.fps or pose_fps
     options = {name: getattr(args, name) for name in SAMPLER_OPTIONS}

@@ -11,21 +11,22 @@ from . import (
     LOADER,
     NOISE_SOURCES,
     OFFLOAD_MODES,
+    PHOTO,
     POSE,
+    POSE_RESIZE_MODES,
     PRECISIONS,
     SAMPLER,
     SOLVERS,
     WAN_FPS,
     check_max_vram_gb,
     check_seed,
+    parse_background,
     resolve_shift,
     video_io,
 )
 
 ATTENTION_PACKAGES = {"flash-attn": ("flash_attn", "flash-attn"), "sageattention": ("sageattention", "sageattention")}
 
-
-BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 
 MIN_AREA, MAX_AREA = 64 * 64, 4096 * 4096        # the sampler node's max_area range
 
@@ -72,15 +73,10 @@ def _int_range(low: int, high: int | None, hint: str = ""):
 
 def _background(text: str) -> tuple:
     """--background: white, black or #RRGGBB -> (r, g, b)."""
-    name = text.strip().lower()
-    if name in BACKGROUNDS:
-        return BACKGROUNDS[name]
-    if len(name) == 7 and name[0] == "#":
-        try:
-            return tuple(int(name[i:i + 2], 16) for i in (1, 3, 5))
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f"must be white, black or #RRGGBB (e.g. #808080), got {text!r}")
+    try:
+        return parse_background(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be white, black or #RRGGBB (e.g. #808080), got {text!r}") from None
 
 
 def _seed(text: str) -> int:
@@ -109,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     io = p.add_argument_group("inputs and output")
     io.add_argument("--photo", required=True,
                     help="the photo to animate (png/jpg/webp/bmp; transparency is composited on --background)")
-    io.add_argument("--background", type=_background, default=BACKGROUNDS["white"], metavar="white|black|#RRGGBB",
-                    help="colour behind a photo with transparency (default white)")
+    io.add_argument("--background", type=_background, default=PHOTO.background, metavar="white|black|#RRGGBB",
+                    help=f"colour behind a photo with transparency (default {PHOTO.background})")
     src = io.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="driving dance video (mp4/webm/mov/gif)")
     src.add_argument("--pose-dir", help="aligned pose frames: DIR/positive/* and DIR/negative/* (or images in DIR)")
@@ -183,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--noise", choices=NOISE_SOURCES, default=SAMPLER.noise,
                    help="cpu: the same video for a seed on every machine; official: drawn on the execution device "
                         "as the official code does (on CUDA: the official CLI's noise for the seed)")
+    g.add_argument("--pose-resize", choices=POSE_RESIZE_MODES, default=SAMPLER.pose_resize,
+                   help="direct: each pose frame resized once, straight to the output size; official: first to the "
+                        "photo's size, then to the output size, as the official pipeline (slower, more memory per "
+                        "frame with a large photo)")
     return p
 
 

@@ -325,8 +325,23 @@ class LoadImage:
     def load_image(self, image, upload=None):
         import folder_paths
 
-        frames = _load_image_tensor(Path(folder_paths.get_input_directory()) / image)
-        return frames, torch.zeros(frames.shape[:3])
+        path = Path(folder_paths.get_input_directory()) / image
+        return _load_image_tensor(path), _load_image_mask(path)
+
+
+def _load_image_mask(path: Path) -> torch.Tensor:
+    """ComfyUI 0.8's LoadImage MASK: 1 - alpha [1, H, W] for an image with an alpha channel (or a palette with a
+    transparent colour), else a [1, 64, 64] zero mask."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if "A" in im.getbands():
+            alpha = np.array(im.getchannel("A"))
+        elif im.mode == "P" and "transparency" in im.info:
+            alpha = np.array(im.convert("RGBA").getchannel("A"))
+        else:
+            return torch.zeros(1, 64, 64)
+    return 1.0 - torch.from_numpy(alpha.astype(np.float32) / 255.0)[None]
 
 
 class LoadVideo:

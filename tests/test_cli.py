@@ -83,7 +83,10 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
                 for widget, entry in cls.INPUT_TYPES().get(section, {}).items():
                     if not (isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")):
                         continue                                    # a socket, not a widget
-                    assert widget not in widgets or widget == "lora_name", f"{widget} in two nodes"
+                    # background: AlignPose and the sampler composite the same photo (one default, PHOTO)
+                    assert widget not in widgets or widget in ("lora_name", "background"), f"{widget} in two nodes"
+                    assert widget != "background" or widget not in widgets or entry[1] == widgets[widget][2], \
+                        "background differs between AlignPose and the sampler"
                     widgets.setdefault(widget, (name, entry[0], entry[1] if len(entry) > 1 else {}))
     finally:
         comfy_standin.uninstall()
@@ -93,7 +96,7 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
         "precision", "attention", "offload", "blocks_to_swap", "max_vram_gb", "person", "no_person", "max_frames",
         "target_fps", "augment_seed", "canvas", "scale_fallback", "prompt", "negative_prompt", "steps", "text_cfg",
         "pose_cfg", "pose_cfg_start", "pose_cfg_end", "shift", "seed", "solver", "length", "max_area", "first_frame",
-        "segment_frames", "segment_overlap", "color_correction"}
+        "segment_frames", "segment_overlap", "color_correction", "noise", "pose_resize", "background"}
     for dest in shared:
         node, kind, opts = widgets[dest]
         assert options[dest].default == opts["default"], f"--{dest.replace('_', '-')} vs {node}.{dest}"
@@ -130,15 +133,16 @@ def test_pose_dir_layouts(tmp_path):
         _write_png(tmp_path / "official" / "positive" / f"{i:04d}.jpg", rng.integers(0, 255, (32, 24, 3), np.uint8))
         _write_png(tmp_path / "official" / "negative" / f"{i:04d}.jpg", rng.integers(0, 255, (32, 24, 3), np.uint8))
         _write_png(tmp_path / "flat" / f"{i:04d}.png", rng.integers(0, 255, (32, 24, 3), np.uint8))
-    pos, neg = cli.load_pose_dir(tmp_path / "official", (16, 12))
-    assert pos.shape == neg.shape == (3, 16, 12, 3) and 0 <= pos.min() and pos.max() <= 1
-    pos, neg = cli.load_pose_dir(tmp_path / "flat", (32, 24))
-    assert pos.shape == (3, 32, 24, 3) and neg is None
+    pos, neg = cli.load_pose_dir(tmp_path / "official")      # read when generate asks, at the files' size
+    assert len(pos) == len(neg) == 3 and pos.frames(1, 3).shape == (2, 32, 24, 3)
+    assert pos.frames(0, 1).dtype == np.uint8 and (neg.frames(2, 3)[0] == cli.read_image(neg.files[2])).all()
+    pos, neg = cli.load_pose_dir(tmp_path / "flat")
+    assert len(pos) == 3 and neg is None
     (tmp_path / "empty").mkdir()
     with pytest.raises(cli.CLIError, match="no pose images"):
-        cli.load_pose_dir(tmp_path / "empty", (8, 8))
+        cli.load_pose_dir(tmp_path / "empty")
     with pytest.raises(cli.CLIError, match="not found"):
-        cli.load_pose_dir(tmp_path / "absent", (8, 8))
+        cli.load_pose_dir(tmp_path / "absent")
 
 
 def test_clear_errors_exit_with_code_2(tmp_path, caplog):

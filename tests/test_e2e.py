@@ -3,9 +3,11 @@
 The fixture's ``ckpt/`` folder (official file names and layouts, tiny random weights) is loaded through the project's
 normal loaders; the project's ``generate()`` then runs on the fixture's photo and full-size pose frames (read as the
 official script reads them: PIL, RGB) with the fixture's frame count, area, prompt, seed and sampler settings, once per
-recorded run. What the pipeline hands its DiT is recorded with forward hooks and compared with what the official code
-handed its DiT; the final latent and the decoded video are compared with the official ones. Every number (sizes, frame
-count, seed, settings, runs) comes from the fixture's own files, so the test holds on any set with this layout.
+recorded run, with ``pose_resize="official"`` (the pose frames go through the photo's size, as generate_dancer.py
+resizes them; the default ``direct`` is not the official computation). What the pipeline hands its DiT is recorded
+with forward hooks and compared with what the official code handed its DiT; the final latent and the decoded video
+are compared with the official ones. Every number (sizes, frame count, seed, settings, runs) comes from the fixture's
+own files, so the test holds on any set with this layout.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def _settings(run: dict, **kw) -> GenerationSettings:
         prompt=_meta()["prompt"], negative_prompt="", seed=int(spec["gen_seed"]), steps=int(run["sampling_steps"]),
         solver=run["sample_solver"], shift=float(run["shift"]), text_cfg=float(run["guide_scale"]),
         pose_cfg=float(run["condition_guide_scale"]), pose_cfg_window=(run["st_cond_cfg"], run["end_cond_cfg"]),
-        max_area=int(spec["max_area"]), length=int(spec["frame_num"]), vae_tile=False, **kw)
+        max_area=int(spec["max_area"]), length=int(spec["frame_num"]), vae_tile=False, pose_resize="official", **kw)
 
 
 class _DiTRecorder:
@@ -206,7 +208,8 @@ def test_e2e_conditioning_matches_official():
         model, (photo, _pos, neg), spec = _model(), _inputs(), _meta()["spec"]
         size = cond.target_size(photo.shape[0], photo.shape[1], int(spec["max_area"]))
         if "condition_null" in missing:
-            value = cond.pose_latent(model.vae, neg, tuple(photo.shape[:2]), size, "cpu", tile=False)
+            value = cond.pose_latent(model.vae, neg, tuple(photo.shape[:2]), size, "cpu", tile=False,
+                                     pose_resize="official")
             err = _max_abs(value, io["condition_null"])
             if err > COND_ATOL:
                 failures.append(f"condition_null: max abs {err:.3g} > {COND_ATOL}")

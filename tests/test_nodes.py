@@ -290,3 +290,51 @@ def test_sampler_sends_previews_when_the_host_has_them_on(env, monkeypatch):
         comfy_standin.run_prompt(prompt, classes, host.cache)
         sent = [p[3] for p in host.progress if p[0] == sampler_id and p[1] > 0]
         assert sent and all(s is expected for s in sent), method
+
+
+def test_transparent_photo_is_composited_on_the_background(env):
+    """Load Image's MASK (1 = transparent) wired to AlignPose and the sampler: the photo is composited on the
+    background widget's colour and both nodes say so; an opaque photo's 64x64 zero mask changes nothing."""
+    import numpy as np
+    from PIL import Image
+
+    host, classes = env
+    prompt = _fast(json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text()))
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    assert prompt[ids["SteadyDancerSampler"]]["inputs"]["photo_mask"] == [ids["LoadImage"], 1]
+    assert prompt[ids["AlignPose"]]["inputs"]["photo_mask"] == [ids["LoadImage"], 1]
+    opaque = Image.open(host.input_dir / "steadydancer_photo.png").convert("RGB")
+    rgba = np.dstack([np.asarray(opaque), np.full(opaque.size[::-1], 255, np.uint8)])
+    rgba[:, : rgba.shape[1] // 4, 3] = 0                       # the left quarter transparent
+    Image.fromarray(rgba, "RGBA").save(host.input_dir / "cutout.png")
+    prompt[ids["LoadImage"]]["inputs"]["image"] = "cutout.png"
+    for node in ("SteadyDancerSampler", "AlignPose"):
+        prompt[ids[node]]["inputs"]["background"] = "black"
+    run = comfy_standin.run_prompt(prompt, classes, host.cache)
+    note = "photo composited on black using the mask (25% transparent)"
+    sampler = run["outputs"][ids["SteadyDancerSampler"]][0]
+    assert note in sampler["steadydancer_report"] and note in run["ui"][ids["SteadyDancerSampler"]]["text"][0]
+    assert note in run["ui"][ids["AlignPose"]]["text"][0]
+    result = sampler["steadydancer_result"]
+    assert float(result.photo[:, : result.width // 4 - 2].max()) < 0.02      # black where it was transparent
+
+    photo, mask = classes["LoadImage"]().load_image("cutout.png")
+    node = classes["SteadyDancerSampler"]()
+    _, opaque_mask = classes["LoadImage"]().load_image("steadydancer_photo.png")
+    assert opaque_mask.shape == (1, 64, 64)
+    import importlib
+    photo_input = importlib.import_module(f"{comfy_standin.PACK_NAME}.nodes.photo_input")
+    same, none = photo_input.composite_with_mask(photo, opaque_mask, "white", "SteadyDancerSampler")
+    assert same is photo and none is None
+    white, text = photo_input.composite_with_mask(photo, mask[0], "#FFFFFF", "SteadyDancerSampler")  # [H, W]
+    assert text.startswith("photo composited on white") and float(white[0, :, :2].min()) == 1.0
+    assert torch.equal(white[0, :, -2:], photo[0, :, -2:])                  # opaque parts unchanged
+    inputs = {k: v for k, v in prompt[ids["SteadyDancerSampler"]]["inputs"].items() if not isinstance(v, list)}
+    aligned = run["outputs"][ids["AlignPose"]][2]
+    with pytest.raises(ValueError, match=r"photo_mask is 8x6 but the photo is .*same Load Image node"):
+        node.sample(None, photo, aligned_pose=aligned, photo_mask=torch.ones(1, 6, 8), **inputs)
+    with pytest.raises(ValueError, match="background must be white, black or #RRGGBB"):
+        node.sample(None, photo, aligned_pose=aligned, photo_mask=mask, **{**inputs, "background": "grey"})
+    with pytest.raises(ValueError, match=r"AlignPose: photo_mask values must be in 0\.\.1"):
+        classes["AlignPose"]().align(photo, run["outputs"][ids["ExtractPose"]][0], 0, "2x", "official",
+                                     photo_mask=mask * 2)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from steadydancer_core import TensorPoseFrames, as_pose_frames, generate, resize_like_pil
-from steadydancer_core.sampling.pose_source import read_resized
+from steadydancer_core import TensorPoseFrames, as_pose_frames, generate
+from steadydancer_core.sampling import conditioning as cond
+from steadydancer_core.sampling.pose_source import read_pose_video
 from test_pipeline import _build_tiny_model, _inputs, _settings
 
 
@@ -37,7 +38,7 @@ def test_lazy_source_gives_the_same_latents_one_segment_at_a_time(tiny_model):
     assert len(lazy.segments) == len(reference.segments) == 3
     for a, b in zip(lazy.segments, reference.segments):
         assert torch.equal(a.latent, b.latent)
-    segments = [(0, 8), (8, 9), (4, 12), (12, 13), (8, 16), (16, 17)]    # a segment's frames, 8 at a time
+    segments = [(i, i + 1) for start in (0, 4, 8) for i in range(start, start + 9)]  # one frame at a time
     assert lazy_pos.reads == [(0, 1)] + segments                         # first pose for CLIP / ref_c
     assert lazy_neg.reads == segments
 
@@ -50,11 +51,14 @@ def test_uint8_source_matches_the_float_frames(tiny_model):
     assert torch.equal(lazy.latent, reference.latent)
 
 
-def test_read_resized_equals_resizing_the_whole_range():
+def test_read_pose_video_equals_resizing_the_whole_range():
     images = torch.rand(11, 20, 14, 3)
     src = as_pose_frames(images)
-    assert torch.equal(read_resized(src, 2, 11, (10, 8)), resize_like_pil(images[2:], (10, 8)))
-    assert torch.equal(read_resized(src, 0, 3, (20, 14)), images[:3])
+    for pil_hw, size in (((10, 8), (10, 8)), ((30, 22), (12, 8)), ((20, 14), (20, 14))):
+        got = read_pose_video(src, 2, 11, pil_hw, size)
+        assert got.shape == (3, 9, *size) and torch.equal(got, cond.pose_video(images[2:], pil_hw, size))
+    same = read_pose_video(src, 0, 3, (20, 14), (20, 14))             # nothing to resize: the frames as they are
+    assert torch.equal(same, cond.to_model_video(images[:3]))
 
 
 def test_source_checks():
@@ -69,3 +73,62 @@ def test_source_checks():
     bad.frames = lambda start, stop: images[start:stop] * 255
     with pytest.raises(ValueError, match="divide"):
         as_pose_frames(bad, "positive_pose").frames(0, 2)
+
+
+def _dit_inputs(model, photo, pos, neg, settings):
+    """condition, ref_c and clip_fea_c the DiT is given on the first step (forward pre-hook)."""
+    seen = {}
+
+    def hook(_module, args):
+        if not seen:
+            seen.update(condition=args[4][0].clone(), ref_c=args[6][0].clone(), clip_fea_c=args[8][:1].clone())
+
+    handle = model.dit.register_forward_pre_hook(hook)
+    try:
+        generate(model, photo, pos, neg, settings)
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["direct", "official"])
+def test_pose_resize_modes(tiny_model, monkeypatch, mode):
+    """direct: every pose frame is PIL-resized once, straight to the output size (never to the photo's); official:
+    PIL to the photo's size, then torch bicubic to the output size. condition, ref_c and clip_fea_c follow the same
+    rule, and equal the whole range resized at once."""
+    g = torch.Generator().manual_seed(3)
+    photo = torch.rand(96, 64, 3, generator=g)                        # larger than the output (48 x 32)
+    pos, neg = torch.rand(5, 80, 40, 3, generator=g), torch.rand(5, 80, 40, 3, generator=g)
+    settings = _settings(max_area=48 * 32, pose_resize=mode)
+    size = cond.target_size(96, 64, settings.max_area)
+    assert size == (48, 32)
+    pil_hw = size if mode == "direct" else (96, 64)
+    sizes = []
+    real = cond.resize_like_pil
+    monkeypatch.setattr(cond, "resize_like_pil", lambda frames, hw: sizes.append((frames.shape[0], tuple(hw)))
+                        or real(frames, hw))
+    seen = _dit_inputs(tiny_model, photo, pos, neg, settings)
+    assert sizes and all(hw == pil_hw and n == 1 for n, hw in sizes)  # one frame at a time, to the mode's size
+    monkeypatch.setattr(cond, "resize_like_pil", real)
+    vae, clip = tiny_model.vae, tiny_model.image_encoder
+    want_condition = cond.pose_latent(vae, pos, (96, 64), size, "cpu", tile=False, pose_resize=mode)
+    first = real(pos[:1], pil_hw)
+    want_ref_c = cond.build_reference(vae, cond.resize_bicubic(cond.to_model_video(first), size), 0.0, False)
+    want_clip_c = cond.clip_features(clip, first[0])
+    assert torch.allclose(seen["condition"], want_condition, atol=1e-6, rtol=0)
+    assert torch.allclose(seen["ref_c"], want_ref_c, atol=1e-6, rtol=0)
+    assert torch.allclose(seen["clip_fea_c"], want_clip_c, atol=1e-6, rtol=0)
+    other = cond.pose_latent(vae, pos, (96, 64), size, "cpu", tile=False,
+                             pose_resize="official" if mode == "direct" else "direct")
+    assert (seen["condition"] - other).abs().max() > 1e-3             # the two modes are different numbers
+
+
+def test_pose_resize_is_validated():
+    from steadydancer_core import SAMPLER, GenerationSettings, generation_settings
+
+    assert SAMPLER.pose_resize == GenerationSettings().pose_resize == "direct"
+    assert generation_settings({"pose_resize": "official"}).pose_resize == "official"
+    with pytest.raises(ValueError, match="pose_resize must be one of"):
+        GenerationSettings(pose_resize="pil")
+    with pytest.raises(ValueError, match="pose_resize must be one of"):
+        cond.pose_pil_size((8, 8), (4, 4), "twice")

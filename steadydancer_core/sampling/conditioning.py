@@ -8,8 +8,12 @@ Latents: normalised VAE latents [16, F, h, w] with F = 1 + (T - 1) // 4, h = H /
 * ``ref_x`` [36, 1, h, w]: [latent(photo), ones(4), latent(photo)];
 * ``ref_c`` [36, 1, h, w]: [latent(first positive pose), zeros(4), same latent];
 * ``condition`` / negative condition [16, F, h, w]: latent of the positive / augmented pose frames;
-* ``clip_fea_x`` from the photo at its own resolution, ``clip_fea_c`` from the first positive pose frame resized to
-  the photo's size ([1, 257, 1280] each on the real model).
+* ``clip_fea_x`` from the photo at its own resolution, ``clip_fea_c`` from the first positive pose frame after its
+  PIL resize ([1, 257, 1280] each on the real model).
+
+Pose frames reach the output size by ``pose_resize``: "official" = PIL bicubic to the photo's size (what
+generate_dancer.py does to every pose frame it loads), then torch bicubic to the output size (``generate()``);
+"direct" = PIL bicubic straight to the output size (``pose_pil_size`` gives the PIL step's size).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
-from .defaults import LATENT_SIZE_MULTIPLE, MASK_CHANNELS
+from .defaults import DEFAULT_POSE_RESIZE, LATENT_SIZE_MULTIPLE, MASK_CHANNELS, POSE_RESIZE_MODES
 
 
 def as_frames(images: torch.Tensor, name: str) -> torch.Tensor:
@@ -62,7 +66,7 @@ def target_size(height: int, width: int, max_area: int, stride: int = VAE_SPATIA
 
 def to_model_video(frames: torch.Tensor) -> torch.Tensor:
     """[T, H, W, 3] in [0, 1] -> [3, T, H, W] in [-1, 1]."""
-    return frames.permute(3, 0, 1, 2).mul(2.0).sub(1.0)
+    return frames.permute(3, 0, 1, 2).mul(2.0).sub_(1.0)
 
 
 def from_model_video(video: torch.Tensor) -> torch.Tensor:
@@ -153,10 +157,22 @@ class ReferenceConditions:
     photo: torch.Tensor              # [3, 1, H, W] in [-1, 1] at the output size (not clamped)
 
 
+def pose_pil_size(photo_hw: tuple[int, int], size: tuple[int, int], pose_resize: str) -> tuple[int, int]:
+    """(H, W) the pose frames are PIL-resized to: the photo's (``official``) or the output size (``direct``)."""
+    if pose_resize not in POSE_RESIZE_MODES:
+        raise ValueError(f"pose_resize must be one of {POSE_RESIZE_MODES}, got {pose_resize!r}")
+    return tuple(int(v) for v in (photo_hw if pose_resize == "official" else size))
+
+
+def pose_video(frames: torch.Tensor, pil_hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Pose frames [T, H', W', 3] in [0, 1] -> model video [3, T, *size]: PIL bicubic to ``pil_hw``
+    (``pose_pil_size``), then torch bicubic to ``size`` (a no-op when ``pil_hw`` is the output size)."""
+    return resize_bicubic(to_model_video(resize_like_pil(frames, pil_hw)), size)
+
+
 def pose_latent(vae, poses: torch.Tensor, photo_hw: tuple[int, int], size: tuple[int, int], device,
-                tile="auto") -> torch.Tensor:
-    """Latent [16, F, h, w] on ``device`` of pose frames [T, H', W', 3] in [0, 1]: resized to the photo's size (as
-    the official script loads them), then bicubic to the output size, then VAE-encoded (the pixels stay where they
-    are; the VAE streams chunks to its own device)."""
-    frames = resize_like_pil(poses, photo_hw)
-    return encode_video(vae, resize_bicubic(to_model_video(frames), size), tile).to(device)
+                tile="auto", pose_resize: str = DEFAULT_POSE_RESIZE) -> torch.Tensor:
+    """Latent [16, F, h, w] on ``device`` of pose frames [T, H', W', 3] in [0, 1], resized by ``pose_resize``
+    (``pose_video``) and VAE-encoded (the pixels stay where they are; the VAE streams chunks to its own device)."""
+    video = pose_video(poses, pose_pil_size(photo_hw, size, pose_resize), size)
+    return encode_video(vae, video, tile).to(device)

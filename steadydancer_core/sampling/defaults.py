@@ -28,6 +28,10 @@ LATENT_SIZE_MULTIPLE = 2            # latent h, w are multiples of the DiT spati
 DEFAULT_FRAMES_PER_SEGMENT = DIT_CLIP_FRAMES  # frames the model was trained on (4n + 1)
 DEFAULT_SEGMENT_OVERLAP = 9         # frames shared by consecutive segments (4k + 1)
 FIRST_FRAME_MODES = ("model", "latent", "exact")
+# How pose frames reach the output size: "direct" = one PIL-bicubic resize straight to it; "official" = PIL bicubic
+# to the photo's size, then torch bicubic to the output size (generate_dancer.py + generate()), one frame at a time.
+POSE_RESIZE_MODES = ("direct", "official")
+DEFAULT_POSE_RESIZE = "direct"
 MASK_CHANNELS = 4                   # I2V mask channels in y (one per pixel frame of a latent frame)
 WAN_I2V_NEGATIVE_PROMPT = (
     "镜头晃动，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
@@ -88,6 +92,7 @@ class SamplerDefaults:
     segment_overlap: int = DEFAULT_SEGMENT_OVERLAP
     color_correction: float = 1.0
     noise: str = DEFAULT_NOISE_SOURCE
+    pose_resize: str = DEFAULT_POSE_RESIZE
 
 
 @dataclass(frozen=True)
@@ -105,5 +110,13 @@ class PoseDefaults:
     scale_fallback: str = "official"
 
 
+@dataclass(frozen=True)
+class PhotoDefaults:
+    """The photo's options, shared by AlignPose and the sampler (and the CLI)."""
+
+    background: str = "white"       # behind a photo's transparent parts (white, black or #RRGGBB)
+
+
 SAMPLER = SamplerDefaults()
 POSE = PoseDefaults()
+PHOTO = PhotoDefaults()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..models.vae_config import LATENT_CHANNELS
 from . import conditioning as cond
-from .pose_source import as_pose_frames, read_resized
+from .pose_source import as_pose_frames, read_pose_video
 from .defaults import (
     DEFAULT_CONDITION_CFG_END,
     DEFAULT_CONDITION_CFG_START,
@@ -34,7 +34,9 @@ from .defaults import (
     DEFAULT_SHIFT,
     DEFAULT_SOLVER,
     DEFAULT_STEPS,
+    DEFAULT_POSE_RESIZE,
     FIRST_FRAME_MODES,
+    POSE_RESIZE_MODES,
     SOLVERS,
     WAN_I2V_NEGATIVE_PROMPT,
     check_seed,
@@ -78,6 +80,9 @@ class GenerationSettings:
     the encodes/decodes done while generating ("auto", False, or a tile size in pixels). shift "auto": the official
     CLI's rule (3.0 at 832x480 / 480x832, i.e. max_area 399360, else 5.0), resolved here. noise: "cpu" (a CPU
     generator, the same video everywhere) or "official" (a generator on the execution device, as the official code).
+    pose_resize: "direct" (each pose frame resized once, PIL bicubic, straight to the output size) or "official"
+    (PIL bicubic to the photo's size, then torch bicubic to the output size, as the official pipeline; one frame
+    at a time either way).
     """
 
     prompt: str = ""
@@ -100,6 +105,7 @@ class GenerationSettings:
     preview: bool = False
     vae_tile: object = "auto"
     noise: str = DEFAULT_NOISE_SOURCE
+    pose_resize: str = DEFAULT_POSE_RESIZE
 
     def __post_init__(self):
         object.__setattr__(self, "shift", resolve_shift(self.shift, self.max_area))
@@ -135,6 +141,8 @@ class GenerationSettings:
             raise ValueError(f"max_area must be an integer number of pixels >= 256, got {self.max_area!r}")
         if self.noise not in NOISE_SOURCES:
             raise ValueError(f"noise must be one of {NOISE_SOURCES}, got {self.noise!r}")
+        if self.pose_resize not in POSE_RESIZE_MODES:
+            raise ValueError(f"pose_resize must be one of {POSE_RESIZE_MODES}, got {self.pose_resize!r}")
 
     @property
     def guidance(self) -> Guidance:
@@ -238,9 +246,11 @@ def _make_predictor(model, refs: cond.ReferenceConditions, y, condition, conditi
 
 
 def _reference_conditions(model, photo, first_pose, settings, size, device) -> cond.ReferenceConditions:
+    """first_pose [H', W', 3]: the first positive pose frame after the PIL resize of ``settings.pose_resize``
+    (``cond.pose_pil_size``: the photo's size or the output size); CLIP sees it there, ``ref_c`` has it at the
+    output size, as ``condition`` has every pose frame."""
     with model.use("text_encoder"):
         context, context_null = model.text_encoder.encode([settings.prompt, settings.effective_negative_prompt])
-    first_pose = cond.resize_like_pil(first_pose[None], tuple(photo.shape[:2]))[0]
     with model.use("image_encoder"):
         clip_x = cond.clip_features(model.image_encoder, photo)
         clip_c = cond.clip_features(model.image_encoder, first_pose)
@@ -306,7 +316,8 @@ def prepare_job(model, photo, positive_pose, negative_pose, settings: Generation
 def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.ReferenceConditions:
     """What stays the same for every segment and step: text contexts, CLIP features of the photo and the first
     pose, and the reference latents ``ref_x`` / ``ref_c`` (all on the execution device)."""
-    first_pose = read_resized(job.positive, 0, 1, tuple(job.photo.shape[:2]))[0]
+    pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
+    first_pose = cond.resize_like_pil(job.positive.frames(0, 1), pil_hw)[0]
     return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device)
 
 
@@ -320,14 +331,14 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
     """
     start, n, known_count = job.segments[index]
     device = model.execution_device
-    photo_hw = tuple(job.photo.shape[:2])
+    pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
     with model.use("vae"):
-        # only this segment's pose frames are read (a lazy source renders them now), resized to the photo a few
-        # frames at a time (pose_latent's own resize is then a no-op)
-        condition = cond.pose_latent(model.vae, read_resized(job.positive, start, start + n, photo_hw), photo_hw,
-                                     job.size, device, settings.vae_tile)
-        condition_null = cond.pose_latent(model.vae, read_resized(job.negative, start, start + n, photo_hw),
-                                          photo_hw, job.size, device, settings.vae_tile)
+        # only this segment's pose frames are read (a lazy source renders them now), one frame at a time, and
+        # only their output-size pixels are kept
+        condition = cond.encode_video(model.vae, read_pose_video(job.positive, start, start + n, pil_hw, job.size),
+                                      settings.vae_tile).to(device)
+        condition_null = cond.encode_video(model.vae, read_pose_video(job.negative, start, start + n, pil_hw,
+                                                                      job.size), settings.vae_tile).to(device)
         known_v = refs.photo if known is None else cond.to_model_video(known)
         y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
     noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))

@@ -12,11 +12,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .conditioning import as_frames, resize_like_pil
+from .conditioning import as_frames, pose_video
 
-__all__ = ["PoseFrames", "TensorPoseFrames", "as_pose_frames", "read_resized"]
-
-READ_BATCH = 8   # frames read (and resized) at a time by ``read_resized``
+__all__ = ["PoseFrames", "TensorPoseFrames", "as_pose_frames", "read_pose_video"]
 
 
 @runtime_checkable
@@ -79,18 +77,16 @@ def as_pose_frames(value, name: str = "pose"):
                     f"(len() and frames(start, stop)), got {type(value).__name__}")
 
 
-def read_resized(source, start: int, stop: int, size_hw: tuple) -> torch.Tensor:
-    """Frames [start, stop) of a checked source at ``size_hw`` (``resize_like_pil``, the official resize) as float32
-    [n, H, W, 3]: read ``READ_BATCH`` frames at a time, so only the output and a few source-size frames are held
-    (PIL resizes each frame on its own: the same numbers as resizing the whole range at once)."""
-    size_hw = (int(size_hw[0]), int(size_hw[1]))
-    stop = min(int(stop), len(source))
-    out = None
-    for i in range(int(start), stop, READ_BATCH):
-        chunk = resize_like_pil(source.frames(i, min(i + READ_BATCH, stop)), size_hw)
-        if out is None:
-            out = torch.empty((stop - int(start), *size_hw, 3), dtype=torch.float32)
-        out[i - int(start):i - int(start) + chunk.shape[0]] = chunk
-    if out is None:
+def read_pose_video(source, start: int, stop: int, pil_hw: tuple, size: tuple) -> torch.Tensor:
+    """Frames [start, stop) of a checked source as a model video [3, n, *size] in [-1, 1] (``pose_video``: PIL
+    bicubic to ``pil_hw``, then torch bicubic to ``size``), read and resized one frame at a time: only the output
+    and one frame at its source size and at ``pil_hw`` are held (both resizes work on each frame on its own, so the
+    numbers are those of resizing the whole range at once)."""
+    pil_hw, size = (int(pil_hw[0]), int(pil_hw[1])), (int(size[0]), int(size[1]))
+    start, stop = int(start), min(int(stop), len(source))
+    if not 0 <= start < stop:
         raise IndexError(f"no frames in [{start}, {stop})")
+    out = torch.empty((3, stop - start, *size), dtype=torch.float32)
+    for i in range(start, stop):
+        out[:, i - start:i - start + 1] = pose_video(source.frames(i, i + 1), pil_hw, size)
     return out

@@ -6,9 +6,11 @@ needs: every segment, first-frame mode, the photo) and ``steadydancer_report`` (
 """
 from __future__ import annotations
 
+import weakref
+
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, SAMPLER
+from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, SAMPLER, STEP_CACHE_MODES
 from . import comfy_bridge as bridge
 from .types import ALIGNED_POSE_TYPE, LATENT_REPORT_KEY, LATENT_RESULT_KEY, MODEL_TYPE
 
@@ -68,6 +70,20 @@ class SteadyDancerSampler:
                 "noise": (list(NOISE_SOURCES), {"default": SAMPLER.noise, "tooltip": (
                     "cpu: the same video for a seed on every machine; official: noise drawn on the GPU as the "
                     "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
+                "step_cache": (list(STEP_CACHE_MODES), {"default": SAMPLER.step_cache, "tooltip": (
+                    "Skip the DiT's blocks on steps where its output is expected to change little and reuse the "
+                    "last change (TeaCache / MagCache with their Wan 2.1 I2V calibrations). Faster, at some cost "
+                    "in quality that depends on cache_threshold; off = exact.")}),
+                "cache_threshold": ("FLOAT", {"default": SAMPLER.cache_threshold, "min": 0.0, "max": 10.0,
+                                              "step": 0.01, "tooltip": (
+                    "Higher skips more steps (0 = never skip). Published starting points for Wan 2.1: magcache "
+                    "0.12, teacache 0.2.")}),
+                "cache_keep_first": ("INT", {"default": SAMPLER.cache_keep_first, "min": 0, "max": 1000, "tooltip": (
+                    "The first steps are always computed (they decide the motion).")}),
+                "cache_keep_last": ("INT", {"default": SAMPLER.cache_keep_last, "min": 0, "max": 1000, "tooltip": (
+                    "The last steps are always computed.")}),
+                "cache_max_skip": ("INT", {"default": SAMPLER.cache_max_skip, "min": 0, "max": 1000, "tooltip": (
+                    "At most this many steps in a row are skipped per guidance pass (0 = never skip).")}),
             },
             "optional": {
                 "aligned_pose": (ALIGNED_POSE_TYPE, {"tooltip": (
@@ -91,18 +107,32 @@ class SteadyDancerSampler:
         positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
         settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
-        progress = bridge.StepProgress(settings.steps, unique_id)
+        release_previous_result(unique_id)
+        progress = bridge.JobProgressBar(unique_id)
         bridge.free_comfy_models()
         try:
-            result = sd.generate(model, photo, positive_pose, negative_pose, settings,
-                                       callback=progress, should_cancel=bridge.interrupted)
+            result = sd.generate(model, photo, positive_pose, negative_pose, settings, progress=progress,
+                                 should_cancel=bridge.interrupted, spill_dir=bridge.temp_directory())
         except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
+        _previous_results[unique_id] = weakref.ref(result)
         report = "; ".join(str(n) for n in result.notices)
         latent = {"samples": result.latent, LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report}
         text = f"{result.num_frames} frames at {result.width}x{result.height}" + (f"; {report}" if report else "")
         return {"result": (latent,), "ui": {"text": [text]}}
+
+
+# the last result of each sampler node (by node id), so a new run of that node removes the decoded segments the
+# previous run left in the temp folder (its output is being replaced; a result that is gone is simply skipped)
+_previous_results: dict = {}
+
+
+def release_previous_result(unique_id) -> None:
+    ref = _previous_results.pop(unique_id, None)
+    result = ref() if ref is not None else None
+    if result is not None and result.decoded is not None:
+        result.decoded.close()
 
 
 def pose_inputs(aligned_pose, positive_pose, negative_pose):

@@ -18,6 +18,7 @@ forward from float64 angles (float32 on devices without float64).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -303,7 +304,7 @@ class SteadyDancerDiT(nn.Module):
             raise ValueError(f"compute_dtype must be one of {_FLOAT_DTYPES} or None, got {dtype}")
         self._compute_dtype = dtype
 
-    def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
+    def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c, block_stack=None):
         """Predict the flow (velocity) for a batch.
 
         x [B, 16, F, h, w] noisy latent; t [B] timesteps 0..1000, or [1] (one for the whole batch: cheaper);
@@ -311,6 +312,8 @@ class SteadyDancerDiT(nn.Module):
         y [B, 20, F, h, w] (4 mask + 16 image-latent channels); condition [B, 16, F, h, w] pose latent;
         ref_x [B, 36, 1, h, w] reference image; ref_c [B, >=16, 1, h, w] first pose (first 16 channels used);
         clip_fea_x / clip_fea_c [B, clip_tokens, clip_dim] CLIP features of the photo / first pose.
+        block_stack: optional ``fn(run, tokens, keep) -> tokens`` called in place of the blocks (step caching):
+        ``run(tokens)`` runs them, tokens [B, L, D] fp32 -> [B, keep, D] (the first F frames' tokens).
         Returns [B, out_dim, F, h, w] in ``compute_dtype``.
         """
         cfg, dtype = self.config, self.compute_dtype
@@ -333,8 +336,7 @@ class SteadyDancerDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2).contiguous().float()         # [B, L, D] residual stream
 
         # 3. time: e modulates the head, e6 the blocks ([1, ...] when one timestep serves the batch)
-        e = self.time_embedding(timestep_embedding(t, cfg.freq_dim).to(dtype))
-        e6 = self.time_projection(e).unflatten(1, (6, cfg.dim)).float()
+        e, e6 = self.time_embeddings(t)
 
         # 4. context: [img_emb(clip x) + img_emb(clip c) | text]
         text, text_pad = self.embed_text(context.to(dtype))
@@ -345,11 +347,23 @@ class SteadyDancerDiT(nn.Module):
         cos, sin = rope_tables(grid, cfg.rope_pairs, tokens.device)
         rope = (cos.repeat_interleave(2, dim=-1), sin)
         keep = (frames // cfg.patch_size[0]) * grid[1] * grid[2]
+        run = functools.partial(self.run_blocks, e6=e6, rope=rope, context=context, text_pad=text_pad, keep=keep)
+        tokens = run(tokens) if block_stack is None else block_stack(run, tokens, keep)
+        out = self.head(tokens[:, :keep], e.float(), dtype)
+        return self.unpatchify(out, (frames // cfg.patch_size[0], grid[1], grid[2]))
+
+    def run_blocks(self, tokens, e6, rope, context, text_pad, keep):
+        """The block stack: tokens [B, L, D] fp32 -> [B, keep, D]; the last block computes only the first keep.
+        ``tokens`` is not modified in place (step caching takes the residual as output minus input)."""
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e6, rope, context, text_pad, keep if i == last else None)
-        out = self.head(tokens[:, :keep], e.float(), dtype)
-        return self.unpatchify(out, (frames // cfg.patch_size[0], grid[1], grid[2]))
+        return tokens
+
+    def time_embeddings(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps t [B] (or [1]) -> (e [B, D] for the head, e6 [B, 6, D] float32 modulating the blocks)."""
+        e = self.time_embedding(timestep_embedding(t, self.config.freq_dim).to(self.compute_dtype))
+        return e, self.time_projection(e).unflatten(1, (6, self.config.dim)).float()
 
     def embed_text(self, context: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Text embedding of context [B, L, text_dim] zero-padded to text_len, padding unmasked.

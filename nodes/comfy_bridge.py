@@ -128,6 +128,22 @@ class StepProgress:
                                  preview=_preview_tuple(preview))
 
 
+class JobProgressBar:
+    """ComfyUI progress bar over a whole core job: ``__call__(progress)`` takes the core's ``Progress`` reports
+    (weighted fraction of encodes, steps and decodes, and the step previews)."""
+
+    SCALE = 1000
+
+    def __init__(self, node_id: str | None = None):
+        import comfy.utils
+
+        self.bar = comfy.utils.ProgressBar(self.SCALE, node_id=node_id)
+
+    def __call__(self, progress) -> None:
+        self.bar.update_absolute(int(round(progress.fraction * self.SCALE)), total=self.SCALE,
+                                 preview=_preview_tuple(progress.preview))
+
+
 def _preview_tuple(image):
     if image is None:
         return None
@@ -147,6 +163,12 @@ def previews_enabled() -> bool:
     from comfy.cli_args import args
 
     return args.preview_method.value != "none"
+
+
+def temp_directory() -> str:
+    """ComfyUI's temp folder (emptied by ComfyUI at start and exit): where the sampler keeps the segments it
+    already decoded, for DecodeVideo."""
+    return folder_paths.get_temp_directory()
 
 
 # ------------------------------------------------------------------------------------------ model management

@@ -8,9 +8,12 @@ the UI) and ``steadydancer_fps`` (the driving poses' frame rate; IMAGE pose fram
 """
 from __future__ import annotations
 
+import weakref
+
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import MAX_SEED, NOISE_SOURCES, PHOTO, POSE, POSE_RESIZE_MODES, SAMPLER, WAN_FPS
+from ..steadydancer_core import (MAX_SEED, NOISE_SOURCES, PHOTO, POSE, POSE_RESIZE_MODES, SAMPLER, STEP_CACHE_MODES,
+                                 WAN_FPS)
 from . import comfy_bridge as bridge
 from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
 from .pose_nodes import align_to_photo, driving_from_keypoints
@@ -79,6 +82,20 @@ class SteadyDancerSampler:
                     "(the official numbers; slower and more memory per frame with a large photo, e.g. 290 MB "
                     "for a 24 MP photo).")}),
                 "background": BACKGROUND_WIDGET,
+                "step_cache": (list(STEP_CACHE_MODES), {"default": SAMPLER.step_cache, "tooltip": (
+                    "Skip the DiT's blocks on steps where its output is expected to change little and reuse the "
+                    "last change (TeaCache / MagCache with their Wan 2.1 I2V calibrations). Faster, at some cost "
+                    "in quality that depends on cache_threshold; off = exact.")}),
+                "cache_threshold": ("FLOAT", {"default": SAMPLER.cache_threshold, "min": 0.0, "max": 10.0,
+                                              "step": 0.01, "tooltip": (
+                    "Higher skips more steps (0 = never skip). Published starting points for Wan 2.1: magcache "
+                    "0.12, teacache 0.2.")}),
+                "cache_keep_first": ("INT", {"default": SAMPLER.cache_keep_first, "min": 0, "max": 1000, "tooltip": (
+                    "The first steps are always computed (they decide the motion).")}),
+                "cache_keep_last": ("INT", {"default": SAMPLER.cache_keep_last, "min": 0, "max": 1000, "tooltip": (
+                    "The last steps are always computed.")}),
+                "cache_max_skip": ("INT", {"default": SAMPLER.cache_max_skip, "min": 0, "max": 1000, "tooltip": (
+                    "At most this many steps in a row are skipped per guidance pass (0 = never skip).")}),
             },
             "optional": {
                 "aligned_pose": (ALIGNED_POSE_TYPE, {"tooltip": (
@@ -117,14 +134,16 @@ class SteadyDancerSampler:
         positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
         settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
-        progress = bridge.StepProgress(settings.steps, unique_id)
+        release_previous_result(unique_id)
+        progress = bridge.JobProgressBar(unique_id)
         bridge.free_comfy_models()
         try:
-            result = sd.generate(model, photo, positive_pose, negative_pose, settings,
-                                       callback=progress, should_cancel=bridge.interrupted)
+            result = sd.generate(model, photo, positive_pose, negative_pose, settings, progress=progress,
+                                 should_cancel=bridge.interrupted, spill_dir=bridge.temp_directory())
         except sd.Cancelled:
             bridge.raise_if_interrupted()
             raise
+        _previous_results[unique_id] = weakref.ref(result)
         report = "; ".join(str(n) for n in ([photo_note] if photo_note else []) + list(result.notices) + notes)
         latent = {"samples": sd.to_raw_latent(result.latent), LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report,
                   LATENT_FPS_KEY: float(fps)}
@@ -142,6 +161,18 @@ def describe(model, result, report: str) -> str:
     if plan is not None:
         lines.append(f"memory plan for this job: {plan.explanation}")
     return "\n".join(lines)
+
+
+# the last result of each sampler node (by node id), so a new run of that node removes the decoded segments the
+# previous run left in the temp folder (its output is being replaced; a result that is gone is simply skipped)
+_previous_results: dict = {}
+
+
+def release_previous_result(unique_id) -> None:
+    ref = _previous_results.pop(unique_id, None)
+    result = ref() if ref is not None else None
+    if result is not None and result.decoded is not None:
+        result.decoded.close()
 
 
 def pose_inputs(aligned_pose, positive_pose, negative_pose):

@@ -40,7 +40,9 @@ class DecodeVideo:
         "spatial tiles from the free memory; 'on' uses tile_size. Also outputs a VIDEO at fps (0 = the driving "
         "poses' rate, carried by the latent) for Save Video. output 'file' writes an H.264 mp4 to the output folder "
         "one segment at a time instead (for long videos: system RAM stays at one segment), with the optional audio "
-        "muxed in."
+        "muxed in. The segments of a long video that the sampler already decoded (to continue from their last "
+        "frames) are read back from ComfyUI's temp folder, not decoded again (unless a VAE is connected); tiling "
+        "applies to the others."
     )
 
     @classmethod

@@ -59,10 +59,12 @@ from .sampling.defaults import (
                                 POSE_RESIZE_MODES,
                                 SAMPLER,
                                 SOLVERS,
+                                STEP_CACHE_MODES,
                                 WAN_FPS,
                                 check_seed,
                                 resolve_shift,
 )
+from .sampling.decoded_store import DecodedSegments
 from .sampling.guidance import Cancelled, NonFiniteLatentError
 from .sampling.noise import NOISE_SOURCES
 from .sampling.options import SAMPLER_OPTIONS, generation_settings
@@ -75,6 +77,7 @@ from .sampling.pipeline import (
                                 generate,
                                 iter_decoded,
 )
+from .sampling.progress import Progress, format_seconds
 from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length
 from .video_io import (
@@ -101,10 +104,12 @@ __all__ = [
     "from_raw_latent", "to_raw_latent",
     # defaults shared by the nodes and the CLI, and their validators
     "FIRST_FRAME_MODES", "LOADER", "MAX_SEED", "NOISE_SOURCES", "OFFLOAD_MODES", "POSE", "SAMPLER", "SAMPLER_OPTIONS",
-    "SOLVERS", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings", "resolve_shift",
-    "NonFiniteLatentError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
+    "SOLVERS", "STEP_CACHE_MODES", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings",
+    "resolve_shift", "NonFiniteLatentError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
     # a photo with transparency
     "BACKGROUNDS", "PHOTO", "background_name", "composite_photo", "parse_background",
+    # whole-job progress reports and the decoded segments a result keeps on disk
+    "Progress", "format_seconds", "DecodedSegments",
     # pose frame sources read one segment at a time by generate()
     "PoseFrames", "TensorPoseFrames", "as_pose_frames",
     # building blocks for component benchmarks and tools

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from . import (
     SAMPLER_OPTIONS,
     WAN_FPS,
     composite_photo,
+    format_seconds,
     generate,
     generation_settings,
     load_model,
@@ -51,6 +53,8 @@ from .safe_write import write_beside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 OUT_SUFFIX = ".mp4"
+BAR_SCALE = 1000                   # the generation bar counts thousandths of the job's weighted work
+BAR_FORMAT = "{percentage:3.0f}%|{bar}| {desc}"
 
 log = logging.getLogger("steadydancer")
 
@@ -154,6 +158,17 @@ def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, obj
     return resized, positive, negative, float(target_fps or info.fps or WAN_FPS), notices
 
 
+def _expected_frames(args) -> int | None:
+    """About how many driving frames the pose phase reads (for its bar's ETA); None when the file does not say."""
+    info = video_io.probe_video(args.video)
+    if not info.frames:
+        return None
+    frames = info.frames
+    if args.target_fps and info.fps:
+        frames = max(1, math.floor(frames * args.target_fps / info.fps))
+    return min(frames, args.max_frames) if args.max_frames else frames
+
+
 def _loras(specs: Sequence[str]) -> list:
     out = []
     for spec in specs:
@@ -249,10 +264,11 @@ def run(args) -> Path:
     from tqdm import tqdm
 
     out = check_args(args)
+    started = time.monotonic()
     photo = read_image(args.photo, background=args.background)
     notices = []
     if args.video:
-        with tqdm(desc="poses", unit="frame") as bar:
+        with tqdm(desc="poses", unit="frame", total=_expected_frames(args)) as bar:
             photo, positive, negative, pose_fps, notes = poses_from_video(
                 args, photo, lambda done: bar.update(done - bar.n))
         notices += notes
@@ -277,22 +293,29 @@ def run(args) -> Path:
                        compile=args.compile)
     if model.fp8_matmul_report:
         log.info(model.fp8_matmul_report)
-    bar = tqdm(desc="sampling", unit="step")
+    bar = tqdm(desc="generation", total=BAR_SCALE, bar_format=BAR_FORMAT)
     done = {}
+    shown = {"phase": None, "plan": False}
 
-    def on_step(step, total, _preview):
-        # first step: generate() has re-planned for the real size
-        if bar.total is None and model.offload_plan is not None:
+    def on_progress(p):
+        # the phases are printed as they start; the bar shows the weighted fraction with a measured ETA
+        if (p.phase, p.segment) != shown["phase"]:
+            shown["phase"] = (p.phase, p.segment)
+            bar.write(p.title + (f" ({p.units} steps)" if p.phase == "sample" else ""))
+        if p.phase == "sample" and not shown["plan"] and model.offload_plan is not None:
+            shown["plan"] = True          # generate() has re-planned for the real size by now
             bar.write(f"memory plan: {model.offload_plan.explanation}")
-        bar.total = total
-        bar.update(step - bar.n)
+        bar.set_description_str(f"{p.label}, elapsed {format_seconds(p.elapsed_s)}, ETA {format_seconds(p.eta_s)}",
+                                refresh=False)
+        bar.n = int(round(p.fraction * BAR_SCALE))
+        bar.refresh()
 
     def write(tmp: Path) -> None:
         # the video goes to a temporary file beside --out; write_beside renames it only when this returns
         writer = video_io.VideoWriter(tmp, fps, crf=args.crf)
         with writer:
-            done["result"] = generate(model, _to_float([photo])[0], positive, negative, settings, callback=on_step,
-                                      on_frames=lambda start, frames: writer.write(frames))
+            done["result"] = generate(model, _to_float([photo])[0], positive, negative, settings,
+                                      progress=on_progress, on_frames=lambda start, frames: writer.write(frames))
         done["frames"] = writer.frames_written
 
     try:
@@ -305,6 +328,7 @@ def run(args) -> Path:
     result = done["result"]
     for note in result.notices:
         log.warning(note)
+    log.info("done in %s", format_seconds(time.monotonic() - started))
     log.info("wrote %d frames (%dx%d, %g fps) to %s", done["frames"], result.width, result.height, fps, out)
     return out
 

@@ -17,6 +17,7 @@ from . import (
     PRECISIONS,
     SAMPLER,
     SOLVERS,
+    STEP_CACHE_MODES,
     WAN_FPS,
     check_max_vram_gb,
     check_seed,
@@ -183,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="direct: each pose frame resized once, straight to the output size; official: first to the "
                         "photo's size, then to the output size, as the official pipeline (slower, more memory per "
                         "frame with a large photo)")
+    c = p.add_argument_group("step cache (skips DiT blocks on steps that change little; off = exact)")
+    c.add_argument("--step-cache", choices=STEP_CACHE_MODES, default=SAMPLER.step_cache,
+                   help="teacache / magcache with their Wan 2.1 I2V calibrations")
+    c.add_argument("--cache-threshold", type=_non_negative, default=SAMPLER.cache_threshold,
+                   help="higher skips more (0 = never); published starting points: magcache 0.12, teacache 0.2")
+    c.add_argument("--cache-keep-first", type=_int_range(0, None), default=SAMPLER.cache_keep_first,
+                   help="the first steps are always computed")
+    c.add_argument("--cache-keep-last", type=_int_range(0, None), default=SAMPLER.cache_keep_last,
+                   help="the last steps are always computed")
+    c.add_argument("--cache-max-skip", type=_int_range(0, None), default=SAMPLER.cache_max_skip,
+                   help="at most this many steps in a row are skipped per guidance pass (0 = never skip)")
     return p
 
 

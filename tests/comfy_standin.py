@@ -45,7 +45,8 @@ class Host:
         self.input_dir = self.root / "input"
         self.output_dir = self.root / "output"
         self.custom_nodes_dir = self.root / "custom_nodes"
-        for path in (self.models_dir, self.input_dir, self.output_dir, self.custom_nodes_dir):
+        self.temp_dir = self.root / "temp"
+        for path in (self.models_dir, self.input_dir, self.output_dir, self.custom_nodes_dir, self.temp_dir):
             path.mkdir(parents=True, exist_ok=True)
         self.progress: list[tuple] = []
         self.interrupt = False
@@ -98,6 +99,7 @@ def _folder_paths(host: Host) -> types.ModuleType:
     fp.get_full_path = get_full_path
     fp.get_input_directory = lambda: str(host.input_dir)
     fp.get_output_directory = lambda: str(host.output_dir)
+    fp.get_temp_directory = lambda: str(host.temp_dir)
 
     def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
         # ComfyUI's numbering: the next counter after the highest ``name_NNNNN_`` in the folder.

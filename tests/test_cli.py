@@ -96,7 +96,8 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
         "precision", "attention", "offload", "blocks_to_swap", "max_vram_gb", "person", "no_person", "max_frames",
         "target_fps", "augment_seed", "canvas", "scale_fallback", "prompt", "negative_prompt", "steps", "text_cfg",
         "pose_cfg", "pose_cfg_start", "pose_cfg_end", "shift", "seed", "solver", "length", "max_area", "first_frame",
-        "segment_frames", "segment_overlap", "color_correction", "noise", "pose_resize", "background"}
+        "segment_frames", "segment_overlap", "color_correction", "noise", "pose_resize", "background", "step_cache",
+        "cache_threshold", "cache_keep_first", "cache_keep_last", "cache_max_skip"}
     for dest in shared:
         node, kind, opts = widgets[dest]
         assert options[dest].default == opts["default"], f"--{dest.replace('_', '-')} vs {node}.{dest}"
@@ -118,6 +119,19 @@ def test_parser_noise_and_auto_shift():
         parser.parse_args(base + ["--noise", "gpu"])
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--shift", "high"])
+
+
+def test_parser_step_cache_options(capsys):
+    parser = cli.build_parser()
+    base = BASE + ["--video", "v.mp4"]
+    args = parser.parse_args(base + ["--step-cache", "magcache", "--cache-threshold", "0.2", "--cache-keep-first",
+                                     "3", "--cache-keep-last", "0", "--cache-max-skip", "4"])
+    assert (args.step_cache, args.cache_threshold, args.cache_keep_first, args.cache_keep_last,
+            args.cache_max_skip) == ("magcache", 0.2, 3, 0, 4)
+    for wrong in (["--step-cache", "fast"], ["--cache-threshold", "-1"], ["--cache-max-skip", "-2"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(base + wrong)
+    assert "--cache-max-skip" in capsys.readouterr().err
 
 
 def test_lora_specs():
@@ -254,7 +268,7 @@ class _FakeResult:
 
 
 def _fake_generate(fail: bool):
-    def generate(model, photo, positive, negative, settings, callback, on_frames):
+    def generate(model, photo, positive, negative, settings, progress, on_frames):
         on_frames(0, torch.rand(5, 16, 16, 3))
         if fail:
             raise RuntimeError("generation failed half-way")

@@ -201,8 +201,8 @@ def test_interrupt_stops_the_sampler(env, monkeypatch):
             comfy_standin.run_prompt(prompt, classes, host.cache)
     finally:
         host.interrupt = False
-    done = [p[1] for p in host.progress if p[0] == sampler_id]
-    assert done and max(done) < 4, "sampling stopped before the last step"
+    done = [p for p in host.progress if p[0] == sampler_id]
+    assert done and max(p[1] for p in done) < done[-1][2], "sampling stopped before the end of the job"
 
 
 def test_model_folders_are_registered(env):
@@ -289,7 +289,7 @@ def test_sampler_sends_previews_when_the_host_has_them_on(env, monkeypatch):
         host.progress.clear()
         comfy_standin.run_prompt(prompt, classes, host.cache)
         sent = [p[3] for p in host.progress if p[0] == sampler_id and p[1] > 0]
-        assert sent and all(s is expected for s in sent), method
+        assert sent and any(sent) is expected, method        # the steps carry previews, the encodes none
 
 
 def test_transparent_photo_is_composited_on_the_background(env):
@@ -338,3 +338,38 @@ def test_transparent_photo_is_composited_on_the_background(env):
     with pytest.raises(ValueError, match=r"AlignPose: photo_mask values must be in 0\.\.1"):
         classes["AlignPose"]().align(photo, run["outputs"][ids["ExtractPose"]][0], 0, "2x", "official",
                                      photo_mask=mask * 2)
+
+
+
+
+def test_decode_video_reads_the_segments_the_sampler_decoded(env, monkeypatch):
+    """A long video: every segment is VAE-decoded once over sampler + DecodeVideo; the kept segments live in the
+    host's temp folder and a new run of the sampler removes the previous run's."""
+    import dataclasses
+
+    host, classes = env
+    (model,) = classes["LoadSteadyDancerModel"]().load(
+        "Wan21_SteadyDancer_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
+        "clip_vision_h.safetensors", "fp32", "sdpa", "all_resident", 0, 0.0, "None", 1.0)["result"]
+    widgets = dataclasses.asdict(sys.modules[classes["SteadyDancerSampler"].__module__].SAMPLER)
+    widgets.update(steps=1, max_area=48 * 64, segment_frames=5, segment_overlap=1, length=0, text_cfg=1.0)
+    g = torch.Generator().manual_seed(0)
+    photo, poses = torch.rand(1, 64, 48, 3, generator=g), torch.rand(13, 64, 48, 3, generator=g)
+    decodes = []
+    original = type(model.vae).decode
+    monkeypatch.setattr(type(model.vae), "decode", lambda self, *a, **k: decodes.append(1) or original(self, *a, **k))
+
+    def sample(seed):
+        out = classes["SteadyDancerSampler"]().sample(model, photo, positive_pose=poses, negative_pose=poses,
+                                                      unique_id="7", **dict(widgets, seed=seed))
+        return out["result"][0]
+
+    latent = sample(1)
+    result = latent["steadydancer_result"]
+    assert len(result.segments) == 3 and len(decodes) == 2
+    frames, _ = classes["DecodeVideo"]().decode(model, latent, "off", 256, 16.0)
+    assert frames.shape[0] == 13 and len(decodes) == 3
+    (kept,) = [p for p in host.temp_dir.iterdir() if p.name.startswith("steadydancer-decoded-")]
+    assert kept == result.decoded.path and len(list(kept.iterdir())) == 2
+    again = sample(2)["steadydancer_result"]
+    assert not kept.exists() and again.decoded.path.is_dir()

@@ -53,7 +53,7 @@ TOYS = {COND: _toy_cond, UNCOND_TEXT: _toy_uncond_text, UNCOND_CONDITION: _toy_u
 
 
 def _toy_predict(calls=None):
-    def predict(x, t, passes):
+    def predict(x, t, passes, step):
         if calls is not None:
             calls.append(tuple(passes))
         return {p: TOYS[p](x, float(t)) for p in passes}
@@ -239,7 +239,7 @@ def test_denoise_stops_on_a_non_finite_latent():
     schedule = make_schedule("euler", 4, 3.0)
     calls = []
 
-    def predict(latent, t, passes):
+    def predict(latent, t, passes, step):
         calls.append(t)
         value = float("nan") if len(calls) == 2 else 0.1
         return {p: torch.full_like(latent, value) for p in passes}

@@ -23,6 +23,7 @@ forward from float64 angles (float32 on devices without float64).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Iterator
 
@@ -362,7 +363,7 @@ class SteadyDancerDiT(nn.Module):
         if self.context_cache is not None:
             self.context_cache.clear()
 
-    def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c):
+    def forward(self, x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c, block_stack=None):
         """Predict the flow (velocity) for a batch.
 
         x [B, 16, F, h, w] noisy latent; t [B] timesteps 0..1000, or [1] (one for the whole batch: cheaper);
@@ -370,6 +371,8 @@ class SteadyDancerDiT(nn.Module):
         y [B, 20, F, h, w] (4 mask + 16 image-latent channels); condition [B, 16, F, h, w] pose latent;
         ref_x [B, 36, 1, h, w] reference image; ref_c [B, >=16, 1, h, w] first pose (first 16 channels used);
         clip_fea_x / clip_fea_c [B, clip_tokens, clip_dim] CLIP features of the photo / first pose.
+        block_stack: optional ``fn(run, tokens, keep) -> tokens`` called in place of the blocks (step caching):
+        ``run(tokens)`` runs them, tokens [B, L, D] fp32 -> [B, keep, D] (the first F frames' tokens).
         Returns [B, out_dim, F, h, w] in ``compute_dtype``.
         """
         cfg, dtype = self.config, self.compute_dtype
@@ -401,13 +404,16 @@ class SteadyDancerDiT(nn.Module):
         cos, sin = rope_tables(grid, cfg.rope_pairs, tokens.device)
         rope = (cos.repeat_interleave(2, dim=-1), sin)
         keep = (frames // cfg.patch_size[0]) * grid[1] * grid[2]
-        tokens = self.run_blocks(tokens, e6, rope, context, text_pad, keep, kv)
+        run = functools.partial(self.run_blocks, e6=e6, rope=rope, context=context, text_pad=text_pad, keep=keep,
+                                kv=kv)
+        tokens = run(tokens) if block_stack is None else block_stack(run, tokens, keep)
         out = self.head(tokens[:, :keep], e.float(), dtype)
         return self.unpatchify(out, (frames // cfg.patch_size[0], grid[1], grid[2]))
 
     def run_blocks(self, tokens, e6, rope, context, text_pad, keep, kv=None):
         """The block stack: tokens [B, L, D] fp32 -> [B, keep, D]; the last block computes only the first keep.
-        kv: per block its cache slot (``ContextEntry.kv``), or None."""
+        kv: per block its cache slot (``ContextEntry.kv``), or None. ``tokens`` is not modified in place (step
+        caching takes the residual as output minus input)."""
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, e6, rope, context, text_pad, keep if i == last else None,

@@ -39,6 +39,12 @@ WAN_I2V_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 DEFAULT_NEGATIVE_PROMPT = WAN_I2V_NEGATIVE_PROMPT  # used when the negative prompt is left empty
+# step caching (step_cache.py); off by default: its quality with SteadyDancer's weights is not measured yet
+STEP_CACHE_MODES = ("off", "teacache", "magcache")
+DEFAULT_CACHE_THRESHOLD = 0.12      # MagCache's published default for Wan 2.1 (TeaCache's script default: 0.2)
+DEFAULT_CACHE_KEEP_FIRST = 5        # TeaCache's retention steps for Wan 2.1 (also: a 4-step distill run skips nothing)
+DEFAULT_CACHE_KEEP_LAST = 1         # the last step is always computed (TeaCache without retention steps does so)
+DEFAULT_CACHE_MAX_SKIP = 2          # MagCache's K for Wan 2.1: at most 2 steps in a row are skipped per pass
 
 
 def resolve_shift(shift, max_area: int):
@@ -93,6 +99,11 @@ class SamplerDefaults:
     color_correction: float = 1.0
     noise: str = DEFAULT_NOISE_SOURCE
     pose_resize: str = DEFAULT_POSE_RESIZE
+    step_cache: str = "off"
+    cache_threshold: float = DEFAULT_CACHE_THRESHOLD
+    cache_keep_first: int = DEFAULT_CACHE_KEEP_FIRST
+    cache_keep_last: int = DEFAULT_CACHE_KEEP_LAST
+    cache_max_skip: int = DEFAULT_CACHE_MAX_SKIP
 
 
 @dataclass(frozen=True)

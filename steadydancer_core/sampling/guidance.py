@@ -98,8 +98,9 @@ class StepInfo:
     latent: torch.Tensor
 
 
-# predict(latent [16,F,h,w], timestep int, passes) -> {pass: prediction [16,F,h,w]}
-Predictor = Callable[[torch.Tensor, int, Sequence[str]], dict]
+# predict(latent [16,F,h,w], timestep int, passes, step index) -> {pass: prediction [16,F,h,w]}; called once per
+# step, in order (a step cache keys its decisions on the step index)
+Predictor = Callable[[torch.Tensor, int, Sequence[str], int], dict]
 
 
 def denoise(noise: torch.Tensor, schedule: Schedule, solver, predict: Predictor, guidance: Guidance,
@@ -119,7 +120,7 @@ def denoise(noise: torch.Tensor, schedule: Schedule, solver, predict: Predictor,
         if pin is not None:
             latent = pin(latent)
         t = int(schedule.timesteps[idx])
-        preds = predict(latent, t, guidance.passes(idx, steps))
+        preds = predict(latent, t, guidance.passes(idx, steps), idx)
         velocity = combine(preds, guidance)
         latent = solver.step(velocity[None], latent[None])[0]
         if pin is not None:

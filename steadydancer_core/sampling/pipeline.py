@@ -14,6 +14,7 @@ code's noise for the same seed); see ``noise.py``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Union
 
@@ -37,6 +38,7 @@ from .defaults import (
     DEFAULT_POSE_RESIZE,
     FIRST_FRAME_MODES,
     POSE_RESIZE_MODES,
+    SAMPLER,
     SOLVERS,
     WAN_I2V_NEGATIVE_PROMPT,
     check_seed,
@@ -51,8 +53,10 @@ from .guidance import (
     StepInfo,
     denoise,
 )
+from .decoded_store import DecodedSegments
 from .noise import DEFAULT_NOISE_SOURCE, NOISE_SOURCES, NoiseSource
 from .preview import latent_to_rgb
+from .progress import JobProgress, Progress, plan_tasks
 from .schedulers import make_schedule, make_solver
 from .segments import (
     Assembler,
@@ -63,6 +67,7 @@ from .segments import (
     plan_segments,
     resolve_length,
 )
+from .step_cache import STEP_CACHE_MODES, calibration_for, make_step_cache
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,9 @@ class GenerationSettings:
     pose_resize: "direct" (each pose frame resized once, PIL bicubic, straight to the output size) or "official"
     (PIL bicubic to the photo's size, then torch bicubic to the output size, as the official pipeline; one frame
     at a time either way).
+    step_cache: "off", "teacache" or "magcache" (``step_cache.py``): skip the DiT's blocks on steps where the output
+    is expected to change little (accumulated estimate < cache_threshold; 0 = never skip), never in the first
+    cache_keep_first / last cache_keep_last steps, at most cache_max_skip steps in a row per guidance pass.
     """
 
     prompt: str = ""
@@ -106,6 +114,11 @@ class GenerationSettings:
     vae_tile: object = "auto"
     noise: str = DEFAULT_NOISE_SOURCE
     pose_resize: str = DEFAULT_POSE_RESIZE
+    step_cache: str = SAMPLER.step_cache
+    cache_threshold: float = SAMPLER.cache_threshold
+    cache_keep_first: int = SAMPLER.cache_keep_first
+    cache_keep_last: int = SAMPLER.cache_keep_last
+    cache_max_skip: int = SAMPLER.cache_max_skip
 
     def __post_init__(self):
         object.__setattr__(self, "shift", resolve_shift(self.shift, self.max_area))
@@ -143,6 +156,17 @@ class GenerationSettings:
             raise ValueError(f"noise must be one of {NOISE_SOURCES}, got {self.noise!r}")
         if self.pose_resize not in POSE_RESIZE_MODES:
             raise ValueError(f"pose_resize must be one of {POSE_RESIZE_MODES}, got {self.pose_resize!r}")
+        if self.step_cache not in STEP_CACHE_MODES:
+            raise ValueError(f"step_cache must be one of {STEP_CACHE_MODES}, got {self.step_cache!r}")
+        if isinstance(self.cache_threshold, bool) or not isinstance(self.cache_threshold, (int, float)) \
+                or not math.isfinite(self.cache_threshold) or self.cache_threshold < 0:
+            raise ValueError(f"cache_threshold must be a finite number >= 0 (0 = never skip), got "
+                             f"{self.cache_threshold!r}")
+        object.__setattr__(self, "cache_threshold", float(self.cache_threshold))
+        for name in ("cache_keep_first", "cache_keep_last", "cache_max_skip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
     @property
     def guidance(self) -> Guidance:
@@ -157,7 +181,8 @@ class GenerationSettings:
 class SegmentLatent:
     """One sampled segment: frames [start, start + num_frames) of the video; the first ``known_frames`` were given
     (the photo, or the previous segment's tail). latent [16, F, h, w] float32 on the CPU. color_gain/offset [3]:
-    the per-channel correction applied to its decoded frames; color_drift [3]: what was measured before it."""
+    the per-channel correction applied to its decoded frames; color_drift [3]: what was measured before it.
+    passes_computed / passes_skipped: DiT passes run / skipped by the step cache while sampling it."""
 
     start: int
     num_frames: int
@@ -166,11 +191,16 @@ class SegmentLatent:
     color_gain: Optional[torch.Tensor] = None
     color_offset: Optional[torch.Tensor] = None
     color_drift: Optional[torch.Tensor] = None
+    passes_computed: int = 0
+    passes_skipped: int = 0
 
 
 @dataclass
 class GenerationResult:
-    """Segments, output size, first-frame mode and the photo at the output size ([H, W, 3] in [0, 1])."""
+    """Segments, output size, first-frame mode and the photo at the output size ([H, W, 3] in [0, 1]).
+
+    decoded: the segments already decoded while sampling (``DecodedSegments``, final colour-corrected frames),
+    read by ``iter_decoded`` instead of decoding them again; None when ``generate`` kept none."""
 
     segments: list
     num_frames: int
@@ -180,6 +210,7 @@ class GenerationResult:
     photo: torch.Tensor
     notices: list = field(default_factory=list)
     seed: int = 0
+    decoded: Optional[DecodedSegments] = None
 
     @property
     def latent(self) -> torch.Tensor:
@@ -187,6 +218,14 @@ class GenerationResult:
         segments' latents assembled (``segments.assemble_latent``: each latent frame from the segment that owns it).
         ``to_raw_latent`` of it is ComfyUI's convention (a LATENT's ``samples``)."""
         return assemble_latent(self.segments)[None]
+
+    @property
+    def passes_skipped(self) -> int:
+        return sum(seg.passes_skipped for seg in self.segments)
+
+    @property
+    def passes_computed(self) -> int:
+        return sum(seg.passes_computed for seg in self.segments)
 
 
 def _decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
@@ -214,35 +253,90 @@ def _photo_at(photo: torch.Tensor, size: tuple) -> torch.Tensor:
     return out.permute(1, 2, 0).clamp(0.0, 1.0)
 
 
-def _make_predictor(model, refs: cond.ReferenceConditions, y, condition, condition_null, batch: bool):
-    """predict(latent, t, passes) -> {pass: velocity}: DiT forwards for the requested guidance passes."""
-    device = model.execution_device
-    contexts = {COND: refs.context, UNCOND_TEXT: refs.context_null, UNCOND_CONDITION: refs.context}
-    conditions = {COND: condition, UNCOND_TEXT: condition, UNCOND_CONDITION: condition_null}
+class _Predictor:
+    """predict(latent, t, passes, step) -> {pass: velocity}: DiT forwards for the requested guidance passes.
 
-    def forward(latent, t, passes):
-        b = len(passes)
-        return model.dit(
+    batch: the passes run as one batched forward (else one forward each). cache: a ``StepCache`` (or None): before
+    each step it decides per pass whether to compute or to reuse the pass's cached residual; the passes to compute
+    and the passes to reuse run as separate forwards, the DiT's ``block_stack`` hook records or adds the residual.
+    computed / skipped count the passes.
+    """
+
+    def __init__(self, model, refs: cond.ReferenceConditions, y, condition, condition_null, batch: bool,
+                 cache=None):
+        self.model, self.refs, self.y, self.batch, self.cache = model, refs, y, batch, cache
+        self.device = model.execution_device
+        self.contexts = {COND: refs.context, UNCOND_TEXT: refs.context_null, UNCOND_CONDITION: refs.context}
+        self.conditions = {COND: condition, UNCOND_TEXT: condition, UNCOND_CONDITION: condition_null}
+        self._stacked: dict = {}          # passes -> their conditions stacked [b, 16, F, h, w] (built once)
+        self.computed = self.skipped = 0
+
+    def _forward(self, latent, t, passes, block_stack=None):
+        b, refs = len(passes), self.refs
+        if passes not in self._stacked:
+            self._stacked[passes] = torch.stack([self.conditions[p] for p in passes])
+        hook = {} if block_stack is None else {"block_stack": block_stack}
+        return self.model.dit(
             latent[None].expand(b, *latent.shape),
-            torch.tensor([t], dtype=torch.long, device=device),          # one timestep for every pass
-            [contexts[p] for p in passes],
-            y[None].expand(b, *y.shape),
-            torch.stack([conditions[p] for p in passes]),
+            torch.tensor([t], dtype=torch.long, device=self.device),     # one timestep for every pass
+            [self.contexts[p] for p in passes],
+            self.y[None].expand(b, *self.y.shape),
+            self._stacked[passes],
             refs.ref_x[None].expand(b, *refs.ref_x.shape),
             refs.ref_c[None].expand(b, *refs.ref_c.shape),
             refs.clip_fea_x.expand(b, *refs.clip_fea_x.shape[1:]),
             refs.clip_fea_c.expand(b, *refs.clip_fea_c.shape[1:]),
+            **hook,
         )
 
-    @torch.inference_mode()
-    def predict(latent, t, passes):
-        latent = latent.to(device)
-        if batch:
-            out = forward(latent, t, passes)
-            return {p: out[i] for i, p in enumerate(passes)}
-        return {p: forward(latent, t, (p,))[0] for p in passes}
+    def _record(self, passes):
+        def stack(run, tokens, keep):
+            out = run(tokens)
+            for i, p in enumerate(passes):
+                self.cache.store(p, out[i] - tokens[i, :keep])
+            return out
+        return stack
 
-    return predict
+    def _reuse(self, passes):
+        def stack(run, tokens, keep):
+            residual = torch.stack([self.cache.residual(p) for p in passes]).to(tokens.device)
+            return tokens[:, :keep] + residual
+        return stack
+
+    def _run(self, latent, t, passes, hook_for) -> dict:
+        if self.batch:
+            out = self._forward(latent, t, passes, hook_for(passes) if hook_for else None)
+            return {p: out[i] for i, p in enumerate(passes)}
+        return {p: self._forward(latent, t, (p,), hook_for((p,)) if hook_for else None)[0] for p in passes}
+
+    @torch.inference_mode()
+    def __call__(self, latent, t, passes, step) -> dict:
+        latent, passes = latent.to(self.device), tuple(passes)
+        if self.cache is None:
+            self.computed += len(passes)
+            return self._run(latent, t, passes, None)
+        reuse = tuple(p for p in passes if self.cache.decide(step, t, p))
+        compute = tuple(p for p in passes if p not in reuse)
+        self.computed += len(compute)
+        self.skipped += len(reuse)
+        out = {}
+        if compute:
+            out.update(self._run(latent, t, compute, self._record))
+        if reuse:
+            out.update(self._run(latent, t, reuse, self._reuse))
+        return {p: out[p] for p in passes}
+
+
+def _make_step_cache(model, job: "Job", settings: GenerationSettings):
+    """A fresh StepCache for one segment's denoising (None when caching is off)."""
+    dit, device = model.dit, model.execution_device
+
+    def modulation(t: int) -> torch.Tensor:          # TeaCache's indicator: the blocks' timestep modulation e0
+        return dit.time_embeddings(torch.tensor([t], dtype=torch.long, device=device))[1]
+
+    return make_step_cache(settings.step_cache, settings.cache_threshold, settings.cache_keep_first,
+                           settings.cache_keep_last, settings.cache_max_skip, job.schedule.steps,
+                           job.size[0] * job.size[1], indicator=modulation)
 
 
 def _reference_conditions(model, photo, first_pose, settings, size, device) -> cond.ReferenceConditions:
@@ -323,11 +417,13 @@ def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.Re
 
 def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
                    known: Optional[torch.Tensor], noise_source: NoiseSource, on_step: Optional[Callable] = None,
-                   should_cancel: Optional[Callable[[], bool]] = None) -> SegmentLatent:
+                   should_cancel: Optional[Callable[[], bool]] = None,
+                   on_encoded: Optional[Callable[[], None]] = None) -> SegmentLatent:
     """Sample segment ``index`` of ``job.segments``.
 
     known: the frames given to it [k, H, W, 3] (None = the photo, for the first segment). The noise
-    [16, F, h, w] is the next draw of ``noise_source``. Returns its latent on the CPU (float32).
+    [16, F, h, w] is the next draw of ``noise_source``. on_encoded() is called once its VAE encodes are done,
+    before the first step. Returns its latent on the CPU (float32), with the DiT passes computed / skipped.
     """
     start, n, known_count = job.segments[index]
     device = model.execution_device
@@ -341,17 +437,21 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
                                                                       job.size), settings.vae_tile).to(device)
         known_v = refs.photo if known is None else cond.to_model_video(known)
         y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
+    if on_encoded is not None:
+        on_encoded()
     noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))
     pin = None
     if settings.first_frame in ("latent", "exact"):
         clean = cond.known_frame_latents(y)
         k = clean.shape[1]
         pin = lambda x: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
-    predict = _make_predictor(model, refs, y, condition, condition_null, job.batch_passes)
+    predict = _Predictor(model, refs, y, condition, condition_null, job.batch_passes,
+                         cache=_make_step_cache(model, job, settings))
     with model.use("dit"):
         latent = denoise(noise.to(device), job.schedule, make_solver(settings.solver, job.schedule), predict,
                          job.guidance, pin=pin, on_step=on_step, should_cancel=should_cancel)
-    return SegmentLatent(start=start, num_frames=n, known_frames=known_count, latent=latent.float().cpu())
+    return SegmentLatent(start=start, num_frames=n, known_frames=known_count, latent=latent.float().cpu(),
+                         passes_computed=predict.computed, passes_skipped=predict.skipped)
 
 
 def finish_segment(model, job: Job, seg: SegmentLatent, index: int, tail: Optional[torch.Tensor],
@@ -382,10 +482,20 @@ def _seam_notice(segments: list, settings: GenerationSettings) -> Optional[str]:
             + (" (corrected)" if settings.color_correction > 0 else " (not corrected)"))
 
 
+def _cache_notice(segments: list, settings: GenerationSettings, area: int) -> Optional[str]:
+    if settings.step_cache == "off":
+        return None
+    skipped = sum(seg.passes_skipped for seg in segments)
+    total = skipped + sum(seg.passes_computed for seg in segments)
+    return (f"step cache {settings.step_cache} (threshold {settings.cache_threshold:g}, Wan 2.1 I2V "
+            f"{calibration_for(area)} calibration): {skipped} of {total} DiT passes skipped")
+
+
 @torch.inference_mode()
 def generate(model, photo, positive_pose, negative_pose, settings: GenerationSettings,
              callback: Optional[Callable] = None, should_cancel: Optional[Callable[[], bool]] = None,
-             on_frames: Optional[Callable[[int, torch.Tensor], None]] = None) -> GenerationResult:
+             on_frames: Optional[Callable[[int, torch.Tensor], None]] = None,
+             progress: Optional[Callable[[Progress], None]] = None, spill_dir=None) -> GenerationResult:
     """Sample the video latents: ``prepare_job`` -> ``prepare_references`` -> per segment ``sample_segment`` and
     ``finish_segment`` (the decode that gives the next segment its known frames).
 
@@ -393,68 +503,96 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     in [0, 1], or pose frame sources (``len()`` and ``frames(start, stop)``, see ``pose_source``) read one segment
     at a time, so a long video's pose frames need not all be in memory.
     callback(step, total, preview) after every sampling step (step counts finished steps over all segments;
-    preview [h, w, 3] in [0, 1] when ``settings.preview``, else None). should_cancel() polled between steps ->
-    ``Cancelled``. on_frames(start, frames [n, H, W, 3]) receives the final decoded frames segment by segment (in
-    order, no overlap) while generating, so a caller can write a long video without holding it in memory.
+    preview [h, w, 3] in [0, 1] when ``settings.preview``, else None). progress(Progress) after every unit of
+    the whole job (reference encodes, each segment's encodes, steps and decodes; ``progress.py``: weighted
+    fraction, phase, ETA). should_cancel() polled between steps -> ``Cancelled``. on_frames(start, frames
+    [n, H, W, 3]) receives the final decoded frames segment by segment (in order, no overlap) while generating,
+    so a caller can write a long video without holding it in memory. spill_dir: a folder where the segments
+    decoded while sampling are kept (``DecodedSegments``, in a subfolder removed with the result), so that
+    ``iter_decoded`` / ``decode`` read them instead of decoding them a second time; None keeps none.
     """
     job = prepare_job(model, photo, positive_pose, negative_pose, settings)
-    refs = prepare_references(model, job, settings)
-    noise_source = NoiseSource(settings.noise, settings.seed, model.execution_device)
+    count = len(job.segments)
+    decoded_here = tuple(range(count if on_frames is not None else count - 1))
     steps = job.schedule.steps
-    total = steps * len(job.segments)
+    step_costs = tuple(len(job.guidance.passes(i, steps)) for i in range(steps))
+    tracker = JobProgress(plan_tasks(count, step_costs, decoded_here), progress)
+    tracker.start("references", -1)
+    refs = prepare_references(model, job, settings)
+    tracker.advance()
+    noise_source = NoiseSource(settings.noise, settings.seed, model.execution_device)
+    total = steps * count
     assembler = Assembler(on_frames) if on_frames is not None else None
+    store = DecodedSegments(spill_dir) if spill_dir is not None and decoded_here else None
     segments: list = []
     tail: Optional[torch.Tensor] = None   # colour-matched last frames of the previous segment (its decode)
 
-    for s in range(len(job.segments)):
+    for s in range(count):
         def on_step(info: StepInfo, offset=s * steps):
+            preview = None
+            if settings.preview and (callback is not None or progress is not None):
+                preview = latent_to_rgb(info.latent[:, info.latent.shape[1] // 2:][:, :1])[0].cpu()
             if callback is not None:
-                preview = None
-                if settings.preview:
-                    preview = latent_to_rgb(info.latent[:, info.latent.shape[1] // 2:][:, :1])[0].cpu()
                 callback(offset + info.step + 1, total, preview)
+            tracker.advance(preview)
 
-        seg = sample_segment(model, job, refs, settings, s, tail, noise_source, on_step, should_cancel)
+        def on_encoded(s=s):
+            tracker.advance()
+            tracker.start("sample", s)
+
+        tracker.start("encode", s)
+        seg = sample_segment(model, job, refs, settings, s, tail, noise_source, on_step, should_cancel, on_encoded)
         segments.append(seg)
-        last = s == len(job.segments) - 1
-        if last and assembler is None:
+        if s not in decoded_here:
             break
+        tracker.start("decode", s)
         frames = finish_segment(model, job, seg, s, tail, settings)
-        next_overlap = 0 if last else job.segments[s + 1][2]
+        if store is not None:
+            store.put(s, frames)
+        tracker.advance()
+        next_overlap = 0 if s == count - 1 else job.segments[s + 1][2]
         if assembler is not None:
             assembler.push(seg.start, frames, seg.known_frames if s > 0 else 0, next_overlap)
         tail = frames[frames.shape[0] - next_overlap:] if next_overlap else None
     notices = list(job.notices)
-    seam = _seam_notice(segments, settings)
-    if seam is not None:
-        notices.append(seam)
+    for note in (_seam_notice(segments, settings), _cache_notice(segments, settings, job.size[0] * job.size[1])):
+        if note is not None:
+            notices.append(note)
     return GenerationResult(segments=segments, num_frames=job.num_frames, height=job.size[0], width=job.size[1],
                             first_frame=settings.first_frame, photo=job.photo_out, notices=notices,
-                            seed=settings.seed)
+                            seed=settings.seed, decoded=store)
 
 
 @torch.inference_mode()
 def iter_decoded(model, result: GenerationResult, tile="auto",
                  should_cancel: Optional[Callable[[], bool]] = None,
-                 decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Iterator[tuple]:
+                 decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 on_segment: Optional[Callable[[int, bool], None]] = None) -> Iterator[tuple]:
     """Yield (start, frames [n, H, W, 3] in [0, 1]) chunks covering the video in order, segment by segment, with the
     colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode.
 
-    decoder: frames [T, H, W, 3] in [0, 1] from one segment's normalised latent [16, F, h, w] (for example another
-    program's Wan 2.1 VAE applied to ``to_raw_latent`` of it); None = the model's VAE with ``tile`` (``model`` is
-    then not used and may be None)."""
+    Segments ``generate`` already decoded (``result.decoded``) are read back, not decoded again; ``tile`` applies
+    to the others. decoder: frames [T, H, W, 3] in [0, 1] from one segment's normalised latent [16, F, h, w] (for
+    example another program's Wan 2.1 VAE applied to ``to_raw_latent`` of it); when given, every segment is decoded
+    with it (the segments kept from sampling were decoded by the model's VAE); None = the model's VAE with ``tile``.
+    on_segment(index, decoded) after each segment (decoded False: it was read back)."""
     chunks: list = []
     assembler = Assembler(lambda start, frames: chunks.append((start, frames)))
     segs = result.segments
     for s, seg in enumerate(segs):
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"decoding cancelled before segment {s + 1}/{len(segs)}")
-        frames = _decode_frames(model, seg.latent, tile) if decoder is None else _checked_frames(decoder, seg, result)
+        frames = result.decoded.get(s) if result.decoded is not None and decoder is None else None
+        decoded = frames is None
+        if decoded:
+            raw = _decode_frames(model, seg.latent, tile) if decoder is None else _checked_frames(decoder, seg, result)
+            frames = apply_color(raw, seg.color_gain, seg.color_offset)
         if s == 0 and result.first_frame == "exact":
             frames[0] = result.photo
-        frames = apply_color(frames, seg.color_gain, seg.color_offset)
         next_overlap = segs[s + 1].known_frames if s + 1 < len(segs) else 0
         assembler.push(seg.start, frames, seg.known_frames if s > 0 else 0, next_overlap)
+        if on_segment is not None:
+            on_segment(s, decoded)
         while chunks:
             yield chunks.pop(0)
 

@@ -146,3 +146,21 @@ def test_inductor_on_cuda_equals_eager_in_bf16():
         out = model(**inputs)
     assert rc.status == "compiled"
     torch.testing.assert_close(out.float(), expected.float(), rtol=3e-2, atol=3e-2)
+
+
+def test_an_error_of_the_model_itself_is_raised_plainly_and_compiling_stays_on(caplog):
+    """A shape error inside the compiled block (raised while tracing) is not a missing compiler: the eager re-run
+    raises it as eager would, no "compile unavailable" warning, and later correct calls still compile."""
+    model = tiny_model()
+    inputs = tiny_inputs(model.config)
+    rc = compile_blocks(model, backend="eager")
+    block, dim = model.blocks[0], model.config.dim
+    x = torch.randn(1, 8, dim)
+    rope = (torch.ones(8, 1, dim // model.config.num_heads), torch.zeros(8, 1, dim // model.config.num_heads // 2))
+    bad_keys = tuple(torch.randn(1, 4, model.config.num_heads, 3) for _ in range(4)) + (None,)   # wrong head dim
+    with torch.inference_mode(), caplog.at_level(logging.WARNING, logger=regional.__name__):
+        with pytest.raises(RuntimeError):
+            block.core(x, torch.zeros(1, 6, dim), rope, bad_keys)
+        model(**inputs)
+    assert "compile unavailable" not in caplog.text
+    assert rc.status == "compiled"

@@ -66,7 +66,7 @@ def build(args, device):
     dit = sd.random_dit(config, device, dtype)
     with torch.device(device):
         vae = sd.WanVAE(sd.VAEConfig.tiny() if args.tiny else sd.VAEConfig())
-    vae = vae.to(dtype if device.type == "cuda" else torch.float32).eval().requires_grad_(False)
+    vae = vae.float().eval().requires_grad_(False)        # float32, as load_vae loads it by default
     text = RandomTextEncoder(config.text_dim, config.text_len, device, dtype)
     image = RandomImageEncoder(config.clip_tokens, config.clip_dim, device, dtype)
     return sd.SteadyDancerModel(dit=dit, vae=vae, text_encoder=text, image_encoder=image, dtype=dtype, device=device)

@@ -114,7 +114,8 @@ class SteadyDancerModel:
         """Context manager: component ``name`` (one of COMPONENTS) is usable on the execution device inside it."""
         if name not in COMPONENTS:
             raise ValueError(f"unknown component {name!r}; one of {COMPONENTS}")
-        cache = name == "dit" and self.context_cache and getattr(self.offload_plan, "context_cache", True)
+        cache = (name == "dit" and self.context_cache and getattr(self.offload_plan, "context_cache", True)
+                 and hasattr(self.dit, "caching_context"))
         if self.offload_plan is None and not cache:
             return contextlib.nullcontext()
         return self._use(name, cache)

@@ -44,6 +44,12 @@ def _compile_errors() -> tuple:
     return tuple(found)
 
 
+def _traced_model_error() -> type:
+    import torch._dynamo.exc as dynamo_exc
+
+    return dynamo_exc.TorchRuntimeError
+
+
 def install_hint(device_type: str) -> str:
     if device_type == "cuda":
         return "install triton for CUDA (pip install triton; on Windows: pip install triton-windows)"
@@ -103,6 +109,10 @@ class RegionalCompile:
                 _mark(keys[4], 3)
             try:
                 out = self.compiled(block, x, e, rope, keys, keep)
+            except _traced_model_error() as err:
+                # the model itself raised while being traced (e.g. wrong input shapes): the eager call below
+                # raises the same error plainly; compiling stays on for correct inputs
+                log.debug("error while tracing the block, re-raised by the eager call: %s", err)
             except _compile_errors() as err:
                 self._fall_back(err, x.device.type)
             else:

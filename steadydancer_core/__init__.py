@@ -20,6 +20,7 @@ from .loading.file_writers import save_gguf, to_comfy_quant, to_fp8
 from .loading.identify import identify_component
 from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from .loading.lora import LoraReport
+from .loading.quant_ops import set_fp8_matmul
 from .loading.random_weights import random_dit
 from .loading.state_dict import empty_init, load_state_dict_into
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
@@ -114,6 +115,6 @@ __all__ = [
     "PoseFrames", "TensorPoseFrames", "as_pose_frames",
     # building blocks for component benchmarks and tools
     "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "compile_blocks", "dit_tokens",
-    "empty_init", "load_state_dict_into", "module_bytes", "plan_tiles", "random_dit", "save_gguf", "to_comfy_quant",
+    "empty_init", "load_state_dict_into", "module_bytes", "plan_tiles", "random_dit", "save_gguf", "set_fp8_matmul", "to_comfy_quant",
     "to_fp8",
 ]

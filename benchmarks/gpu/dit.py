@@ -38,23 +38,11 @@ TINY_LATENT = (3, 4, 6)
 
 
 def enable_fp8_matmul(model, device) -> str:
-    """Switch the fp8 layers of ``model`` to fp8 matmul, as the loader option ``fp8_matmul=True`` does; returns a
-    report. Raises Skip when this build has no fp8 matmul (the option is missing)."""
-    setter = getattr(sd, "set_fp8_matmul", None)
-    if setter is not None:
-        return str(setter(model, True, device))
-    layers = [m for m in model.modules() if hasattr(m, "fp8_matmul_device") and getattr(m, "is_packed", False)]
-    if not layers:
-        raise Skip("option missing: fp8_matmul (no layer of this build multiplies in fp8)")
+    """Switch the fp8 layers of ``model`` to fp8 matmul, as the loader option ``fp8_matmul=True`` does; returns its
+    report. Raises Skip on a device where every layer stays on the upcast path."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
         raise Skip(f"fp8 matmul needs a GPU of compute capability 8.9+, not {device}")
-    used = 0
-    for layer in layers:
-        blocker = layer.fp8_matmul_blocker() if hasattr(layer, "fp8_matmul_blocker") else None
-        if blocker is None:
-            layer.fp8_matmul_device = device.type
-            used += 1
-    return f"{used} of {len(layers)} fp8 layers multiply in fp8"
+    return str(sd.set_fp8_matmul(model, True, device))
 
 
 def measure(model, inputs, device, repeats: int, flops: float, rate, cache: bool = False) -> dict:

@@ -62,8 +62,8 @@ class LoadSteadyDancerModel:
                 "t5_name": (bridge.list_files(["text_encoders"]), {
                     "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
                 "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
-                "precision": (list(sd.PRECISIONS), {"default": LOADER.precision,
-                                                        "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
+                "precision": (list(sd.PRECISION_CHOICES), {"default": LOADER.precision, "tooltip": (
+                    "Compute dtype (auto: ComfyUI's choice for the device). fp8/GGUF weights stay packed.")}),
                 "attention": (list(sd.ATTENTION_BACKENDS), {"default": LOADER.attention,
                                                "tooltip": "sdpa works everywhere; the others need their package."}),
                 "offload": (list(sd.OFFLOAD_MODES), {"default": LOADER.offload, "tooltip": (
@@ -96,12 +96,14 @@ class LoadSteadyDancerModel:
         model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
                                   offload=offload, blocks_to_swap=int(blocks_to_swap),
                                   max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)))
-        return {"result": (model,), "ui": {"text": [describe(model)]}}
+        return {"result": (model,), "ui": {"text": [describe(model, precision)]}}
 
 
-def describe(model) -> str:
-    """The loader's UI text: the memory plan, then one line per LoRA file."""
+def describe(model, precision: str = LOADER.precision) -> str:
+    """The loader's UI text: the dtype ``precision`` auto chose, the memory plan, then one line per LoRA file."""
     lines = [str(model.offload_plan.explanation)] if model.offload_plan is not None else []
+    if precision == sd.AUTO_PRECISION:
+        lines.insert(0, f"precision auto: {str(model.dtype).removeprefix('torch.')}")
     lines += [report.summary() for report in model.lora_reports]
     return "\n".join(line for line in lines if line) or "model loaded"
 

@@ -12,7 +12,7 @@ from . import (
     NOISE_SOURCES,
     OFFLOAD_MODES,
     POSE,
-    PRECISIONS,
+    PRECISION_CHOICES,
     SAMPLER,
     SOLVERS,
     WAN_FPS,
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--clip", help="CLIP ViT-H vision encoder; overrides --models")
     m.add_argument("--tokenizer", default=None, help="umT5 tokenizer when the T5 file carries none")
     m.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="LoRA (repeatable)")
-    m.add_argument("--precision", choices=tuple(PRECISIONS), default=LOADER.precision)
+    m.add_argument("--precision", choices=PRECISION_CHOICES, default=LOADER.precision,
+                   help="compute dtype; auto: bf16 on a CUDA device with bf16, fp16 on other CUDA devices, else fp32")
     m.add_argument("--attention", choices=ATTENTION_BACKENDS, default=LOADER.attention,
                    help="sdpa works everywhere; the others need their package")
     m.add_argument("--offload", choices=OFFLOAD_MODES, default=LOADER.offload,

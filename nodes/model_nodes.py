@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import steadydancer_core as sd
 from ..steadydancer_core import LOADER
 from . import comfy_bridge as bridge
+from . import comfy_models
 from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
 
 CATEGORY = "SteadyDancer"
@@ -92,10 +93,11 @@ class LoadSteadyDancerModel:
             t5_path=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
             clip_path=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
         )
-        bridge.free_comfy_models()
         model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
                                   offload=offload, blocks_to_swap=int(blocks_to_swap),
-                                  max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)))
+                                  max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)),
+                                  policy=comfy_models.device_policy(comfy_models.PackModels()))
+        comfy_models.trim_when_dropped(model)
         return {"result": (model,), "ui": {"text": [describe(model, precision)]}}
 
 

@@ -92,7 +92,6 @@ class SteadyDancerSampler:
         settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
         progress = bridge.StepProgress(settings.steps, unique_id)
-        bridge.free_comfy_models()
         try:
             result = sd.generate(model, photo, positive_pose, negative_pose, settings,
                                        callback=progress, should_cancel=bridge.interrupted)

@@ -1,4 +1,8 @@
-"""onnxruntime sessions: cache, execution providers, model signature inspection.
+"""onnxruntime sessions: shared while in use, execution providers, model signature inspection.
+
+Sessions are shared by path: while one is alive (held by a detector or estimator, e.g. in a node's cached output),
+asking for the same file again returns it. The cache holds them weakly, so a session is freed, with its host and
+device memory, as soon as nothing uses it.
 
 CUDA is used when the installed onnxruntime offers it. When onnxruntime can only run on the CPU
 although an NVIDIA GPU is present (the common "onnxruntime instead of onnxruntime-gpu" install),
@@ -11,6 +15,7 @@ import logging
 import os
 import shutil
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +25,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider")
-_CACHE: dict[tuple, object] = {}
+_CACHE: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 _WARNED = False
 
@@ -57,7 +62,8 @@ def choose_providers(available: Sequence[str] | None = None) -> list[str]:
 
 
 def get_session(path: str | os.PathLike, providers: Sequence[str] | None = None):
-    """A cached ``onnxruntime.InferenceSession`` for ``path`` (keyed by path, mtime and providers)."""
+    """An ``onnxruntime.InferenceSession`` for ``path``: the live one for the same path, mtime and providers, else a
+    new one (kept while the caller holds it)."""
     p = Path(path)
     if not p.is_file():
         raise OnnxModelError(f"ONNX model not found: {p}. Put the file in ComfyUI's models folder "

@@ -105,10 +105,14 @@ def test_gpu_mode_keeps_other_models_and_unload_releases_the_device_copies(env):
     assert ledger.device_bytes == 0 and ledger.pinned_bytes == 0 and host.mm.current_loaded_models == []
     assert not any(t.is_meta for t in model.dit.parameters())
 
-    refs = [weakref.ref(x) for x in (model, model.dit, model.vae, model.offloader, *ours.values())]
+    extract_id = next(k for k, v in prompt.items() if v["class_type"] == "ExtractPose")
+    loaded = run["outputs"][extract_id][0].models.loaded                 # the pose sessions, owned by the output
+    sessions = (loaded.detector.session, loaded.estimator.session)
+    assert all(s is not None for s in sessions)
+    refs = [weakref.ref(x) for x in (model, model.dit, model.vae, model.offloader, *ours.values(), *sessions)]
     gc.disable()                                                   # ... {"free_memory": true}: the cache is dropped
     try:
-        del model, run, ours, ledger
+        del model, run, ours, ledger, loaded, sessions
         assert [r() for r in refs] == [None] * len(refs), "nothing of the pack stays referenced"
     finally:
         gc.enable()

@@ -1,6 +1,7 @@
 """Everything the nodes need from the ComfyUI host, in one place.
 
-Model folders (``folder_paths``), the progress bar, interrupts, ComfyUI's model management and latent previews.
+Model folders (``folder_paths``), the progress bar, interrupts and latent previews (ComfyUI's model management is
+in ``comfy_models``).
 The node modules call these helpers and never import ComfyUI themselves, so a test can replace the host with a
 small stand-in (``folder_paths``, ``comfy.utils``, ``comfy.model_management`` and ``comfy_api.latest`` modules put
 into ``sys.modules``).
@@ -169,15 +170,6 @@ def temp_directory() -> str:
     """ComfyUI's temp folder (emptied by ComfyUI at start and exit): where the sampler keeps the segments it
     already decoded, for DecodeVideo."""
     return folder_paths.get_temp_directory()
-
-
-# ------------------------------------------------------------------------------------------ model management
-def free_comfy_models() -> None:
-    """Ask ComfyUI to unload its own models (other workflows' checkpoints) before SteadyDancer needs the memory."""
-    import comfy.model_management as mm
-
-    mm.unload_all_models()
-    mm.soft_empty_cache()
 
 
 def computes_on_cpu() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import steadydancer_core as sd
 from ..steadydancer_core import LOADER
 from . import comfy_bridge as bridge
+from . import comfy_models
 from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
 
 CATEGORY = "SteadyDancer"
@@ -62,8 +63,8 @@ class LoadSteadyDancerModel:
                 "t5_name": (bridge.list_files(["text_encoders"]), {
                     "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
                 "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
-                "precision": (list(sd.PRECISIONS), {"default": LOADER.precision,
-                                                        "tooltip": "Compute dtype. fp8/GGUF weights stay packed."}),
+                "precision": (list(sd.PRECISION_CHOICES), {"default": LOADER.precision, "tooltip": (
+                    "Compute dtype (auto: ComfyUI's choice for the device). fp8/GGUF weights stay packed.")}),
                 "fp8_matmul": ("BOOLEAN", {"default": LOADER.fp8_matmul, "tooltip": (
                     "Multiply the DiT's fp8 e4m3 weights in fp8 (torch._scaled_mm) on GPUs of compute capability "
                     "8.9+ (RTX 40xx, H100 and later); the layer inputs are rounded to fp8 too (scaled per tensor), "
@@ -102,18 +103,22 @@ class LoadSteadyDancerModel:
             t5_path=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
             clip_path=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
         )
-        bridge.free_comfy_models()
         model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
                                   offload=offload, blocks_to_swap=int(blocks_to_swap),
                                   max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)),
-                                  fp8_matmul=bool(fp8_matmul), compile=bool(compile))
-        return {"result": (model,), "ui": {"text": [describe(model)]}}
+                                  fp8_matmul=bool(fp8_matmul), compile=bool(compile),
+                                  policy=comfy_models.device_policy(comfy_models.PackModels()))
+        comfy_models.trim_when_dropped(model)
+        return {"result": (model,), "ui": {"text": [describe(model, precision)]}}
 
 
-def describe(model) -> str:
-    """The loader's UI text: the memory plan made at load time (for a default job size: the sampler re-plans for
-    the real job and shows that plan), the fp8 matmul path (when asked for), then one line per LoRA file."""
+def describe(model, precision: str = LOADER.precision) -> str:
+    """The loader's UI text: the dtype ``precision`` auto chose, the memory plan made at load time (for a default
+    job size: the sampler re-plans for the real job and shows that plan), the fp8 matmul path (when asked for), then
+    one line per LoRA file."""
     lines = []
+    if precision == sd.AUTO_PRECISION:
+        lines.append(f"precision auto: {str(model.dtype).removeprefix('torch.')}")
     if model.offload_plan is not None:
         lines.append(f"memory plan at load time (the sampler re-plans for the real job size): "
                      f"{model.offload_plan.explanation}")

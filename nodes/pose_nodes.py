@@ -109,11 +109,10 @@ class ExtractPose:
             images, fps, notes = _pick_frames(images, fps, max_frames, target_fps)
             count = int(images.shape[0])
             frames = (frames_to_uint8(images[i:i + 1])[0] for i in range(count))
-        models = PoseModels(
-            detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)"),
-            estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)"),
-            person=person, no_person=no_person,
-        )
+        detector_path = bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)")
+        estimator_path = bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)")
+        models = PoseModels(detector_path=detector_path, estimator_path=estimator_path, person=person,
+                            no_person=no_person, loaded=pose_api.load_models(detector_path, estimator_path, person))
         bar = bridge.StepProgress(max(1, count), unique_id)
 
         def progress(done):

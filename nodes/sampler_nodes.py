@@ -136,7 +136,6 @@ class SteadyDancerSampler:
                                        sigmas=None if sigmas is None else sigmas.detach().float().cpu())
         release_previous_result(unique_id)
         progress = bridge.JobProgressBar(unique_id)
-        bridge.free_comfy_models()
         try:
             result = sd.generate(model, photo, positive_pose, negative_pose, settings, progress=progress,
                                  should_cancel=bridge.interrupted, spill_dir=bridge.temp_directory())

@@ -15,7 +15,7 @@ Socket types (what the UI shows on links):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MODEL_TYPE = "STEADYDANCER_MODEL"
@@ -50,12 +50,17 @@ class LoraStack:
 
 @dataclass(frozen=True)
 class PoseModels:
-    """Where the ONNX pose models are and how detection runs (so AlignPose can detect the photo the same way)."""
+    """Where the ONNX pose models are and how detection runs (so AlignPose can detect the photo the same way).
+
+    ``loaded``: the loaded detector + estimator (``pose.load_models``). Holding them here keeps their onnxruntime
+    sessions alive exactly as long as ComfyUI caches this output (AlignPose reuses them); nothing else keeps them.
+    """
 
     detector_path: str
     estimator_path: str
     person: str = "highest"            # which person drives: highest | largest | all
     no_person: str = "hold"            # frames with nobody: hold (nearest earlier pose) | empty
+    loaded: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

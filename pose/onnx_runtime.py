@@ -1,4 +1,8 @@
-"""onnxruntime sessions: cache, execution providers, model signature inspection.
+"""onnxruntime sessions: shared while in use, execution providers, model signature inspection.
+
+Sessions are shared by path: while one is alive (held by a detector or estimator, e.g. in a node's cached output),
+asking for the same file again returns it. The cache holds them weakly, so a session is freed, with its host and
+device memory, as soon as nothing uses it.
 
 Providers: the CUDA provider (or another GPU provider) is asked for only when a GPU is there - torch sees a CUDA
 device, or, without torch, the NVIDIA driver is loaded - so a machine without a GPU never sees onnxruntime's own
@@ -17,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +40,7 @@ ORT_GPU_FOR_CUDA = {12: ">=1.19,<1.27", 13: ">=1.27"}
 # onnxruntime's logger severities: 0 verbose, 1 info, 2 warning (its default), 3 error, 4 fatal.
 ORT_DEFAULT_SEVERITY = 2
 ORT_QUIET_SEVERITY = 4
-_CACHE: dict[tuple, object] = {}
+_CACHE: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 _WARNED = False
 
@@ -122,7 +127,8 @@ def choose_providers(available: Sequence[str] | None = None) -> list[str]:
 
 
 def get_session(path: str | os.PathLike, providers: Sequence[str] | None = None):
-    """A cached ``onnxruntime.InferenceSession`` for ``path`` (keyed by path, mtime and providers).
+    """An ``onnxruntime.InferenceSession`` for ``path``: the live one for the same path, mtime and providers, else a
+    new one (kept while the caller holds it).
 
     providers: None = ``choose_providers()``; ``CPU_ONLY`` keeps onnxruntime on the CPU (the host runs on the CPU).
     """

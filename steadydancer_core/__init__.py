@@ -34,8 +34,11 @@ from .models.vae import WanVAE, from_raw_latent, to_raw_latent
 from .models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .models.vae_tiling import TilePlan, plan_tiles
 from .runtime.bundle import (
+                                AUTO_PRECISION,
+                                COMPONENTS,
                                 LOADER,
                                 OFFLOAD_MODES,
+                                PRECISION_CHOICES,
                                 PRECISIONS,
                                 SteadyDancerModel,
                                 check_max_vram_gb,
@@ -49,7 +52,16 @@ from .runtime.memory_plan import (
                                 OffloadRequest,
                                 plan_memory,
 )
-from .runtime.offload import Offloader, SteadyDancerOutOfMemoryError, release_model
+from .runtime.offload import (
+                                Offloader,
+                                SteadyDancerOutOfMemoryError,
+                                component_device_bytes,
+                                component_footprint,
+                                load_component,
+                                release_model,
+                                unload_component,
+)
+from .runtime.placement import VRAM_MODES, DevicePolicy
 from .runtime.sizes import dit_tokens, module_bytes
 from .sampling.conditioning import resize_like_pil
 from .sampling.defaults import (
@@ -99,6 +111,9 @@ __all__ = [
     "SteadyDancerOutOfMemoryError", "T5Config", "TextEncoder", "VAEConfig", "WanVAE", "WeightFileError", "decode",
     "generate", "iter_decoded", "load_dit", "load_image_encoder", "load_model", "load_text_encoder", "load_vae",
     "plan_memory", "plan_segments", "release_model", "resolve_length",
+    # placement: devices and free memory from a host, and the calls its model management makes
+    "AUTO_PRECISION", "COMPONENTS", "DevicePolicy", "PRECISION_CHOICES", "VRAM_MODES", "component_device_bytes",
+    "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)

@@ -146,9 +146,11 @@ def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, obj
     frames = (f for chunk in video_io.iter_video_frames(args.video, max_frames=args.max_frames or None,
                                                        target_fps=target_fps)
               for f in (chunk.mul(255).round().to(torch.uint8).numpy()))
+    models = pose.load_models(args.detector, args.pose_model, person=args.person)  # one set of sessions for both
     reference, resized = pose.extract_reference(photo, args.detector, args.pose_model, person=args.person)
     sequence = pose.extract(frames, args.detector, args.pose_model, person=args.person, on_missing=args.no_person,
                             progress=progress)
+    del models
     if sequence.missing_frames:
         how = "held the nearest pose" if args.no_person == "hold" else "left empty"
         notices.append(f"no person in {len(sequence.missing_frames)} driving frames ({how})")

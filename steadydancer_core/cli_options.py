@@ -14,7 +14,7 @@ from . import (
     PHOTO,
     POSE,
     POSE_RESIZE_MODES,
-    PRECISIONS,
+    PRECISION_CHOICES,
     SAMPLER,
     SOLVERS,
     STEP_CACHE_MODES,
@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--clip", help="CLIP ViT-H vision encoder; overrides --models")
     m.add_argument("--tokenizer", default=None, help="umT5 tokenizer when the T5 file carries none")
     m.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="LoRA (repeatable)")
-    m.add_argument("--precision", choices=tuple(PRECISIONS), default=LOADER.precision)
+    m.add_argument("--precision", choices=PRECISION_CHOICES, default=LOADER.precision,
+                   help="compute dtype; auto: bf16 on a CUDA device with bf16, fp16 on other CUDA devices, else fp32")
     m.add_argument("--fp8-matmul", action="store_true", default=LOADER.fp8_matmul,
                    help="multiply the DiT's fp8 e4m3 weights in fp8 on GPUs of compute capability 8.9+ (else they "
                         "are upcast as without it; the log says which)")

@@ -1,7 +1,8 @@
 """A minimal stand-in for the ComfyUI host, so tests can run the pack's nodes and its API workflows without ComfyUI.
 
-``install(root)`` puts small ``folder_paths``, ``comfy.utils``, ``comfy.model_management``, ``comfy.latent_formats``
-and ``comfy_api.latest`` modules into ``sys.modules`` (a models tree, input and output folders under ``root``);
+``install(root)`` puts small ``folder_paths``, ``comfy.utils``, ``comfy.model_management``, ``comfy.model_patcher``,
+``comfy.latent_formats`` and ``comfy_api.latest`` modules into ``sys.modules`` (a models tree, input and output
+folders under ``root``; the model management of ``standin_models``, which follows ComfyUI 0.8's semantics);
 ``load_pack()`` imports the repository as ComfyUI does (as a package under an odd name, relative imports inside);
 ``CORE_NODES`` stands in for the few core nodes the bundled workflows use (and Load VAE / VAE Decode, whose VAE
 object decodes raw Wan 2.1 latents as ComfyUI's does); ``run_prompt`` executes an API-format prompt like ComfyUI's executor
@@ -26,8 +27,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "steadydancer_pack_under_test"
-HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy.cli_args",
-                "comfy.latent_formats", "comfy_api", "comfy_api.latest")
+HOST_MODULES = ("folder_paths", "comfy", "comfy.utils", "comfy.model_management", "comfy.model_patcher",
+                "comfy.cli_args", "comfy.latent_formats", "comfy_api", "comfy_api.latest")
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "clip_vision", "loras")
 PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
@@ -51,6 +52,7 @@ class Host:
         self.progress: list[tuple] = []
         self.interrupt = False
         self.unload_calls = 0
+        self.mm = None                   # the stand-in comfy.model_management module (set by install)
 
 
 def _module(name: str) -> types.ModuleType:
@@ -116,9 +118,12 @@ def _folder_paths(host: Host) -> types.ModuleType:
 
 
 def _comfy(host: Host) -> dict[str, types.ModuleType]:
+    from standin_models import model_management_module, model_patcher_module
+
     comfy = _module("comfy")
     utils = _module("comfy.utils")
-    mm = _module("comfy.model_management")
+    mm = model_management_module(_module("comfy.model_management"), host)
+    patcher = model_patcher_module(_module("comfy.model_patcher"))
 
     class ProgressBar:
         def __init__(self, total, node_id=None):
@@ -140,23 +145,19 @@ def _comfy(host: Host) -> dict[str, types.ModuleType]:
             host.interrupt = False
             raise InterruptProcessingException()
 
-    def unload_all_models():
-        host.unload_calls += 1
-
     utils.ProgressBar = ProgressBar
     mm.InterruptProcessingException = InterruptProcessingException
     mm.processing_interrupted = lambda: host.interrupt
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
-    mm.unload_all_models = unload_all_models
-    mm.soft_empty_cache = lambda force=False: None
-    mm.get_torch_device = lambda: torch.device("cpu")
+    host.mm = mm
     cli_args = _module("comfy.cli_args")
     cli_args.args = types.SimpleNamespace(preview_method=LatentPreviewMethod.NoPreviews)
     latent_formats = _module("comfy.latent_formats")
     latent_formats.Wan21 = Wan21
-    comfy.utils, comfy.model_management, comfy.cli_args, comfy.latent_formats = utils, mm, cli_args, latent_formats
-    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "comfy.cli_args": cli_args,
-            "comfy.latent_formats": latent_formats}
+    comfy.utils, comfy.model_management, comfy.model_patcher, comfy.cli_args = utils, mm, patcher, cli_args
+    comfy.latent_formats = latent_formats
+    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "comfy.model_patcher": patcher,
+            "comfy.cli_args": cli_args, "comfy.latent_formats": latent_formats}
 
 
 class Wan21:
@@ -444,7 +445,9 @@ def run_prompt(prompt: dict, classes: dict, cache: dict | None = None) -> dict:
     ui: dict[str, dict] = {}
     ran: list[str] = []
 
-    def run(node_id: str):
+    def run(node_id: str, run):
+        # ``run`` is passed in, not closed over: a closure referring to itself is a reference cycle, which would keep
+        # the node outputs alive until a garbage-collector pass (ComfyUI frees them when its cache drops them)
         if node_id in outputs:
             return outputs[node_id]
         node = prompt[node_id]
@@ -452,7 +455,7 @@ def run_prompt(prompt: dict, classes: dict, cache: dict | None = None) -> dict:
         kwargs, signature = {}, {}
         for name, value in node["inputs"].items():
             if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-                kwargs[name] = run(value[0])[value[1]]
+                kwargs[name] = run(value[0], run)[value[1]]
                 signature[name] = [keys[value[0]], value[1]]
             else:
                 kwargs[name] = value
@@ -478,5 +481,5 @@ def run_prompt(prompt: dict, classes: dict, cache: dict | None = None) -> dict:
 
     for node_id, node in prompt.items():
         if getattr(classes[node["class_type"]], "OUTPUT_NODE", False):
-            run(node_id)
+            run(node_id, run)
     return {"outputs": outputs, "ui": ui, "ran": ran}

@@ -157,3 +157,13 @@ def test_pose_bad_model_file_errors(tmp_path):
         onnx_runtime.get_session(bad, ["CPUExecutionProvider"])
     with pytest.raises(onnx_runtime.OnnxModelError, match="not found"):
         onnx_runtime.get_session(tmp_path / "missing.onnx", ["CPUExecutionProvider"])
+
+
+def test_pose_sessions_are_shared_while_used_and_freed_when_dropped(models):
+    import weakref
+
+    first = onnx_runtime.get_session(models["det"], ["CPUExecutionProvider"])
+    assert onnx_runtime.get_session(models["det"], ["CPUExecutionProvider"]) is first
+    ref = weakref.ref(first)
+    del first
+    assert ref() is None, "no module-level reference keeps a session (and its memory) alive"

@@ -3,6 +3,8 @@ live in host memory and stream through the device with forward hooks, ``prefetch
 """
 from __future__ import annotations
 
+import weakref
+
 from torch import nn
 
 from .memory_plan import OFFLOAD_DEFAULT_PREFETCH
@@ -39,7 +41,9 @@ class BlockSwap:
     resident (waiting for its copy) and prefetches the next ``prefetch`` swapped units; a post-hook releases it.
     A post-hook on the model (``always_call``) releases everything, so nothing stays after a forward or an error.
     The first ``blocks_to_swap`` blocks are swapped; their copies overlap the embeddings and earlier blocks.
-    ``offloader``: the ``offload.Offloader`` that owns the swap (its ``transfer`` and ``ledger`` are used).
+    ``offloader``: the ``offload.Offloader`` that owns the swap (its ``transfer`` and ``ledger`` are used; no
+    reference to it is kept). The hooks hold the swap weakly, so the model, the swap and the offloader form no
+    reference cycle: a dropped model frees its tensors at once, without waiting for the garbage collector.
     """
 
     def __init__(self, offloader, model: nn.Module, blocks_to_swap: int,
@@ -54,7 +58,7 @@ class BlockSwap:
             raise ValueError(f"blocks_to_swap must be in 0..{len(blocks)}, got {blocks_to_swap}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
-        self.offloader, self.model = offloader, model
+        self.transfer, self.ledger, self.model = offloader.transfer, offloader.ledger, model
         self.blocks_to_swap, self.prefetch, self.offload_embeddings = blocks_to_swap, prefetch, offload_embeddings
         self._handles: list = []
         modules = []
@@ -64,16 +68,16 @@ class BlockSwap:
         self.units = []
         try:
             for name, module in modules:
-                self.units.append(SwapUnit(name, module, offloader.transfer, offloader.ledger))
+                self.units.append(SwapUnit(name, module, self.transfer, self.ledger))
         except BaseException:
             self.detach()
             raise
         self._order = {id(u.module): i for i, u in enumerate(self.units)}
-        self._handles += [model.register_forward_pre_hook(self._model_pre),
-                         model.register_forward_hook(self._model_post, always_call=True)]
+        self._handles += [model.register_forward_pre_hook(_weak_hook(self, "_model_pre")),
+                         model.register_forward_hook(_weak_hook(self, "_model_post"), always_call=True)]
         for unit in self.units:
-            self._handles.append(unit.module.register_forward_pre_hook(self._unit_pre))
-            self._handles.append(unit.module.register_forward_hook(self._unit_post, always_call=True))
+            self._handles.append(unit.module.register_forward_pre_hook(_weak_hook(self, "_unit_pre")))
+            self._handles.append(unit.module.register_forward_hook(_weak_hook(self, "_unit_post"), always_call=True))
 
     @property
     def modules(self) -> list:
@@ -102,9 +106,9 @@ class BlockSwap:
     def _start(self, unit: SwapUnit, asynchronous: bool) -> None:
         if unit.device_tensors is not None:
             return
-        ledger = self.offloader.ledger
+        ledger = self.ledger
         ledger.check(unit.name, unit.nbytes)
-        unit.device_tensors, unit.event = self.offloader.transfer.upload(unit.homes, asynchronous)
+        unit.device_tensors, unit.event = self.transfer.upload(unit.homes, asynchronous)
         ledger.add(ledger.transient, unit.name, unit.nbytes)
         ledger.in_flight.add(unit.name)
 
@@ -116,13 +120,13 @@ class BlockSwap:
         if unit.installed:
             return
         self._start(unit, asynchronous=False)
-        transfer = self.offloader.transfer
+        transfer = self.transfer
         transfer.wait(unit.event)
         transfer.adopt(unit.device_tensors)
         for slot, t in zip(unit.slots, unit.device_tensors):
             slot.set(t)
         unit.installed = True
-        self.offloader.ledger.in_flight.discard(unit.name)
+        self.ledger.in_flight.discard(unit.name)
 
     def _release(self, unit: SwapUnit) -> None:
         if unit.device_tensors is None:
@@ -132,7 +136,7 @@ class BlockSwap:
         for slot, home in zip(unit.slots, unit.homes):
             slot.set(placeholder(home))
         unit.device_tensors, unit.event, unit.installed = None, None, False
-        self.offloader.ledger.remove(self.offloader.ledger.transient, unit.name)
+        self.ledger.remove(self.ledger.transient, unit.name)
 
     def release_all(self) -> None:
         """Drop every device copy (installed or in flight)."""
@@ -148,5 +152,16 @@ class BlockSwap:
         for unit in self.units:
             for slot, home in zip(unit.slots, unit.homes):
                 slot.set(home)
-            self.offloader.ledger.pinned.pop(unit.name, None)
+            self.ledger.pinned.pop(unit.name, None)
         self.units = []
+
+
+def _weak_hook(swap: BlockSwap, method: str):
+    """A module hook calling ``swap.<method>`` while the swap exists (the module does not keep it alive)."""
+    ref = weakref.ref(swap)
+
+    def hook(*args):
+        target = ref()
+        return None if target is None else getattr(target, method)(*args)
+
+    return hook

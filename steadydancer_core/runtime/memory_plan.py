@@ -131,13 +131,15 @@ class JobShape:
 class OffloadRequest:
     """What the user asked for: ``blocks_to_swap`` / ``batch_passes`` "auto" or a forced value; ``prefetch``:
     swapped blocks copied ahead; ``max_vram_gb``: cap on the device memory used (None = the free memory);
-    ``context_cache``: keep the DiT's context projections between steps where the memory left over allows."""
+    ``context_cache``: keep the DiT's context projections between steps where the memory left over allows;
+    ``offload_embeddings``: stream the embeddings like a block (otherwise only when nothing else fits)."""
 
     blocks_to_swap: int | str = AUTO
     batch_passes: bool | str = AUTO
     prefetch: int = OFFLOAD_DEFAULT_PREFETCH
     max_vram_gb: float | None = None
     context_cache: bool = False
+    offload_embeddings: bool = False
 
     def __post_init__(self):
         if self.prefetch < 0:
@@ -181,10 +183,10 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
     batch_options = [False] if guidance_passes == 1 else [True, False]
     if batch_passes != AUTO:
         batch_options = [bool(batch_passes) and guidance_passes > 1]
-    emb_off = False
+    emb_off = bool(request.offload_embeddings) and emb > 0
     if blocks_to_swap == AUTO:
-        found = {b: fewest_swaps(b, False) for b in batch_options}
-        if all(v is None for v in found.values()) and emb:
+        found = {b: fewest_swaps(b, emb_off) for b in batch_options}
+        if all(v is None for v in found.values()) and emb and not emb_off:
             emb_off = True
             found = {b: fewest_swaps(b, True) for b in batch_options}
         fitting = {b: s for b, s in found.items() if s is not None}
@@ -198,7 +200,7 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
         swap = int(blocks_to_swap)
         if not 0 <= swap <= n_blocks:
             raise ValueError(f"blocks_to_swap must be in 0..{n_blocks}, got {blocks_to_swap}")
-        batched = batch_options[0] if len(batch_options) == 1 else sum(peak(swap, True, False)) <= usable
+        batched = batch_options[0] if len(batch_options) == 1 else sum(peak(swap, True, emb_off)) <= usable
     weights, acts = peak(swap, batched, emb_off)
     cache_bytes = context_cache_bytes(cfg, dtype, CONTEXT_CACHE_ENTRIES * (guidance_passes if batched else 1))
     cache = bool(request.context_cache) and weights + acts + cache_bytes <= usable

@@ -1,6 +1,6 @@
-"""The memory plan of a loaded ``SteadyDancerModel``: reads its sizes from the modules and the free memory from the
-device (through the offloader, so a host application can evict its own models first), then calls the pure
-``memory_plan.plan_memory``.
+"""The memory plan of a loaded ``SteadyDancerModel``: reads its sizes from the modules and the free memory through
+its ``DevicePolicy`` (the host's count when it gives one, after asking it to evict its own models), then calls the
+pure ``memory_plan.plan_memory``.
 """
 from __future__ import annotations
 
@@ -19,25 +19,36 @@ from .memory_plan import (
     OffloadRequest,
     plan_memory,
 )
+from .offload import offloader_for, policy_of
 from .sizes import dit_activation_bytes, module_bytes
+
+# What the policy's ``vram`` mode asks of offload="auto": every DiT block swapped ("low"), and also the embeddings
+# streamed with no block copied ahead ("none": the smallest device footprint).
+VRAM_FORCED = {"low": dict(offload_embeddings=False, prefetch=None), "none": dict(offload_embeddings=True, prefetch=0)}
 
 
 def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | None = None,
                    frames: int = DIT_CLIP_FRAMES, guidance_passes: int = 2,
                    free_vram_bytes: int | None = None, max_vram_gb: float | None = None,
-                   device: str | None = None, batch_passes: bool | str = AUTO) -> MemoryPlan:
-    """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from the device.
+                   device: str | None = None, batch_passes: bool | str = AUTO,
+                   make_room: bool = True) -> MemoryPlan:
+    """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from its policy.
 
     offload: "auto" | "none" (0 blocks swapped) | a number of blocks to swap. Width/height default to the
-    default max area (square-ish); the pipeline re-plans with the real size. On CPU nothing is swapped.
-    max_vram_gb: cap on the device memory used; when None, the model's own ``max_vram_gb`` (set at load time,
-    e.g. from the node input) applies.
+    default max area (square-ish); the pipeline re-plans with the real size. When nothing moves to the device
+    (computing in host memory) nothing is swapped. max_vram_gb: cap on the device memory used; when None, the
+    model's own ``max_vram_gb`` (set at load time, e.g. from the node input) applies. device: the policy's
+    execution device unless given. The policy's ``vram`` mode "low" / "none" makes offload="auto" swap every
+    block (see ``VRAM_FORCED``); an explicit offload is kept, and the explanation says so. make_room: ask the host
+    to evict its models for this job first (False: plan with the memory free now, e.g. the provisional plan at
+    load time, made before the job's size is known).
     """
     if max_vram_gb is None:
         max_vram_gb = getattr(model, "max_vram_gb", None)
+    policy = policy_of(model)
     dit = model.dit
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = policy.execution_device
     if width is None or height is None:
         side = int(DIT_DEFAULT_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
         width, height = side, side
@@ -49,41 +60,66 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
     other = total - sum(module_bytes(b) for b in blocks)
     vae_modules = model.vae if isinstance(model.vae, torch.nn.Module) else None
     swap = 0 if offload == "none" else offload
+    on_device = True
     if free_vram_bytes is None:
-        if torch.device(device).type == "cuda":
-            free_vram_bytes = _device_free_bytes(model, device, total + dit_activation_bytes(
-                getattr(dit, "config", None) or DiTConfig(), width, height, frames, model.dtype, guidance_passes))
-        else:
-            free_vram_bytes, swap = host_available_bytes(), 0      # computing in host memory: nothing to swap
+        offloader = offloader_for(model, device)
+        on_device = offloader.moves
+        if on_device:
+            wanted = total + dit_activation_bytes(getattr(dit, "config", None) or DiTConfig(), width, height, frames,
+                                                  model.dtype, guidance_passes) if make_room else 0
+            free_vram_bytes = _device_free_bytes(model, offloader, device, wanted)
+        else:                                          # computing in host memory: nothing to swap
+            free_vram_bytes = policy.free_memory(device) if policy.free_memory is not None else host_available_bytes()
+            swap = 0
+    forced = VRAM_FORCED.get(policy.vram) if on_device else None
+    note = None
+    if swap not in (AUTO, "none") and int(swap) > len(blocks):
+        note = f"offload={offload} asks for more blocks than the DiT's {len(blocks)}: all of them swapped"
+        swap = len(blocks)
+    request = dict(blocks_to_swap=swap, batch_passes=batch_passes, max_vram_gb=max_vram_gb,
+                   context_cache=bool(getattr(model, "context_cache", False)))
+    if forced is not None and swap == AUTO:
+        request.update(blocks_to_swap=len(blocks), offload_embeddings=forced["offload_embeddings"])
+        if forced["prefetch"] is not None:
+            request["prefetch"] = forced["prefetch"]
+        note = f"vram={policy.vram}: every block swapped" + (", embeddings streamed, no prefetch"
+                                                             if policy.vram == "none" else "")
+    elif forced is not None:
+        note = "; ".join(filter(None, [note, f"vram={policy.vram} asks for the smallest footprint; offload={offload} "
+                                             f"kept as chosen"]))
     sizes = ModelSizes(
         block_bytes=per_block, n_blocks=len(blocks), other_bytes=other, embedding_bytes=embedding, dtype=model.dtype,
         dit_config=getattr(dit, "config", None), vae_config=getattr(model.vae, "config", None),
         vae_dtype=next(model.vae.parameters()).dtype if vae_modules is not None else torch.float32,
         vae_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
-    request = OffloadRequest(blocks_to_swap=swap, batch_passes=batch_passes, max_vram_gb=max_vram_gb,
-                             context_cache=bool(getattr(model, "context_cache", False)))
-    plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes), request,
-                       device=str(device))
-    if swap != offload and offload not in (AUTO, "none", 0):
-        plan = replace(plan, explanation=f"{plan.explanation}; computing on the CPU, so offload={offload} swaps "
-                                         f"nothing")
+    plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes),
+                       OffloadRequest(**request), device=str(device))
+    if not on_device and offload not in (AUTO, "none", 0):
+        note = f"computing on the CPU, so offload={offload} swaps nothing"
+    if note is not None:
+        plan = replace(plan, explanation=f"{plan.explanation}; {note}")
     return plan
 
 
-def _device_free_bytes(model, device: str, wanted: int) -> int:
-    """Free device memory for planning: the host application is asked to free ``wanted`` bytes first (through the
-    offloader's hook), and what this model's own placements hold counts as free (they are re-planned)."""
-    from .offload import offloader_for
-
-    offloader = offloader_for(model, device)
-    if offloader.moves:
-        offloader.ask_host_to_free(wanted)
+def _device_free_bytes(model, offloader, device, wanted: int) -> int:
+    """Free device memory for planning: the host is asked to free what ``wanted`` bytes need beyond this model's own
+    placements (through the policy's hook); those placements count as free (they are re-planned), the policy's
+    reserve does not."""
+    policy = policy_of(model)
+    own = sum(offloader.ledger.placed.values())
+    hook = policy.free_memory_hook or offloader.free_memory_hook
+    need = max(0, int(wanted) - own) + policy.reserve_bytes
+    if hook is not None and wanted > 0:
+        hook(need, torch.device(device))
+    if policy.free_memory is not None:
+        free = int(policy.free_memory(torch.device(device))) + own
+    else:
         free = offloader.free_bytes()
-        if free is not None:
-            return int(free)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(free)
+        if free is None:
+            cuda = torch.device(device).type == "cuda"
+            free = torch.cuda.mem_get_info(torch.device(device))[0] if cuda else host_available_bytes()
+    return max(0, int(free) - policy.reserve_bytes)
 
 
 def host_available_bytes(meminfo: str = "/proc/meminfo") -> int:

@@ -17,24 +17,31 @@ moves their parameters and buffers.
 On CPU the same code runs with ``Offloader.simulated()``: the "device" is host memory with distinct copies,
 placeholders are meta tensors and an optional capacity raises ``torch.OutOfMemoryError`` like a real card.
 
-With a ``SteadyDancerModel``: ``use_component(model, name)`` (what ``model.use(name)`` calls) places the DiT per
-``model.offload_plan`` (it stays placed) or makes an encoder / the VAE resident for the ``with`` block;
-``release_model(model)`` moves everything back to host memory. A host application that manages its own models
-passes ``offloader_for(model, free_memory_hook=hook)``; ``hook(bytes, device)`` is called before anything is
-placed and before planning, so it can evict its models first.
+With a ``SteadyDancerModel`` (its ``policy`` is a ``placement.DevicePolicy``): ``use_component(model, name)``
+(what ``model.use(name)`` calls) makes component ``name`` usable on the execution device for a ``with`` block.
+
+* Without a host (the defaults): the DiT is placed per ``model.offload_plan`` and stays placed (``release_model``
+  frees it); the VAE and the encoders are resident only inside the block, and when the device lacks room for them
+  the DiT goes back to host memory first. ``policy.free_memory_hook`` is asked before every upload.
+* With a host that manages the models (``policy.load_hook``): the host is asked to load the component, which it
+  does by calling ``load_component(model, name)``; the component then stays loaded until the host calls
+  ``unload_component(model, name)``. ``component_footprint`` / ``component_device_bytes`` are the sizes the host
+  books (what the component takes on the device when loaded / what it holds there now).
+
+The offloader is kept on the model (``model.offloader``), so nothing outside the model refers to its networks.
 """
 from __future__ import annotations
 
 import contextlib
 import traceback
-import weakref
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from .block_swap import BlockSwap
 from .memory_plan import OFFLOAD_DEFAULT_PREFETCH, OFFLOAD_MIN_RESERVE_BYTES, MemoryPlan
+from .placement import COMPONENTS, DevicePolicy, FreeMemoryHook
 from .sizes import module_bytes, tensor_bytes
 from .transfer import (
     DeviceLedger,
@@ -44,9 +51,6 @@ from .transfer import (
     make_transfer,
     tensor_slots,
 )
-
-FreeMemoryHook = Callable[[int, torch.device], None]
-"""``hook(bytes_needed, device)``: asks a host application (ComfyUI) to free its own models first."""
 
 
 class SteadyDancerOutOfMemoryError(torch.OutOfMemoryError):
@@ -60,7 +64,8 @@ class Offloader:
     """All moves between host memory and one compute ``device``, with their ledger.
 
     ``free_memory_hook(bytes, device)`` is called before placing anything, so a host application can evict its own
-    models first (ComfyUI's model management is called from the nodes, never from here).
+    models first (a host that loads the components itself, like ComfyUI, uses ``DevicePolicy.load_hook`` instead;
+    this module never calls the host otherwise).
     """
 
     def __init__(self, device: torch.device | str = "cpu", free_memory_hook: FreeMemoryHook | None = None,
@@ -165,6 +170,11 @@ class Offloader:
     def is_placed(self, module: nn.Module) -> bool:
         return id(module) in self._placed
 
+    def placed_bytes(self, module: nn.Module) -> int:
+        """Device bytes of ``module``'s placement (its resident part when blocks are swapped; 0 if not placed)."""
+        entry = self._placed.get(id(module))
+        return entry[1].nbytes if entry is not None else 0
+
     # scoped residency -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def resident(self, module: nn.Module, name: str | None = None) -> Iterator[nn.Module]:
@@ -221,54 +231,153 @@ def oom_message(plan: MemoryPlan | None, what: str, err: BaseException) -> str:
 
 # --- integration with SteadyDancerModel -----------------------------------------------------------------------------
 
-_OFFLOADERS: "weakref.WeakKeyDictionary[nn.Module, Offloader]" = weakref.WeakKeyDictionary()
+def policy_of(model) -> DevicePolicy:
+    """The model's ``DevicePolicy`` (the defaults for a model object without one)."""
+    policy = getattr(model, "policy", None)
+    if policy is None:
+        policy = DevicePolicy()
+        try:
+            model.policy = policy
+        except AttributeError:
+            pass
+    return policy
 
 
 def offloader_for(model, device: torch.device | str | None = None,
                   free_memory_hook: FreeMemoryHook | None = None) -> Offloader:
-    """The ``Offloader`` attached to a ``SteadyDancerModel`` (created on first use, keyed by its DiT)."""
-    offloader = _OFFLOADERS.get(model.dit)
+    """The ``Offloader`` of a ``SteadyDancerModel`` (created on first use for its policy's execution device and
+    kept on the model as ``model.offloader``)."""
+    offloader = getattr(model, "offloader", None)
     if offloader is None:
-        if device is None:
-            plan_device = getattr(getattr(model, "offload_plan", None), "device", None)
-            device = plan_device or ("cuda" if torch.cuda.is_available() else "cpu")
-        offloader = Offloader(device, free_memory_hook=free_memory_hook)
-        _OFFLOADERS[model.dit] = offloader
+        policy = policy_of(model)
+        hook = free_memory_hook
+        if hook is None and not policy.host_managed:
+            hook = policy.free_memory_hook
+        offloader = Offloader(device if device is not None else policy.execution_device, free_memory_hook=hook)
+        model.offloader = offloader
     elif free_memory_hook is not None:
         offloader.free_memory_hook = free_memory_hook
     return offloader
 
 
 def attach_offloader(model, offloader: Offloader) -> Offloader:
-    """Use ``offloader`` for a ``SteadyDancerModel`` (e.g. one built with a free-memory hook, or a simulated one)."""
-    _OFFLOADERS[model.dit] = offloader
+    """Use ``offloader`` for a ``SteadyDancerModel`` (e.g. a simulated one in tests)."""
+    model.offloader = offloader
     return offloader
 
 
 def _torch_modules(component) -> list:
     """The nn.Modules that hold a component's weights (the component itself, or a wrapper's module attributes)."""
+    if component is None:
+        return []
     if isinstance(component, nn.Module):
         return [component]
     return [v for v in vars(component).values() if isinstance(v, nn.Module)]
 
 
+def _check_name(name: str) -> None:
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown component {name!r}; one of {COMPONENTS}")
+
+
+def _dit_settings(model) -> tuple[int, int, bool]:
+    """(blocks to swap, prefetch, stream the embeddings) from the model's plan; all resident without one."""
+    plan = getattr(model, "offload_plan", None)
+    if plan is None:
+        return 0, OFFLOAD_DEFAULT_PREFETCH, False
+    return plan.blocks_to_swap, plan.prefetch, plan.offload_embeddings
+
+
+def component_footprint(model, name: str) -> int:
+    """Bytes component ``name`` takes on the execution device while loaded: its weights, or for the DiT with a plan
+    that swaps blocks the resident part plus the swapped blocks in flight (``prefetch`` + 1 of them)."""
+    _check_name(name)
+    modules = _torch_modules(getattr(model, name))
+    total = sum(module_bytes(m) for m in modules)
+    if name != "dit" or not modules:
+        return total
+    from .block_swap import declared_layout
+
+    swap, prefetch, emb_off = _dit_settings(model)
+    if not swap and not emb_off:
+        return total
+    block_attr, embeddings = declared_layout(model.dit)
+    blocks = list(getattr(model.dit, block_attr))[:swap]
+    swapped = [module_bytes(b) for b in blocks]
+    if emb_off:
+        swapped += [module_bytes(getattr(model.dit, n)) for n in embeddings
+                    if isinstance(getattr(model.dit, n, None), nn.Module)]
+    window = sum(sorted(swapped, reverse=True)[:min(len(swapped), prefetch + 1)])
+    return total - sum(swapped) + window
+
+
+def component_device_bytes(model, name: str) -> int:
+    """Bytes component ``name`` holds on the execution device now (0 when it is not loaded). On a device nothing
+    moves to (the CPU), a loaded component counts with its footprint, as a host books it."""
+    _check_name(name)
+    offloader = getattr(model, "offloader", None)
+    modules = _torch_modules(getattr(model, name))
+    if offloader is None or not modules or not all(offloader.is_placed(m) for m in modules):
+        return 0
+    if not offloader.moves:
+        return component_footprint(model, name)
+    return sum(offloader.placed_bytes(m) for m in modules)
+
+
+def load_component(model, name: str) -> int:
+    """Put component ``name`` on the execution device (the DiT per ``model.offload_plan``) until
+    ``unload_component``; returns the bytes it holds there. Loading a loaded component again does nothing (the DiT
+    is placed again only when its plan changed)."""
+    _check_name(name)
+    offloader = offloader_for(model)
+    component = getattr(model, name)
+    if name == "dit":
+        swap, prefetch, emb_off = _dit_settings(model)
+        offloader.place(component, "dit", swap, prefetch, emb_off)
+    else:
+        for i, module in enumerate(_torch_modules(component)):
+            offloader.place(module, f"{name}.{i}")
+    return component_device_bytes(model, name)
+
+
+def unload_component(model, name: str) -> int:
+    """Move component ``name`` back to its offload device; returns the device bytes freed. A component whose
+    offload device is the execution device (``policy.keeps_on_device``) stays where it is (0 freed)."""
+    _check_name(name)
+    offloader = getattr(model, "offloader", None)
+    if offloader is None or policy_of(model).keeps_on_device(name):
+        return 0
+    held = component_device_bytes(model, name) if offloader.moves else 0
+    for module in _torch_modules(getattr(model, name)):
+        if offloader.is_placed(module):
+            offloader.unplace(module)
+    return held
+
+
+def working_bytes(model, name: str) -> int:
+    """Working memory component ``name`` needs next to its weights (the DiT's planned activations; 0 = let the host
+    use its own minimum for the encoders and the VAE, whose tiling adapts to the free memory)."""
+    plan = getattr(model, "offload_plan", None)
+    return int(plan.activation_bytes) if name == "dit" and plan is not None else 0
+
+
 @contextlib.contextmanager
 def use_component(model, name: str) -> Iterator[None]:
-    """Component ``name`` of a ``SteadyDancerModel`` is usable on the device inside the ``with`` block.
-
-    "dit" is placed per the model's memory plan and stays placed (use ``release_model`` to free it); the VAE and
-    the encoders are resident only inside the block.
-    """
+    """Component ``name`` of a ``SteadyDancerModel`` is usable on the device inside the ``with`` block (see the
+    module docstring for who places it and for how long)."""
+    _check_name(name)
     offloader = offloader_for(model)
+    policy = policy_of(model)
     plan = getattr(model, "offload_plan", None)
     component = getattr(model, name)
     what = "sampling" if name == "dit" else f"the {name.replace('_', ' ')}"
     with offloader.guard(plan, what), contextlib.ExitStack() as stack:
-        if name == "dit" and offloader.moves:
-            swap = plan.blocks_to_swap if plan is not None else 0
-            prefetch = plan.prefetch if plan is not None else OFFLOAD_DEFAULT_PREFETCH
-            emb = plan.offload_embeddings if plan is not None else False
-            offloader.place(component, "dit", swap, prefetch, emb)
+        if policy.host_managed:
+            policy.load_hook(model, name, working_bytes(model, name))
+            load_component(model, name)          # nothing to do when the host loaded it
+        elif name == "dit" and offloader.moves:
+            swap, prefetch, emb_off = _dit_settings(model)
+            offloader.place(component, "dit", swap, prefetch, emb_off)
         elif name != "dit":
             modules = _torch_modules(component)
             if offloader.moves:
@@ -280,7 +389,7 @@ def use_component(model, name: str) -> Iterator[None]:
 
 def release_model(model) -> None:
     """Move every part of a ``SteadyDancerModel`` back to host memory and free the device cache."""
-    offloader = _OFFLOADERS.get(model.dit)
+    offloader = getattr(model, "offloader", None)
     if offloader is not None:
         offloader.release_transient()
         offloader.unplace_all()

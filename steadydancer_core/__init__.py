@@ -82,14 +82,9 @@ from .sampling.guidance import Cancelled, NonFiniteLatentError
 from .sampling.noise import NOISE_SOURCES
 from .sampling.options import SAMPLER_OPTIONS, generation_settings
 from .sampling.photo import BACKGROUNDS, background_name, composite_photo, parse_background
-from .sampling.pipeline import (
-                                GenerationResult,
-                                GenerationSettings,
-                                SegmentLatent,
-                                decode,
-                                generate,
-                                iter_decoded,
-)
+from .sampling.pipeline import generate
+from .sampling.results import GenerationResult, SegmentLatent, decode, iter_decoded
+from .sampling.settings import GenerationSettings
 from .sampling.progress import Progress, format_seconds
 from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length

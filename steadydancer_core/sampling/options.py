@@ -9,7 +9,7 @@ from dataclasses import fields
 from typing import Mapping
 
 from .defaults import SAMPLER, SamplerDefaults
-from .pipeline import GenerationSettings
+from .settings import GenerationSettings
 
 SAMPLER_OPTIONS = tuple(f.name for f in fields(SamplerDefaults))
 

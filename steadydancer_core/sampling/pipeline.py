@@ -14,9 +14,8 @@ code's noise for the same seed); see ``noise.py``.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,225 +23,34 @@ import torch.nn.functional as F
 from ..models.vae_config import LATENT_CHANNELS
 from . import conditioning as cond
 from .pose_source import as_pose_frames, read_pose_video
-from .defaults import (
-    DEFAULT_CONDITION_CFG_END,
-    DEFAULT_CONDITION_CFG_START,
-    DEFAULT_CONDITION_GUIDE_SCALE,
-    DEFAULT_FRAMES_PER_SEGMENT,
-    DEFAULT_GUIDE_SCALE,
-    DEFAULT_MAX_AREA,
-    DEFAULT_SEGMENT_OVERLAP,
-    DEFAULT_SHIFT,
-    DEFAULT_SOLVER,
-    DEFAULT_STEPS,
-    DEFAULT_POSE_RESIZE,
-    FIRST_FRAME_MODES,
-    POSE_RESIZE_MODES,
-    SAMPLER,
-    SOLVERS,
-    WAN_I2V_NEGATIVE_PROMPT,
-    check_seed,
-    resolve_shift,
-)
 from .guidance import (
     COND,
     UNCOND_CONDITION,
     UNCOND_TEXT,
-    Cancelled,
     Guidance,
     StepInfo,
     denoise,
 )
 from .decoded_store import DecodedSegments
-from .noise import DEFAULT_NOISE_SOURCE, NOISE_SOURCES, NoiseSource
+from .results import GenerationResult, SegmentLatent, decode, decode_frames, iter_decoded
+from .settings import GenerationSettings
+from .noise import NoiseSource
 from .preview import latent_to_rgb
 from .progress import JobProgress, Progress, plan_tasks
 from .schedulers import make_schedule, make_solver
 from .segments import (
     Assembler,
     apply_color,
-    assemble_latent,
     color_match,
-    is_4n1,
     plan_segments,
     resolve_length,
 )
-from .step_cache import STEP_CACHE_MODES, calibration_for, make_step_cache
+from .step_cache import calibration_for, make_step_cache
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GenerationSettings", "GenerationResult", "Job", "SegmentLatent", "decode", "finish_segment", "generate",
            "iter_decoded", "prepare_job", "prepare_references", "sample_segment"]
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Everything that decides a generation besides the model and the images (validated).
-
-    negative_prompt "" = Wan's default I2V negative prompt. length 0 = every pose frame. sigmas (custom, shifted,
-    descending) override steps and shift. color_correction: strength 0..1 (True = 1). batch_passes: run the
-    guidance passes as one batched forward (None = as the model's memory plan allows). vae_tile: VAE tiling for
-    the encodes/decodes done while generating ("auto", False, or a tile size in pixels). shift "auto": the official
-    CLI's rule (3.0 at 832x480 / 480x832, i.e. max_area 399360, else 5.0), resolved here. noise: "cpu" (a CPU
-    generator, the same video everywhere) or "official" (a generator on the execution device, as the official code).
-    pose_resize: "direct" (each pose frame resized once, PIL bicubic, straight to the output size) or "official"
-    (PIL bicubic to the photo's size, then torch bicubic to the output size, as the official pipeline; one frame
-    at a time either way).
-    step_cache: "off", "teacache" or "magcache" (``step_cache.py``): skip the DiT's blocks on steps where the output
-    is expected to change little (accumulated estimate < cache_threshold; 0 = never skip), never in the first
-    cache_keep_first / last cache_keep_last steps, at most cache_max_skip steps in a row per guidance pass.
-    """
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = 0
-    steps: int = DEFAULT_STEPS
-    solver: str = DEFAULT_SOLVER
-    shift: Union[float, str] = DEFAULT_SHIFT
-    sigmas: Optional[tuple] = None
-    text_cfg: float = DEFAULT_GUIDE_SCALE
-    pose_cfg: float = DEFAULT_CONDITION_GUIDE_SCALE
-    pose_cfg_window: tuple = (DEFAULT_CONDITION_CFG_START, DEFAULT_CONDITION_CFG_END)
-    max_area: int = DEFAULT_MAX_AREA
-    length: int = 0
-    first_frame: str = "model"
-    segment_frames: int = DEFAULT_FRAMES_PER_SEGMENT
-    segment_overlap: int = DEFAULT_SEGMENT_OVERLAP
-    color_correction: float = 1.0
-    batch_passes: Optional[bool] = None
-    preview: bool = False
-    vae_tile: object = "auto"
-    noise: str = DEFAULT_NOISE_SOURCE
-    pose_resize: str = DEFAULT_POSE_RESIZE
-    step_cache: str = SAMPLER.step_cache
-    cache_threshold: float = SAMPLER.cache_threshold
-    cache_keep_first: int = SAMPLER.cache_keep_first
-    cache_keep_last: int = SAMPLER.cache_keep_last
-    cache_max_skip: int = SAMPLER.cache_max_skip
-
-    def __post_init__(self):
-        object.__setattr__(self, "shift", resolve_shift(self.shift, self.max_area))
-        if self.sigmas is not None:  # normalise a tensor / list to a tuple of floats (same values)
-            object.__setattr__(self, "sigmas", tuple(float(s) for s in torch.as_tensor(self.sigmas).flatten()))
-        object.__setattr__(self, "pose_cfg_window", tuple(float(v) for v in self.pose_cfg_window))
-        object.__setattr__(self, "color_correction", float(self.color_correction))
-        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
-            raise ValueError("prompt and negative_prompt must be strings")
-        check_seed(self.seed)
-        if self.sigmas is None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if not self.shift > 0:
-            raise ValueError(f"shift must be > 0, got {self.shift}")
-        if len(self.pose_cfg_window) != 2 or self.pose_cfg_window[0] > self.pose_cfg_window[1]:
-            raise ValueError(f"pose_cfg_window must be (start, end) with start <= end, got {self.pose_cfg_window}")
-        Guidance(self.text_cfg, self.pose_cfg, *self.pose_cfg_window)  # validates the scales
-        if self.first_frame not in FIRST_FRAME_MODES:
-            raise ValueError(f"first_frame must be one of {FIRST_FRAME_MODES}, got {self.first_frame!r}")
-        if not isinstance(self.length, int) or self.length < 0:
-            raise ValueError(f"length must be an integer >= 0 (0 = every pose frame), got {self.length!r}")
-        if not isinstance(self.segment_frames, int) or not is_4n1(self.segment_frames) or self.segment_frames < 5:
-            raise ValueError(f"segment_frames must be 4n+1 and >= 5 (e.g. 81), got {self.segment_frames!r}")
-        if not isinstance(self.segment_overlap, int) or not is_4n1(self.segment_overlap) \
-                or self.segment_overlap >= self.segment_frames:
-            raise ValueError(f"segment_overlap must be 4k+1 and smaller than segment_frames ({self.segment_frames}), "
-                             f"e.g. 9; got {self.segment_overlap!r}")
-        if not 0.0 <= self.color_correction <= 1.0:
-            raise ValueError(f"color_correction must be between 0 and 1, got {self.color_correction}")
-        if not isinstance(self.max_area, int) or self.max_area < 256:
-            raise ValueError(f"max_area must be an integer number of pixels >= 256, got {self.max_area!r}")
-        if self.noise not in NOISE_SOURCES:
-            raise ValueError(f"noise must be one of {NOISE_SOURCES}, got {self.noise!r}")
-        if self.pose_resize not in POSE_RESIZE_MODES:
-            raise ValueError(f"pose_resize must be one of {POSE_RESIZE_MODES}, got {self.pose_resize!r}")
-        if self.step_cache not in STEP_CACHE_MODES:
-            raise ValueError(f"step_cache must be one of {STEP_CACHE_MODES}, got {self.step_cache!r}")
-        if isinstance(self.cache_threshold, bool) or not isinstance(self.cache_threshold, (int, float)) \
-                or not math.isfinite(self.cache_threshold) or self.cache_threshold < 0:
-            raise ValueError(f"cache_threshold must be a finite number >= 0 (0 = never skip), got "
-                             f"{self.cache_threshold!r}")
-        object.__setattr__(self, "cache_threshold", float(self.cache_threshold))
-        for name in ("cache_keep_first", "cache_keep_last", "cache_max_skip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-
-    @property
-    def guidance(self) -> Guidance:
-        return Guidance(self.text_cfg, self.pose_cfg, *self.pose_cfg_window)
-
-    @property
-    def effective_negative_prompt(self) -> str:
-        return self.negative_prompt if self.negative_prompt.strip() else WAN_I2V_NEGATIVE_PROMPT
-
-
-@dataclass
-class SegmentLatent:
-    """One sampled segment: frames [start, start + num_frames) of the video; the first ``known_frames`` were given
-    (the photo, or the previous segment's tail). latent [16, F, h, w] float32 on the CPU. color_gain/offset [3]:
-    the per-channel correction applied to its decoded frames; color_drift [3]: what was measured before it.
-    passes_computed / passes_skipped: DiT passes run / skipped by the step cache while sampling it."""
-
-    start: int
-    num_frames: int
-    known_frames: int
-    latent: torch.Tensor
-    color_gain: Optional[torch.Tensor] = None
-    color_offset: Optional[torch.Tensor] = None
-    color_drift: Optional[torch.Tensor] = None
-    passes_computed: int = 0
-    passes_skipped: int = 0
-
-
-@dataclass
-class GenerationResult:
-    """Segments, output size, first-frame mode and the photo at the output size ([H, W, 3] in [0, 1]).
-
-    decoded: the segments already decoded while sampling (``DecodedSegments``, final colour-corrected frames),
-    read by ``iter_decoded`` instead of decoding them again; None when ``generate`` kept none."""
-
-    segments: list
-    num_frames: int
-    height: int
-    width: int
-    first_frame: str
-    photo: torch.Tensor
-    notices: list = field(default_factory=list)
-    seed: int = 0
-    decoded: Optional[DecodedSegments] = None
-
-    @property
-    def latent(self) -> torch.Tensor:
-        """The whole video's normalised latent [1, 16, 1 + (T - 1) // 4, h, w]: a single segment's latent, or the
-        segments' latents assembled (``segments.assemble_latent``: each latent frame from the segment that owns it).
-        ``to_raw_latent`` of it is ComfyUI's convention (a LATENT's ``samples``)."""
-        return assemble_latent(self.segments)[None]
-
-    @property
-    def passes_skipped(self) -> int:
-        return sum(seg.passes_skipped for seg in self.segments)
-
-    @property
-    def passes_computed(self) -> int:
-        return sum(seg.passes_computed for seg in self.segments)
-
-
-def _decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
-    """Normalised latent [16, F, h, w] -> frames [T, H, W, 3] in [0, 1] on the CPU."""
-    with model.use("vae"):
-        video = model.vae.decode(latent[None].to(model.execution_device), tile=tile)[0]
-    return cond.from_model_video(video.float()).cpu()
-
-
-def _checked_frames(decoder: Callable, seg: SegmentLatent, result: GenerationResult) -> torch.Tensor:
-    """``decoder(seg.latent)`` as float frames [n, H, W, 3] on the CPU, checked against the segment's size."""
-    frames = decoder(seg.latent)
-    expected = (seg.num_frames, result.height, result.width, 3)
-    if tuple(frames.shape) != expected:
-        raise ValueError(f"the VAE decoded a segment to shape {tuple(frames.shape)}, expected {expected} (frames, "
-                         f"height, width, RGB); use a Wan 2.1 VAE (wan_2.1_vae.safetensors)")
-    return frames.float().cpu()
 
 
 def _photo_at(photo: torch.Tensor, size: tuple) -> torch.Tensor:
@@ -459,7 +267,7 @@ def finish_segment(model, job: Job, seg: SegmentLatent, index: int, tail: Option
     """Decode a sampled segment to frames [n, H, W, 3]: frame 0 = the photo in ``exact`` mode (first segment);
     later segments are colour-matched on their known frames to ``tail`` (the previous segment's last frames),
     and the correction is recorded on ``seg``."""
-    frames = _decode_frames(model, seg.latent, settings.vae_tile)
+    frames = decode_frames(model, seg.latent, settings.vae_tile)
     if index == 0 and settings.first_frame == "exact":
         frames[0] = job.photo_out
     if index > 0:
@@ -561,55 +369,3 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     return GenerationResult(segments=segments, num_frames=job.num_frames, height=job.size[0], width=job.size[1],
                             first_frame=settings.first_frame, photo=job.photo_out, notices=notices,
                             seed=settings.seed, decoded=store)
-
-
-@torch.inference_mode()
-def iter_decoded(model, result: GenerationResult, tile="auto",
-                 should_cancel: Optional[Callable[[], bool]] = None,
-                 decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 on_segment: Optional[Callable[[int, bool], None]] = None) -> Iterator[tuple]:
-    """Yield (start, frames [n, H, W, 3] in [0, 1]) chunks covering the video in order, segment by segment, with the
-    colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode.
-
-    Segments ``generate`` already decoded (``result.decoded``) are read back, not decoded again; ``tile`` applies
-    to the others. decoder: frames [T, H, W, 3] in [0, 1] from one segment's normalised latent [16, F, h, w] (for
-    example another program's Wan 2.1 VAE applied to ``to_raw_latent`` of it); when given, every segment is decoded
-    with it (the segments kept from sampling were decoded by the model's VAE); None = the model's VAE with ``tile``.
-    on_segment(index, decoded) after each segment (decoded False: it was read back)."""
-    chunks: list = []
-    assembler = Assembler(lambda start, frames: chunks.append((start, frames)))
-    segs = result.segments
-    for s, seg in enumerate(segs):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"decoding cancelled before segment {s + 1}/{len(segs)}")
-        frames = result.decoded.get(s) if result.decoded is not None and decoder is None else None
-        decoded = frames is None
-        if decoded:
-            raw = _decode_frames(model, seg.latent, tile) if decoder is None else _checked_frames(decoder, seg, result)
-            frames = apply_color(raw, seg.color_gain, seg.color_offset)
-        if s == 0 and result.first_frame == "exact":
-            frames[0] = result.photo
-        next_overlap = segs[s + 1].known_frames if s + 1 < len(segs) else 0
-        assembler.push(seg.start, frames, seg.known_frames if s > 0 else 0, next_overlap)
-        if on_segment is not None:
-            on_segment(s, decoded)
-        while chunks:
-            yield chunks.pop(0)
-
-
-def decode(model, result: GenerationResult, tile="auto", callback: Optional[Callable] = None,
-           should_cancel: Optional[Callable[[], bool]] = None,
-           decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
-    """The whole video [T, H, W, 3] in [0, 1] (CPU). For long videos prefer ``iter_decoded`` (constant memory);
-    ``decoder`` as there."""
-    tile = "auto" if tile is None else tile
-    out = torch.empty(result.num_frames, result.height, result.width, 3)
-    done = 0
-    for i, (start, frames) in enumerate(iter_decoded(model, result, tile, should_cancel, decoder)):
-        out[start:start + frames.shape[0]] = frames
-        done += frames.shape[0]
-        if callback is not None:
-            callback(i + 1, len(result.segments))
-    if done != result.num_frames:
-        raise RuntimeError(f"decoded {done} frames, expected {result.num_frames}")
-    return out

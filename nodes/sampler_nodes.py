@@ -78,9 +78,9 @@ class SteadyDancerSampler:
                     "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
                 "pose_resize": (list(POSE_RESIZE_MODES), {"default": SAMPLER.pose_resize, "tooltip": (
                     "direct: each pose frame is resized once, straight to the video's size (fast, little memory). "
-                    "official: first to the photo's size, then to the video's size, as the official pipeline "
-                    "(the official numbers; slower and more memory per frame with a large photo, e.g. 290 MB "
-                    "for a 24 MP photo).")}),
+                    "official: first to the photo's size, then to the video's size, as the official pipeline does "
+                    "(its exact numbers); slower, and one frame at the photo's size is held at a time (about "
+                    "0.3 GB for a 24 MP photo).")}),
                 "background": BACKGROUND_WIDGET,
                 "step_cache": (list(STEP_CACHE_MODES), {"default": SAMPLER.step_cache, "tooltip": (
                     "Skip the DiT's blocks on steps where its output is expected to change little and reuse the "

@@ -443,3 +443,21 @@ def test_poses_from_video_are_lazy_and_equal_the_rendered_frames(tmp_path, canva
         eager = torch.cat([resize_like_pil(torch.from_numpy(pose.render(f, aligned.canvas_hw, output_hw=out_hw))
                                            .float().div(255)[None], size) for f in frames])
         assert torch.equal(resize_like_pil(as_pose_frames(lazy).frames(0, len(lazy)), size), eager)
+
+
+def test_composite_photo_and_background_names():
+    from steadydancer_core import PHOTO, background_name, composite_photo, parse_background
+
+    assert parse_background(PHOTO.background) == (255, 255, 255) and parse_background(" Black ") == (0, 0, 0)
+    assert parse_background("#ff8000") == (255, 128, 0) and background_name((255, 128, 0)) == "#FF8000"
+    for wrong in ("grey", "#12345", "", None):
+        with pytest.raises(ValueError, match="background must be white, black or #RRGGBB"):
+            parse_background(wrong)
+    photo = torch.rand(1, 4, 6, 3)
+    alpha = torch.ones(4, 6)
+    alpha[:, :2] = 0.0
+    out = composite_photo(photo, alpha[None], "#FF0000")                      # [1, H, W] alpha too
+    assert out.shape == photo.shape and torch.equal(out[0, :, 2:], photo[0, :, 2:])
+    assert torch.equal(out[0, :, :2], torch.tensor([1.0, 0.0, 0.0]).expand(4, 2, 3))
+    with pytest.raises(ValueError, match="same size"):
+        composite_photo(photo, torch.ones(5, 6), "white")

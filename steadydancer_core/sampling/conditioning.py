@@ -141,7 +141,7 @@ def build_reference(vae, image: torch.Tensor, mask_value: float, tile="auto") ->
 
 def clip_features(image_encoder, image: torch.Tensor) -> torch.Tensor:
     """CLIP features [1, tokens, dim] of one image [H, W, 3] in [0, 1] (official preprocessing in the encoder)."""
-    return image_encoder.encode(image.permute(2, 0, 1)[None].mul(2.0).sub(1.0))
+    return image_encoder.encode(image.permute(2, 0, 1)[None].mul(2.0).sub_(1.0))
 
 
 @dataclass
@@ -167,7 +167,11 @@ def pose_pil_size(photo_hw: tuple[int, int], size: tuple[int, int], pose_resize:
 def pose_video(frames: torch.Tensor, pil_hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Pose frames [T, H', W', 3] in [0, 1] -> model video [3, T, *size]: PIL bicubic to ``pil_hw``
     (``pose_pil_size``), then torch bicubic to ``size`` (a no-op when ``pil_hw`` is the output size)."""
-    return resize_bicubic(to_model_video(resize_like_pil(frames, pil_hw)), size)
+    resized = resize_like_pil(frames, pil_hw)
+    if resized is frames:
+        return resize_bicubic(to_model_video(frames), size)
+    # the resize made a new tensor: take it to [-1, 1] in place (the same numbers, one copy less at pil_hw)
+    return resize_bicubic(resized.permute(3, 0, 1, 2).mul_(2.0).sub_(1.0), size)
 
 
 def pose_latent(vae, poses: torch.Tensor, photo_hw: tuple[int, int], size: tuple[int, int], device,

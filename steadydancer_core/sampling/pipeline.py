@@ -154,10 +154,16 @@ def _reference_conditions(model, photo, first_pose, settings, size, device) -> c
     with model.use("text_encoder"):
         context, context_null = model.text_encoder.encode([settings.prompt, settings.effective_negative_prompt])
     with model.use("image_encoder"):
-        clip_x = cond.clip_features(model.image_encoder, photo)
-        clip_c = cond.clip_features(model.image_encoder, first_pose)
-    photo_v = cond.resize_bicubic(cond.to_model_video(photo[None]), size)
-    pose_v = cond.resize_bicubic(cond.to_model_video(first_pose[None]), size)
+        # each image in [-1, 1] once ([3, 1, H, W], full size), for its CLIP features and its reference latent;
+        # one at a time, so a large photo has one such copy in memory
+        photo_m = cond.to_model_video(photo[None])
+        clip_x = model.image_encoder.encode(photo_m.transpose(0, 1))
+        photo_v = cond.resize_bicubic(photo_m, size)
+        del photo_m
+        pose_m = cond.to_model_video(first_pose[None])
+        clip_c = model.image_encoder.encode(pose_m.transpose(0, 1))
+        pose_v = cond.resize_bicubic(pose_m, size)
+        del pose_m
     with model.use("vae"):
         ref_x = cond.build_reference(model.vae, photo_v, 1.0, settings.vae_tile)
         ref_c = cond.build_reference(model.vae, pose_v, 0.0, settings.vae_tile)

@@ -61,7 +61,6 @@ def _peak_rss_mb() -> float:
 def run_one(kit_dir: Path, frames: int, mode: str, photo_mp: float = 0.0, pose_resize: str = "direct") -> dict:
     """Align N synthetic frames, sample them; return the figures (in this process). photo_mp 0: the photo at the
     reference size (as the CLI gives it); otherwise a photo of that many megapixels at its own size."""
-    import numpy as np
     import torch
 
     import pose

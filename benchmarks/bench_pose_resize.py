@@ -49,7 +49,6 @@ def _rel_l2(a, b) -> float:
 
 def compare_frames(frames, photo_hw, size) -> dict:
     """Pose frames [T, H', W', 3] resized both ways (one frame at a time) -> max / mean abs difference in 0..1."""
-    import torch
     import torch.nn.functional as F
 
     from steadydancer_core import resize_like_pil

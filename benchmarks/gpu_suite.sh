@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_suite.sh                 # everything
 #   bash benchmarks/gpu_suite.sh --dry-run       # list what would run; writes and installs nothing
 #   bash benchmarks/gpu_suite.sh --parts dit,vae --budget 300
-#   bash benchmarks/gpu_suite.sh --python python3 --tiny --out /tmp/gpu-check   # tiny models, any device
+#   bash benchmarks/gpu_suite.sh --python python3 --tiny --out gpu-check   # tiny models, any device
 #
 # Python: $PYTHON (default python3) when it has a CUDA build of torch and every package the parts import;
 # otherwise a virtual environment .gpu-venv (over the system packages when their torch has CUDA, so a preinstalled

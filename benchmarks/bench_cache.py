@@ -52,9 +52,9 @@ def load_case(case: str, kit_models: Path):
     from steadydancer_core import tiny_kit
 
     m = kit_models
-    model = sd.load_model(m / "diffusion_models" / tiny_kit.DIT_FP16, m / "vae" / tiny_kit.VAE_FILE,
-                          m / "text_encoders" / tiny_kit.T5_FP16, m / "clip_vision" / tiny_kit.CLIP_FILE,
-                          precision="fp32", offload="all_resident")
+    model = sd.load_model(sd.ModelFiles(m / "diffusion_models" / tiny_kit.DIT_FP16, m / "vae" / tiny_kit.VAE_FILE,
+                                        m / "text_encoders" / tiny_kit.T5_FP16, m / "clip_vision" / tiny_kit.CLIP_FILE),
+                          sd.LoaderSettings(precision="fp32", offload="all_resident"))
     if case == "mid_dit":
         config = dataclasses.replace(model.dit.config, **MID_CONFIG)
         dit = sd.SteadyDancerDiT(config).eval().requires_grad_(False)
@@ -80,7 +80,7 @@ def run_case(case: str, kit_models: Path, steps: int) -> dict:
     side = CASES[case]
     photo, positive, negative = inputs(side)
     base_settings = dict(prompt="a person dancing", steps=steps, text_cfg=5.0, pose_cfg=1.0, shift=3.0, seed=1,
-                         max_area=side * side, vae_tile=False)
+                         max_area=side * side, tiling="off")
 
     def sample(**cache):
         settings = sd.GenerationSettings(**base_settings, **cache)
@@ -88,7 +88,7 @@ def run_case(case: str, kit_models: Path, steps: int) -> dict:
         result = sd.generate(model, photo, positive, negative, settings)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         latent = torch.cat([s.latent for s in result.segments], dim=1)
-        return result, latent, sd.decode(model, result, tile=False), (seconds, cpu)
+        return result, latent, sd.decode(model, result, tiling="off"), (seconds, cpu)
 
     plain, plain_latent, plain_video, (plain_s, plain_cpu) = sample()
     rows = []
@@ -118,9 +118,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     from steadydancer_core import tiny_kit
 
-    out = dict(steps=args.steps, solver="unipc", text_cfg=5.0, pose_cfg=1.0, pose_cfg_window=[0.1, 0.4],
-               defaults=dict(keep_first=sd.SAMPLER.cache_keep_first, keep_last=sd.SAMPLER.cache_keep_last,
-                             max_skip=sd.SAMPLER.cache_max_skip),
+    out = dict(steps=args.steps, solver="unipc", text_cfg=5.0, pose_cfg=1.0, pose_cfg_start=0.1, pose_cfg_end=0.4,
+               defaults=dict(keep_first=sd.SAMPLER.default("cache_keep_first"), keep_last=sd.SAMPLER.default("cache_keep_last"),
+                             max_skip=sd.SAMPLER.default("cache_max_skip")),
                torch=torch.__version__, machine=platform.machine(), threads=torch.get_num_threads(),
                note="random weights: quality at a threshold can only be judged with the real weights", cases={})
     with tempfile.TemporaryDirectory(prefix="steadydancer-bench-cache-") as tmp:

@@ -70,8 +70,8 @@ def run_one(kit_dir: Path, frames: int, mode: str, photo_mp: float = 0.0, pose_r
 
     torch.manual_seed(0)
     m = kit_dir / "models"
-    model = sd.load_model(m / "diffusion_models" / tiny_kit.DIT_FP16, m / "vae" / tiny_kit.VAE_FILE,
-                          m / "text_encoders" / tiny_kit.T5_FP16, m / "clip_vision" / tiny_kit.CLIP_FILE)
+    model = sd.load_model(sd.ModelFiles(m / "diffusion_models" / tiny_kit.DIT_FP16, m / "vae" / tiny_kit.VAE_FILE,
+                                        m / "text_encoders" / tiny_kit.T5_FP16, m / "clip_vision" / tiny_kit.CLIP_FILE))
     photo_hw = photo_hw_for(photo_mp) if photo_mp else PHOTO_HW
     ref_hw = pose.reference_size(*photo_hw)
     in_hw = photo_hw if photo_mp else ref_hw
@@ -93,7 +93,7 @@ def run_one(kit_dir: Path, frames: int, mode: str, photo_mp: float = 0.0, pose_r
                 out[i] = torch.from_numpy(source.frame(i)).float().div_(255.0)
             return out
         positive, negative = render_all(positive), render_all(negative)
-    settings = sd.GenerationSettings(prompt="a person dancing", steps=1, max_area=MAX_AREA, vae_tile=False,
+    settings = sd.GenerationSettings(prompt="a person dancing", steps=1, max_area=MAX_AREA, tiling="off",
                                      pose_resize=pose_resize)
     result = sd.generate(model, photo, positive, negative, settings)
     seconds = time.perf_counter() - t0

@@ -82,15 +82,15 @@ def _generate(model, photo, positive, negative, mode: str, frames: int, steps: i
         seen.setdefault("clip_fea_c", clip_c[:1].float().cpu().clone())
 
     settings = sd.GenerationSettings(prompt="a person dancing", seed=0, steps=steps, max_area=OFFICIAL_480P_AREA,
-                                     length=frames, pose_cfg=1.0, pose_cfg_window=(0.0, 1.0), first_frame="model",
-                                     vae_tile=False, pose_resize=mode)
+                                     length=frames, pose_cfg=1.0, pose_cfg_start=0.0, pose_cfg_end=1.0, first_frame="model",
+                                     tiling="off", pose_resize=mode)
     handle = model.dit.register_forward_pre_hook(hook)
     try:
         result = sd.generate(model, photo, positive, negative, settings)
     finally:
         handle.remove()
     seen["condition"], seen["condition_null"] = seen.pop("conditions")
-    return seen, result, sd.decode(model, result, tile=False)
+    return seen, result, sd.decode(model, result, tiling="off")
 
 
 def main() -> None:
@@ -114,9 +114,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         m = Path(tmp) / "models"
         tiny_kit.write_kit(m)
-        model = sd.load_model(m / "diffusion_models" / tiny_kit.DIT_FP16, m / "vae" / tiny_kit.VAE_FILE,
-                              m / "text_encoders" / tiny_kit.T5_FP16, m / "clip_vision" / tiny_kit.CLIP_FILE,
-                              precision="fp32", offload="all_resident")
+        model = sd.load_model(sd.ModelFiles(m / "diffusion_models" / tiny_kit.DIT_FP16, m / "vae" / tiny_kit.VAE_FILE,
+                                            m / "text_encoders" / tiny_kit.T5_FP16,
+                                            m / "clip_vision" / tiny_kit.CLIP_FILE),
+                              sd.LoaderSettings(precision="fp32", offload="all_resident"))
         runs = {mode: _generate(model, photo, positive, negative, mode, args.frames, args.steps)
                 for mode in sd.POSE_RESIZE_MODES}
     (seen_d, res_d, video_d), (seen_o, res_o, video_o) = runs["direct"], runs["official"]

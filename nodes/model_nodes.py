@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from .. import steadydancer_core as sd
-from ..steadydancer_core import LOADER
+from ..steadydancer_core import LOADER, LORA_STRENGTH
 from . import comfy_bridge as bridge
 from . import comfy_models
 from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
+from .widgets import widget, widgets
 
 CATEGORY = "SteadyDancer"
 
@@ -31,7 +32,7 @@ class SteadyDancerLoRA:
         return {
             "required": {
                 "lora_name": (bridge.list_files(bridge.LORA_FOLDERS), {"tooltip": "LoRA file from models/loras."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
+                "strength": widget(LORA_STRENGTH),
             },
             "optional": {"loras": (LORAS_TYPE, {"tooltip": "LoRAs added before this one."})},
         }
@@ -63,65 +64,42 @@ class LoadSteadyDancerModel:
                 "t5_name": (bridge.list_files(["text_encoders"]), {
                     "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
                 "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
-                "precision": (list(sd.PRECISION_CHOICES), {"default": LOADER.precision, "tooltip": (
-                    "Compute dtype (auto: ComfyUI's choice for the device). fp8/GGUF weights stay packed.")}),
-                "fp8_matmul": ("BOOLEAN", {"default": LOADER.fp8_matmul, "tooltip": (
-                    "Multiply the DiT's fp8 e4m3 weights in fp8 (torch._scaled_mm) on GPUs of compute capability "
-                    "8.9+ (RTX 40xx, H100 and later); the layer inputs are rounded to fp8 too (scaled per tensor), "
-                    "so results differ slightly. Elsewhere, and for e5m2 / nvfp4 / GGUF / fp16 weights, the "
-                    "weights are upcast as when off; the text under the node says which path is used.")}),
-                "attention": (list(sd.ATTENTION_BACKENDS), {"default": LOADER.attention,
-                                               "tooltip": "sdpa works everywhere; the others need their package."}),
-                "offload": (list(sd.OFFLOAD_MODES), {"default": LOADER.offload, "tooltip": (
-                    "auto: plan from free VRAM; all_resident: keep every block on the GPU; "
-                    "block_swap: stream blocks_to_swap blocks from CPU memory.")}),
-                "blocks_to_swap": ("INT", {"default": LOADER.blocks_to_swap, "min": 0, "max": 64, "step": 1,
-                                           "tooltip": "Used by offload=block_swap."}),
-                "max_vram_gb": ("FLOAT", {"default": LOADER.max_vram_gb, "min": 0.0, "max": 1024.0, "step": 0.5, "tooltip": (
-                    "Cap on the VRAM the memory planner may use, in GB (e.g. 20 to leave room for other apps). "
-                    "0 = use the free VRAM.")}),
-                "compile": ("BOOLEAN", {"default": LOADER.compile, "tooltip": (
-                    "torch.compile the DiT blocks: the first step compiles (seconds to a minute), later steps run "
-                    "faster. Needs triton on CUDA (a C++ compiler on CPU); without one it runs uncompiled and says so "
-                    "in the console.")}),
+                **widgets(LOADER),
                 "lora_name": (bridge.list_files(bridge.LORA_FOLDERS, with_none=True), {
                     "tooltip": "Optional LoRA, e.g. lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16 (4 steps)."}),
-                "lora_strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}),
+                "lora_strength": widget(LORA_STRENGTH),
             },
             "optional": {
                 "loras": (LORAS_TYPE, {"tooltip": "More LoRAs from SteadyDancerLoRA nodes (applied first)."}),
             },
         }
 
-    def load(self, dit_name, vae_name, t5_name, clip_vision_name, precision, attention, offload, blocks_to_swap,
-             max_vram_gb, lora_name, lora_strength, loras=None, fp8_matmul=LOADER.fp8_matmul,
-             compile=LOADER.compile):
+    def load(self, dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras=None, **options):
+        """``options``: the loader options by name (the rows of ``LOADER`` shown on the node)."""
         stack = _lora_entries(lora_name, lora_strength, loras)
-        paths = dict(
-            dit_path=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
-            vae_path=bridge.find_file(["vae"], vae_name, "VAE"),
-            t5_path=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
-            clip_path=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
+        files = sd.ModelFiles(
+            dit=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
+            vae=bridge.find_file(["vae"], vae_name, "VAE"),
+            t5=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
+            clip_vision=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
+            loras=stack.entries,
         )
-        model = sd.load_model(**paths, precision=precision, attention=attention, loras=stack.entries,
-                                  offload=offload, blocks_to_swap=int(blocks_to_swap),
-                                  max_vram_gb=sd.check_max_vram_gb(float(max_vram_gb)),
-                                  fp8_matmul=bool(fp8_matmul), compile=bool(compile),
-                                  policy=comfy_models.device_policy(comfy_models.PackModels()))
+        settings = sd.LoaderSettings(**options)
+        model = sd.load_model(files, settings, policy=comfy_models.device_policy(comfy_models.PackModels()))
         comfy_models.trim_when_dropped(model)
-        return {"result": (model,), "ui": {"text": [describe(model, precision)]}}
+        return {"result": (model,), "ui": {"text": [describe(model)]}}
 
 
-def describe(model, precision: str = LOADER.precision) -> str:
+def describe(model) -> str:
     """The loader's UI text: the dtype ``precision`` auto chose, the memory plan made at load time (for a default
     job size: the sampler re-plans for the real job and shows that plan), the fp8 matmul path (when asked for), then
     one line per LoRA file."""
     lines = []
-    if precision == sd.AUTO_PRECISION:
+    if model.settings.precision == sd.AUTO_PRECISION:
         lines.append(f"precision auto: {str(model.dtype).removeprefix('torch.')}")
-    if model.offload_plan is not None:
+    if model.load_plan is not None:
         lines.append(f"memory plan at load time (the sampler re-plans for the real job size): "
-                     f"{model.offload_plan.explanation}")
+                     f"{model.load_plan.explanation}")
     if model.fp8_matmul_report:
         lines.append(model.fp8_matmul_report)
     loras = [line for report in model.lora_reports for line in report.summary().splitlines() if line]

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from ..steadydancer_core import PHOTO, background_name, composite_photo, parse_background
+from ..steadydancer_core import background_name, composite_photo, parse_background
 
 PHOTO_MASK_INPUT = ("MASK", {"tooltip": (
     "The photo's transparency: connect the MASK output of the Load Image node that loads the photo (1 = "
     "transparent). Transparent parts are filled with the background colour; a photo without transparency gives "
     "an empty mask and stays as it is.")})
-BACKGROUND_WIDGET = ("STRING", {"default": PHOTO.background, "tooltip": (
-    "Colour behind the photo's transparent parts when photo_mask is connected: white, black or #RRGGBB.")})
 
 
 def composite_with_mask(photo: torch.Tensor, photo_mask, background: str, node: str):

@@ -6,19 +6,20 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core import MAX_SEED, PHOTO, POSE, WAN_FPS, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import PHOTO, WAN_FPS, iter_video_frames, probe_video, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
+from ..steadydancer_core.option_tables import ALIGN, EXTRACT
 from . import comfy_bridge as bridge
-from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
+from .photo_input import PHOTO_MASK_INPUT, composite_with_mask
 from .types import ALIGNED_POSE_TYPE, KEYPOINT_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
+from .widgets import widgets
 
 CATEGORY = "SteadyDancer"
-SCALE_FALLBACKS = ["official", "visible"]
-CANVAS_MODES = ["2x", "1x"]
+DETECTOR_FILE = "yolox_l.onnx"   # the DWPose files looked for first in models/dwpose
+POSE_MODEL_FILE = "dw-ll_ucoco_384.onnx"
 PREVIEW_LONG_SIDE = 512
 PREVIEW_FRAMES = 48              # ExtractPose's preview: at most this many frames, evenly spaced
 STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time when ExtractPose reads a video file
-IMAGE_OUTPUTS = ["all_frames", "first_frame"]
 ALIGN_PREVIEW_FRAMES = 24        # AlignPose's preview: at most this many frames, evenly spaced
 ALIGN_PREVIEW_LONG_SIDE = 384
 PREVIEW_PHOTO_DIM = 0.6          # AlignPose's preview draws the poses over the photo at this brightness
@@ -68,23 +69,13 @@ class ExtractPose:
 
     @classmethod
     def INPUT_TYPES(cls):
-        detectors, det_opts = _onnx_choices(POSE.detector, "yolox")
-        estimators, est_opts = _onnx_choices(POSE.pose_model, "dw")
+        detectors, det_opts = _onnx_choices(DETECTOR_FILE, "yolox")
+        estimators, est_opts = _onnx_choices(POSE_MODEL_FILE, "dw")
         return {
             "required": {
                 "detector": (detectors, det_opts),
                 "pose_model": (estimators, est_opts),
-                "person": (list(pose_api.PERSON_MODES), {"default": POSE.person, "tooltip": (
-                    "Which person drives the motion: highest detector score, largest box, or all of them.")}),
-                "no_person": (list(pose_api.MISSING_MODES), {"default": POSE.no_person, "tooltip": (
-                    "Frames without a person: hold the nearest earlier pose, or leave the frame empty.")}),
-                "max_frames": ("INT", {"default": POSE.max_frames, "min": 0, "max": 100000, "step": 1,
-                                       "tooltip": "Use at most this many driving frames (0 = all)."}),
-                "target_fps": ("FLOAT", {"default": POSE.target_fps, "min": 0.0, "max": 240.0, "step": 0.01, "tooltip": (
-                    "Resample the driving video to this frame rate (Wan 2.1 was trained on 16 fps, so the motion "
-                    "plays at its real speed); 0 keeps every frame as the official scripts do.")}),
-                "images_fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01, "tooltip": (
-                    "Frame rate of the 'images' input. A connected 'video' brings its own frame rate.")}),
+                **widgets(EXTRACT),
             },
             "optional": {
                 "video": ("VIDEO", {"tooltip": "Driving video (Load Video)."}),
@@ -120,11 +111,9 @@ class ExtractPose:
             bar(done, max(count, done))
 
         sequence = pose_api.extract(frames, models.detector_path, models.estimator_path, person=person,
-                                    on_missing=no_person, providers=pose_providers(), progress=progress)
+                                    no_person=no_person, providers=pose_providers(), progress=progress)
         count = len(sequence)
-        if sequence.missing_frames:
-            how = "held the nearest pose" if no_person == "hold" else "left empty"
-            notes.append(f"no person in {len(sequence.missing_frames)} of {count} frames ({how})")
+        notes += [n for n in [pose_api.missing_note(sequence, no_person)] if n]
         pose = DrivingPose(sequence=sequence, fps=fps, models=models, report="; ".join(notes))
         preview = uint8_to_frames(list(_render_preview(sequence)))
         text = "; ".join(n for n in (f"{count} frames at {fps:g} fps", _persons_found(sequence), pose.report) if n)
@@ -212,11 +201,13 @@ def _render_preview(sequence):
     h, w = sequence.image_hw
     k = min(1.0, PREVIEW_LONG_SIDE / max(h, w))
     size = (max(2, int(round(h * k / 2)) * 2), max(2, int(round(w * k / 2)) * 2))
-    for i in _preview_indices(len(sequence), PREVIEW_FRAMES):
+    for i in preview_indices(len(sequence), PREVIEW_FRAMES):
         yield pose_api.render(sequence[i], size)
 
 
-def _preview_indices(count: int, limit: int) -> list[int]:
+def preview_indices(count: int, limit: int) -> list[int]:
+    """At most ``limit`` frame indices spread evenly over ``count`` frames, the first and the last included (every
+    frame when there are no more than ``limit``): the one frame picker of the previews."""
     if count <= limit:
         return list(range(count))
     return sorted({int(round(i * (count - 1) / (limit - 1))) for i in range(limit)})
@@ -250,19 +241,8 @@ class AlignPose:
         return {
             "required": {
                 "photo": ("IMAGE", {"tooltip": "The photo to animate (first frame of the result)."}),
-                "augment_seed": ("INT", {"default": POSE.augment_seed, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Seed of the negative-pose augmentation (random scale/aspect per frame)."}),
-                "canvas": (CANVAS_MODES, {"default": POSE.canvas, "tooltip": (
-                    "2x: pose frames at twice the resized photo, as the official code draws them; 1x: half the "
-                    "size (a quarter of the memory, for long videos).")}),
-                "scale_fallback": (SCALE_FALLBACKS, {"default": POSE.scale_fallback, "tooltip": (
-                    "official: limb scales exactly as the official code; visible: limbs not visible in the photo "
-                    "(upper-body photos) use the mean scale of the visible ones.")}),
-                "image_outputs": (IMAGE_OUTPUTS, {"default": IMAGE_OUTPUTS[0], "tooltip": (
-                    "all_frames: positive_pose / negative_pose hold every rendered frame (memory grows with the "
-                    "video: about 28 MB per frame and output at the 2x canvas of a 720p photo); first_frame: only "
-                    "frame 0 (use aligned_pose for the sampler, which renders one segment at a time).")}),
-                "background": BACKGROUND_WIDGET,
+                **widgets(ALIGN),
+                **widgets(PHOTO),
             },
             "optional": {
                 "photo_mask": PHOTO_MASK_INPUT,
@@ -270,30 +250,30 @@ class AlignPose:
                 "pose_keypoint": (KEYPOINT_TYPE, {"tooltip": (
                     "Driving poses as OpenPose JSON (POSE_KEYPOINT: comfyui_controlnet_aux's DWPose / OpenPose, a "
                     "pose editor, or ExtractPose), used instead of 'pose'. The photo's pose is detected with "
-                    f"models/dwpose/{POSE.detector} and {POSE.pose_model}. The format has no frame rate: "
+                    f"models/dwpose/{DETECTOR_FILE} and {POSE_MODEL_FILE}. The format has no frame rate: "
                     f"{WAN_FPS:g} fps is assumed.")}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def align(self, photo, pose: DrivingPose | None = None, augment_seed=POSE.augment_seed, canvas=POSE.canvas,
-              scale_fallback=POSE.scale_fallback, image_outputs="all_frames", pose_keypoint=None,
-              background=PHOTO.background, photo_mask=None, unique_id=None):
-        if image_outputs not in IMAGE_OUTPUTS:
-            raise ValueError(f"image_outputs must be one of {IMAGE_OUTPUTS}, got {image_outputs!r}")
+    def align(self, photo, pose: DrivingPose | None = None, augment_seed=ALIGN.default("augment_seed"),
+              canvas=ALIGN.default("canvas"), scale_fallback=ALIGN.default("scale_fallback"),
+              image_outputs=ALIGN.default("image_outputs"), pose_keypoint=None,
+              background=PHOTO.default("background"), photo_mask=None, unique_id=None):
+        ALIGN["image_outputs"].check(image_outputs)
         if (pose is None) == (pose_keypoint is None):
             raise ValueError("AlignPose needs the driving poses from one source: connect either 'pose' (ExtractPose) "
                              "or 'pose_keypoint' (OpenPose JSON, POSE_KEYPOINT)" +
                              (", not both." if pose is not None else "."))
         if pose is None:
-            pose = driving_from_keypoints(pose_keypoint, scale_fallback)
+            pose = driving_from_keypoints(pose_keypoint)
         if photo.ndim == 4 and photo.shape[0] > 1:
             raise ValueError(f"AlignPose needs one photo, got a batch of {photo.shape[0]} images; "
                              "pick one (e.g. with an ImageFromBatch node).")
         photo, photo_note = composite_with_mask(photo, photo_mask, background, "AlignPose")
         compact, resized = align_to_photo(photo, pose, augment_seed, canvas, scale_fallback)
-        aligned, out_hw = compact.aligned, compact.output_hw
-        positive_src, negative_src = pose_api.pose_sources(aligned, int(augment_seed), output_hw=out_hw)
+        aligned = compact.aligned
+        positive_src, negative_src = pose_api.pose_sources(aligned, compact.augment_seed, output_hw=compact.output_hw)
         count = len(aligned) if image_outputs == "all_frames" else 1
         bar = bridge.StepProgress(count, unique_id)
         positive = np.empty((count, *positive_src.frame_hw, 3), np.uint8)
@@ -308,48 +288,39 @@ class AlignPose:
         text = f"{len(aligned)} pose frames {w}x{h}" + ("" if count > 1 or len(aligned) == 1 else
                                                          " (IMAGE outputs: first frame only)")
         return {"result": (positive, negative, compact, preview),
-                "ui": {"text": ["; ".join(n for n in (text, photo_note, pose.report) if n)]}}
+                "ui": {"text": ["; ".join(n for n in (text, photo_note, compact.report) if n)]}}
 
 
 def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, scale_fallback: str):
-    """(AlignedPose, resized photo uint8 [h, w, 3]): the driving poses retargeted onto the photo's body (photo
-    IMAGE [1, H, W, 3]), compact, and the photo at the size the alignment used (for the preview)."""
-    if canvas not in CANVAS_MODES:
-        raise ValueError(f"canvas must be one of {CANVAS_MODES}, got {canvas!r}")
+    """(AlignedPose, resized photo uint8 [h, w, 3]): the driving poses prepared for the photo (``pose.prepare``:
+    photo IMAGE [1, H, W, 3]), compact, and the photo at the size the alignment used (for the preview)."""
     photo_np = frames_to_uint8(photo)
     if photo_np.shape[0] > 1:
         raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
                          "pick one (e.g. with an ImageFromBatch node).")
-    reference, resized = pose_api.extract_reference(photo_np[0], pose.models.detector_path,
-                                                    pose.models.estimator_path, person=pose.models.person,
-                                                    providers=pose_providers())
-    aligned = pose_api.align(reference, pose.sequence, scale_fallback=scale_fallback)
-    out_hw = None if canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
-    return AlignedPose(aligned=aligned, augment_seed=int(augment_seed), output_hw=out_hw, fps=pose.fps,
-                       report=pose.report), resized
+    models = pose.models.loaded or pose_api.load_models(pose.models.detector_path, pose.models.estimator_path,
+                                                        person=pose.models.person, providers=pose_providers())
+    prepared = pose_api.prepare(photo_np[0], pose.sequence, models, augment_seed=ALIGN["augment_seed"].check(
+        augment_seed), canvas=ALIGN["canvas"].check(canvas), scale_fallback=ALIGN["scale_fallback"].check(
+        scale_fallback))
+    report = "; ".join(n for n in [pose.report, *prepared.notes] if n)
+    return AlignedPose(aligned=prepared.aligned, augment_seed=prepared.augment_seed, output_hw=prepared.output_hw,
+                       fps=pose.fps, report=report), prepared.photo
 
 
-def driving_from_keypoints(pose_keypoint, scale_fallback: str = POSE.scale_fallback) -> DrivingPose:
-    """POSE_KEYPOINT (OpenPose JSON) -> DrivingPose: persons and empty frames as ExtractPose's defaults
-    (``POSE.person``, ``POSE.no_person``), the photo detected later with the default ONNX files, ``WAN_FPS``."""
-    sequence = pose_api.from_openpose_json(pose_keypoint, person=POSE.person, on_missing=POSE.no_person)
+def driving_from_keypoints(pose_keypoint) -> DrivingPose:
+    """POSE_KEYPOINT (OpenPose JSON) -> DrivingPose: persons and empty frames as ExtractPose's defaults, the photo
+    detected later with the default ONNX files, ``WAN_FPS``."""
+    person, no_person = EXTRACT.default("person"), EXTRACT.default("no_person")
+    sequence = pose_api.from_openpose_json(pose_keypoint, person=person, no_person=no_person)
     what = "(ONNX, in models/dwpose; with POSE_KEYPOINT it detects the photo's pose)"
     models = PoseModels(
-        detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], POSE.detector, f"Person detector {what}"),
-        estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], POSE.pose_model, f"Pose model {what}"),
-        person=POSE.person, no_person=POSE.no_person)
-    count = len(sequence)
-    notes = [f"{count} frames from POSE_KEYPOINT (it has no frame rate: {WAN_FPS:g} fps assumed; set DecodeVideo's "
-             "fps to change it)"]
-    if sequence.missing_frames:
-        how = "held the nearest pose" if POSE.no_person == "hold" else "left empty"
-        notes.append(f"no person in {len(sequence.missing_frames)} of {count} frames ({how})")
-    first = next((f for f in sequence.frames if f.num_persons), None)
-    blank = 0 if first is None else int((~first.body_visible[0] & (first.bodies[0] == 0).all(-1)).sum())
-    if blank and scale_fallback == "official":
-        notes.append(f"{blank} body points of the first driving pose have no coordinates, so their limb scales are "
-                     "not measurable: set AlignPose's scale_fallback to 'visible'")
-    return DrivingPose(sequence=sequence, fps=WAN_FPS, models=models, report="; ".join(notes))
+        detector_path=bridge.find_file([bridge.DWPOSE_FOLDER], DETECTOR_FILE, f"Person detector {what}"),
+        estimator_path=bridge.find_file([bridge.DWPOSE_FOLDER], POSE_MODEL_FILE, f"Pose model {what}"),
+        person=person, no_person=no_person)
+    notes = [f"{len(sequence)} frames from POSE_KEYPOINT (it has no frame rate: {WAN_FPS:g} fps assumed; set "
+             "DecodeVideo's fps to change it)", pose_api.missing_note(sequence, no_person)]
+    return DrivingPose(sequence=sequence, fps=WAN_FPS, models=models, report="; ".join(n for n in notes if n))
 
 
 def _align_preview(source, photo: np.ndarray):
@@ -360,9 +331,7 @@ def _align_preview(source, photo: np.ndarray):
     size = (max(2, int(round(h * k / 2)) * 2), max(2, int(round(w * k / 2)) * 2))
     backdrop = cv2.resize(photo, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     backdrop = (backdrop * PREVIEW_PHOTO_DIM).astype(np.uint8)
-    count = len(source)
-    picks = sorted({round(i * (count - 1) / max(1, ALIGN_PREVIEW_FRAMES - 1)) for i in range(min(count, ALIGN_PREVIEW_FRAMES))})
-    for i in picks:
+    for i in preview_indices(len(source), ALIGN_PREVIEW_FRAMES):
         drawn = pose_api.render(source.pose_frames[i], source.canvas_hw, output_hw=size)
         yield np.where(drawn.any(axis=-1, keepdims=True), drawn, backdrop)
 

@@ -12,13 +12,14 @@ import weakref
 
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import (MAX_SEED, NOISE_SOURCES, PHOTO, POSE, POSE_RESIZE_MODES, SAMPLER, STEP_CACHE_MODES,
-                                 WAN_FPS)
+from ..steadydancer_core import PHOTO, SAMPLER, WAN_FPS
+from ..steadydancer_core.option_tables import ALIGN
 from . import comfy_bridge as bridge
-from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
+from .photo_input import PHOTO_MASK_INPUT, composite_with_mask
 from .pose_nodes import align_to_photo, driving_from_keypoints
 from .types import (ALIGNED_POSE_TYPE, KEYPOINT_TYPE, LATENT_FPS_KEY, LATENT_REPORT_KEY, LATENT_RESULT_KEY,
                     MODEL_TYPE)
+from .widgets import widgets
 
 CATEGORY = "SteadyDancer"
 
@@ -42,60 +43,8 @@ class SteadyDancerSampler:
             "required": {
                 "model": (MODEL_TYPE,),
                 "photo": ("IMAGE", {"tooltip": "The photo; it becomes the first frame."}),
-                "prompt": ("STRING", {"default": SAMPLER.prompt, "multiline": True}),
-                "negative_prompt": ("STRING", {"default": SAMPLER.negative_prompt,
-                                               "multiline": True, "tooltip": "Empty = Wan's default negative prompt."}),
-                "steps": ("INT", {"default": SAMPLER.steps, "min": 1, "max": 200}),
-                "text_cfg": ("FLOAT", {"default": SAMPLER.text_cfg, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                       "tooltip": "Text guidance scale (1 = off, one pass less)."}),
-                "pose_cfg": ("FLOAT", {"default": SAMPLER.pose_cfg, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                       "tooltip": "Pose guidance scale against the negative poses (0 = off, one pass less)."}),
-                "pose_cfg_start": ("FLOAT", {"default": SAMPLER.pose_cfg_start, "min": 0.0, "max": 1.0, "step": 0.01,
-                                             "tooltip": "Pose guidance starts at this fraction of the steps."}),
-                "pose_cfg_end": ("FLOAT", {"default": SAMPLER.pose_cfg_end, "min": 0.0, "max": 1.0, "step": 0.01,
-                                           "tooltip": "Pose guidance ends at this fraction of the steps (official 0.4)."}),
-                "shift": ("FLOAT", {"default": SAMPLER.shift, "min": 0.0, "max": 100.0, "step": 0.1,
-                                    "tooltip": "Flow-matching schedule shift (Wan: 5 for 720p, 3 for 480p)."}),
-                "seed": ("INT", {"default": SAMPLER.seed, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "solver": (list(sd.SOLVERS), {"default": SAMPLER.solver}),
-                "length": ("INT", {"default": SAMPLER.length, "min": 0, "max": 100000, "step": 1, "tooltip": (
-                    "Frames to generate (0 = every pose frame). Rounded to 4n+1 with a notice; more than "
-                    "segment_frames makes a long video in segments.")}),
-                "max_area": ("INT", {"default": SAMPLER.max_area, "min": 64 * 64, "max": 4096 * 4096, "step": 64,
-                                     "tooltip": "Pixel area of the video; the photo's aspect ratio is kept "
-                                                "(1024*576 = 589824 official, 832*480 = 399360 for 24 GB)."}),
-                "first_frame": (list(sd.FIRST_FRAME_MODES), {"default": SAMPLER.first_frame, "tooltip": (
-                    "model: official behaviour; latent: the first latent frame is the photo at every step; "
-                    "exact: also the decoded frame 0 is the photo, pixel for pixel.")}),
-                "segment_frames": ("INT", {"default": SAMPLER.segment_frames, "min": 5, "max": 1001, "step": 4,
-                                           "tooltip": "Long video: frames per segment (4n+1)."}),
-                "segment_overlap": ("INT", {"default": SAMPLER.segment_overlap, "min": 1, "max": 81, "step": 4, "tooltip": (
-                    "Long video: frames each segment takes from the previous one (4n+1).")}),
-                "color_correction": ("FLOAT", {"default": SAMPLER.color_correction, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
-                    "Long video: strength of matching each segment's colours to the first segment (0 = off).")}),
-                "noise": (list(NOISE_SOURCES), {"default": SAMPLER.noise, "tooltip": (
-                    "cpu: the same video for a seed on every machine; official: noise drawn on the GPU as the "
-                    "official code does (a CUDA user gets the official CLI's video for the same seed).")}),
-                "pose_resize": (list(POSE_RESIZE_MODES), {"default": SAMPLER.pose_resize, "tooltip": (
-                    "direct: each pose frame is resized once, straight to the video's size (fast, little memory). "
-                    "official: first to the photo's size, then to the video's size, as the official pipeline does "
-                    "(its exact numbers); slower, and one frame at the photo's size is held at a time (about "
-                    "0.3 GB for a 24 MP photo).")}),
-                "background": BACKGROUND_WIDGET,
-                "step_cache": (list(STEP_CACHE_MODES), {"default": SAMPLER.step_cache, "tooltip": (
-                    "Skip the DiT's blocks on steps where its output is expected to change little and reuse the "
-                    "last change (TeaCache / MagCache with their Wan 2.1 I2V calibrations). Faster, at some cost "
-                    "in quality that depends on cache_threshold; off = exact.")}),
-                "cache_threshold": ("FLOAT", {"default": SAMPLER.cache_threshold, "min": 0.0, "max": 10.0,
-                                              "step": 0.01, "tooltip": (
-                    "Higher skips more steps (0 = never skip). Published starting points for Wan 2.1: magcache "
-                    "0.12, teacache 0.2.")}),
-                "cache_keep_first": ("INT", {"default": SAMPLER.cache_keep_first, "min": 0, "max": 1000, "tooltip": (
-                    "The first steps are always computed (they decide the motion).")}),
-                "cache_keep_last": ("INT", {"default": SAMPLER.cache_keep_last, "min": 0, "max": 1000, "tooltip": (
-                    "The last steps are always computed.")}),
-                "cache_max_skip": ("INT", {"default": SAMPLER.cache_max_skip, "min": 0, "max": 1000, "tooltip": (
-                    "At most this many steps in a row are skipped per guidance pass (0 = never skip).")}),
+                **widgets(SAMPLER),
+                **widgets(PHOTO),
             },
             "optional": {
                 "aligned_pose": (ALIGNED_POSE_TYPE, {"tooltip": (
@@ -116,8 +65,9 @@ class SteadyDancerSampler:
         }
 
     def sample(self, model, photo, positive_pose=None, negative_pose=None, sigmas=None, unique_id=None,
-               aligned_pose=None, pose_keypoint=None, photo_mask=None, background=PHOTO.background, **widgets):
-        """``widgets``: the sampler options by name (``sampling.options.SAMPLER_OPTIONS``)."""
+               aligned_pose=None, pose_keypoint=None, photo_mask=None, background=PHOTO.default("background"),
+               **options):
+        """``options``: the sampler options by name (the rows of ``SAMPLER``)."""
 
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
@@ -127,13 +77,12 @@ class SteadyDancerSampler:
             if aligned_pose is not None or positive_pose is not None or negative_pose is not None:
                 raise ValueError("SteadyDancerSampler: pose_keypoint is connected together with another pose input; "
                                  "connect only one of aligned_pose, pose_keypoint, positive_pose + negative_pose.")
-            aligned_pose, _ = align_to_photo(photo, driving_from_keypoints(pose_keypoint), POSE.augment_seed,
-                                             POSE.canvas, POSE.scale_fallback)
+            aligned_pose, _ = align_to_photo(photo, driving_from_keypoints(pose_keypoint), **ALIGN.defaults("cli"))
             notes.append(aligned_pose.report)
         fps = aligned_pose.fps if aligned_pose is not None else WAN_FPS
         positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
-        settings = sd.generation_settings(widgets, preview=bridge.previews_enabled(),
-                                       sigmas=None if sigmas is None else sigmas.detach().float().cpu())
+        settings = sd.GenerationSettings(**options, preview=bridge.previews_enabled(),
+                                         sigmas=None if sigmas is None else sigmas.detach().float().cpu())
         release_previous_result(unique_id)
         progress = bridge.JobProgressBar(unique_id)
         try:
@@ -146,19 +95,18 @@ class SteadyDancerSampler:
         report = "; ".join(str(n) for n in ([photo_note] if photo_note else []) + list(result.notices) + notes)
         latent = {"samples": sd.to_raw_latent(result.latent), LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report,
                   LATENT_FPS_KEY: float(fps)}
-        return {"result": (latent,), "ui": {"text": [describe(model, result, report)]}}
+        return {"result": (latent,), "ui": {"text": [describe(result, report)]}}
 
 
-def describe(model, result, report: str) -> str:
+def describe(result, report: str) -> str:
     """The sampler's UI text: what was generated, the adjusted values and notices, and the memory plan this job
     ran with (the loader plans before the job size is known; ``generate`` re-plans for the real size)."""
     segments = len(result.segments)
     head = f"{result.num_frames} frames at {result.width}x{result.height}" + (
         f" in {segments} segments" if segments > 1 else "")
     lines = [head + (f"; {report}" if report else "")]
-    plan = getattr(model, "offload_plan", None)
-    if plan is not None:
-        lines.append(f"memory plan for this job: {plan.explanation}")
+    if result.memory_plan is not None:
+        lines.append(f"memory plan for this job: {result.memory_plan.explanation}")
     return "\n".join(lines)
 
 

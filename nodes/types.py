@@ -58,8 +58,8 @@ class PoseModels:
 
     detector_path: str
     estimator_path: str
-    person: str = "highest"            # which person drives: highest | largest | all
-    no_person: str = "hold"            # frames with nobody: hold (nearest earlier pose) | empty
+    person: str                        # which person drives (ExtractPose's person)
+    no_person: str                     # frames with nobody (ExtractPose's no_person)
     loaded: Any = field(default=None, compare=False, repr=False)
 
 

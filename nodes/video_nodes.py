@@ -10,12 +10,12 @@ from pathlib import Path
 
 from .. import steadydancer_core as sd
 from ..steadydancer_core.safe_write import write_beside
+from ..steadydancer_core.option_tables import DECODE
 from . import comfy_bridge as bridge
 from .types import LATENT_FPS_KEY, LATENT_RESULT_KEY, MODEL_TYPE
+from .widgets import widgets
 
 CATEGORY = "SteadyDancer"
-TILING_MODES = ["auto", "off", "on"]
-OUTPUT_MODES = ["frames", "file"]
 PREVIEW_FRAMES = 1
 
 
@@ -50,22 +50,9 @@ class DecodeVideo:
         return {
             "required": {
                 "latent": ("LATENT", {"tooltip": "Output of SteadyDancerSampler."}),
-                "tiling": (TILING_MODES, {"default": "auto", "tooltip": (
-                    "Spatial tiling of the VAE decode (saves memory). With a connected VAE: 'on' uses ComfyUI's "
-                    "tiled decode at tile_size; 'auto' and 'off' its plain decode (it tiles by itself when memory "
-                    "runs out).")}),
-                "tile_size": ("INT", {"default": 256, "min": 64, "max": 2048, "step": 32,
-                                      "tooltip": "Tile size in pixels when tiling is 'on'."}),
-                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 240.0, "step": 0.01, "tooltip": (
-                    "Frame rate of the video. 0 = from the latent: the driving poses' rate (ExtractPose's, after "
-                    f"target_fps); {sd.WAN_FPS:g} (Wan's) when the sampler got IMAGE pose frames or POSE_KEYPOINT.")}),
-                "output": (OUTPUT_MODES, {"default": "frames", "tooltip": (
-                    "frames: decode the whole video into one IMAGE batch (about width x height x 12 bytes of system "
-                    "RAM per frame). file: write an H.264 mp4 to the output folder segment by segment (RAM stays at "
-                    "one segment) and output only a preview frame.")}),
-                "filename_prefix": ("STRING", {"default": "SteadyDancer/video", "tooltip": (
-                    "File name prefix in the output folder when output is 'file' (a numbered name is picked; an "
-                    "existing file is never replaced).")}),
+                **widgets(DECODE, tiling={"tooltip": DECODE["tiling"].help + (
+                    " With a connected VAE: 'on' uses ComfyUI's tiled decode at tile_size; 'auto' and 'off' its "
+                    "plain decode (it tiles by itself when memory runs out).")}),
             },
             "optional": {
                 "model": (MODEL_TYPE, {"tooltip": "The SteadyDancer model: decodes with its own VAE (when no 'vae' "
@@ -78,22 +65,23 @@ class DecodeVideo:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def decode(self, model=None, latent=None, tiling="auto", tile_size=256, fps=0.0, output="frames",
-               filename_prefix="SteadyDancer/video", audio=None, vae=None, unique_id=None):
+    def decode(self, model=None, latent=None, tiling=DECODE.default("tiling"), tile_size=DECODE.default("tile_size"),
+               fps=DECODE.default("fps"), output=DECODE.default("output"),
+               filename_prefix=DECODE.default("filename_prefix"), audio=None, vae=None, unique_id=None):
         if latent is None:
             raise ValueError("DecodeVideo needs a latent: connect SteadyDancerSampler's latent.")
         if model is None and vae is None:
             raise ValueError("DecodeVideo has nothing to decode with: connect the SteadyDancer model (its own VAE) "
                              "or a VAE (Load VAE with wan_2.1_vae.safetensors).")
-        if tiling not in TILING_MODES:
-            raise ValueError(f"tiling must be one of {TILING_MODES}, got {tiling!r}")
+        tiling, tile_size, fps, output = (DECODE[name].check(value) for name, value in
+                                          (("tiling", tiling), ("tile_size", tile_size), ("fps", fps),
+                                           ("output", output)))
         result = latent.get(LATENT_RESULT_KEY)
         if result is None and vae is None:
             raise ValueError("DecodeVideo needs the LATENT of a SteadyDancerSampler (this latent has no "
                              f"'{LATENT_RESULT_KEY}' entry); for other Wan 2.1 latents connect a VAE (Load VAE) "
                              "or use ComfyUI's VAE Decode.")
-        fps = float(fps) if fps and fps > 0 else float(latent.get(LATENT_FPS_KEY) or sd.WAN_FPS)
-        tile = {"auto": "auto", "off": False, "on": int(tile_size)}[tiling]
+        fps = fps if fps > 0 else float(latent.get(LATENT_FPS_KEY) or sd.WAN_FPS)
         decoder = None
         if vae is not None:
             bridge.check_wan21_vae(vae)
@@ -103,10 +91,11 @@ class DecodeVideo:
                                           unique_id)
             decoder = lambda z: bridge.vae_decode(vae, sd.to_raw_latent(z[None]), native_tile)  # noqa: E731
         if output == "file":
-            return self._decode_to_file(model, result, tile, fps, filename_prefix, audio, unique_id, decoder)
+            return self._decode_to_file(model, result, (tiling, tile_size), fps, filename_prefix, audio, unique_id,
+                                        decoder)
         progress = bridge.StepProgress(1, unique_id)
         try:
-            frames = sd.decode(model, result, tile=tile, callback=progress, should_cancel=bridge.interrupted,
+            frames = sd.decode(model, result, tiling, tile_size, callback=progress, should_cancel=bridge.interrupted,
                                decoder=decoder)
         except sd.Cancelled:
             bridge.raise_if_interrupted()
@@ -119,7 +108,8 @@ class DecodeVideo:
         frames = bridge.vae_decode(vae, samples, tile_size).clamp(0, 1)
         if output != "file":
             return (frames, bridge.make_video(frames, fps))
-        path, file, subfolder = bridge.output_target(filename_prefix or "SteadyDancer/video", frames.shape[2],
+        path, file, subfolder = bridge.output_target(filename_prefix or DECODE.default("filename_prefix"),
+                                                     frames.shape[2],
                                                      frames.shape[1])
 
         def write(tmp: Path) -> None:
@@ -132,8 +122,8 @@ class DecodeVideo:
         return {"result": (frames[:PREVIEW_FRAMES].clone(), bridge.video_from_file(path)),
                 "ui": bridge.saved_video_ui(file, subfolder)}
 
-    def _decode_to_file(self, model, result, tile, fps, filename_prefix, audio, unique_id, decoder=None):
-        path, file, subfolder = bridge.output_target(filename_prefix or "SteadyDancer/video",
+    def _decode_to_file(self, model, result, tiling, fps, filename_prefix, audio, unique_id, decoder=None):
+        path, file, subfolder = bridge.output_target(filename_prefix or DECODE.default("filename_prefix"),
                                                      result.width, result.height)
         total = len(result.segments)
         progress = bridge.StepProgress(total, unique_id)
@@ -141,7 +131,7 @@ class DecodeVideo:
 
         def write(tmp: Path) -> None:
             with sd.VideoWriter(tmp, fps) as writer:
-                chunks = sd.iter_decoded(model, result, tile, bridge.interrupted, decoder=decoder)
+                chunks = sd.iter_decoded(model, result, *tiling, should_cancel=bridge.interrupted, decoder=decoder)
                 for i, (_, frames) in enumerate(chunks):
                     frames = frames.float().clamp(0, 1).cpu()
                     if len(preview) < PREVIEW_FRAMES:

@@ -5,12 +5,12 @@ Never imports ComfyUI or torch (an already imported torch is asked whether a GPU
 
 Public API
 ----------
-``extract(frames, detector_path, estimator_path, person="highest", batch_size=8, on_missing="hold",
+``extract(frames, detector_path, estimator_path, person="highest", batch_size=8, no_person="hold",
           providers=None, flip_test=True, progress=None) -> PoseSequence``
     Poses of a driving video. ``frames`` is any iterable (a generator is consumed ``batch_size``
     frames at a time: only keypoints are kept). ``person``: "highest" (detector score, the official
     choice), "largest" (box area) or "all" (multi-person conditioning). Frames with no person:
-    ``on_missing="hold"`` repeats the nearest earlier pose, ``"empty"`` draws nothing; their indices
+    ``no_person="hold"`` repeats the nearest earlier pose, ``"empty"`` draws nothing; their indices
     are in ``PoseSequence.missing_frames`` / ``filled_frames``. Detection and estimation are batched
     across frames when the ONNX model has a dynamic batch dimension.
 ``extract_reference(photo, detector_path, estimator_path, ...) -> (PoseFrame, resized_photo)``
@@ -25,9 +25,13 @@ Public API
     Official drawing (pixel-identical to the official frames), RGB uint8; optional area resize.
 ``augment_frames(frames, seed) -> Iterator[PoseFrame]`` / ``augment(frames, seed)`` (with the draws)
     The official negative-condition jitter (per-frame scale and aspect about the neck), seeded.
-``to_openpose_json(poses) -> list[dict]`` / ``from_openpose_json(data, person="highest", on_missing="hold")``
+``to_openpose_json(poses) -> list[dict]`` / ``from_openpose_json(data, person="highest", no_person="hold")``
     PoseSequence <-> OpenPose JSON (the ``POSE_KEYPOINT`` of comfyui_controlnet_aux and other packs): pixel
     coordinates written, pixels or normalised read, BODY_25 and 68/70-point faces read (``openpose_json.py``).
+``prepare(photo, driving, models, augment_seed=, canvas=, scale_fallback=) -> PreparedPoses``
+    The whole pose preparation the nodes, the CLI and the demo share: the photo's pose detected, the driving
+    poses aligned to it, the canvas chosen (``CANVAS_MODES``), the negatives augmented; ``.sources()`` renders on
+    demand (``prepare.py``).
 ``pose_sources(aligned, seed, output_hw=None) -> (positive, negative)``
     The same frames rendered on demand: ``len()`` and ``frames(start, stop)`` -> uint8 [n, H, W, 3],
     pixel-identical to rendering everything up front (only keypoints are held).
@@ -51,10 +55,21 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .align import AlignedPoses, Aligner, AlignScales, NoPersonError, align, iter_align, reference_size, resize_reference
+from .align import (
+    SCALE_FALLBACKS,
+    AlignedPoses,
+    Aligner,
+    AlignScales,
+    NoPersonError,
+    align,
+    iter_align,
+    reference_size,
+    resize_reference,
+)
 from .augment import AugmentDraw, augment, augment_frames
 from .onnx_runtime import CPU_ONLY
 from .openpose_json import OpenPoseJSONError, from_openpose_json, to_openpose_json
+from .prepare import CANVAS_MODES, PreparedPoses, missing_note, output_size, prepare
 from .render import render, render_frames
 from .sources import RenderedFrames, pose_sources
 from .types import PoseFrame, PoseSequence
@@ -66,6 +81,7 @@ __all__ = [
     "extract_reference", "iter_align", "load_models", "reference_size", "render", "render_frames",
     "resize_reference", "RenderedFrames", "pose_sources", "CPU_ONLY",
     "OpenPoseJSONError", "from_openpose_json", "to_openpose_json",
+    "CANVAS_MODES", "SCALE_FALLBACKS", "PreparedPoses", "missing_note", "output_size", "prepare",
 ]
 
 
@@ -77,12 +93,12 @@ def load_models(detector_path, estimator_path, person: str = "highest", provider
 
 
 def extract(frames: Iterable[np.ndarray], detector_path, estimator_path, person: str = "highest",
-            batch_size: int = 8, on_missing: str = "hold", providers: Sequence[str] | None = None,
+            batch_size: int = 8, no_person: str = "hold", providers: Sequence[str] | None = None,
             flip_test: bool = True, progress: Callable[[int], None] | None = None) -> PoseSequence:
     from .wholebody import extract as _extract
 
     model = load_models(detector_path, estimator_path, person, providers, batch_size, flip_test)
-    return _extract(frames, model, batch_size=batch_size, on_missing=on_missing, progress=progress)
+    return _extract(frames, model, batch_size=batch_size, no_person=no_person, progress=progress)
 
 
 def extract_reference(photo: np.ndarray, detector_path, estimator_path, person: str = "highest",

@@ -210,15 +210,15 @@ def frame_from_openpose(data: Mapping, index: int = 0, image_hw=None, person: st
     return frame.select([0 if person == "highest" else _largest(frame)])
 
 
-def from_openpose_json(data, person: str = "highest", on_missing: str = "hold", image_hw=None) -> PoseSequence:
+def from_openpose_json(data, person: str = "highest", no_person: str = "hold", image_hw=None) -> PoseSequence:
     """OpenPose JSON (a list of frame dicts, one dict, or its JSON text) -> PoseSequence.
 
-    person: see ``frame_from_openpose``. on_missing: frames without a person are held at the nearest earlier pose
+    person: see ``frame_from_openpose``. no_person: frames without a person are held at the nearest earlier pose
     ("hold") or left empty ("empty"), as in extraction; both are listed in ``missing_frames`` / ``filled_frames``.
     image_hw: (H, W) for frames without canvas_width / canvas_height.
     """
-    if on_missing not in MISSING_MODES:
-        raise ValueError(f"on_missing must be one of {MISSING_MODES}, got {on_missing!r}")
+    if no_person not in MISSING_MODES:
+        raise ValueError(f"no_person must be one of {MISSING_MODES}, got {no_person!r}")
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
@@ -230,5 +230,5 @@ def from_openpose_json(data, person: str = "highest", on_missing: str = "hold", 
         raise OpenPoseJSONError("POSE_KEYPOINT holds no frames: expected a list with one OpenPose dict per frame")
     frames = [frame_from_openpose(d, i, image_hw, person) for i, d in enumerate(data)]
     missing = tuple(i for i, f in enumerate(frames) if f.num_persons == 0)
-    filled = fill_missing(frames, on_missing)
+    filled = fill_missing(frames, no_person)
     return PoseSequence(frames, frames[0].image_hw, missing, filled)

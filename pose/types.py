@@ -125,7 +125,7 @@ class PoseSequence:
     frames          one PoseFrame per video frame
     image_hw        (H, W) of the source frames
     missing_frames  indices of frames where no person was found (as detected, before filling)
-    filled_frames   indices whose pose was filled in from a neighbour (``on_missing="hold"``)
+    filled_frames   indices whose pose was filled in from a neighbour (``no_person="hold"``)
     """
 
     frames: list[PoseFrame]

@@ -136,13 +136,13 @@ def iter_extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int
         yield from model(batch)
 
 
-def fill_missing(frames: list, on_missing: str) -> tuple[int, ...]:
+def fill_missing(frames: list, no_person: str) -> tuple[int, ...]:
     """Frames without a person, in place: "hold" replaces each by the nearest earlier pose (the first pose for
     leading ones; NoPersonError when no frame has one), "empty" leaves them. Returns the indices filled."""
-    if on_missing not in MISSING_MODES:
-        raise ValueError(f"on_missing must be one of {MISSING_MODES}, got {on_missing!r}")
+    if no_person not in MISSING_MODES:
+        raise ValueError(f"no_person must be one of {MISSING_MODES}, got {no_person!r}")
     missing = [i for i, f in enumerate(frames) if f.num_persons == 0]
-    if not missing or on_missing == "empty":
+    if not missing or no_person == "empty":
         return ()
     if len(missing) == len(frames):
         raise NoPersonError.in_driving()
@@ -155,12 +155,12 @@ def fill_missing(frames: list, on_missing: str) -> tuple[int, ...]:
     return tuple(missing)
 
 
-def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8, on_missing: str = "hold",
+def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8, no_person: str = "hold",
             progress: Callable[[int], None] | None = None) -> PoseSequence:
-    """Poses of every frame. ``on_missing``: "hold" repeats the nearest earlier pose (the first pose for
+    """Poses of every frame. ``no_person``: "hold" repeats the nearest earlier pose (the first pose for
     leading frames), "empty" leaves the frame empty (drawn black). Missing frames are reported."""
-    if on_missing not in MISSING_MODES:
-        raise ValueError(f"on_missing must be one of {MISSING_MODES}, got {on_missing!r}")
+    if no_person not in MISSING_MODES:
+        raise ValueError(f"no_person must be one of {MISSING_MODES}, got {no_person!r}")
     out: list[PoseFrame] = []
     missing: list[int] = []
     image_hw = None
@@ -173,10 +173,10 @@ def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8,
             progress(i + 1)
     if image_hw is None:
         raise ValueError("no frames to extract poses from: the driving video is empty.")
-    filled = fill_missing(out, on_missing)
+    filled = fill_missing(out, no_person)
     if missing:
         log.warning("pose extraction: no person in %d of %d frames (%s)", len(missing), len(out),
-                    "held the nearest pose" if on_missing == "hold" else "left empty")
+                    "held the nearest pose" if no_person == "hold" else "left empty")
     return PoseSequence(out, image_hw, tuple(missing), filled)
 
 

@@ -5,15 +5,21 @@ The modules behind them follow the data flow and may change:
 
     models/    the networks and their configs (DiT with SSAR / TMCM / FAAU, Wan VAE, umT5, CLIP vision)
     loading/   files -> models: readers, GGUF codecs, quantised ops, key-name tables, identify, loaders, LoRA
-    runtime/   a loaded SteadyDancerModel: memory planner, sizes, every device movement (placement, block swap)
-    sampling/  schedules, guidance, conditioning, segments, generate / decode
+    runtime/   a loaded SteadyDancerModel: the loader's options, memory planner, every device movement
+    sampling/  the sampler's options, schedules, guidance, conditioning, segments, generate / decode; it uses a
+               model through ``SamplingModel`` (``sampling/model_interface.py``) and imports only models/
 
 Typical use::
 
     import steadydancer_core as sd
-    model = sd.load_model(dit, vae, t5, clip, precision="bf16", offload="auto")
+    files = sd.ModelFiles(dit=..., vae=..., t5=..., clip_vision=...)
+    model = sd.load_model(files, sd.LoaderSettings(offload="auto"))
     result = sd.generate(model, photo, positive_pose, negative_pose, sd.GenerationSettings(prompt="a dancer"))
     video = sd.decode(model, result)          # or: for start, frames in sd.iter_decoded(model, result): ...
+
+Every option (name, default, range, help) is a row of an ``OptionTable``: ``SAMPLER`` / ``VAE_TILING`` (the fields
+of ``GenerationSettings``), ``LOADER`` (``LoaderSettings``), ``PHOTO``; the nodes' other tables are in
+``option_tables``.
 """
 from .loading.errors import StateDictMismatchError, WeightFileError
 from .loading.file_writers import save_gguf, to_comfy_quant, to_fp8
@@ -33,16 +39,17 @@ from .models.text_encoder_config import T5Config
 from .models.vae import WanVAE, from_raw_latent, to_raw_latent
 from .models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .models.vae_tiling import TilePlan, plan_tiles
-from .runtime.bundle import (
+from .option import Option, OptionError, OptionTable
+from .runtime.bundle import SteadyDancerModel, check_model_files, load_model
+from .runtime.options import (
                                 AUTO_PRECISION,
-                                COMPONENTS,
                                 LOADER,
+                                LORA_STRENGTH,
                                 OFFLOAD_MODES,
                                 PRECISION_CHOICES,
                                 PRECISIONS,
-                                SteadyDancerModel,
-                                check_max_vram_gb,
-                                load_model,
+                                LoaderSettings,
+                                ModelFiles,
 )
 from .runtime.compile import compile_blocks
 from .runtime.memory_plan import (
@@ -61,26 +68,22 @@ from .runtime.offload import (
                                 release_model,
                                 unload_component,
 )
-from .runtime.placement import VRAM_MODES, DevicePolicy
+from .runtime.placement import COMPONENTS, VRAM_MODES, DevicePolicy
 from .runtime.sizes import dit_tokens, module_bytes
 from .sampling.conditioning import resize_like_pil
 from .sampling.defaults import (
                                 FIRST_FRAME_MODES,
-                                MAX_SEED,
-                                PHOTO,
-                                POSE,
                                 POSE_RESIZE_MODES,
-                                SAMPLER,
                                 SOLVERS,
                                 STEP_CACHE_MODES,
+                                TILING_MODES,
                                 WAN_FPS,
-                                check_seed,
-                                resolve_shift,
 )
 from .sampling.decoded_store import DecodedSegments
 from .sampling.guidance import Cancelled, NonFiniteLatentError
 from .sampling.noise import NOISE_SOURCES
-from .sampling.options import SAMPLER_OPTIONS, generation_settings
+from .sampling.model_interface import JobPlan, SamplingModel
+from .sampling.options import MAX_SEED, PHOTO, SAMPLER, VAE_TILING
 from .sampling.photo import BACKGROUNDS, background_name, composite_photo, parse_background
 from .sampling.pipeline import generate
 from .sampling.results import GenerationResult, SegmentLatent, decode, iter_decoded
@@ -108,15 +111,16 @@ __all__ = [
     "plan_memory", "plan_segments", "release_model", "resolve_length",
     # placement: devices and free memory from a host, and the calls its model management makes
     "AUTO_PRECISION", "COMPONENTS", "DevicePolicy", "PRECISION_CHOICES", "VRAM_MODES", "component_device_bytes",
+    "LoaderSettings", "ModelFiles", "SamplingModel", "JobPlan", "check_model_files",
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
     "from_raw_latent", "to_raw_latent",
-    # defaults shared by the nodes and the CLI, and their validators
-    "FIRST_FRAME_MODES", "LOADER", "MAX_SEED", "NOISE_SOURCES", "OFFLOAD_MODES", "POSE", "SAMPLER", "SAMPLER_OPTIONS",
-    "SOLVERS", "STEP_CACHE_MODES", "WAN_FPS", "check_max_vram_gb", "check_seed", "generation_settings",
-    "resolve_shift", "NonFiniteLatentError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
+    # the option tables (every option's name, default, range and help) and their vocabularies
+    "Option", "OptionError", "OptionTable", "LOADER", "LORA_STRENGTH", "SAMPLER", "VAE_TILING", "MAX_SEED",
+    "FIRST_FRAME_MODES", "NOISE_SOURCES", "OFFLOAD_MODES", "SOLVERS", "STEP_CACHE_MODES", "TILING_MODES", "WAN_FPS",
+    "NonFiniteLatentError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
     # a photo with transparency
     "BACKGROUNDS", "PHOTO", "background_name", "composite_photo", "parse_background",
     # whole-job progress reports and the decoded segments a result keeps on disk

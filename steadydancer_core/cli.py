@@ -24,6 +24,7 @@ of the run's inputs is always refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -37,18 +38,24 @@ import numpy as np
 import torch
 
 from . import (
-    POSE,
-    SAMPLER_OPTIONS,
+    LORA_STRENGTH,
+    GenerationSettings,
+    OptionError,
+    LoaderSettings,
+    ModelFiles,
     WAN_FPS,
+    check_model_files,
     composite_photo,
     format_seconds,
     generate,
-    generation_settings,
     load_model,
+    parse_background,
     video_io,
 )
-from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, pose_package
-from .models_folder import resolve_models
+from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, option_values
+from .models_folder import MODEL_FILES, resolve_models
+from .option_tables import ALIGN, EXTRACT, LOADER, SAMPLER, VAE_TILING
+from .pose_package import pose
 from .safe_write import write_beside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -129,15 +136,9 @@ def load_pose_dir(folder: str | Path) -> tuple[ImageFilePoses, ImageFilePoses | 
 
 
 def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, object, object, float, list]:
-    """Extract and align the driving poses -> (resized photo, positive, negative, pose fps, notices).
-
-    positive / negative are pose frame sources (``pose.pose_sources``): only the aligned keypoints are held, and
-    ``generate`` renders each segment's frames when it needs them (resized there by ``--pose-resize``)."""
-    pose = pose_package()
-    if not args.detector or not args.pose_model:
-        raise CLIError(f"--video needs --detector ({POSE.detector}) and --pose-model ({POSE.pose_model}); or pass "
-                       "--pose-dir with already aligned pose frames")
-
+    """Extract the driving poses and prepare them for the photo (``pose.prepare``) -> (resized photo, positive,
+    negative, pose fps, notices). positive / negative are pose frame sources: only the aligned keypoints are held,
+    and ``generate`` renders each segment's frames when it needs them (resized there by ``--pose-resize``)."""
     notices = []
     info = video_io.probe_video(args.video)
     target_fps = args.target_fps or None
@@ -147,17 +148,13 @@ def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, obj
                                                        target_fps=target_fps)
               for f in (chunk.mul(255).round().to(torch.uint8).numpy()))
     models = pose.load_models(args.detector, args.pose_model, person=args.person)  # one set of sessions for both
-    reference, resized = pose.extract_reference(photo, args.detector, args.pose_model, person=args.person)
-    sequence = pose.extract(frames, args.detector, args.pose_model, person=args.person, on_missing=args.no_person,
+    sequence = pose.extract(frames, args.detector, args.pose_model, person=args.person, no_person=args.no_person,
                             progress=progress)
-    del models
-    if sequence.missing_frames:
-        how = "held the nearest pose" if args.no_person == "hold" else "left empty"
-        notices.append(f"no person in {len(sequence.missing_frames)} driving frames ({how})")
-    aligned = pose.align(reference, sequence, scale_fallback=args.scale_fallback)
-    out_hw = None if args.canvas == "2x" else tuple(v // 2 for v in aligned.canvas_hw)
-    positive, negative = pose.pose_sources(aligned, args.augment_seed, output_hw=out_hw)
-    return resized, positive, negative, float(target_fps or info.fps or WAN_FPS), notices
+    notices += [n for n in [pose.missing_note(sequence, args.no_person)] if n]
+    prepared = pose.prepare(photo, sequence, models, augment_seed=args.augment_seed, canvas=args.canvas,
+                            scale_fallback=args.scale_fallback)
+    positive, negative = prepared.sources()
+    return prepared.photo, positive, negative, float(target_fps or info.fps or WAN_FPS), notices + prepared.notes
 
 
 def _expected_frames(args) -> int | None:
@@ -172,15 +169,15 @@ def _expected_frames(args) -> int | None:
 
 
 def _loras(specs: Sequence[str]) -> list:
+    """``--lora PATH[:STRENGTH]`` values -> [(path, strength)] (strength 1 when not given)."""
     out = []
     for spec in specs:
         path, _, strength = spec.rpartition(":") if ":" in Path(spec).name else (spec, "", "")
         try:
-            value = float(strength) if strength else 1.0
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise CLIError(f"--lora {spec!r}: strength after ':' must be a finite number, e.g. path.safetensors:0.8")
+            value = LORA_STRENGTH.check(strength) if strength else LORA_STRENGTH.default
+        except OptionError as err:
+            raise CLIError(f"--lora {spec!r}: the strength after ':' {str(err).split(' ', 1)[1]}; e.g. "
+                           "path.safetensors:0.8") from None
         out.append((path, value))
     return out
 
@@ -190,7 +187,7 @@ def _inputs(args) -> list:
     items = [("--photo", args.photo, "file")]
     items += [("--video", args.video, "file")] if args.video else [("--pose-dir", args.pose_dir, "dir")]
     items += [("--dit", args.dit, "any"), ("--vae", args.vae, "file"), ("--t5", args.t5, "file"),
-              ("--clip", args.clip, "file")]
+              ("--clip-vision", args.clip_vision, "file")]
     if args.video:
         items += [(f"--{n.replace('_', '-')}", getattr(args, n), "file") for n in ("detector", "pose_model")
                   if getattr(args, n) is not None]
@@ -225,9 +222,9 @@ def _check_out(args, inputs) -> Path:
     return out
 
 
-def check_args(args) -> Path:
-    """Every check that needs no model: model paths (from --models), inputs, output, sampler options, attention
-    backend. Returns the output path."""
+def check_args(args) -> tuple[Path, GenerationSettings]:
+    """Every check that needs no model loaded: model paths (from --models) and what each file holds, inputs, output,
+    sampler options, attention backend. Returns the output path and the generation settings."""
     def check(items) -> None:
         for option, path, kind in items:
             p = Path(path)
@@ -239,7 +236,8 @@ def check_args(args) -> Path:
     check(_inputs(args)[:2])                       # the photo and the video / pose folder first
     resolve_models(args)
     if args.video and (not args.detector or not args.pose_model):
-        raise CLIError(f"--video needs --detector ({POSE.detector}) and --pose-model ({POSE.pose_model}) (or "
+        raise CLIError(f"--video needs --detector ({MODEL_FILES['detector'][2][0]}) and --pose-model "
+                       f"({MODEL_FILES['pose_model'][2][0]}) (or "
                        "--models DIR holding dwpose/); or pass --pose-dir with already aligned pose frames")
     inputs = _inputs(args)
     check(inputs)
@@ -249,25 +247,36 @@ def check_args(args) -> Path:
         if importlib.util.find_spec(module) is None:
             raise CLIError(f"--attention {args.attention} needs the {package} package (pip install {package}); "
                            "or use --attention sdpa")
+    if args.video and video_io.is_still_image(args.video):
+        raise CLIError(f"--video {args.video} is a still image, not a video; give the driving dance video (mp4, "
+                       "mov, webm, mkv or gif), or use the image as --photo")
+    settings = generation_settings(args)
+    check_model_files(model_files(args))              # each file holds what its option names, before any pose work
+    return out, settings
+
+
+def generation_settings(args) -> GenerationSettings:
+    """``GenerationSettings`` of the parsed options; a bad combination is a ``CLIError`` naming the options."""
     try:
-        generation_settings({name: getattr(args, name) for name in SAMPLER_OPTIONS})
+        return GenerationSettings(**option_values(args, SAMPLER), **option_values(args, VAE_TILING))
     except ValueError as err:
-        text = str(err)
-        first = text.split(" ", 1)[0]
-        if first == "pose_cfg_window":
-            raise CLIError(f"--pose-cfg-start/--pose-cfg-end: {text}") from None
-        raise CLIError(f"--{first.replace('_', '-')} {text.split(' ', 1)[1]}" if first in SAMPLER_OPTIONS
-                       else text) from None
-    return out
+        raise CLIError(flagged(str(err))) from None
+
+
+def model_files(args) -> ModelFiles:
+    return ModelFiles(dit=args.dit, vae=args.vae, t5=args.t5, clip_vision=args.clip_vision,
+                      tokenizer=args.tokenizer, loras=tuple(_loras(args.lora)))
+
+
 
 
 def run(args) -> Path:
     """Generate the video described by parsed ``args``; returns the output path."""
     from tqdm import tqdm
 
-    out = check_args(args)
+    out, settings = check_args(args)
     started = time.monotonic()
-    photo = read_image(args.photo, background=args.background)
+    photo = read_image(args.photo, background=parse_background(args.background))
     notices = []
     if args.video:
         with tqdm(desc="poses", unit="frame", total=_expected_frames(args)) as bar:
@@ -278,21 +287,16 @@ def run(args) -> Path:
         positive, negative = load_pose_dir(args.pose_dir)
         pose_fps = args.target_fps or WAN_FPS
     fps = args.fps or pose_fps
-    options = {name: getattr(args, name) for name in SAMPLER_OPTIONS}
     if negative is None:
         negative = positive
-        if options["pose_cfg"] != 0.0:
+        if settings.pose_cfg != 0.0:
             # the pose term is pose_cfg * (cond - uncond_pose): 0 switches it off and saves a pass
-            notices.append(f"no negative pose frames in {args.pose_dir}: pose CFG {options['pose_cfg']:g} -> 0 (off)")
-            options["pose_cfg"] = 0.0
-    settings = generation_settings(options)
+            notices.append(f"no negative pose frames in {args.pose_dir}: --pose-cfg {settings.pose_cfg:g} -> 0 (off)")
+            settings = dataclasses.replace(settings, pose_cfg=0.0)
     for note in notices:
         log.warning(note)
     log.info("loading models")
-    model = load_model(args.dit, args.vae, args.t5, args.clip, precision=args.precision, attention=args.attention,
-                       loras=_loras(args.lora), offload=args.offload, blocks_to_swap=args.blocks_to_swap,
-                       tokenizer_path=args.tokenizer, max_vram_gb=args.max_vram_gb, fp8_matmul=args.fp8_matmul,
-                       compile=args.compile)
+    model = load_model(model_files(args), LoaderSettings(**option_values(args, LOADER)))
     if model.fp8_matmul_report:
         log.info(model.fp8_matmul_report)
     bar = tqdm(desc="generation", total=BAR_SCALE, bar_format=BAR_FORMAT)
@@ -304,9 +308,9 @@ def run(args) -> Path:
         if (p.phase, p.segment) != shown["phase"]:
             shown["phase"] = (p.phase, p.segment)
             bar.write(p.title + (f" ({p.units} steps)" if p.phase == "sample" else ""))
-        if p.phase == "sample" and not shown["plan"] and model.offload_plan is not None:
-            shown["plan"] = True          # generate() has re-planned for the real size by now
-            bar.write(f"memory plan: {model.offload_plan.explanation}")
+        if p.phase == "sample" and not shown["plan"] and p.plan is not None:
+            shown["plan"] = True          # the job's plan, made for the real size
+            bar.write(f"memory plan: {p.plan.explanation}")
         bar.set_description_str(f"{p.label}, elapsed {format_seconds(p.elapsed_s)}, ETA {format_seconds(p.eta_s)}",
                                 refresh=False)
         bar.n = int(round(p.fraction * BAR_SCALE))

@@ -6,7 +6,7 @@ alignment, rendering of the positive and augmented negative poses, SteadyDancer 
 guidance, and decoding. The mp4 is written beside OUT first and renamed when complete; an existing OUT is never
 replaced. The temporary folder is removed afterwards.
 
-Frame 0 is the example photo (``first_frame="exact"``); the weights are random, so the later frames are noise,
+Frame 0 is the example photo (``first_frame`` exact, the default); the weights are random, so the later frames are noise,
 not a dancer: the demo proves the installation works end to end. With real models, use ``python -m steadydancer_core.cli``.
 """
 from __future__ import annotations
@@ -36,6 +36,8 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     """Build the kit, animate its photo, write ``out``. Returns what was done (paths, sizes, seconds)."""
     from . import (
         GenerationSettings,
+        LoaderSettings,
+        ModelFiles,
         VideoWriter,
         frames_to_uint8,
         generate,
@@ -43,11 +45,11 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
         iter_video_frames,
         load_model,
     )
-    from .cli_options import pose_package
+    from .option_tables import ALIGN
+    from .pose_package import pose
     from .safe_write import write_beside
     from .tiny_kit import write_kit
 
-    pose = pose_package()
     out = Path(out)
     if out.exists():
         raise SystemExit(f"error: {out} exists; give the demo a new file name (it never replaces a file)")
@@ -59,17 +61,17 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
         models = kit.models_dir
         det, est = models / "dwpose" / "yolox_l.onnx", models / "dwpose" / "dw-ll_ucoco_384.onnx"
         photo = cv2.cvtColor(cv2.imread(str(kit.photo)), cv2.COLOR_BGR2RGB)
-        ref_pose, photo_resized = pose.extract_reference(photo, det, est)
         video = (f for chunk in iter_video_frames(kit.video, target_fps=DEMO_FPS) for f in frames_to_uint8(chunk))
-        aligned = pose.align(ref_pose, pose.extract(video, det, est))
-        positive = _to_float(pose.render_frames(aligned.frames, aligned.canvas_hw))
-        negative = _to_float(pose.render_frames(pose.augment_frames(aligned.frames, 0), aligned.canvas_hw))
-        model = load_model(models / "diffusion_models" / "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors",
-                           models / "vae" / "wan_2.1_vae.safetensors",
-                           models / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-                           models / "clip_vision" / "clip_vision_h.safetensors", precision="fp32")
-        settings = GenerationSettings(prompt=DEMO_PROMPT, steps=steps, max_area=DEMO_MAX_AREA, first_frame="exact")
-        result = generate(model, _to_float([photo_resized]), positive, negative, settings)
+        pose_models = pose.load_models(det, est)
+        prepared = pose.prepare(photo, pose.extract(video, det, est), pose_models, **ALIGN.defaults("cli"))
+        positive, negative = prepared.sources()
+        files = ModelFiles(dit=models / "diffusion_models" / "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors",
+                           vae=models / "vae" / "wan_2.1_vae.safetensors",
+                           t5=models / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                           clip_vision=models / "clip_vision" / "clip_vision_h.safetensors")
+        model = load_model(files, LoaderSettings(precision="fp32"))
+        settings = GenerationSettings(prompt=DEMO_PROMPT, steps=steps, max_area=DEMO_MAX_AREA)
+        result = generate(model, _to_float([prepared.photo]), positive, negative, settings)
 
         def write(path: Path) -> None:
             with VideoWriter(path, fps=DEMO_FPS) as writer:

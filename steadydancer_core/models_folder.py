@@ -4,9 +4,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import (
-    POSE,
-)
 from .cli_options import CLIError
 
 log = logging.getLogger("steadydancer")
@@ -25,9 +22,9 @@ MODEL_FILES = {  # option -> (what, folders, names)
     "vae": ("VAE", ("vae",), ("wan_2.1_vae.safetensors",)),
     "t5": ("umT5 text encoder", ("text_encoders", "clip"),
            ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "umt5_xxl_fp16.safetensors")),
-    "clip": ("CLIP vision encoder", ("clip_vision",), ("clip_vision_h.safetensors",)),
-    "detector": ("DWPose person detector", ("dwpose",), (POSE.detector,)),
-    "pose_model": ("DWPose pose model", ("dwpose",), (POSE.pose_model,)),
+    "clip_vision": ("CLIP vision encoder", ("clip_vision",), ("clip_vision_h.safetensors",)),
+    "detector": ("DWPose person detector", ("dwpose",), ("yolox_l.onnx",)),
+    "pose_model": ("DWPose pose model", ("dwpose",), ("dw-ll_ucoco_384.onnx",)),
 }
 
 
@@ -67,13 +64,13 @@ def _find_file(folder: Path, name: str) -> Path | None:
 def resolve_models(args) -> None:
     """Fill the model paths left empty from ``--models DIR`` (the explicit options win); with --video also the
     DWPose files. A missing file: a CLIError listing what was looked for where."""
-    needed = ["dit", "vae", "t5", "clip"] + (["detector", "pose_model"] if args.video else [])
+    needed = ["dit", "vae", "t5", "clip_vision"] + (["detector", "pose_model"] if args.video else [])
     if args.models is None:
         missing = [n for n in needed[:4] if getattr(args, n) is None]
         if missing:
             names = ", ".join(f"--{n.replace('_', '-')}" for n in missing)
             raise CLIError(f"no model files given ({names}); pass --models DIR (a ComfyUI models folder) or each "
-                           "file with --dit, --vae, --t5 and --clip")
+                           "file with --dit, --vae, --t5 and --clip-vision")
         return
     root = Path(args.models)
     if not root.is_dir():

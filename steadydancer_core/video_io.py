@@ -100,6 +100,15 @@ def probe_video(path: str | Path | BinaryIO) -> VideoInfo:
         container.close()
 
 
+def is_still_image(path: str | Path) -> bool:
+    """Whether ``path`` is a single still image (png, jpg, webp, bmp ...) rather than a video or an animation."""
+    container = _open_input(path)
+    try:
+        return container.format.name == "image2" or container.format.name.endswith("_pipe")
+    finally:
+        container.close()
+
+
 def resample_indices(source_fps: float, target_fps: float) -> Iterator[tuple[int, int]]:
     """Endless ``(source_index, output_index)`` pairs: the source frame on screen at each output frame's time.
 

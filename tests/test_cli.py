@@ -1,5 +1,4 @@
 """Headless CLI: argument handling, pose folders, and an end-to-end run on the tiny model kit."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +8,6 @@ import torch
 from steadydancer_core import cli, video_io
 from steadydancer_core.models.vae_config import VAE_TEMPORAL_STRIDE
 
-HAVE_PIPELINE = all(importlib.util.find_spec(m) is not None
-                    for m in ("steadydancer_core.sampling.pipeline", "steadydancer_core.runtime.bundle", "steadydancer_core.tiny_kit"))
-
-
 def _write_png(path, rgb):
     import cv2
 
@@ -21,13 +16,13 @@ def _write_png(path, rgb):
     return path
 
 
-BASE = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
+BASE = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip-vision", "c"]
 
 
 def test_parser_defaults_and_exclusive_sources():
     parser = cli.build_parser()
     args = parser.parse_args(BASE + ["--video", "v.mp4"])
-    assert args.fps is None and args.offload == "auto" and args.blocks_to_swap == 20 and args.target_fps == 16.0
+    assert args.fps == 0.0 and args.offload == "auto" and args.blocks_to_swap == 20 and args.target_fps == 16.0
     assert args.max_vram_gb == 0.0 and args.seed == 106060 and args.augment_seed == 0
     with pytest.raises(SystemExit):
         parser.parse_args(BASE + ["--video", "v.mp4", "--pose-dir", "d"])
@@ -54,15 +49,20 @@ def test_options_use_the_node_vocabulary(capsys):
         assert "must be an integer from 0 to 2**64-1, got 18446744073709551616" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(BASE + ["--video", "v.mp4", "--max-vram-gb", "-1"])
-    assert "--max-vram-gb: must be a number of GB >= 0" in capsys.readouterr().err
+    assert "--max-vram-gb: max_vram_gb must be a number from 0 to 1024" in capsys.readouterr().err
+
+
+def test_an_old_spelling_still_works_with_a_deprecation_line(caplog):
+    with caplog.at_level("WARNING", logger="steadydancer"):
+        args = cli.build_parser().parse_args(BASE[:-2] + ["--clip", "c.safetensors", "--video", "v.mp4"])
+    assert args.clip_vision == "c.safetensors"
+    assert "--clip is deprecated and will be removed in the next version; use --clip-vision" in caplog.text
 
 
 # CLI options whose node widget has no CLI default to share, with the reason.
 NOT_SHARED = {
     "detector": "a path here; a file name in models/dwpose for the node",
     "pose_model": "a path here; a file name in models/dwpose for the node",
-    "fps": "DecodeVideo's fps 0 and the CLI's unset --fps both mean the pose frame rate (the node reads it from the "
-           "latent)",
 }
 
 
@@ -108,8 +108,7 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
         assert decode and all(n["inputs"]["fps"] == 0.0 for n in decode), path.name    # from the latent
 def test_parser_noise_and_auto_shift():
     parser = cli.build_parser()
-    base = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c",
-            "--video", "v.mp4"]
+    base = BASE + ["--video", "v.mp4"]
     args = parser.parse_args(base)
     assert args.noise == "cpu" and args.shift == 5.0
     args = parser.parse_args(base + ["--noise", "official", "--shift", "auto"])
@@ -163,14 +162,13 @@ def test_clear_errors_exit_with_code_2(tmp_path, caplog):
     photo = _write_png(tmp_path / "p.png", np.zeros((16, 16, 3), np.uint8))
     (tmp_path / "v.mp4").write_bytes(b"")
     args = ["--photo", str(photo), "--video", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "o.mp4"),
-            "--dit", "d", "--vae", "v", "--t5", "t", "--clip", "c"]
+            "--dit", "d", "--vae", "v", "--t5", "t", "--clip-vision", "c"]
     assert cli.main(args) == 2
     assert "--video needs --detector (yolox_l.onnx) and --pose-model (dw-ll_ucoco_384.onnx)" in caplog.text
     assert cli.main(args[:1] + [str(tmp_path / "missing.png")] + args[2:]) == 2
     assert "image not found" in caplog.text
 
 
-@pytest.mark.skipif(not HAVE_PIPELINE, reason="pipeline / bundle / tiny kit not present yet")
 def test_end_to_end_on_the_tiny_kit(tmp_path):
     from steadydancer_core import tiny_kit
 
@@ -180,7 +178,7 @@ def test_end_to_end_on_the_tiny_kit(tmp_path):
     common = ["--photo", str(kit.photo), "--prompt", "a person dancing",
               "--dit", str(m / "diffusion_models" / tiny_kit.DIT_FP8), "--vae", str(m / "vae" / tiny_kit.VAE_FILE),
               "--t5", str(m / "text_encoders" / tiny_kit.T5_FP16),
-              "--clip", str(m / "clip_vision" / tiny_kit.CLIP_FILE),
+              "--clip-vision", str(m / "clip_vision" / tiny_kit.CLIP_FILE),
               "--steps", "2", "--max-area", str(96 * 64), "--pose-cfg", "2.0", "--pose-cfg-start", "0",
               "--pose-cfg-end", "1", "--length", "0"]
     code = cli.main(common + ["--video", str(kit.video), "--out", str(out), "--target-fps", "0",
@@ -205,7 +203,7 @@ def _pose_run(tmp_path):
         _write_png(tmp_path / "poses" / "positive" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
         _write_png(tmp_path / "poses" / "negative" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
     models = []
-    for name in ("dit", "vae", "t5", "clip"):
+    for name in ("dit", "vae", "t5", "clip-vision"):
         (tmp_path / f"{name}.safetensors").write_bytes(b"stand-in")
         models += [f"--{name}", str(tmp_path / f"{name}.safetensors")]
     return ["--photo", str(photo), "--pose-dir", str(tmp_path / "poses")] + models + ["--steps", "1"]
@@ -216,15 +214,17 @@ def no_models(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("a model was loaded although an option was wrong")
     monkeypatch.setattr(cli, "load_model", refuse)
+    monkeypatch.setattr(cli, "check_model_files", lambda files: None)     # stand-in files hold no tensors
 
 
 def test_every_option_is_checked_before_loading(tmp_path, capsys, caplog, no_models):
     base = _pose_run(tmp_path) + ["--out", str(tmp_path / "o.mp4")]
     wrong = {
-        "--attention": ["flash"], "--fps": ["nan", "inf", "0", "-2"], "--shift": ["inf", "nan", "0", "-1", "high"],
+        "--attention": ["flash"], "--fps": ["nan", "inf", "-2", "1e9"], "--shift": ["inf", "nan", "0", "-1", "high"],
         "--max-area": [str(4096 * 4096 + 1), "10"], "--steps": ["0", "-3"], "--pose-cfg": ["nan", "inf", "-1"],
         "--text-cfg": ["inf", "nan", "-0.5"], "--seed": [str(2 ** 64), "-1"], "--background": ["grey", "#12345"],
-        "--target-fps": ["nan"], "--crf": ["99"],
+        "--target-fps": ["nan", "1e6"], "--crf": ["99"], "--segment-frames": ["10", "3"],
+        "--segment-overlap": ["4"], "--blocks-to-swap": ["-1"], "--max-frames": ["-1"],
     }
     for option, values in wrong.items():
         for value in values:
@@ -232,16 +232,18 @@ def test_every_option_is_checked_before_loading(tmp_path, capsys, caplog, no_mod
             err = capsys.readouterr().err
             assert f"argument {option}" in err and len(err.strip().splitlines()) == 1, err
     for extra, message in (
-            (["--lora", str(tmp_path / "l.safetensors:inf")], "strength after ':' must be a finite number"),
+            (["--lora", str(tmp_path / "l.safetensors:inf")], "the strength after ':' must be a number from -10 to 10"),
             (["--lora", str(tmp_path / "absent.safetensors")], "--lora"),
-            (["--pose-cfg-start", "0.6", "--pose-cfg-end", "0.2"], "--pose-cfg-start/--pose-cfg-end"),
-            (["--segment-frames", "10"], "--segment-frames must be 4n+1"),
+            (["--pose-cfg-start", "0.6", "--pose-cfg-end", "0.2"], "--pose-cfg-start (0.6) must not be after "
+                                                                   "--pose-cfg-end (0.2)"),
+            (["--segment-frames", "9", "--segment-overlap", "9"], "--segment-overlap (9) must be smaller than "
+                                                                   "--segment-frames (9)"),
             (["--tokenizer", str(tmp_path / "absent")], "--tokenizer")):
         caplog.clear()
         assert cli.main(base + extra) == 2, extra
         assert message in caplog.text
     args = cli.build_parser().parse_args(base + ["--shift", "auto", "--fps", "24", "--background", "#FF8000"])
-    assert (args.shift, args.fps, args.background) == ("auto", 24.0, (255, 128, 0))
+    assert (args.shift, args.fps, args.background) == ("auto", 24.0, "#FF8000")
 
 
 def test_missing_inputs_and_unreadable_photo(tmp_path, caplog, no_models):
@@ -278,7 +280,8 @@ def _fake_generate(fail: bool):
 
 def test_output_is_written_beside_and_renamed_only_on_success(tmp_path, caplog, monkeypatch):
     base = _pose_run(tmp_path)
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"offload_plan": None, "fp8_matmul_report": ""})())
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"fp8_matmul_report": ""})())
+    monkeypatch.setattr(cli, "check_model_files", lambda files: None)     # stand-in files hold no tensors
     out = tmp_path / "out" / "dance.mp4"
     out.parent.mkdir()
     out.write_bytes(b"an earlier video")
@@ -372,7 +375,8 @@ def test_models_folder_finds_the_standard_names(tmp_path, caplog):
     args = _resolved(root)
     assert Path(args.dit) == root / "diffusion_models" / "SteadyDancer" / kit.DIT_FP8      # fp8 first
     assert Path(args.t5) == root / "text_encoders" / kit.T5_FP8
-    assert (Path(args.vae), Path(args.clip)) == (root / "vae" / kit.VAE_FILE, root / "clip_vision" / kit.CLIP_FILE)
+    assert (Path(args.vae), Path(args.clip_vision)) == (root / "vae" / kit.VAE_FILE,
+                                                        root / "clip_vision" / kit.CLIP_FILE)
     assert (Path(args.detector), Path(args.pose_model)) == (root / "dwpose" / kit.DETECTOR_FILE,
                                                             root / "dwpose" / kit.ESTIMATOR_FILE)
     args = _resolved(root, "--vae", "mine.safetensors", "--dit", "my_dit.gguf")           # explicit options win
@@ -403,7 +407,6 @@ def test_models_folder_finds_the_standard_names(tmp_path, caplog):
         _resolved(tmp_path / "absent")
 
 
-@pytest.mark.skipif(not HAVE_PIPELINE, reason="pipeline / bundle / tiny kit not present yet")
 def test_end_to_end_with_a_models_folder(tmp_path, caplog):
     from steadydancer_core import tiny_kit
 
@@ -448,7 +451,7 @@ def test_poses_from_video_are_lazy_and_equal_the_rendered_frames(tmp_path, canva
 def test_composite_photo_and_background_names():
     from steadydancer_core import PHOTO, background_name, composite_photo, parse_background
 
-    assert parse_background(PHOTO.background) == (255, 255, 255) and parse_background(" Black ") == (0, 0, 0)
+    assert parse_background(PHOTO.default("background")) == (255, 255, 255) and parse_background(" Black ") == (0, 0, 0)
     assert parse_background("#ff8000") == (255, 128, 0) and background_name((255, 128, 0)) == "#FF8000"
     for wrong in ("grey", "#12345", "", None):
         with pytest.raises(ValueError, match="background must be white, black or #RRGGBB"):

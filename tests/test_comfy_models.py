@@ -126,7 +126,7 @@ def test_loading_evicts_only_what_must_go(env):
     prompt[_loader_id(prompt)]["inputs"]["offload"] = "all_resident"
     host.mm.set_gpu_mode()
     model = _load(nodes, prompt)
-    model.offload_plan = dataclasses.replace(model.offload_plan, activation_bytes=0)   # weights only, for the sums
+    model.load_plan = dataclasses.replace(model.load_plan, activation_bytes=0)   # weights only, for the sums
     dit, vae, t5 = (core.component_footprint(model, n) for n in ("dit", "vae", "text_encoder"))
     assert t5 < 0.3 * vae < dit                        # the VAE needs room; evicting the umT5 alone is not enough
     host.capacity = 4 * vae + dit + t5 + int(0.8 * vae)
@@ -154,10 +154,9 @@ def test_lowvram_and_novram_swap_every_block(env, state, emb):
     prompt[_loader_id(prompt)]["inputs"]["offload"] = "auto"
     model = _load(nodes, prompt)
     assert model.policy.vram == {"LOW_VRAM": "low", "NO_VRAM": "none"}[state]
-    model.replan(width=64, height=48, frames=5, guidance_passes=2)
-    plan = model.offload_plan
+    plan = model.plan_job(width=64, height=48, frames=5, guidance_passes=2)
     assert plan.blocks_to_swap == len(model.dit.blocks) and plan.offload_embeddings == emb
-    with model.use("dit"):
+    with model.use("dit", plan):
         assert len(model.offloader.swap.units) == len(model.dit.blocks) + (2 if emb else 0)
 
 
@@ -167,7 +166,7 @@ def test_reserve_vram_is_kept_free_when_planning(env):
     checkpoint = _native(host, 1 << 30)                          # noqa: F841 (kept loaded)
     model = _load(nodes, _prompt())
     assert model.policy.reserve_bytes == 3 << 30
-    assert model.offload_plan.budget_bytes == (8 << 30) - (1 << 30) - (3 << 30)
+    assert model.load_plan.budget_bytes == (8 << 30) - (1 << 30) - (3 << 30)
 
 
 @pytest.mark.parametrize("gpu,bf16,expected", [(False, True, torch.float32), (True, True, torch.bfloat16),

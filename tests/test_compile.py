@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from test_dit import tiny_inputs, tiny_model
+from helpers import tiny_dit as tiny_model, tiny_dit_inputs as tiny_inputs
 
 from steadydancer_core.runtime import compile as regional
 from steadydancer_core.runtime.compile import compile_blocks
@@ -106,12 +106,13 @@ def test_install_hint_names_triton_for_cuda():
 
 
 def test_loader_option_compiles_the_blocks():
-    from steadydancer_core import LOADER
+    from steadydancer_core import LOADER, LoaderSettings
     from steadydancer_core.runtime.bundle import SteadyDancerModel
 
-    assert LOADER.compile is False
+    assert LOADER.default("compile") is False
     dit = tiny_model()
-    SteadyDancerModel(dit=dit, vae=None, text_encoder=None, image_encoder=None, dtype=torch.float32, compile=True)
+    SteadyDancerModel(dit=dit, vae=None, text_encoder=None, image_encoder=None, dtype=torch.float32,
+                      settings=LoaderSettings(compile=True))
     assert isinstance(dit.regional_compile, regional.RegionalCompile)
     assert all("core" in b.__dict__ for b in dit.blocks)
     plain = tiny_model()

@@ -1,12 +1,13 @@
 """The DiT's context cache: bit-exact reuse of the embedded context and the cross-attention K/V, keyed by value."""
 import pytest
 import torch
-from test_dit import tiny_inputs, tiny_model
+from helpers import tiny_dit as tiny_model, tiny_dit_inputs as tiny_inputs
 
 from steadydancer_core.models.context_cache import CONTEXT_CACHE_ENTRIES, ContextCache
 from steadydancer_core.models.dit_config import DiTConfig
 from steadydancer_core.runtime.memory_plan import JobShape, ModelSizes, OffloadRequest, plan_memory
 from steadydancer_core.runtime.offload import Offloader
+from steadydancer_core.runtime.options import LoaderSettings
 from steadydancer_core.runtime.sizes import context_cache_bytes
 
 GIB = 1 << 30
@@ -117,15 +118,14 @@ def test_model_use_dit_scopes_the_cache():
     with model.use("dit"):
         assert isinstance(dit.context_cache, ContextCache)
     assert dit.context_cache is None
-    model.context_cache = False
+    model.settings = LoaderSettings(context_cache=False)
     with model.use("dit"):
         assert dit.context_cache is None
-    model.context_cache = True
+    model.settings = LoaderSettings(context_cache=True)
     sizes = ModelSizes(1 << 20, len(dit.blocks), 1 << 20, dit_config=dit.config, dtype=torch.float32)
     for room, expected in ((False, False), (True, True)):
-        model.offload_plan = plan_memory(64 * GIB, sizes, JobShape(64, 64, 5, 1),
-                                         OffloadRequest(context_cache=room), device="cpu")
-        with model.use("dit"):
+        plan = plan_memory(64 * GIB, sizes, JobShape(64, 64, 5, 1), OffloadRequest(context_cache=room), device="cpu")
+        with model.use("dit", plan):
             assert (dit.context_cache is not None) == expected
         assert dit.context_cache is None
 

@@ -8,7 +8,7 @@ import torch
 
 from steadydancer_core.sampling.decoded_store import FOLDER_PREFIX, DecodedSegments
 from steadydancer_core.sampling.pipeline import decode, generate, iter_decoded
-from test_pipeline import _build_tiny_model, _inputs, _settings
+from helpers import build_tiny_model as _build_tiny_model, inputs as _inputs, settings as _settings
 
 LONG = dict(segment_frames=5, segment_overlap=1, first_frame="exact", steps=1, text_cfg=1.0, pose_cfg=0.0)
 
@@ -45,16 +45,16 @@ def test_each_segment_is_decoded_once(counted_model, tmp_path):
     assert isinstance(result.decoded, DecodedSegments) and len(result.decoded) == 2
     assert result.decoded.path.parent == tmp_path and result.decoded.path.name.startswith(FOLDER_PREFIX)
     seen = []
-    video = torch.cat([f for _, f in iter_decoded(model, result, tile=False,
+    video = torch.cat([f for _, f in iter_decoded(model, result, tiling="off",
                                                   on_segment=lambda s, decoded: seen.append((s, decoded)))])
     assert model.calls["decode"] == 3 and seen == [(0, False), (1, False), (2, True)]
     assert torch.equal(video[0], photo)                   # exact mode: frame 0 is the photo, pixel for pixel
-    again = decode(model, result, tile=False)             # DecodeVideo can run again on the same result
+    again = decode(model, result, tiling="off")             # DecodeVideo can run again on the same result
     assert model.calls["decode"] == 4 and torch.equal(again, video)
 
     # the same video as decoding every segment again, within the float16 storage (< 1/16 of an 8-bit step)
     store, result.decoded = result.decoded, None
-    full = decode(model, result, tile=False)
+    full = decode(model, result, tiling="off")
     result.decoded = store
     assert model.calls["decode"] == 7
     assert torch.equal(full[0], video[0]) and (full - video).abs().max() < 2.5e-4
@@ -62,7 +62,7 @@ def test_each_segment_is_decoded_once(counted_model, tmp_path):
     # a missing file is decoded again, not an error
     next(store.path.glob("segment_00001*")).unlink()
     _reset(model)
-    assert (decode(model, result, tile=False) - video).abs().max() < 2.5e-4
+    assert (decode(model, result, tiling="off") - video).abs().max() < 2.5e-4
     assert model.calls["decode"] == 2
 
 
@@ -92,7 +92,7 @@ def test_the_kept_segments_are_removed_with_the_result(counted_model, tmp_path):
     result.decoded.close()
     result.decoded.close()                                # idempotent
     assert not result.decoded.path.exists() and result.decoded.get(0) is None
-    assert decode(model, result, tile=False).shape[0] == 9
+    assert decode(model, result, tiling="off").shape[0] == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
@@ -108,7 +108,7 @@ def test_unchanging_conditioning_is_computed_once_per_job(counted_model):
     photo, pos, neg = _inputs(13)
     _reset(model)
     result = generate(model, photo, pos, neg, _settings(**dict(LONG, steps=3, text_cfg=3.0, pose_cfg=1.0,
-                                                                 pose_cfg_window=(0.0, 1.0))))
+                                                                 pose_cfg_start=0.0, pose_cfg_end=1.0)))
     segments = len(result.segments)
     assert segments == 3
     assert model.calls["text"] == 1                       # prompt and negative prompt, one call

@@ -42,7 +42,7 @@ def _patch_core(monkeypatch, module, events):
     """iter_decoded yields N_SEG segments of SEG frames, logging each; VideoWriter logs each write's frame count."""
     real = module.sd
 
-    def iter_decoded(model, result, tile="auto", should_cancel=None, decoder=None):
+    def iter_decoded(model, result, tiling="auto", tile_size=256, should_cancel=None, decoder=None):
         for s in range(N_SEG):
             events.append(("decoded", s))
             shade = torch.linspace(0, 1, SEG).view(SEG, 1, 1, 1) * (s + 1) / N_SEG

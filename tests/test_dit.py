@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 from conftest import fixture_file
+from helpers import tiny_dit as tiny_model, tiny_dit_inputs as tiny_inputs
 from safetensors.torch import load_file
 
 from steadydancer_core.models.dit import SteadyDancerDiT, apply_rope, rope_tables
@@ -115,36 +116,6 @@ def test_dit_config_from_fixture_shapes():
 
 
 # --- behaviour (tiny random model) --------------------------------------------------------------------------
-
-def tiny_model(seed=0, dtype=torch.float32, **overrides):
-    torch.manual_seed(seed)
-    model = SteadyDancerDiT(DiTConfig.tiny(**overrides)).to(dtype).eval()
-    with torch.no_grad():  # non-trivial norm gains and biases
-        for name, p in model.named_parameters():
-            if name.endswith(("norm_q.weight", "norm_k.weight", "norm_k_img.weight", "norm3.weight")):
-                p.uniform_(0.5, 1.5)
-            elif name.endswith("bias"):
-                p.uniform_(-0.2, 0.2)
-    return model
-
-
-def tiny_inputs(config, batch=1, frames=3, h=4, w=6, text_lens=None, seed=1):
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=g)
-
-    text_lens = text_lens or [config.text_len] * batch
-    context = torch.zeros(batch, max(text_lens), config.text_dim)
-    for i, n in enumerate(text_lens):
-        context[i, :n] = randn(n, config.text_dim)
-    return dict(
-        x=randn(batch, config.out_dim, frames, h, w), t=torch.randint(0, 1000, (batch,), generator=g),
-        context=context, y=randn(batch, config.y_channels, frames, h, w),
-        condition=randn(batch, config.condition_channels, frames, h, w), ref_x=randn(batch, config.in_dim, 1, h, w),
-        ref_c=randn(batch, config.in_dim, 1, h, w), clip_fea_x=randn(batch, config.clip_tokens, config.clip_dim),
-        clip_fea_c=randn(batch, config.clip_tokens, config.clip_dim))
-
 
 def test_dit_batch_equals_single_calls():
     model = tiny_model()

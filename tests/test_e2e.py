@@ -19,7 +19,9 @@ import pytest
 import torch
 from conftest import fixture_file
 
+from helpers import pose_latent
 from steadydancer_core.runtime.bundle import load_model
+from steadydancer_core.runtime.options import LoaderSettings, ModelFiles
 from steadydancer_core.sampling import conditioning as cond
 from steadydancer_core.sampling.defaults import WAN_I2V_NEGATIVE_PROMPT
 from steadydancer_core.sampling.noise import NoiseSource
@@ -86,8 +88,8 @@ def _model():
     ckpt = fixture_file(SET, "ckpt")
     for name in (VAE_FILE, T5_FILE, T5_TOKENIZER, CLIP_FILE, "config.json"):
         fixture_file(SET, "ckpt", name)
-    return load_model(ckpt, ckpt / VAE_FILE, ckpt / T5_FILE, ckpt / CLIP_FILE, precision="fp32", offload="all_resident",
-                      tokenizer_path=ckpt / T5_TOKENIZER)
+    return load_model(ModelFiles(ckpt, ckpt / VAE_FILE, ckpt / T5_FILE, ckpt / CLIP_FILE, tokenizer=ckpt / T5_TOKENIZER),
+                      LoaderSettings(precision="fp32", offload="all_resident"))
 
 
 def _settings(run: dict, **kw) -> GenerationSettings:
@@ -95,8 +97,9 @@ def _settings(run: dict, **kw) -> GenerationSettings:
     return GenerationSettings(
         prompt=_meta()["prompt"], negative_prompt="", seed=int(spec["gen_seed"]), steps=int(run["sampling_steps"]),
         solver=run["sample_solver"], shift=float(run["shift"]), text_cfg=float(run["guide_scale"]),
-        pose_cfg=float(run["condition_guide_scale"]), pose_cfg_window=(run["st_cond_cfg"], run["end_cond_cfg"]),
-        max_area=int(spec["max_area"]), length=int(spec["frame_num"]), vae_tile=False, pose_resize="official", **kw)
+        pose_cfg=float(run["condition_guide_scale"]), pose_cfg_start=run["st_cond_cfg"], pose_cfg_end=run["end_cond_cfg"],
+        max_area=int(spec["max_area"]), length=int(spec["frame_num"]), tiling="off", pose_resize="official",
+        **{"first_frame": "model", **kw})
 
 
 class _DiTRecorder:
@@ -140,7 +143,7 @@ def _run(name: str) -> dict:
         result = generate(model, photo, pos, neg, _settings(run), callback=rec.on_step)
     finally:
         rec.close()
-    video = decode(model, result, tile=False)
+    video = decode(model, result, tiling="off")
     steps: list = [[] for _ in range(int(run["sampling_steps"]))]
     for e in rec.entries:
         steps[e["step"]].append(e)
@@ -208,7 +211,7 @@ def test_e2e_conditioning_matches_official():
         model, (photo, _pos, neg), spec = _model(), _inputs(), _meta()["spec"]
         size = cond.target_size(photo.shape[0], photo.shape[1], int(spec["max_area"]))
         if "condition_null" in missing:
-            value = cond.pose_latent(model.vae, neg, tuple(photo.shape[:2]), size, "cpu", tile=False,
+            value = pose_latent(model.vae, neg, tuple(photo.shape[:2]), size, "cpu", tiling="off",
                                      pose_resize="official")
             err = _max_abs(value, io["condition_null"])
             if err > COND_ATOL:

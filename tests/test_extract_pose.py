@@ -117,7 +117,7 @@ def test_video_without_a_source_file_is_decoded_whole(env):
 
 def test_preview_keeps_at_most_its_frame_limit(env):
     _, _, pose_nodes = env
-    assert pose_nodes._preview_indices(5, 48) == [0, 1, 2, 3, 4]
-    picks = pose_nodes._preview_indices(1000, 48)
+    assert pose_nodes.preview_indices(5, 48) == [0, 1, 2, 3, 4]
+    picks = pose_nodes.preview_indices(1000, 48)
     assert len(picks) == 48 and picks[0] == 0 and picks[-1] == 999 and picks == sorted(set(picks))
-    assert len(pose_nodes._preview_indices(49, 48)) == 48
+    assert len(pose_nodes.preview_indices(49, 48)) == 48

@@ -70,29 +70,31 @@ def test_api_workflow_runs_and_writes_a_video(path, env):
     text = run["ui"][sampler_id]["text"]
     assert text == ["\n".join([f"{result.num_frames} frames at {result.width}x{result.height}"
                                + (f"; {report}" if report else ""),
-                               f"memory plan for this job: {model.offload_plan.explanation}"])]
+                               f"memory plan for this job: {result.memory_plan.explanation}"])]
     assert f"{result.width}x{result.height}x" in text[0].splitlines()[1], "the plan is the one for this job's size"
 
 
 def test_loader_text_shows_the_plan_and_one_line_per_lora(env):
     _, classes = env
     lora = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
-    args = ("Wan21_SteadyDancer_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
-            "clip_vision_h.safetensors", "fp32", "sdpa", "block_swap", 3, 0.0)
+    args = dict(dit_name="Wan21_SteadyDancer_fp16.safetensors", vae_name="wan_2.1_vae.safetensors",
+                t5_name="umt5_xxl_fp16.safetensors", clip_vision_name="clip_vision_h.safetensors", precision="fp32",
+                attention="sdpa", offload="block_swap", blocks_to_swap=3, max_vram_gb=0.0)
     (stack,) = classes["SteadyDancerLoRA"]().add(lora, 0.5)
-    out = classes["LoadSteadyDancerModel"]().load(*args, lora, 1.0, loras=stack)
+    out = classes["LoadSteadyDancerModel"]().load(**args, lora_name=lora, lora_strength=1.0, loras=stack)
     model = out["result"][0]
-    assert (model.offload, model.blocks_to_swap, model.max_vram_gb) == ("block_swap", 3, None)
+    settings = model.settings
+    assert (settings.offload, settings.blocks_to_swap, settings.vram_cap_gb) == ("block_swap", 3, None)
     count = len(model.lora_reports[0].files[0].matched)
     assert count > 0 and not model.lora_reports[0].unmatched
     plan_line = "memory plan at load time (the sampler re-plans for the real job size): "
-    assert out["ui"]["text"] == ["\n".join([plan_line + model.offload_plan.explanation,
+    assert out["ui"]["text"] == ["\n".join([plan_line + model.load_plan.explanation,
                                              f"LoRA {lora}: {count}/{count} modules, strength 0.5",
                                              f"LoRA {lora}: {count}/{count} modules, strength 1.0"])]
-    plain = classes["LoadSteadyDancerModel"]().load(*args, "None", 1.0)
-    assert plain["ui"]["text"] == [plan_line + plain["result"][0].offload_plan.explanation + "\nno LoRA"]
+    plain = classes["LoadSteadyDancerModel"]().load(**args, lora_name="None", lora_strength=1.0)
+    assert plain["ui"]["text"] == [plan_line + plain["result"][0].load_plan.explanation + "\nno LoRA"]
     with pytest.raises(ValueError, match="^offload must be one of auto, all_resident, block_swap, got 'none'$"):
-        classes["LoadSteadyDancerModel"]().load(*args[:6], "none", *args[7:], "None", 1.0)
+        classes["LoadSteadyDancerModel"]().load(**{**args, "offload": "none"}, lora_name="None", lora_strength=1.0)
 
 
 def test_decode_with_tiling_on(env):
@@ -232,12 +234,19 @@ def test_controlnet_aux_dwpose_folder_is_found(env):
         (aux / "dw-ll_ucoco_384_aux_copy.onnx").unlink()
 
 
+def _load_args(dit="Wan21_SteadyDancer_fp16.safetensors", t5="umt5_xxl_fp16.safetensors", **options):
+    """LoadSteadyDancerModel's inputs by name (the kit's files; fp32, sdpa, auto, no LoRA unless given)."""
+    return {"dit_name": dit, "vae_name": "wan_2.1_vae.safetensors", "t5_name": t5,
+            "clip_vision_name": "clip_vision_h.safetensors", "precision": "fp32", "attention": "sdpa",
+            "offload": "auto", "blocks_to_swap": 0, "max_vram_gb": 0.0, "lora_name": "None", "lora_strength": 1.0,
+            **options}
+
+
 def test_errors_name_the_problem_and_the_fix(env):
     _, classes = env
     loader = classes["LoadSteadyDancerModel"]()
     with pytest.raises(FileNotFoundError, match=r"models/diffusion_models.*models/steadydancer"):
-        loader.load("missing.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
-                    "clip_vision_h.safetensors", "bf16", "sdpa", "auto", 20, 0.0, "None", 1.0)
+        loader.load(**_load_args(dit="missing.safetensors", precision="bf16", blocks_to_swap=20))
     with pytest.raises(ValueError, match="SteadyDancerSampler"):
         classes["DecodeVideo"]().decode(object(), {"samples": torch.zeros(1, 16, 1, 2, 2)}, "auto", 256, 24.0)
     with pytest.raises(ValueError, match="connect the SteadyDancer model .* or a VAE"):
@@ -248,26 +257,23 @@ def test_errors_name_the_problem_and_the_fix(env):
 
 def test_max_vram_gb_reaches_the_memory_planner(env):
     _, classes = env
-    args = ("Wan21_SteadyDancer_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
-            "clip_vision_h.safetensors", "fp32", "sdpa", "auto", 0)
-    capped = classes["LoadSteadyDancerModel"]().load(*args, 6.5, "None", 1.0)["result"][0]
-    assert capped.max_vram_gb == 6.5
-    free = classes["LoadSteadyDancerModel"]().load(*args, 0.0, "None", 1.0)["result"][0]
-    assert free.max_vram_gb is None  # 0 = the free VRAM, no cap
+    capped = classes["LoadSteadyDancerModel"]().load(**_load_args(max_vram_gb=6.5))["result"][0]
+    assert capped.settings.vram_cap_gb == 6.5
+    free = classes["LoadSteadyDancerModel"]().load(**_load_args(max_vram_gb=0.0))["result"][0]
+    assert free.settings.vram_cap_gb is None  # 0 = the free VRAM, no cap
 
 
 def test_fp8_matmul_widget_reaches_the_loader_and_its_text_names_the_path(env):
     _, classes = env
-    args = ("Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors", "wan_2.1_vae.safetensors",
-            "umt5_xxl_fp16.safetensors", "clip_vision_h.safetensors", "fp32", "sdpa", "auto", 0, 0.0, "None", 1.0)
-    out = classes["LoadSteadyDancerModel"]().load(*args, fp8_matmul=True)
+    args = _load_args(dit="Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors")
+    out = classes["LoadSteadyDancerModel"]().load(**args, fp8_matmul=True)
     model = out["result"][0]
     line = model.fp8_matmul_report
     if not torch.cuda.is_available():
         assert line.startswith("fp8 matmul: not used - the model runs on cpu") and "upcast per layer" in line
     text = out["ui"]["text"][0].splitlines()
-    assert line and line in text and model.offload_plan.explanation in text[0]
-    assert classes["LoadSteadyDancerModel"]().load(*args)["result"][0].fp8_matmul_report == ""
+    assert line and line in text and model.load_plan.explanation in text[0]
+    assert classes["LoadSteadyDancerModel"]().load(**args)["result"][0].fp8_matmul_report == ""
 
 
 def test_lora_node_chains(env):
@@ -345,13 +351,10 @@ def test_transparent_photo_is_composited_on_the_background(env):
 def test_decode_video_reads_the_segments_the_sampler_decoded(env, monkeypatch):
     """A long video: every segment is VAE-decoded once over sampler + DecodeVideo; the kept segments live in the
     host's temp folder and a new run of the sampler removes the previous run's."""
-    import dataclasses
 
     host, classes = env
-    (model,) = classes["LoadSteadyDancerModel"]().load(
-        "Wan21_SteadyDancer_fp16.safetensors", "wan_2.1_vae.safetensors", "umt5_xxl_fp16.safetensors",
-        "clip_vision_h.safetensors", "fp32", "sdpa", "all_resident", 0, 0.0, "None", 1.0)["result"]
-    widgets = dataclasses.asdict(sys.modules[classes["SteadyDancerSampler"].__module__].SAMPLER)
+    (model,) = classes["LoadSteadyDancerModel"]().load(**_load_args(offload="all_resident"))["result"]
+    widgets = sys.modules[classes["SteadyDancerSampler"].__module__].SAMPLER.defaults()
     widgets.update(steps=1, max_area=48 * 64, segment_frames=5, segment_overlap=1, length=0, text_cfg=1.0)
     g = torch.Generator().manual_seed(0)
     photo, poses = torch.rand(1, 64, 48, 3, generator=g), torch.rand(13, 64, 48, 3, generator=g)

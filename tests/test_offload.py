@@ -15,6 +15,8 @@ from steadydancer_core.runtime.memory_plan import (
     OffloadRequest,
     plan_memory,
 )
+from steadydancer_core.runtime.bundle import SteadyDancerModel
+from steadydancer_core.runtime.options import LoaderSettings
 from steadydancer_core.runtime.offload import (
     BlockSwap,
     Offloader,
@@ -227,11 +229,12 @@ def test_use_component_with_a_model_bundle():
     encoder = types.SimpleNamespace(model=nn.Linear(2, 2), tokenizer=None)
     plan = plan_memory(4 * GIB, ModelSizes(400 << 20, 6, 1 << 30), JobShape(64, 64, 5, 1),
                        OffloadRequest(blocks_to_swap=3), device="cpu")
-    model = types.SimpleNamespace(dit=dit, vae=vae, text_encoder=encoder, image_encoder=encoder, offload_plan=plan)
+    model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=encoder, image_encoder=encoder, dtype=torch.float32,
+                              load_plan=plan)
     off = offload.attach_offloader(model, Offloader.simulated())
-    with offload.use_component(model, "text_encoder"):
+    with offload.use_component(model, "text_encoder", plan):
         assert set(off.ledger.transient) == {"text_encoder.0"}
-    with offload.use_component(model, "dit"), torch.inference_mode():
+    with offload.use_component(model, "dit", plan), torch.inference_mode():
         dit(*_inputs())
     assert off.is_placed(dit) and len(off.swap.units) == 3
     assert off.ledger.is_clean()
@@ -357,30 +360,31 @@ def test_encoders_make_room_by_unplacing_the_dit():
     dit = ToyDiT()
     vae = nn.Linear(64, 64)
     dit_bytes, vae_bytes = offload.module_bytes(dit), offload.module_bytes(vae)
-    model = types.SimpleNamespace(dit=dit, vae=vae, text_encoder=None, image_encoder=None, offload_plan=None)
+    model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=None, image_encoder=None, dtype=torch.float32)
     hook_calls = []
     off = offload.attach_offloader(model, Offloader.simulated(capacity_bytes=dit_bytes + vae_bytes // 2 + (1 << 30)))
     off.free_memory_hook = lambda nbytes, device: hook_calls.append(nbytes)
     off.ledger.capacity_bytes = dit_bytes + vae_bytes // 2          # the VAE does not fit next to the DiT
-    with offload.use_component(model, "dit"):
+    with offload.use_component(model, "dit", None):
         pass
     assert off.is_placed(dit)
     from steadydancer_core.runtime.memory_plan import OFFLOAD_MIN_RESERVE_BYTES
     off.ledger.capacity_bytes = dit_bytes + vae_bytes + OFFLOAD_MIN_RESERVE_BYTES - 1
-    with offload.use_component(model, "vae"):
+    with offload.use_component(model, "vae", None):
         assert not off.is_placed(dit) and "vae.0" in off.ledger.transient
     assert hook_calls and off.ledger.device_bytes == 0
-    with offload.use_component(model, "dit"):
+    with offload.use_component(model, "dit", None):
         assert off.is_placed(dit)
 
 
 def test_out_of_memory_while_placing_is_reported_with_the_plan():
     dit = ToyDiT()
     plan = plan_memory(4 * GIB, ModelSizes(400 << 20, 6, 1 << 30), JobShape(64, 64, 5, 1), device="cpu")
-    model = types.SimpleNamespace(dit=dit, vae=None, text_encoder=None, image_encoder=None, offload_plan=plan)
+    model = SteadyDancerModel(dit=dit, vae=None, text_encoder=None, image_encoder=None, dtype=torch.float32,
+                              load_plan=plan)
     off = offload.attach_offloader(model, Offloader.simulated(capacity_bytes=offload.module_bytes(dit) // 2))
     with pytest.raises(SteadyDancerOutOfMemoryError, match="during sampling.*Try: "):
-        with offload.use_component(model, "dit"):
+        with offload.use_component(model, "dit", plan):
             pass
     assert not off.is_placed(dit) and off.swap is None and off.ledger.device_bytes == 0
     assert not any(t.is_meta for t in dit.parameters())
@@ -391,12 +395,13 @@ def test_plan_for_model_reads_sizes_from_the_modules():
 
     dit = ToyDiT()
     dit.config = DiTConfig.tiny()
-    model = types.SimpleNamespace(dit=dit, vae=nn.Linear(2, 2), dtype=torch.float32)
-    plan = plan_for_model(model, offload=3, width=64, height=64, frames=5, device="cpu")
-    assert plan.blocks_to_swap == 0 and "offload=3 swaps nothing" in plan.explanation
-    plan = plan_for_model(model, offload=3, width=64, height=64, frames=5, device="cuda", free_vram_bytes=4 * GIB)
+    model = SteadyDancerModel(dit=dit, vae=nn.Linear(2, 2), text_encoder=None, image_encoder=None,
+                              dtype=torch.float32)
+    plan = plan_for_model(model, 3, width=64, height=64, frames=5, device="cpu")
+    assert plan.blocks_to_swap == 0 and "block_swap with 3 blocks swaps nothing" in plan.explanation
+    plan = plan_for_model(model, 3, width=64, height=64, frames=5, device="cuda", free_vram_bytes=4 * GIB)
     assert plan.blocks_to_swap == 3 and plan.fits
-    model.max_vram_gb = 2
+    model.settings = LoaderSettings(max_vram_gb=2)
     plan = plan_for_model(model, width=64, height=64, frames=5, device="cuda", free_vram_bytes=4 * GIB)
     assert plan.budget_bytes == 2 * GIB
 

@@ -123,7 +123,7 @@ def test_person_choice_and_frames_without_a_person():
     _assert_same(held[0], small)                               # "highest": the first person listed
     _assert_same(pose.from_openpose_json(data, person="largest")[1], big)
     assert pose.from_openpose_json(data, person="all")[1].num_persons == 2
-    left = pose.from_openpose_json(data, on_missing="empty")
+    left = pose.from_openpose_json(data, no_person="empty")
     assert left.filled_frames == () and left[0].num_persons == 0 and left[0].image_hw == (H, W)
     with pytest.raises(pose.NoPersonError):
         pose.from_openpose_json([empty, empty])

@@ -12,6 +12,7 @@ from steadydancer_core.models.vae import WanVAE
 from steadydancer_core.models.vae_config import VAEConfig
 from steadydancer_core.runtime.bundle import SteadyDancerModel
 from steadydancer_core.runtime.model_plan import plan_for_model
+from steadydancer_core.runtime.options import LoaderSettings
 from steadydancer_core.sampling import conditioning as cond
 from steadydancer_core.sampling.guidance import Cancelled
 from steadydancer_core.sampling.pipeline import GenerationSettings, decode, generate
@@ -24,61 +25,11 @@ from steadydancer_core.sampling.segments import (
     resolve_length,
 )
 
-SIZE = 32  # photo side; max_area SIZE*SIZE keeps it unresized
-
-
-class ByteTokenizer:
-    """Deterministic stand-in tokenizer with the UMT5Tokenizer call shape (ids, mask [B, text_len])."""
-
-    def __init__(self, config: T5Config):
-        self.text_len, self.vocab = config.text_len, config.vocab_size
-
-    def __call__(self, prompts):
-        ids = torch.zeros(len(prompts), self.text_len, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, text in enumerate(prompts):
-            toks = [3 + b % (self.vocab - 3) for b in text.encode()][: self.text_len - 1] + [1]
-            ids[i, : len(toks)] = torch.tensor(toks)
-            mask[i, : len(toks)] = 1
-        return ids, mask
-
-    def was_truncated(self, text):
-        return len(text.encode()) > self.text_len - 1
-
-
-def _build_tiny_model():
-    torch.manual_seed(0)
-    t5 = T5Config.tiny(text_len=DiTConfig.tiny().text_len)
-    clip = CLIPVisionConfig.tiny()
-    dit = SteadyDancerDiT(DiTConfig.tiny(text_dim=t5.dim, clip_dim=clip.dim)).eval().requires_grad_(False)
-    with torch.no_grad():  # make the random DiT respond visibly to its inputs
-        for p in dit.parameters():
-            if p.ndim == 1 and torch.count_nonzero(p) == 0:
-                p.normal_(0, 0.02)
-    vae = WanVAE(VAEConfig.tiny()).eval().requires_grad_(False)
-    text = TextEncoder(UMT5Encoder(t5).eval().requires_grad_(False), ByteTokenizer(t5))
-    image = ImageEncoder(CLIPVisionTower(clip).eval().requires_grad_(False))
-    return SteadyDancerModel(dit=dit, vae=vae, text_encoder=text, image_encoder=image, dtype=torch.float32)
-
+from helpers import SIZE, build_tiny_model as _build_tiny_model, inputs as _inputs, settings as _settings  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_model():
     return _build_tiny_model()
-
-
-def _inputs(frames, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    photo = torch.rand(SIZE, SIZE, 3, generator=g)
-    pos = torch.rand(frames, SIZE, SIZE, 3, generator=g)
-    neg = torch.rand(frames, SIZE, SIZE, 3, generator=g)
-    return photo, pos, neg
-
-
-def _settings(**kw):
-    base = dict(prompt="a dancer", steps=2, max_area=SIZE * SIZE, seed=7, pose_cfg=1.5,
-                pose_cfg_window=(0.0, 1.0), vae_tile=False)
-    base.update(kw)
-    return GenerationSettings(**base)
 
 
 def test_pipeline_shapes_and_determinism(tiny_model):
@@ -105,7 +56,7 @@ def test_pipeline_batched_passes_match_sequential(tiny_model):
 
 def test_pipeline_first_frame_modes(tiny_model):
     photo, pos, neg = _inputs(5)
-    clean = cond.encode_video(tiny_model.vae, cond.to_model_video(photo[None]), tile=False)[:, :1]
+    clean = cond.encode_video(tiny_model.vae, cond.to_model_video(photo[None]), tile="off")[:, :1]
     model_mode = generate(tiny_model, photo, pos, neg, _settings(first_frame="model"))
     latent_mode = generate(tiny_model, photo, pos, neg, _settings(first_frame="latent"))
     exact_mode = generate(tiny_model, photo, pos, neg, _settings(first_frame="exact"))
@@ -167,7 +118,7 @@ def test_pipeline_settings_validation():
         GenerationSettings(first_frame="photo")
     with pytest.raises(ValueError, match="solver"):
         GenerationSettings(solver="ddim")
-    s = GenerationSettings(sigmas=torch.tensor([1.0, 0.5, 0.0]), color_correction=True)
+    s = GenerationSettings(sigmas=torch.tensor([1.0, 0.5, 0.0]), color_correction=1)
     assert s.sigmas == (1.0, 0.5, 0.0) and s.color_correction == 1.0
     assert GenerationSettings().effective_negative_prompt == WAN_I2V_NEGATIVE_PROMPT
     assert GenerationSettings(negative_prompt=" ").effective_negative_prompt == WAN_I2V_NEGATIVE_PROMPT
@@ -245,15 +196,15 @@ def test_pipeline_with_memory_plan_and_simulated_device(tiny_model):
     photo, pos, neg = _inputs(5)
     reference = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False))
     model = _build_tiny_model()
-    model.offload_plan = plan_for_model(model, 2, device="cpu")
-    model.offload, model.blocks_to_swap = "block_swap", 2
+    model.settings = LoaderSettings(offload="block_swap", blocks_to_swap=2)
+    model.load_plan = plan_for_model(model, 2, device="cpu")
     offloader = offload.attach_offloader(model, offload.Offloader.simulated())
     try:
         result = generate(model, photo, pos, neg, _settings(batch_passes=False))
     finally:
         offload.release_model(model)
     assert offloader.ledger.uploads > 0 and offloader.ledger.is_clean()
-    assert model.offload_plan.tokens > 0
+    assert result.memory_plan.tokens > 0 and result.memory_plan is not model.load_plan   # the job's own plan
     assert torch.equal(result.latent, reference.latent)
 
 

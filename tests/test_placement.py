@@ -9,9 +9,10 @@ import torch
 from steadydancer_core.runtime import offload
 from steadydancer_core.runtime.model_plan import plan_for_model
 from steadydancer_core.runtime.offload import Offloader
+from steadydancer_core.runtime.options import LoaderSettings
 from steadydancer_core.runtime.placement import DevicePolicy
 from steadydancer_core.runtime.sizes import module_bytes
-from test_pipeline import _build_tiny_model, _inputs, _settings
+from helpers import build_tiny_model as _build_tiny_model, inputs as _inputs, settings as _settings
 
 GIB = 1 << 30
 
@@ -63,7 +64,7 @@ def test_low_vram_modes_swap_every_block_unless_offload_is_chosen(vram):
     assert plan.blocks_to_swap == n and f"vram={vram}: every block swapped" in plan.explanation
     assert plan.offload_embeddings == (vram == "none") and plan.prefetch == (0 if vram == "none" else 1)
     kept = plan_for_model(model, 1, width=32, height=32, frames=5)
-    assert kept.blocks_to_swap == 1 and "offload=1 kept as chosen" in kept.explanation
+    assert kept.blocks_to_swap == 1 and "block_swap with 1 block kept as chosen" in kept.explanation
     normal = dataclasses.replace(model.policy, vram="normal")
     model.policy = normal
     assert plan_for_model(model, "auto", width=32, height=32, frames=5).blocks_to_swap == 0
@@ -85,15 +86,15 @@ def test_host_managed_components_stay_loaded_until_the_host_unloads_them():
         offload.load_component(model, name)
 
     model = _model(DevicePolicy(execution_device="cpu", load_hook=load_hook, free_memory=lambda device: 64 * GIB))
-    model.offload, model.blocks_to_swap = "block_swap", 1
+    model.settings = LoaderSettings(offload="block_swap", blocks_to_swap=1)
     photo, pos, neg = _inputs(5)
     from steadydancer_core.sampling.pipeline import generate
 
-    model.offload_plan = plan_for_model(model, 1, width=32, height=32, frames=5)
-    generate(model, photo, pos, neg, _settings(batch_passes=False))
+    model.load_plan = plan_for_model(model, 1, width=32, height=32, frames=5)
+    result = generate(model, photo, pos, neg, _settings(batch_passes=False))
     ledger = model.offloader.ledger
     assert {name for name, _ in calls} == {"dit", "vae", "text_encoder", "image_encoder"}
-    assert dict(calls)["dit"] == model.offload_plan.activation_bytes > 0 and dict(calls)["vae"] == 0
+    assert dict(calls)["dit"] == result.memory_plan.activation_bytes > 0 and dict(calls)["vae"] == 0
     assert set(ledger.placed) == {"dit", "vae.0", "text_encoder.0", "image_encoder.0"} and ledger.is_clean()
     for name in ("vae", "text_encoder", "image_encoder"):
         size = offload.component_footprint(model, name)
@@ -119,7 +120,7 @@ def test_an_offload_device_equal_to_the_accelerator_keeps_the_weights():
 
 def test_a_dropped_model_is_freed_at_once_even_with_block_swap():
     model = _model(DevicePolicy(execution_device="cpu", free_memory=lambda device: 64 * GIB))
-    model.offload_plan = plan_for_model(model, 2, width=32, height=32, frames=5)
+    model.load_plan = plan_for_model(model, 2, width=32, height=32, frames=5)
     with model.use("dit"):
         pass
     assert model.offloader.swap is not None and len(model.offloader.swap.units) == 2

@@ -88,10 +88,10 @@ def test_pose_person_modes(models):
 def test_pose_missing_frames_hold_and_empty(models):
     dark = np.full((481, 833, 3), 60, np.uint8)
     frames = [dark, _frame(), dark, _frame(), dark]
-    held = pose.extract(iter(frames), models["det"], models["est"], batch_size=2, on_missing="hold")
+    held = pose.extract(iter(frames), models["det"], models["est"], batch_size=2, no_person="hold")
     assert held.missing_frames == (0, 2, 4) and held.filled_frames == (0, 2, 4)
     assert all(f.num_persons == 1 for f in held)
-    empty = pose.extract(iter(frames), models["det"], models["est"], batch_size=2, on_missing="empty")
+    empty = pose.extract(iter(frames), models["det"], models["est"], batch_size=2, no_person="empty")
     assert [f.num_persons for f in empty] == [0, 1, 0, 1, 0]
     aligned = pose.align(held[1], empty)
     assert aligned.scale_frame == 1

@@ -6,7 +6,8 @@ import torch
 from steadydancer_core import TensorPoseFrames, as_pose_frames, generate
 from steadydancer_core.sampling import conditioning as cond
 from steadydancer_core.sampling.pose_source import read_pose_video
-from test_pipeline import _build_tiny_model, _inputs, _settings
+from helpers import clip_features, pose_latent
+from helpers import build_tiny_model as _build_tiny_model, inputs as _inputs, settings as _settings
 
 
 class RecordingSource:
@@ -111,23 +112,23 @@ def test_pose_resize_modes(tiny_model, monkeypatch, mode):
     assert sizes and all(hw == pil_hw and n == 1 for n, hw in sizes)  # one frame at a time, to the mode's size
     monkeypatch.setattr(cond, "resize_like_pil", real)
     vae, clip = tiny_model.vae, tiny_model.image_encoder
-    want_condition = cond.pose_latent(vae, pos, (96, 64), size, "cpu", tile=False, pose_resize=mode)
+    want_condition = pose_latent(vae, pos, (96, 64), size, "cpu", tiling="off", pose_resize=mode)
     first = real(pos[:1], pil_hw)
     want_ref_c = cond.build_reference(vae, cond.resize_bicubic(cond.to_model_video(first), size), 0.0, False)
-    want_clip_c = cond.clip_features(clip, first[0])
+    want_clip_c = clip_features(clip, first[0])
     assert torch.allclose(seen["condition"], want_condition, atol=1e-6, rtol=0)
     assert torch.allclose(seen["ref_c"], want_ref_c, atol=1e-6, rtol=0)
     assert torch.allclose(seen["clip_fea_c"], want_clip_c, atol=1e-6, rtol=0)
-    other = cond.pose_latent(vae, pos, (96, 64), size, "cpu", tile=False,
+    other = pose_latent(vae, pos, (96, 64), size, "cpu", tiling="off",
                              pose_resize="official" if mode == "direct" else "direct")
     assert (seen["condition"] - other).abs().max() > 1e-3             # the two modes are different numbers
 
 
 def test_pose_resize_is_validated():
-    from steadydancer_core import SAMPLER, GenerationSettings, generation_settings
+    from steadydancer_core import SAMPLER, GenerationSettings
 
-    assert SAMPLER.pose_resize == GenerationSettings().pose_resize == "direct"
-    assert generation_settings({"pose_resize": "official"}).pose_resize == "official"
+    assert SAMPLER.default("pose_resize") == GenerationSettings().pose_resize == "direct"
+    assert GenerationSettings(pose_resize="official").pose_resize == "official"
     with pytest.raises(ValueError, match="pose_resize must be one of"):
         GenerationSettings(pose_resize="pil")
     with pytest.raises(ValueError, match="pose_resize must be one of"):

@@ -4,7 +4,7 @@ import pytest
 
 from steadydancer_core.sampling.pipeline import generate
 from steadydancer_core.sampling.progress import JobProgress, Task, format_seconds, plan_tasks
-from test_pipeline import _build_tiny_model, _inputs, _settings
+from helpers import build_tiny_model as _build_tiny_model, inputs as _inputs, settings as _settings
 
 
 class Clock:

@@ -14,7 +14,7 @@ from steadydancer_core.sampling.guidance import (
     UNCOND_TEXT,
     Cancelled,
     Guidance,
-    condition_window_active,
+    pose_window_active,
     denoise,
 )
 from steadydancer_core.sampling.schedulers import (
@@ -117,10 +117,10 @@ def test_sampler_official_loop_matches():
 
 
 def test_sampler_window_is_strict():
-    assert not condition_window_active(2, 10, 0.2, 0.5)
-    assert condition_window_active(3, 10, 0.2, 0.5)
-    assert not condition_window_active(5, 10, 0.2, 0.5)
-    assert not condition_window_active(0, 4, 0.0, 1.0)
+    assert not pose_window_active(2, 10, 0.2, 0.5)
+    assert pose_window_active(3, 10, 0.2, 0.5)
+    assert not pose_window_active(5, 10, 0.2, 0.5)
+    assert not pose_window_active(0, 4, 0.0, 1.0)
 
 
 def test_sampler_neutral_scales_skip_passes():
@@ -150,7 +150,7 @@ def test_sampler_cancel_between_steps():
     sched = make_schedule("unipc", 4, 5.0)
     seen = []
     with pytest.raises(Cancelled):
-        denoise(torch.zeros(16, 1, 2, 2), sched, make_solver("unipc", sched), _toy_predict(), Guidance(),
+        denoise(torch.zeros(16, 1, 2, 2), sched, make_solver("unipc", sched), _toy_predict(), Guidance(5.0, 1.0, 0.1, 0.4),
                 on_step=lambda info: seen.append(info.step), should_cancel=lambda: len(seen) >= 2)
     assert seen == [0, 1]
 
@@ -214,8 +214,8 @@ def test_sampler_pipeline_reproduces_official_loop(batch):
                               image_encoder=_ZeroImage(), dtype=torch.float32)
     settings = GenerationSettings(prompt="dance", seed=loop["seed"], steps=loop["steps"], solver=loop["solver"],
                                   shift=loop["shift"], text_cfg=loop["gs"], pose_cfg=loop["cgs"],
-                                  pose_cfg_window=(loop["st"], loop["end"]), max_area=h * w, first_frame="model",
-                                  batch_passes=batch)
+                                  pose_cfg_start=loop["st"], pose_cfg_end=loop["end"], max_area=h * w, first_frame="model",
+                                  batch_passes=batch, length=0)
     photo = torch.full((h, w, 3), 0.5)
     pos, neg = torch.full((num_frames, h, w, 3), 0.25), torch.full((num_frames, h, w, 3), 0.75)
     result = generate(model, photo, pos, neg, settings)
@@ -227,9 +227,9 @@ def test_guidance_rejects_inf_and_nan():
     from steadydancer_core.sampling.guidance import Guidance
 
     for bad in (float("inf"), float("-inf"), float("nan")):
-        for field in ("text_scale", "condition_scale", "condition_start", "condition_end"):
+        for field in ("text_cfg", "pose_cfg", "pose_cfg_start", "pose_cfg_end"):
             with pytest.raises(ValueError, match="finite number"):
-                Guidance(**{field: bad})
+                Guidance(**{**dict(text_cfg=5.0, pose_cfg=1.0, pose_cfg_start=0.1, pose_cfg_end=0.4), field: bad})
 
 
 def test_denoise_stops_on_a_non_finite_latent():
@@ -245,5 +245,6 @@ def test_denoise_stops_on_a_non_finite_latent():
         return {p: torch.full_like(latent, value) for p in passes}
 
     with pytest.raises(NonFiniteLatentError, match="step 2/4") as info:
-        denoise(torch.zeros(16, 1, 2, 2), schedule, make_solver("euler", schedule), predict, Guidance(1.0, 0.0))
+        denoise(torch.zeros(16, 1, 2, 2), schedule, make_solver("euler", schedule), predict,
+                Guidance(1.0, 0.0, 0.1, 0.4))
     assert "LoRA" in str(info.value) and len(calls) == 2

@@ -18,7 +18,8 @@ from steadydancer_core.sampling.step_cache import (
     make_step_cache,
     resample_nearest,
 )
-from test_pipeline import SIZE, _build_tiny_model, _inputs, _settings
+from steadydancer_core.runtime.options import LoaderSettings
+from helpers import SIZE, build_tiny_model as _build_tiny_model, inputs as _inputs, settings as _settings
 
 
 # --- the policy ---------------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def test_threshold_zero_is_bit_identical_and_skips_rise_with_the_threshold(tiny_
     assert all(0 < d < 0.5 for d in diffs if d)
     # teacache on random weights: their time embedding moves ~40 % a step, far outside the fitted range, so
     # only a huge threshold skips; the hook works the same way
-    tea = generate(tiny_model, photo, pos, neg, _cached(step_cache="teacache", cache_threshold=1e9))
+    tea = generate(tiny_model, photo, pos, neg, _cached(step_cache="teacache", cache_threshold=1e6))
     assert tea.passes_skipped > 0 and torch.isfinite(tea.latent).all()
 
 
@@ -172,7 +173,7 @@ def test_cache_with_batched_passes_block_swap_and_long_videos(tiny_model):
     from steadydancer_core.runtime.model_plan import plan_for_model
 
     photo, pos, neg = _inputs(9)
-    settings = dict(steps=6, text_cfg=3.0, pose_cfg=1.5, pose_cfg_window=(0.2, 0.8), step_cache="magcache",
+    settings = dict(steps=6, text_cfg=3.0, pose_cfg=1.5, pose_cfg_start=0.2, pose_cfg_end=0.8, step_cache="magcache",
                     cache_threshold=0.5, cache_keep_first=1, cache_keep_last=1)
     one_by_one = generate(tiny_model, photo, pos, neg, _settings(batch_passes=False, **settings))
     batched = generate(tiny_model, photo, pos, neg, _settings(batch_passes=True, **settings))
@@ -180,8 +181,8 @@ def test_cache_with_batched_passes_block_swap_and_long_videos(tiny_model):
     assert torch.allclose(one_by_one.latent, batched.latent, atol=1e-4)
 
     model = _build_tiny_model()
-    model.offload_plan = plan_for_model(model, 2, device="cpu")
-    model.offload, model.blocks_to_swap = "block_swap", 2
+    model.settings = LoaderSettings(offload="block_swap", blocks_to_swap=2)
+    model.load_plan = plan_for_model(model, 2, device="cpu")
     offloader = offload.attach_offloader(model, offload.Offloader.simulated())
     try:
         swapped = generate(model, photo, pos, neg, _settings(batch_passes=False, **settings))
@@ -200,10 +201,10 @@ def test_cache_with_batched_passes_block_swap_and_long_videos(tiny_model):
 
 def test_four_step_distill_settings_skip_nothing_by_default(tiny_model):
     photo, pos, neg = _inputs(5)
-    distill = dict(steps=4, text_cfg=1.0, pose_cfg=1.0, pose_cfg_window=(0.0, 1.0))
+    distill = dict(steps=4, text_cfg=1.0, pose_cfg=1.0, pose_cfg_start=0.0, pose_cfg_end=1.0)
     plain = generate(tiny_model, photo, pos, neg, _settings(**distill))
     for mode in ("teacache", "magcache"):
-        cached = generate(tiny_model, photo, pos, neg, _settings(step_cache=mode, cache_threshold=1e9, **distill))
+        cached = generate(tiny_model, photo, pos, neg, _settings(step_cache=mode, cache_threshold=1e6, **distill))
         assert cached.passes_skipped == 0 and torch.equal(cached.latent, plain.latent), mode
 
 

@@ -35,7 +35,7 @@ COMPONENTS = {
     "text_encoder": Component("the umT5 text encoder", "t5_name (--t5)",
                               "umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled.safetensors or "
                               "models_t5_umt5-xxl-enc-bf16.pth"),
-    "image_encoder": Component("the CLIP vision encoder", "clip_vision_name (--clip)",
+    "image_encoder": Component("the CLIP vision encoder", "clip_vision_name (--clip-vision)",
                                "clip_vision_h.safetensors or models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"),
 }
 

@@ -19,7 +19,7 @@ from .memory_plan import (
     OffloadRequest,
     plan_memory,
 )
-from .offload import offloader_for, policy_of
+from .offload import offloader_for
 from .sizes import dit_activation_bytes, module_bytes
 
 # What the policy's ``vram`` mode asks of offload="auto": every DiT block swapped ("low"), and also the embeddings
@@ -27,25 +27,24 @@ from .sizes import dit_activation_bytes, module_bytes
 VRAM_FORCED = {"low": dict(offload_embeddings=False, prefetch=None), "none": dict(offload_embeddings=True, prefetch=0)}
 
 
-def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | None = None,
+def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height: int | None = None,
                    frames: int = DIT_CLIP_FRAMES, guidance_passes: int = 2,
                    free_vram_bytes: int | None = None, max_vram_gb: float | None = None,
                    device: str | None = None, batch_passes: bool | str = AUTO,
                    make_room: bool = True) -> MemoryPlan:
     """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from its policy.
 
-    offload: "auto" | "none" (0 blocks swapped) | a number of blocks to swap. Width/height default to the
-    default max area (square-ish); the pipeline re-plans with the real size. When nothing moves to the device
-    (computing in host memory) nothing is swapped. max_vram_gb: cap on the device memory used; when None, the
-    model's own ``max_vram_gb`` (set at load time, e.g. from the node input) applies. device: the policy's
-    execution device unless given. The policy's ``vram`` mode "low" / "none" makes offload="auto" swap every
-    block (see ``VRAM_FORCED``); an explicit offload is kept, and the explanation says so. make_room: ask the host
-    to evict its models for this job first (False: plan with the memory free now, e.g. the provisional plan at
-    load time, made before the job's size is known).
+    blocks_to_swap: "auto" or a number of DiT blocks to swap (``LoaderSettings.swap``). Width/height default to the
+    default max area (square-ish): the plan made at load time, before the job's size is known. When nothing moves
+    to the device (computing in host memory) nothing is swapped. max_vram_gb: cap on the device memory used; when
+    None, the model's own (``settings.max_vram_gb``, e.g. from the node input) applies. device: the policy's
+    execution device unless given. The policy's ``vram`` mode "low" / "none" makes "auto" swap every block (see
+    ``VRAM_FORCED``); an explicit number is kept, and the explanation says so. make_room: ask the host to evict its
+    models for this job first (False: plan with the memory free now, e.g. the plan at load time).
     """
     if max_vram_gb is None:
-        max_vram_gb = getattr(model, "max_vram_gb", None)
-    policy = policy_of(model)
+        max_vram_gb = model.settings.vram_cap_gb
+    policy = model.policy
     dit = model.dit
     if device is None:
         device = policy.execution_device
@@ -59,7 +58,7 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
     embedding = sum(module_bytes(getattr(dit, n)) for n in embeddings if hasattr(dit, n))
     other = total - sum(module_bytes(b) for b in blocks)
     vae_modules = model.vae if isinstance(model.vae, torch.nn.Module) else None
-    swap = 0 if offload == "none" else offload
+    swap = blocks_to_swap
     on_device = True
     if free_vram_bytes is None:
         offloader = offloader_for(model, device)
@@ -73,11 +72,11 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
             swap = 0
     forced = VRAM_FORCED.get(policy.vram) if on_device else None
     note = None
-    if swap not in (AUTO, "none") and int(swap) > len(blocks):
-        note = f"offload={offload} asks for more blocks than the DiT's {len(blocks)}: all of them swapped"
+    if swap != AUTO and int(swap) > len(blocks):
+        note = f"{swap} blocks to swap asked for, the DiT has {len(blocks)}: all of them swapped"
         swap = len(blocks)
     request = dict(blocks_to_swap=swap, batch_passes=batch_passes, max_vram_gb=max_vram_gb,
-                   context_cache=bool(getattr(model, "context_cache", False)))
+                   context_cache=model.settings.context_cache)
     if forced is not None and swap == AUTO:
         request.update(blocks_to_swap=len(blocks), offload_embeddings=forced["offload_embeddings"])
         if forced["prefetch"] is not None:
@@ -85,8 +84,8 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
         note = f"vram={policy.vram}: every block swapped" + (", embeddings streamed, no prefetch"
                                                              if policy.vram == "none" else "")
     elif forced is not None:
-        note = "; ".join(filter(None, [note, f"vram={policy.vram} asks for the smallest footprint; offload={offload} "
-                                             f"kept as chosen"]))
+        note = "; ".join(filter(None, [note, f"vram={policy.vram} asks for the smallest footprint; "
+                                             f"{_swap_words(blocks_to_swap)} kept as chosen"]))
     sizes = ModelSizes(
         block_bytes=per_block, n_blocks=len(blocks), other_bytes=other, embedding_bytes=embedding, dtype=model.dtype,
         dit_config=getattr(dit, "config", None), vae_config=getattr(model.vae, "config", None),
@@ -95,18 +94,25 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
     )
     plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes),
                        OffloadRequest(**request), device=str(device))
-    if not on_device and offload not in (AUTO, "none", 0):
-        note = f"computing on the CPU, so offload={offload} swaps nothing"
+    if not on_device and blocks_to_swap not in (AUTO, 0):
+        note = f"computing on the CPU, so {_swap_words(blocks_to_swap)} swaps nothing"
     if note is not None:
         plan = replace(plan, explanation=f"{plan.explanation}; {note}")
     return plan
+
+
+def _swap_words(blocks_to_swap) -> str:
+    """The loader's words for an explicit swap count: "all_resident", "block_swap with 20 blocks"."""
+    if blocks_to_swap == 0:
+        return "all_resident"
+    return f"block_swap with {blocks_to_swap} block" + ("s" if blocks_to_swap != 1 else "")
 
 
 def _device_free_bytes(model, offloader, device, wanted: int) -> int:
     """Free device memory for planning: the host is asked to free what ``wanted`` bytes need beyond this model's own
     placements (through the policy's hook); those placements count as free (they are re-planned), the policy's
     reserve does not."""
-    policy = policy_of(model)
+    policy = model.policy
     own = sum(offloader.ledger.placed.values())
     hook = policy.free_memory_hook or offloader.free_memory_hook
     need = max(0, int(wanted) - own) + policy.reserve_bytes

@@ -17,10 +17,12 @@ moves their parameters and buffers.
 On CPU the same code runs with ``Offloader.simulated()``: the "device" is host memory with distinct copies,
 placeholders are meta tensors and an optional capacity raises ``torch.OutOfMemoryError`` like a real card.
 
-With a ``SteadyDancerModel`` (its ``policy`` is a ``placement.DevicePolicy``): ``use_component(model, name)``
-(what ``model.use(name)`` calls) makes component ``name`` usable on the execution device for a ``with`` block.
+With a ``SteadyDancerModel`` (its ``policy`` is a ``placement.DevicePolicy``): ``use_component(model, name, plan)``
+(what ``model.use(name, plan)`` calls) makes component ``name`` usable on the execution device for a ``with``
+block, the DiT placed per ``plan``. The offloader remembers that plan (``dit_plan``): it is where the DiT's tensors
+are, which the host's load and its booking (``load_component``, ``component_footprint``) follow.
 
-* Without a host (the defaults): the DiT is placed per ``model.offload_plan`` and stays placed (``release_model``
+* Without a host (the defaults): the DiT is placed per the job's plan and stays placed (``release_model``
   frees it); the VAE and the encoders are resident only inside the block, and when the device lacks room for them
   the DiT goes back to host memory first. ``policy.free_memory_hook`` is asked before every upload.
 * With a host that manages the models (``policy.load_hook``): the host is asked to load the component, which it
@@ -41,7 +43,7 @@ from torch import nn
 
 from .block_swap import BlockSwap
 from .memory_plan import OFFLOAD_DEFAULT_PREFETCH, OFFLOAD_MIN_RESERVE_BYTES, MemoryPlan
-from .placement import COMPONENTS, DevicePolicy, FreeMemoryHook
+from .placement import COMPONENTS, FreeMemoryHook
 from .sizes import module_bytes, tensor_bytes
 from .transfer import (
     DeviceLedger,
@@ -77,6 +79,7 @@ class Offloader:
         self.ledger = ledger if ledger is not None else DeviceLedger()
         self.free_memory_hook = free_memory_hook
         self.swap: BlockSwap | None = None
+        self.dit_plan: MemoryPlan | None = None   # the plan the DiT is placed (or about to be placed) with
         self._placed: dict = {}      # id(module) -> (module, Residency)
         self._scoped: dict = {}      # id(module) -> Residency
 
@@ -231,25 +234,13 @@ def oom_message(plan: MemoryPlan | None, what: str, err: BaseException) -> str:
 
 # --- integration with SteadyDancerModel -----------------------------------------------------------------------------
 
-def policy_of(model) -> DevicePolicy:
-    """The model's ``DevicePolicy`` (the defaults for a model object without one)."""
-    policy = getattr(model, "policy", None)
-    if policy is None:
-        policy = DevicePolicy()
-        try:
-            model.policy = policy
-        except AttributeError:
-            pass
-    return policy
-
-
 def offloader_for(model, device: torch.device | str | None = None,
                   free_memory_hook: FreeMemoryHook | None = None) -> Offloader:
     """The ``Offloader`` of a ``SteadyDancerModel`` (created on first use for its policy's execution device and
     kept on the model as ``model.offloader``)."""
-    offloader = getattr(model, "offloader", None)
+    offloader = model.offloader
     if offloader is None:
-        policy = policy_of(model)
+        policy = model.policy
         hook = free_memory_hook
         if hook is None and not policy.host_managed:
             hook = policy.free_memory_hook
@@ -281,8 +272,10 @@ def _check_name(name: str) -> None:
 
 
 def _dit_settings(model) -> tuple[int, int, bool]:
-    """(blocks to swap, prefetch, stream the embeddings) from the model's plan; all resident without one."""
-    plan = getattr(model, "offload_plan", None)
+    """(blocks to swap, prefetch, stream the embeddings) of the plan the DiT is placed with (the job's, else the
+    load-time plan); all resident without one."""
+    plan = model.offloader.dit_plan if model.offloader is not None and model.offloader.dit_plan is not None \
+        else model.load_plan
     if plan is None:
         return 0, OFFLOAD_DEFAULT_PREFETCH, False
     return plan.blocks_to_swap, plan.prefetch, plan.offload_embeddings
@@ -315,7 +308,7 @@ def component_device_bytes(model, name: str) -> int:
     """Bytes component ``name`` holds on the execution device now (0 when it is not loaded). On a device nothing
     moves to (the CPU), a loaded component counts with its footprint, as a host books it."""
     _check_name(name)
-    offloader = getattr(model, "offloader", None)
+    offloader = model.offloader
     modules = _torch_modules(getattr(model, name))
     if offloader is None or not modules or not all(offloader.is_placed(m) for m in modules):
         return 0
@@ -325,7 +318,7 @@ def component_device_bytes(model, name: str) -> int:
 
 
 def load_component(model, name: str) -> int:
-    """Put component ``name`` on the execution device (the DiT per ``model.offload_plan``) until
+    """Put component ``name`` on the execution device (the DiT per the plan it is placed with) until
     ``unload_component``; returns the bytes it holds there. Loading a loaded component again does nothing (the DiT
     is placed again only when its plan changed)."""
     _check_name(name)
@@ -344,8 +337,8 @@ def unload_component(model, name: str) -> int:
     """Move component ``name`` back to its offload device; returns the device bytes freed. A component whose
     offload device is the execution device (``policy.keeps_on_device``) stays where it is (0 freed)."""
     _check_name(name)
-    offloader = getattr(model, "offloader", None)
-    if offloader is None or policy_of(model).keeps_on_device(name):
+    offloader = model.offloader
+    if offloader is None or model.policy.keeps_on_device(name):
         return 0
     held = component_device_bytes(model, name) if offloader.moves else 0
     for module in _torch_modules(getattr(model, name)):
@@ -354,26 +347,26 @@ def unload_component(model, name: str) -> int:
     return held
 
 
-def working_bytes(model, name: str) -> int:
+def working_bytes(plan: MemoryPlan | None, name: str) -> int:
     """Working memory component ``name`` needs next to its weights (the DiT's planned activations; 0 = let the host
     use its own minimum for the encoders and the VAE, whose tiling adapts to the free memory)."""
-    plan = getattr(model, "offload_plan", None)
     return int(plan.activation_bytes) if name == "dit" and plan is not None else 0
 
 
 @contextlib.contextmanager
-def use_component(model, name: str) -> Iterator[None]:
-    """Component ``name`` of a ``SteadyDancerModel`` is usable on the device inside the ``with`` block (see the
-    module docstring for who places it and for how long)."""
+def use_component(model, name: str, plan: MemoryPlan | None) -> Iterator[None]:
+    """Component ``name`` of a ``SteadyDancerModel`` is usable on the device inside the ``with`` block, the DiT
+    placed per ``plan`` (see the module docstring for who places it and for how long)."""
     _check_name(name)
     offloader = offloader_for(model)
-    policy = policy_of(model)
-    plan = getattr(model, "offload_plan", None)
+    policy = model.policy
     component = getattr(model, name)
     what = "sampling" if name == "dit" else f"the {name.replace('_', ' ')}"
+    if name == "dit":
+        offloader.dit_plan = plan
     with offloader.guard(plan, what), contextlib.ExitStack() as stack:
         if policy.host_managed:
-            policy.load_hook(model, name, working_bytes(model, name))
+            policy.load_hook(model, name, working_bytes(plan, name))
             load_component(model, name)          # nothing to do when the host loaded it
         elif name == "dit" and offloader.moves:
             swap, prefetch, emb_off = _dit_settings(model)
@@ -389,7 +382,7 @@ def use_component(model, name: str) -> Iterator[None]:
 
 def release_model(model) -> None:
     """Move every part of a ``SteadyDancerModel`` back to host memory and free the device cache."""
-    offloader = getattr(model, "offloader", None)
+    offloader = model.offloader
     if offloader is not None:
         offloader.release_transient()
         offloader.unplace_all()

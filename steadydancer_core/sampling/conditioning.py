@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE
-from .defaults import DEFAULT_POSE_RESIZE, LATENT_SIZE_MULTIPLE, MASK_CHANNELS, POSE_RESIZE_MODES
+from .defaults import LATENT_SIZE_MULTIPLE, MASK_CHANNELS, POSE_RESIZE_MODES
 
 
 def as_frames(images: torch.Tensor, name: str) -> torch.Tensor:
@@ -139,11 +139,6 @@ def build_reference(vae, image: torch.Tensor, mask_value: float, tile="auto") ->
     return torch.cat([latent, mask, latent])
 
 
-def clip_features(image_encoder, image: torch.Tensor) -> torch.Tensor:
-    """CLIP features [1, tokens, dim] of one image [H, W, 3] in [0, 1] (official preprocessing in the encoder)."""
-    return image_encoder.encode(image.permute(2, 0, 1)[None].mul(2.0).sub_(1.0))
-
-
 @dataclass
 class ReferenceConditions:
     """What stays fixed for the whole video: text, CLIP features and the two reference latents."""
@@ -172,11 +167,3 @@ def pose_video(frames: torch.Tensor, pil_hw: tuple[int, int], size: tuple[int, i
         return resize_bicubic(to_model_video(frames), size)
     # the resize made a new tensor: take it to [-1, 1] in place (the same numbers, one copy less at pil_hw)
     return resize_bicubic(resized.permute(3, 0, 1, 2).mul_(2.0).sub_(1.0), size)
-
-
-def pose_latent(vae, poses: torch.Tensor, photo_hw: tuple[int, int], size: tuple[int, int], device,
-                tile="auto", pose_resize: str = DEFAULT_POSE_RESIZE) -> torch.Tensor:
-    """Latent [16, F, h, w] on ``device`` of pose frames [T, H', W', 3] in [0, 1], resized by ``pose_resize``
-    (``pose_video``) and VAE-encoded (the pixels stay where they are; the VAE streams chunks to its own device)."""
-    video = pose_video(poses, pose_pil_size(photo_hw, size, pose_resize), size)
-    return encode_video(vae, video, tile).to(device)

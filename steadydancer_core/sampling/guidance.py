@@ -2,13 +2,15 @@
 
 Per step ``idx`` of ``N`` the official SteadyDancer sampler forms::
 
-    pred = u + gs * (c - u)                       outside the window
-    pred = u + gs * (c - u) + cgs * (c - uc)      if idx/N > start and idx/N < end   (both strict)
+    pred = u + text_cfg * (c - u)                             outside the window
+    pred = u + text_cfg * (c - u) + pose_cfg * (c - uc)       if start < idx/N < end   (both strict)
 
 with ``c`` = conditional prediction, ``u`` = prediction with the negative prompt, ``uc`` = prediction with the
-negative (augmented) pose condition. A pass whose term cannot change the result is not run: the negative-prompt
-pass when ``gs == 1`` (``u + 1*(c - u) == c``) and the negative-pose pass when ``cgs == 0`` or outside the window.
-(``cgs == 1`` is *not* neutral in this formula: the official runs the pass and adds ``c - uc``.)
+negative (augmented) pose condition; start / end = ``pose_cfg_start`` / ``pose_cfg_end`` (the official code calls
+the scales ``guide_scale`` / ``condition_guide_scale``). A pass whose term cannot change the result is not run: the
+negative-prompt pass when ``text_cfg == 1`` (``u + 1*(c - u) == c``) and the negative-pose pass when
+``pose_cfg == 0`` or outside the window. (``pose_cfg == 1`` is *not* neutral in this formula: the official runs the
+pass and adds ``c - uc``.)
 """
 from __future__ import annotations
 
@@ -18,12 +20,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .defaults import (
-    DEFAULT_CONDITION_CFG_END,
-    DEFAULT_CONDITION_CFG_START,
-    DEFAULT_CONDITION_GUIDE_SCALE,
-    DEFAULT_GUIDE_SCALE,
-)
 from .schedulers import Schedule
 
 COND = "cond"                        # positive prompt, positive pose
@@ -41,35 +37,39 @@ class NonFiniteLatentError(FloatingPointError):
 
 @dataclass(frozen=True)
 class Guidance:
-    """Text scale ``gs``, pose-condition scale ``cgs`` and the pose-CFG window (fractions of the step count)."""
+    """The text and pose guidance scales and the pose-guidance window (fractions of the step count)."""
 
-    text_scale: float = DEFAULT_GUIDE_SCALE
-    condition_scale: float = DEFAULT_CONDITION_GUIDE_SCALE
-    condition_start: float = DEFAULT_CONDITION_CFG_START
-    condition_end: float = DEFAULT_CONDITION_CFG_END
+    text_cfg: float
+    pose_cfg: float
+    pose_cfg_start: float
+    pose_cfg_end: float
 
     def __post_init__(self):
-        for name in ("text_scale", "condition_scale", "condition_start", "condition_end"):
+        for name in ("text_cfg", "pose_cfg", "pose_cfg_start", "pose_cfg_end"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"guidance {name} must be a finite number, got {value!r}")
-        if self.text_scale < 0 or self.condition_scale < 0:
-            raise ValueError("guidance scales must be >= 0 (text 1 = no text CFG, condition 0 = no pose CFG)")
+        if self.text_cfg < 0 or self.pose_cfg < 0:
+            raise ValueError("guidance scales must be >= 0 (text_cfg 1 = no text guidance, pose_cfg 0 = no pose "
+                             "guidance)")
+        if self.pose_cfg_start > self.pose_cfg_end:
+            raise ValueError(f"pose_cfg_start ({self.pose_cfg_start:g}) must not be after pose_cfg_end "
+                             f"({self.pose_cfg_end:g})")
 
     def window_active(self, idx: int, steps: int) -> bool:
-        return condition_window_active(idx, steps, self.condition_start, self.condition_end)
+        return pose_window_active(idx, steps, self.pose_cfg_start, self.pose_cfg_end)
 
     def passes(self, idx: int, steps: int) -> tuple[str, ...]:
         """The DiT passes needed at step ``idx`` (COND always first)."""
         out = [COND]
-        if self.text_scale != 1:
+        if self.text_cfg != 1:
             out.append(UNCOND_TEXT)
-        if self.condition_scale != 0 and self.window_active(idx, steps):
+        if self.pose_cfg != 0 and self.window_active(idx, steps):
             out.append(UNCOND_CONDITION)
         return tuple(out)
 
 
-def condition_window_active(idx: int, steps: int, start: float, end: float) -> bool:
+def pose_window_active(idx: int, steps: int, start: float, end: float) -> bool:
     """Official window test: ``start < idx/steps < end`` (both strict)."""
     frac = idx / steps
     return frac > start and frac < end
@@ -80,11 +80,11 @@ def combine(preds: dict[str, torch.Tensor], guidance: Guidance) -> torch.Tensor:
     c = preds[COND]
     if UNCOND_TEXT in preds:
         u = preds[UNCOND_TEXT]
-        out = u + guidance.text_scale * (c - u)
+        out = u + guidance.text_cfg * (c - u)
     else:
         out = c
     if UNCOND_CONDITION in preds:
-        out = out + guidance.condition_scale * (c - preds[UNCOND_CONDITION])
+        out = out + guidance.pose_cfg * (c - preds[UNCOND_CONDITION])
     return out
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 NOISE_SOURCES = ("cpu", "official")
-DEFAULT_NOISE_SOURCE = "cpu"
 
 
 class NoiseSource:

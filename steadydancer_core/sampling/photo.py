@@ -1,7 +1,7 @@
 """A photo with transparency: composited on a background colour before anything else sees it.
 
 Backgrounds are named as the ``background`` widget and the CLI's ``--background`` take them: ``white`` (the default,
-``defaults.PHOTO``), ``black`` or ``#RRGGBB``. Images are torch float32 [H, W, 3] (or [1, H, W, 3]) in [0, 1];
+``options.PHOTO``), ``black`` or ``#RRGGBB``. Images are torch float32 [H, W, 3] (or [1, H, W, 3]) in [0, 1];
 ``alpha`` [H, W] in [0, 1] is the opacity (1 = opaque; ComfyUI's MASK is 1 - alpha).
 """
 from __future__ import annotations
@@ -24,6 +24,15 @@ def parse_background(value) -> tuple:
         except ValueError:
             pass
     raise ValueError(f"background must be white, black or #RRGGBB (e.g. #808080), got {value!r}")
+
+
+def check_background(value) -> str | None:
+    """The background option's rule: None when ``value`` names a background, else why not."""
+    try:
+        parse_background(value)
+    except ValueError:
+        return "must be white, black or #RRGGBB (e.g. #808080)"
+    return None
 
 
 def background_name(rgb: tuple) -> str:

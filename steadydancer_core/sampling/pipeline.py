@@ -33,6 +33,7 @@ from .guidance import (
 )
 from .decoded_store import DecodedSegments
 from .results import GenerationResult, SegmentLatent, decode, decode_frames, iter_decoded
+from .model_interface import JobPlan, SamplingModel
 from .settings import GenerationSettings
 from .noise import NoiseSource
 from .preview import latent_to_rgb
@@ -147,13 +148,14 @@ def _make_step_cache(model, job: "Job", settings: GenerationSettings):
                            job.size[0] * job.size[1], indicator=modulation)
 
 
-def _reference_conditions(model, photo, first_pose, settings, size, device) -> cond.ReferenceConditions:
+def _reference_conditions(model: SamplingModel, photo, first_pose, settings, size, device,
+                          plan: Optional[JobPlan]) -> cond.ReferenceConditions:
     """first_pose [H', W', 3]: the first positive pose frame after the PIL resize of ``settings.pose_resize``
     (``cond.pose_pil_size``: the photo's size or the output size); CLIP sees it there, ``ref_c`` has it at the
     output size, as ``condition`` has every pose frame."""
-    with model.use("text_encoder"):
+    with model.use("text_encoder", plan):
         context, context_null = model.text_encoder.encode([settings.prompt, settings.effective_negative_prompt])
-    with model.use("image_encoder"):
+    with model.use("image_encoder", plan):
         # each image in [-1, 1] once ([3, 1, H, W], full size), for its CLIP features and its reference latent;
         # one at a time, so a large photo has one such copy in memory
         photo_m = cond.to_model_video(photo[None])
@@ -164,7 +166,7 @@ def _reference_conditions(model, photo, first_pose, settings, size, device) -> c
         clip_c = model.image_encoder.encode(pose_m.transpose(0, 1))
         pose_v = cond.resize_bicubic(pose_m, size)
         del pose_m
-    with model.use("vae"):
+    with model.use("vae", plan):
         ref_x = cond.build_reference(model.vae, photo_v, 1.0, settings.vae_tile)
         ref_c = cond.build_reference(model.vae, pose_v, 0.0, settings.vae_tile)
     return cond.ReferenceConditions(context=context.to(device), context_null=context_null.to(device),
@@ -178,7 +180,8 @@ class Job:
 
     photo [H, W, 3]; positive / negative: pose frame sources (``pose_source``; frames [n, H', W', 3] float in
     [0, 1] on the CPU, read one segment at a time); size (h, w) of the output;
-    segments: (start, frames, known frames) per segment; schedule: the sampler's sigmas and timesteps.
+    segments: (start, frames, known frames) per segment; schedule: the sampler's sigmas and timesteps; plan: the
+    job's memory plan (None when the model places nothing itself).
     """
 
     photo: torch.Tensor
@@ -192,11 +195,12 @@ class Job:
     batch_passes: bool
     photo_out: torch.Tensor
     notices: list
+    plan: Optional[JobPlan] = None
 
 
-def prepare_job(model, photo, positive_pose, negative_pose, settings: GenerationSettings) -> Job:
-    """Validate the inputs against the settings, plan the segments and the schedule, and re-plan the model's
-    memory for the real size. Nothing is encoded yet."""
+def prepare_job(model: SamplingModel, photo, positive_pose, negative_pose, settings: GenerationSettings) -> Job:
+    """Validate the inputs against the settings, plan the segments and the schedule, and the job's memory for its
+    real size. Nothing is encoded yet."""
     photo = cond.as_frames(photo, "photo")
     if photo.shape[0] != 1:
         raise ValueError(f"one photo expected, got a batch of {photo.shape[0]} images")
@@ -213,12 +217,12 @@ def prepare_job(model, photo, positive_pose, negative_pose, settings: Generation
     segments = plan_segments(num_frames, settings.segment_frames, settings.segment_overlap)
     schedule = make_schedule(settings.solver, settings.steps, settings.shift, settings.sigmas)
     guidance = settings.guidance
-    model.replan(width=size[1], height=size[0], frames=segments[0][1],
-                 guidance_passes=max(len(guidance.passes(i, schedule.steps)) for i in range(schedule.steps)))
-    batch = model.batch_passes_allowed() if settings.batch_passes is None else bool(settings.batch_passes)
+    plan = model.plan_job(width=size[1], height=size[0], frames=segments[0][1],
+                          guidance_passes=max(len(guidance.passes(i, schedule.steps)) for i in range(schedule.steps)))
+    batch = bool(plan is not None and plan.batch_passes) if settings.batch_passes is None else settings.batch_passes
     return Job(photo=photo, positive=pos, negative=neg, num_frames=num_frames, size=size, segments=segments,
                schedule=schedule, guidance=guidance, batch_passes=batch, photo_out=_photo_at(photo, size),
-               notices=notices)
+               notices=notices, plan=plan)
 
 
 def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.ReferenceConditions:
@@ -226,7 +230,7 @@ def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.Re
     pose, and the reference latents ``ref_x`` / ``ref_c`` (all on the execution device)."""
     pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
     first_pose = cond.resize_like_pil(job.positive.frames(0, 1), pil_hw)[0]
-    return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device)
+    return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device, job.plan)
 
 
 def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
@@ -242,7 +246,7 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
     start, n, known_count = job.segments[index]
     device = model.execution_device
     pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
-    with model.use("vae"):
+    with model.use("vae", job.plan):
         # only this segment's pose frames are read (a lazy source renders them now), one frame at a time, and
         # only their output-size pixels are kept
         condition = cond.encode_video(model.vae, read_pose_video(job.positive, start, start + n, pil_hw, job.size),
@@ -261,7 +265,7 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
         pin = lambda x: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
     predict = _Predictor(model, refs, y, condition, condition_null, job.batch_passes,
                          cache=_make_step_cache(model, job, settings))
-    with model.use("dit"):
+    with model.use("dit", job.plan):
         latent = denoise(noise.to(device), job.schedule, make_solver(settings.solver, job.schedule), predict,
                          job.guidance, pin=pin, on_step=on_step, should_cancel=should_cancel)
     return SegmentLatent(start=start, num_frames=n, known_frames=known_count, latent=latent.float().cpu(),
@@ -273,7 +277,7 @@ def finish_segment(model, job: Job, seg: SegmentLatent, index: int, tail: Option
     """Decode a sampled segment to frames [n, H, W, 3]: frame 0 = the photo in ``exact`` mode (first segment);
     later segments are colour-matched on their known frames to ``tail`` (the previous segment's last frames),
     and the correction is recorded on ``seg``."""
-    frames = decode_frames(model, seg.latent, settings.vae_tile)
+    frames = decode_frames(model, seg.latent, settings.vae_tile, job.plan)
     if index == 0 and settings.first_frame == "exact":
         frames[0] = job.photo_out
     if index > 0:
@@ -330,7 +334,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     decoded_here = tuple(range(count if on_frames is not None else count - 1))
     steps = job.schedule.steps
     step_costs = tuple(len(job.guidance.passes(i, steps)) for i in range(steps))
-    tracker = JobProgress(plan_tasks(count, step_costs, decoded_here), progress)
+    tracker = JobProgress(plan_tasks(count, step_costs, decoded_here), progress, plan=job.plan)
     tracker.start("references", -1)
     refs = prepare_references(model, job, settings)
     tracker.advance()
@@ -374,4 +378,4 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
             notices.append(note)
     return GenerationResult(segments=segments, num_frames=job.num_frames, height=job.size[0], width=job.size[1],
                             first_frame=settings.first_frame, photo=job.photo_out, notices=notices,
-                            seed=settings.seed, decoded=store)
+                            seed=settings.seed, decoded=store, memory_plan=job.plan)

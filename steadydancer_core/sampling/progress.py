@@ -46,7 +46,8 @@ class Task:
 class Progress:
     """One report: the task running (``phase``, ``segment`` of ``segments``, ``done`` of ``units``), the sampling
     steps finished over all segments (``step`` of ``steps``), the job's weighted ``fraction`` done, seconds
-    ``elapsed`` and the estimated seconds left (``eta_s``, None until measurable), and the step's ``preview``."""
+    ``elapsed`` and the estimated seconds left (``eta_s``, None until measurable), the step's ``preview``, and the
+    job's memory ``plan`` (its ``explanation`` says what is placed where; None when the model places nothing)."""
 
     phase: str
     segment: int
@@ -59,6 +60,7 @@ class Progress:
     elapsed_s: float
     eta_s: Optional[float]
     preview: object = None
+    plan: object = None
 
     @property
     def title(self) -> str:
@@ -85,11 +87,13 @@ def format_seconds(seconds: Optional[float]) -> str:
 
 class JobProgress:
     """Runs through ``tasks`` in order: ``start(phase, segment)`` begins the next task (it must be the next
-    planned one), ``advance(preview=None)`` finishes one unit of it; both emit a ``Progress``."""
+    planned one), ``advance(preview=None)`` finishes one unit of it; both emit a ``Progress`` (carrying ``plan``,
+    the job's memory plan)."""
 
     def __init__(self, tasks: list, emit: Optional[Callable[[Progress], None]] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, plan=None):
         self.tasks = list(tasks)
+        self.plan = plan
         self.emit = emit
         self.clock = clock
         self.total_cost = sum(sum(t.unit_costs) for t in self.tasks) or 1.0
@@ -154,7 +158,8 @@ class JobProgress:
         self.emit(Progress(phase=task.phase, segment=task.segment, segments=self.segments, done=self._done,
                            units=task.units, step=self._step, steps=self.steps,
                            fraction=min(self._cost_done / self.total_cost, 1.0),
-                           elapsed_s=self.clock() - self._started, eta_s=self.eta(), preview=preview))
+                           elapsed_s=self.clock() - self._started, eta_s=self.eta(), preview=preview,
+                           plan=self.plan))
 
 
 def plan_tasks(segments: int, step_costs: tuple, decoded: tuple) -> list:

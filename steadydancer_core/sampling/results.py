@@ -11,6 +11,7 @@ import torch
 from . import conditioning as cond
 from .decoded_store import DecodedSegments
 from .guidance import Cancelled
+from .options import VAE_TILING, vae_tile
 from .segments import Assembler, apply_color, assemble_latent
 
 __all__ = ["GenerationResult", "SegmentLatent", "decode", "decode_frames", "iter_decoded"]
@@ -39,7 +40,8 @@ class GenerationResult:
     """Segments, output size, first-frame mode and the photo at the output size ([H, W, 3] in [0, 1]).
 
     decoded: the segments already decoded while sampling (``DecodedSegments``, final colour-corrected frames),
-    read by ``iter_decoded`` instead of decoding them again; None when ``generate`` kept none."""
+    read by ``iter_decoded`` instead of decoding them again; None when ``generate`` kept none. memory_plan: the
+    job's memory plan (what was placed where, and why; None when the model placed nothing itself)."""
 
     segments: list
     num_frames: int
@@ -50,6 +52,7 @@ class GenerationResult:
     notices: list = field(default_factory=list)
     seed: int = 0
     decoded: Optional[DecodedSegments] = None
+    memory_plan: Optional[object] = None
 
     @property
     def latent(self) -> torch.Tensor:
@@ -67,9 +70,10 @@ class GenerationResult:
         return sum(seg.passes_computed for seg in self.segments)
 
 
-def decode_frames(model, latent: torch.Tensor, tile) -> torch.Tensor:
-    """Normalised latent [16, F, h, w] -> frames [T, H, W, 3] in [0, 1] on the CPU."""
-    with model.use("vae"):
+def decode_frames(model, latent: torch.Tensor, tile, plan=None) -> torch.Tensor:
+    """Normalised latent [16, F, h, w] -> frames [T, H, W, 3] in [0, 1] on the CPU (the VAE placed per ``plan``, a
+    job's memory plan; None = the model's own)."""
+    with model.use("vae", plan):
         video = model.vae.decode(latent[None].to(model.execution_device), tile=tile)[0]
     return cond.from_model_video(video.float()).cpu()
 
@@ -85,18 +89,19 @@ def _checked_frames(decoder: Callable, seg: SegmentLatent, result: GenerationRes
 
 
 @torch.inference_mode()
-def iter_decoded(model, result: GenerationResult, tile="auto",
-                 should_cancel: Optional[Callable[[], bool]] = None,
+def iter_decoded(model, result: GenerationResult, tiling: str = VAE_TILING.default("tiling"),
+                 tile_size: int = VAE_TILING.default("tile_size"), should_cancel: Optional[Callable[[], bool]] = None,
                  decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  on_segment: Optional[Callable[[int, bool], None]] = None) -> Iterator[tuple]:
     """Yield (start, frames [n, H, W, 3] in [0, 1]) chunks covering the video in order, segment by segment, with the
     colour correction and cross-fades of ``generate`` applied and frame 0 = the photo in ``exact`` mode.
 
-    Segments ``generate`` already decoded (``result.decoded``) are read back, not decoded again; ``tile`` applies
-    to the others. decoder: frames [T, H, W, 3] in [0, 1] from one segment's normalised latent [16, F, h, w] (for
+    Segments ``generate`` already decoded (``result.decoded``) are read back, not decoded again; ``tiling`` /
+    ``tile_size`` (the options of ``options.VAE_TILING``) apply to the others. decoder: frames [T, H, W, 3] in [0, 1] from one segment's normalised latent [16, F, h, w] (for
     example another program's Wan 2.1 VAE applied to ``to_raw_latent`` of it); when given, every segment is decoded
-    with it (the segments kept from sampling were decoded by the model's VAE); None = the model's VAE with ``tile``.
+    with it (the segments kept from sampling were decoded by the model's VAE); None = the model's VAE.
     on_segment(index, decoded) after each segment (decoded False: it was read back)."""
+    tile = vae_tile(tiling, tile_size)
     chunks: list = []
     assembler = Assembler(lambda start, frames: chunks.append((start, frames)))
     segs = result.segments
@@ -118,15 +123,15 @@ def iter_decoded(model, result: GenerationResult, tile="auto",
             yield chunks.pop(0)
 
 
-def decode(model, result: GenerationResult, tile="auto", callback: Optional[Callable] = None,
+def decode(model, result: GenerationResult, tiling: str = VAE_TILING.default("tiling"),
+           tile_size: int = VAE_TILING.default("tile_size"), callback: Optional[Callable] = None,
            should_cancel: Optional[Callable[[], bool]] = None,
            decoder: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
     """The whole video [T, H, W, 3] in [0, 1] (CPU). For long videos prefer ``iter_decoded`` (constant memory);
-    ``decoder`` as there."""
-    tile = "auto" if tile is None else tile
+    ``tiling``, ``tile_size`` and ``decoder`` as there."""
     out = torch.empty(result.num_frames, result.height, result.width, 3)
     done = 0
-    for i, (start, frames) in enumerate(iter_decoded(model, result, tile, should_cancel, decoder)):
+    for i, (start, frames) in enumerate(iter_decoded(model, result, tiling, tile_size, should_cancel, decoder)):
         out[start:start + frames.shape[0]] = frames
         done += frames.shape[0]
         if callback is not None:

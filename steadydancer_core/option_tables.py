@@ -1,0 +1,72 @@
+"""Every front end's options, by node: the tables the ComfyUI nodes, the CLI and the reference docs are built from.
+
+``LOADER`` (LoadSteadyDancerModel, ``runtime/options.py``), ``SAMPLER`` + ``PHOTO`` (SteadyDancerSampler,
+``sampling/options.py``), ``EXTRACT`` (ExtractPose), ``ALIGN`` (AlignPose), ``DECODE`` (DecodeVideo, with the VAE
+tiling rows of ``sampling/options.py``) and ``OUTPUT`` (the CLI's video file). The pose vocabularies come from the
+``pose`` package (the first word of each is the default). ``TABLES`` lists them in the order the docs show them.
+"""
+from __future__ import annotations
+
+from .option import Option, OptionTable
+from .pose_package import pose
+from .runtime.options import LOADER
+from .sampling.defaults import WAN_FPS
+from .sampling.options import PHOTO, SAMPLER, VAE_TILING
+from .video_io import DEFAULT_CRF
+
+__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PHOTO", "SAMPLER", "TABLES", "VAE_TILING"]
+
+FPS_RANGE = (0.0, 240.0)            # frame rates accepted anywhere (0 = "from the source" where it means that)
+
+EXTRACT = OptionTable("SteadyDancer Extract Pose", [
+    Option("person", "choice", pose.PERSON_MODES[0], choices=pose.PERSON_MODES,
+           help="Which person drives the motion: the highest detector score (official), the largest box, or all."),
+    Option("no_person", "choice", pose.MISSING_MODES[0], choices=pose.MISSING_MODES,
+           help="Driving frames without a person: hold the nearest earlier pose, or leave the frame empty."),
+    Option("max_frames", "int", 0, minimum=0, maximum=100000, step=1, zero="every frame",
+           help="Use at most this many driving frames (0 = all)."),
+    Option("target_fps", "float", WAN_FPS, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
+           zero="every frame",
+           help="Resample the driving video to this frame rate before extracting poses (Wan 2.1 was trained on "
+                "16 fps, so the motion plays at its real speed); 0 keeps every frame as the official scripts do."),
+    Option("images_fps", "float", 24.0, minimum=1.0, maximum=FPS_RANGE[1], step=0.01, unit="fps", fronts=("node",),
+           help="Frame rate of the 'images' input. A connected 'video' brings its own frame rate."),
+])
+
+ALIGN = OptionTable("SteadyDancer Align Pose to Photo", [
+    Option("augment_seed", "seed", 0, help="Seed of the negative-pose augmentation (random scale/aspect per frame)."),
+    Option("canvas", "choice", pose.CANVAS_MODES[0], choices=pose.CANVAS_MODES,
+           help="2x: pose frames at twice the resized photo, as the official code draws them; 1x: at its size (a "
+                "quarter of the memory, for long videos)."),
+    Option("scale_fallback", "choice", pose.SCALE_FALLBACKS[0], choices=pose.SCALE_FALLBACKS,
+           help="official: limb scales exactly as the official code; visible: limbs not visible in the photo "
+                "(upper-body photos) use the mean scale of the visible ones."),
+    Option("image_outputs", "choice", "all_frames", choices=("all_frames", "first_frame"), fronts=("node",),
+           help="all_frames: positive_pose / negative_pose hold every rendered frame (memory grows with the video: "
+                "about 28 MB per frame and output at the 2x canvas of a 720p photo); first_frame: only frame 0 "
+                "(connect aligned_pose to the sampler: it renders one segment at a time)."),
+])
+
+_FPS = Option("fps", "float", 0.0, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
+              zero="the driving poses' rate",
+              help="Frame rate of the video (0 = the driving poses' rate: ExtractPose's after target_fps; 16, Wan's, "
+                   "for IMAGE pose frames, POSE_KEYPOINT and pose folders).")
+
+DECODE = VAE_TILING.plus("SteadyDancer Decode Video", OptionTable("decode", [
+    _FPS,
+    Option("output", "choice", "frames", choices=("frames", "file"), fronts=("node",),
+           help="frames: the whole video as one IMAGE batch (about width x height x 12 bytes of system RAM per "
+                "frame); file: an H.264 mp4 written to the output folder segment by segment (RAM stays at one "
+                "segment), only a preview frame as IMAGE."),
+    Option("filename_prefix", "text", "SteadyDancer/video", fronts=("node",),
+           help="File name prefix in the output folder when output is 'file' (a numbered name is picked; an "
+                "existing file is never replaced)."),
+]))
+
+OUTPUT = OptionTable("Video file", [
+    _FPS,
+    Option("crf", "int", DEFAULT_CRF, minimum=0, maximum=51, step=1, fronts=("cli",),
+           help="x264 quality of the mp4: lower is better and larger, 0 is lossless."),
+])
+
+TABLES = (LOADER, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT)

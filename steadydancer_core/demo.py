@@ -45,7 +45,7 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     )
     from .cli_options import pose_package
     from .safe_write import write_beside
-    from .tiny_kit import write_kit
+    from .tiny_kit import kit_path, write_kit
 
     pose = pose_package()
     out = Path(out)
@@ -57,17 +57,15 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     with tempfile.TemporaryDirectory(prefix="steadydancer-demo-") as tmp:
         kit = write_kit(Path(tmp) / "models", Path(tmp) / "input")
         models = kit.models_dir
-        det, est = models / "dwpose" / "yolox_l.onnx", models / "dwpose" / "dw-ll_ucoco_384.onnx"
+        det, est = models / kit_path("detector"), models / kit_path("pose_model")
         photo = cv2.cvtColor(cv2.imread(str(kit.photo)), cv2.COLOR_BGR2RGB)
         ref_pose, photo_resized = pose.extract_reference(photo, det, est)
         video = (f for chunk in iter_video_frames(kit.video, target_fps=DEMO_FPS) for f in frames_to_uint8(chunk))
         aligned = pose.align(ref_pose, pose.extract(video, det, est))
         positive = _to_float(pose.render_frames(aligned.frames, aligned.canvas_hw))
         negative = _to_float(pose.render_frames(pose.augment_frames(aligned.frames, 0), aligned.canvas_hw))
-        model = load_model(models / "diffusion_models" / "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors",
-                           models / "vae" / "wan_2.1_vae.safetensors",
-                           models / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-                           models / "clip_vision" / "clip_vision_h.safetensors", precision="fp32")
+        model = load_model(models / kit_path("dit_fp8"), models / kit_path("vae"), models / kit_path("t5_fp8"),
+                           models / kit_path("clip_vision"), precision="fp32")
         settings = GenerationSettings(prompt=DEMO_PROMPT, steps=steps, max_area=DEMO_MAX_AREA, first_frame="exact")
         result = generate(model, _to_float([photo_resized]), positive, negative, settings)
 

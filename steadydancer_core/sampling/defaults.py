@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..model_files import preferred_file_name
 from ..models.dit_config import DIT_CLIP_FRAMES, DIT_DEFAULT_AREA
 from .noise import DEFAULT_NOISE_SOURCE
 
@@ -110,8 +111,8 @@ class SamplerDefaults:
 class PoseDefaults:
     """ExtractPose and AlignPose."""
 
-    detector: str = "yolox_l.onnx"
-    pose_model: str = "dw-ll_ucoco_384.onnx"
+    detector: str = preferred_file_name("detector")        # the model file table's names
+    pose_model: str = preferred_file_name("pose_model")
     person: str = "highest"
     no_person: str = "hold"
     max_frames: int = 0

@@ -14,27 +14,41 @@ from typing import Iterable
 
 import folder_paths
 
-# Folder names registered with ComfyUI. "steadydancer" holds DiT files for users who keep them apart from other
+from .. import steadydancer_core as sd
+
+# Folder names registered with ComfyUI and the folders of each model role: the model file table's
+# (``steadydancer_core.model_files``). "steadydancer" holds DiT files for users who keep them apart from other
 # diffusion models; "dwpose" holds the ONNX pose models.
-STEADYDANCER_FOLDER = "steadydancer"
-DWPOSE_FOLDER = "dwpose"
-DIT_FOLDERS = ("diffusion_models", STEADYDANCER_FOLDER)
-LORA_FOLDERS = ("loras", STEADYDANCER_FOLDER)
+STEADYDANCER_FOLDER = sd.STEADYDANCER_FOLDER
+DWPOSE_FOLDER = sd.DWPOSE_FOLDER
+DIT_FOLDERS = sd.model_folders("dit")
+LORA_FOLDERS = sd.model_folders("lora")
 NONE_CHOICE = "None"
 
 ONNX_EXTENSIONS = {".onnx"}
 # Where comfyui_controlnet_aux keeps the DWPose / YOLOX ONNX files it downloaded (relative to its pack folder).
-CONTROLNET_AUX_DIRS = ("comfyui_controlnet_aux",)
-CONTROLNET_AUX_CKPT_SUBDIRS = (
-    os.path.join("ckpts", "yzd-v", "DWPose"),
-    os.path.join("ckpts", "hr16", "yolox-onnx"),
-    os.path.join("ckpts", "hr16", "DWPose-TorchScript-BatchSize5"),
-)
+CONTROLNET_AUX_DIRS = (sd.CONTROLNET_AUX_PACK,)
+CONTROLNET_AUX_CKPT_SUBDIRS = tuple(os.path.join(*d.split("/")) for d in sd.CONTROLNET_AUX_DWPOSE_DIRS)
+
+
+def model_folders(role: str) -> tuple[str, ...]:
+    """The ComfyUI folders a loader widget of ``role`` lists, in lookup order (e.g. "vae" -> ("vae",))."""
+    return sd.model_folders(role)
+
+
+def model_tooltip(role: str) -> str:
+    """A file widget's tooltip: what the role is, its folders and its files, preferred first."""
+    return sd.model_role_tooltip(role)
+
+
+def find_model(role: str, name: str) -> str:
+    """Absolute path of the ``role`` file ``name`` (e.g. "vae", "wan_2.1_vae.safetensors") in the role's folders."""
+    return find_file(sd.model_folders(role), name, sd.MODEL_ROLES[role].title)
 
 
 # ----------------------------------------------------------------------------------------------- model folders
 def controlnet_aux_pose_dirs() -> list[str]:
-    """Existing comfyui_controlnet_aux checkpoint folders that may hold ``yolox_l.onnx`` / ``dw-ll_ucoco_384.onnx``."""
+    """Existing comfyui_controlnet_aux checkpoint folders that may hold the DWPose ONNX files."""
     found = []
     for base in folder_paths.get_folder_paths("custom_nodes"):
         for pack in CONTROLNET_AUX_DIRS:
@@ -189,8 +203,8 @@ def check_wan21_vae(vae) -> None:
     dims = getattr(vae, "latent_dim", None)
     if not callable(getattr(vae, "decode", None)) or channels != WAN21_LATENT_CHANNELS or dims != 3:
         raise ValueError(f"the connected VAE is not a Wan 2.1 VAE (latent channels {channels}, latent dimensions "
-                         f"{dims}; Wan 2.1 has 16 and 3): load wan_2.1_vae.safetensors with Load VAE (the Wan 2.2 "
-                         "VAE has 48 channels and does not fit SteadyDancer's latents)")
+                         f"{dims}; Wan 2.1 has 16 and 3): load {sd.preferred_file_name('vae')} with Load VAE (the "
+                         "Wan 2.2 VAE has 48 channels and does not fit SteadyDancer's latents)")
 
 
 def vae_decode(vae, raw_latent, tile_size: int | None = None):

@@ -14,7 +14,7 @@ CATEGORY = "SteadyDancer"
 def _lora_entries(lora_name: str, strength: float, loras: LoraStack | None) -> LoraStack:
     stack = loras if loras is not None else LoraStack()
     if lora_name and lora_name != bridge.NONE_CHOICE and strength != 0:
-        stack = stack.plus(bridge.find_file(bridge.LORA_FOLDERS, lora_name, "LoRA"), strength)
+        stack = stack.plus(bridge.find_model("lora", lora_name), strength)
     return stack
 
 
@@ -58,15 +58,14 @@ class LoadSteadyDancerModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "dit_name": (bridge.list_files(bridge.DIT_FOLDERS), {
-                    "tooltip": "SteadyDancer DiT: Wan21_SteadyDancer_fp16 / _fp8_e4m3fn_scaled_KJ .safetensors or a GGUF."}),
-                "vae_name": (bridge.list_files(["vae"]), {"tooltip": "Wan 2.1 VAE (wan_2.1_vae.safetensors)."}),
-                "t5_name": (bridge.list_files(["text_encoders"]), {
-                    "tooltip": "umT5-XXL encoder (umt5_xxl_fp16 / umt5_xxl_fp8_e4m3fn_scaled .safetensors)."}),
-                "clip_vision_name": (bridge.list_files(["clip_vision"]), {"tooltip": "clip_vision_h.safetensors."}),
+                "dit_name": (bridge.list_files(bridge.DIT_FOLDERS), {"tooltip": bridge.model_tooltip("dit")}),
+                "vae_name": (bridge.list_files(bridge.model_folders("vae")), {"tooltip": bridge.model_tooltip("vae")}),
+                "t5_name": (bridge.list_files(bridge.model_folders("t5")), {"tooltip": bridge.model_tooltip("t5")}),
+                "clip_vision_name": (bridge.list_files(bridge.model_folders("clip_vision")), {
+                    "tooltip": bridge.model_tooltip("clip_vision")}),
                 **widgets(LOADER),
                 "lora_name": (bridge.list_files(bridge.LORA_FOLDERS, with_none=True), {
-                    "tooltip": "Optional LoRA, e.g. lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16 (4 steps)."}),
+                    "tooltip": bridge.model_tooltip("lora")}),
                 "lora_strength": widget(LORA_STRENGTH),
             },
             "optional": {
@@ -78,10 +77,10 @@ class LoadSteadyDancerModel:
         """``options``: the loader options by name (the rows of ``LOADER`` shown on the node)."""
         stack = _lora_entries(lora_name, lora_strength, loras)
         files = sd.ModelFiles(
-            dit=bridge.find_file(bridge.DIT_FOLDERS, dit_name, "SteadyDancer DiT"),
-            vae=bridge.find_file(["vae"], vae_name, "VAE"),
-            t5=bridge.find_file(["text_encoders"], t5_name, "umT5 text encoder"),
-            clip_vision=bridge.find_file(["clip_vision"], clip_vision_name, "CLIP vision"),
+            dit=bridge.find_model("dit", dit_name),
+            vae=bridge.find_model("vae", vae_name),
+            t5=bridge.find_model("t5", t5_name),
+            clip_vision=bridge.find_model("clip_vision", clip_vision_name),
             loras=stack.entries,
         )
         settings = sd.LoaderSettings(**options)

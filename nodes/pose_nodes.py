@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
+from .. import steadydancer_core as sd
 from ..steadydancer_core import PHOTO, WAN_FPS, iter_video_frames, probe_video, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from ..steadydancer_core.option_tables import ALIGN, EXTRACT
@@ -15,8 +16,8 @@ from .types import ALIGNED_POSE_TYPE, KEYPOINT_TYPE, POSE_TYPE, AlignedPose, Dri
 from .widgets import widgets
 
 CATEGORY = "SteadyDancer"
-DETECTOR_FILE = "yolox_l.onnx"   # the DWPose files looked for first in models/dwpose
-POSE_MODEL_FILE = "dw-ll_ucoco_384.onnx"
+DETECTOR_FILE = sd.preferred_file_name("detector")      # the DWPose files looked for first in models/dwpose
+POSE_MODEL_FILE = sd.preferred_file_name("pose_model")
 PREVIEW_LONG_SIDE = 512
 PREVIEW_FRAMES = 48              # ExtractPose's preview: at most this many frames, evenly spaced
 STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time when ExtractPose reads a video file

@@ -7,7 +7,7 @@ are added: widget order and defaults come from INPUT_TYPES; node heights from th
 (the ComfyUI 0.8 frontend's layout: 20 px per socket row, 24 px per widget, 54 px per multiline text); nodes are
 stacked in columns from those heights, and the saved view (``extra.ds``) is computed so the whole graph fits a
 1600x900 browser window. The model loader carries the frontend's missing-models list (``properties.models``: file
-name, Hugging Face URL, model folder), so a missing file is named, with its download.
+name, Hugging Face URL, model folder: the model file table's), so a missing file is named, with its download.
 
     python scripts/build_workflows.py            # rewrite the files
     python scripts/build_workflows.py --check    # exit 1 if a file is out of date
@@ -21,39 +21,35 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import comfy_standin  # noqa: E402  (tests/comfy_standin.py: a stand-in ComfyUI host)
+import steadydancer_core as sd  # noqa: E402
+from steadydancer_core import tiny_kit  # noqa: E402
 
-# File names the workflows reference; steadydancer_core.tiny_kit writes tiny files under the same names.
-PHOTO = "steadydancer_photo.png"
-DRIVING_VIDEO = "steadydancer_dance.mp4"
-DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
-DIT_FP8 = "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors"
-VAE = "wan_2.1_vae.safetensors"
-T5_FP16 = "umt5_xxl_fp16.safetensors"
-T5_FP8 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
-CLIP_VISION = "clip_vision_h.safetensors"
-DISTILL_LORA = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+# File names the workflows reference: the model file table's and the tiny kit's example inputs (the kit writes tiny
+# files under the same names).
+PHOTO, DRIVING_VIDEO = tiny_kit.PHOTO_FILE, tiny_kit.VIDEO_FILE
+DIT_FP16, DIT_FP8, VAE, T5_FP16, T5_FP8, CLIP_VISION, DISTILL_LORA, DETECTOR, POSE_MODEL = (
+    sd.model_file_info(key).name for key in ("dit_fp16", "dit_fp8", "vae", "t5_fp16", "t5_fp8", "clip_vision",
+                                             "distill_lora", "detector", "pose_model"))
 AREA_480P = 832 * 480  # pixels: the 24 GB workflow renders at 480p
-DETECTOR = "yolox_l.onnx"
-POSE_MODEL = "dw-ll_ucoco_384.onnx"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
-# Where each model file the workflows name comes from (the README's model table): ComfyUI model folder, URL. Not
-# the ONNX pose models: ComfyUI 0.8 lists only .safetensors / .ckpt / .pt files to the frontend (/experiment/models),
-# so the frontend would report them missing even when they are there.
-HF = "https://huggingface.co"
-WAN_REPACKAGED = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
-MODEL_SOURCES = {
-    DIT_FP8: ("diffusion_models", f"{HF}/Kijai/WanVideo_comfy_fp8_scaled/resolve/main/SteadyDancer/{DIT_FP8}"),
-    VAE: ("vae", f"{WAN_REPACKAGED}/vae/{VAE}"),
-    T5_FP8: ("text_encoders", f"{WAN_REPACKAGED}/text_encoders/{T5_FP8}"),
-    T5_FP16: ("text_encoders", f"{WAN_REPACKAGED}/text_encoders/{T5_FP16}"),
-    CLIP_VISION: ("clip_vision", f"{WAN_REPACKAGED}/clip_vision/{CLIP_VISION}"),
-    DISTILL_LORA: ("loras", f"{HF}/Kijai/WanVideo_comfy/resolve/main/Lightx2v/{DISTILL_LORA}"),
-}
+# The frontend's missing-models list: ComfyUI 0.8 tells the frontend only about these file types
+# (/experiment/models), so an .onnx entry would always be reported missing, even when the file is there.
+FRONTEND_LISTED = (".safetensors", ".ckpt", ".pt")
+
+
+def model_sources() -> dict[str, tuple[str, str]]:
+    """{file name: (ComfyUI model folder, download URL)} for the model table's files the frontend can check."""
+    return {f.name: (f.folders[0], f.url) for f in sd.MODEL_FILE_TABLE
+            if f.url and f.name.endswith(FRONTEND_LISTED)}
+
+
+MODEL_SOURCES = model_sources()
 
 # Core ComfyUI nodes used by the workflows: (sockets in order, widgets in order, outputs). Checked against a real
 # ComfyUI 0.8 /object_info; "upload" is the frontend's upload button (saved in widgets_values, not sent to /prompt).

@@ -29,6 +29,23 @@ from .loading.lora import LoraReport
 from .loading.quant_ops import set_fp8_matmul
 from .loading.random_weights import random_dit
 from .loading.state_dict import empty_init, load_state_dict_into
+from .model_files import (
+                                CONTROLNET_AUX_DWPOSE_DIRS,
+                                CONTROLNET_AUX_PACK,
+                                DWPOSE_FOLDER,
+                                MODEL_FILE_TABLE,
+                                MODEL_ROLES,
+                                STEADYDANCER_FOLDER,
+                                ModelFileInfo,
+                                ModelRole,
+                                extra_model_paths_yaml,
+                                model_file_info,
+                                model_files_for,
+                                model_folders,
+                                model_role_tooltip,
+                                preferred_file_name,
+                                render_model_table,
+)
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
 from .models.dit import SteadyDancerDiT
 from .models.dit_config import DiTConfig
@@ -131,4 +148,9 @@ __all__ = [
     "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "compile_blocks", "dit_tokens",
     "empty_init", "load_state_dict_into", "module_bytes", "plan_tiles", "random_dit", "save_gguf", "set_fp8_matmul", "to_comfy_quant",
     "to_fp8",
+    # the model file table: names, folders, sizes, sources (the CLI's --models lookup, the tiny kit, the workflows,
+    # the loader's lists and the documentation are derived from it)
+    "CONTROLNET_AUX_DWPOSE_DIRS", "CONTROLNET_AUX_PACK", "DWPOSE_FOLDER", "MODEL_FILE_TABLE", "MODEL_ROLES",
+    "STEADYDANCER_FOLDER", "ModelFileInfo", "ModelRole", "extra_model_paths_yaml", "model_file_info",
+    "model_files_for", "model_folders", "model_role_tooltip", "preferred_file_name", "render_model_table",
 ]

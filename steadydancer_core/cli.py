@@ -50,10 +50,11 @@ from . import (
     generate,
     load_model,
     parse_background,
+    preferred_file_name,
     video_io,
 )
 from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, option_values
-from .models_folder import MODEL_FILES, resolve_models
+from .models_folder import resolve_models
 from .option_tables import ALIGN, EXTRACT, LOADER, SAMPLER, VAE_TILING
 from .pose_package import pose
 from .safe_write import write_beside
@@ -236,8 +237,8 @@ def check_args(args) -> tuple[Path, GenerationSettings]:
     check(_inputs(args)[:2])                       # the photo and the video / pose folder first
     resolve_models(args)
     if args.video and (not args.detector or not args.pose_model):
-        raise CLIError(f"--video needs --detector ({MODEL_FILES['detector'][2][0]}) and --pose-model "
-                       f"({MODEL_FILES['pose_model'][2][0]}) (or "
+        raise CLIError(f"--video needs --detector ({preferred_file_name('detector')}) and --pose-model "
+                       f"({preferred_file_name('pose_model')}) (or "
                        "--models DIR holding dwpose/); or pass --pose-dir with already aligned pose frames")
     inputs = _inputs(args)
     check(inputs)

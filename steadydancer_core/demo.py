@@ -48,7 +48,7 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     from .option_tables import ALIGN
     from .pose_package import pose
     from .safe_write import write_beside
-    from .tiny_kit import write_kit
+    from .tiny_kit import kit_path, write_kit
 
     out = Path(out)
     if out.exists():
@@ -59,16 +59,14 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     with tempfile.TemporaryDirectory(prefix="steadydancer-demo-") as tmp:
         kit = write_kit(Path(tmp) / "models", Path(tmp) / "input")
         models = kit.models_dir
-        det, est = models / "dwpose" / "yolox_l.onnx", models / "dwpose" / "dw-ll_ucoco_384.onnx"
+        det, est = models / kit_path("detector"), models / kit_path("pose_model")
         photo = cv2.cvtColor(cv2.imread(str(kit.photo)), cv2.COLOR_BGR2RGB)
         video = (f for chunk in iter_video_frames(kit.video, target_fps=DEMO_FPS) for f in frames_to_uint8(chunk))
         pose_models = pose.load_models(det, est)
         prepared = pose.prepare(photo, pose.extract(video, det, est), pose_models, **ALIGN.defaults("cli"))
         positive, negative = prepared.sources()
-        files = ModelFiles(dit=models / "diffusion_models" / "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors",
-                           vae=models / "vae" / "wan_2.1_vae.safetensors",
-                           t5=models / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-                           clip_vision=models / "clip_vision" / "clip_vision_h.safetensors")
+        files = ModelFiles(dit=models / kit_path("dit_fp8"), vae=models / kit_path("vae"),
+                           t5=models / kit_path("t5_fp8"), clip_vision=models / kit_path("clip_vision"))
         model = load_model(files, LoaderSettings(precision="fp32"))
         settings = GenerationSettings(prompt=DEMO_PROMPT, steps=steps, max_area=DEMO_MAX_AREA)
         result = generate(model, _to_float([prepared.photo]), positive, negative, settings)

@@ -1,64 +1,41 @@
-"""``--models DIR``: the model files of a ComfyUI-style models folder, found by their standard names."""
+"""``--models DIR``: the model files of a ComfyUI-style models folder, found by the model file table's names."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from . import MODEL_ROLES, model_files_for
 from .cli_options import CLIError
 
 log = logging.getLogger("steadydancer")
 
-# standard file names in a ComfyUI models folder, in order of preference
-DIT_DIRS = ("diffusion_models", "steadydancer")
+# option (the argparse attribute) -> role in the model file table
+OPTION_ROLES = {"dit": "dit", "vae": "vae", "t5": "t5", "clip_vision": "clip_vision", "detector": "detector",
+                "pose_model": "pose_model"}
 
 
-DIT_NAMES = ("Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors", "Wan21_SteadyDancer_fp16.safetensors")
+def _or_list(items: list[str]) -> str:
+    return " or ".join(items) if len(items) <= 2 else ", ".join(items[:-1]) + ", or " + items[-1]
 
 
-DIT_FOLDER = "SteadyDancer-14B"                   # the official release (sharded safetensors + config.json)
-
-
-MODEL_FILES = {  # option -> (what, folders, names)
-    "vae": ("VAE", ("vae",), ("wan_2.1_vae.safetensors",)),
-    "t5": ("umT5 text encoder", ("text_encoders", "clip"),
-           ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "umt5_xxl_fp16.safetensors")),
-    "clip_vision": ("CLIP vision encoder", ("clip_vision",), ("clip_vision_h.safetensors",)),
-    "detector": ("DWPose person detector", ("dwpose",), ("yolox_l.onnx",)),
-    "pose_model": ("DWPose pose model", ("dwpose",), ("dw-ll_ucoco_384.onnx",)),
-}
-
-
-def _find_dit(root: Path) -> Path:
-    folders = [root / d for d in DIT_DIRS]
-    for name in DIT_NAMES:
+def _find(root: Path, option: str) -> Path:
+    """The preferred file of the option's role: the table's entries in order of preference, each in the role's
+    folders in lookup order (directly in a folder, else in a subfolder of it)."""
+    role = MODEL_ROLES[OPTION_ROLES[option]]
+    folders = [root / d for d in role.search_dirs]
+    candidates = [f for f in model_files_for(role.key) if f.kind != "comfy_quant"]
+    for info in candidates:
         for folder in folders:
-            found = _find_file(folder, name)
-            if found is not None:
-                return found
-    for folder in folders:
-        ggufs = sorted(f for f in (folder.rglob("*.gguf") if folder.is_dir() else ())
-                       if "steadydancer" in f.name.lower() and f.is_file())
-        if ggufs:
-            if len(ggufs) > 1:
-                log.info("--models: %d SteadyDancer GGUF files in %s; using %s (choose with --dit)",
-                         len(ggufs), folder, ggufs[0].name)
-            return ggufs[0]
-    for folder in folders:
-        candidate = folder / DIT_FOLDER
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise CLIError(f"--models {root}: no SteadyDancer DiT; looked for {', '.join(DIT_NAMES)}, a .gguf whose name "
-                   f"contains SteadyDancer, or a {DIT_FOLDER}/ folder with config.json, in "
-                   f"{' and '.join(str(f) for f in folders)}; put one there or pass --dit PATH")
-
-
-def _find_file(folder: Path, name: str) -> Path | None:
-    """``folder/name``, else the first ``name`` in a subfolder of ``folder``."""
-    if (folder / name).is_file():
-        return folder / name
-    if folder.is_dir():
-        return next((f for f in sorted(folder.rglob(name)) if f.is_file()), None)
-    return None
+            found = info.found_in(folder)
+            if len(found) > 1:
+                log.info("--models: %d matches for %s in %s; using %s (choose with --%s)", len(found),
+                         info.looked_for, folder, found[0].name, option.replace("_", "-"))
+            if found:
+                return found[0]
+    one = "one" if len(candidates) > 1 else "it"
+    raise CLIError(f"--models {root}: no {role.title}; looked for {_or_list([f.looked_for for f in candidates])} "
+                   f"in {' and '.join(str(f) for f in folders)}; put {one} there or pass "
+                   f"--{option.replace('_', '-')} PATH")
 
 
 def resolve_models(args) -> None:
@@ -79,14 +56,21 @@ def resolve_models(args) -> None:
     for name in needed:
         if getattr(args, name) is not None:
             continue
-        if name == "dit":
-            found = _find_dit(root)
-        else:
-            what, folders, names = MODEL_FILES[name]
-            found = next((f for n in names for d in folders if (f := _find_file(root / d, n)) is not None), None)
-            if found is None:
-                raise CLIError(f"--models {root}: no {what}; looked for {' or '.join(names)} in "
-                               f"{' and '.join(str(root / d) for d in folders)}; put it there or pass "
-                               f"--{name.replace('_', '-')} PATH")
+        found = _find(root, name)
         log.info("--models: %s = %s", name.replace("_", "-"), found)
         setattr(args, name, str(found))
+
+
+def describe_lookup() -> str:
+    """What ``--models DIR`` looks for, as a Markdown list (for the documentation), ending in a newline."""
+    lines = []
+    for option, role_key in OPTION_ROLES.items():
+        role = MODEL_ROLES[role_key]
+        where = " or ".join(f"`{d}/`" for d in role.folders)
+        legacy = "".join(f" (also in the legacy `{d}/`)" for d in role.legacy_dirs)
+        found = ", else ".join(f"`{f.name}`" if f.kind == "file" else
+                               f.looked_for + (" (the first by name)" if f.kind == "gguf" else "")
+                               for f in model_files_for(role_key) if f.kind != "comfy_quant")
+        video = " (with `--video`)" if role_key in ("detector", "pose_model") else ""
+        lines.append(f"- `--{option.replace('_', '-')}`{video}, the {role.title}, in {where}{legacy}: {found}")
+    return "\n".join(lines) + "\n"

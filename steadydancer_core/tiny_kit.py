@@ -2,24 +2,24 @@
 
     python -m steadydancer_core.tiny_kit MODELS_DIR --inputs INPUT_DIR
 
-writes a ComfyUI-style models tree::
+writes a ComfyUI-style models tree: every single file of the model file table (``model_files``), under its real
+name in its folder (``kit_path``)::
 
-    diffusion_models/Wan21_SteadyDancer_fp16.safetensors                 official names, fp16
-    diffusion_models/Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors  block linears fp8 e4m3fn + scale_weight
-    loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors  diffusion_model.* lora_down/lora_up/alpha
-    vae/wan_2.1_vae.safetensors                                           official Wan VAE names
-    text_encoders/umt5_xxl_fp16.safetensors                               ComfyUI/HF names + ``spiece_model`` tokenizer
-    text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors                  the same, fp8 scaled, ``scaled_fp8`` marker
-    clip_vision/clip_vision_h.safetensors                                 HF CLIPVisionModelWithProjection names
-    dwpose/yolox_l.onnx, dwpose/dw-ll_ucoco_384.onnx                      tiny ONNX graphs with the real signatures
+    DiT, fp16 and fp8 (block linears e4m3fn + scale_weight)  official parameter names
+    distill LoRA                                             diffusion_model.* lora_down/lora_up/alpha
+    VAE                                                      official Wan VAE names
+    umT5, fp16 and fp8 (scaled, ``scaled_fp8`` marker)       ComfyUI/HF names + ``spiece_model`` tokenizer
+    CLIP vision                                              HF CLIPVisionModelWithProjection names
+    DWPose detector and pose model                           tiny ONNX graphs with the real signatures
 
 and, with ``--inputs``, the example photo and driving video the bundled workflows load. Write it into a folder of
-its own and add that folder to ComfyUI through ``extra_model_paths.yaml`` (see the README), never into a models
-folder that holds real downloads: the files carry the real names. The kit never replaces a file it did not write:
-each folder it writes gets a small manifest (``.steadydancer_tiny_kit.json``: the relative path and SHA-256 of every
-file), and an existing target is replaced only when the manifest lists it with the same content; any other existing
-target stops the kit before it writes anything. Each file is written under a temporary name beside its target and
-renamed into place when complete, readable by everyone (0644 under the usual umask) like any file ComfyUI writes.
+its own and add that folder to ComfyUI through ``extra_model_paths.yaml`` (the section: ``kit_extra_model_paths``),
+never into a models folder that holds real downloads: the files carry the real names. The kit never replaces a
+file it did not write: each folder it writes gets a small manifest (``.steadydancer_tiny_kit.json``: the relative
+path and SHA-256 of every file), and an existing target is replaced only when the manifest lists it with the same
+content; any other existing target stops the kit before it writes anything. Each file is written under a temporary
+name beside its target and renamed into place when complete, readable by everyone (0644 under the usual umask) like
+any file ComfyUI writes.
 
 The umT5 tokenizer is a small sentencepiece model trained in-process. Everything is random: the output is noise,
 but every loader, converter and node runs exactly as with the real 14B files, on CPU (under 10 s for the 4-step
@@ -49,22 +49,17 @@ from .loading.key_names import (
     T5_TO_COMFY,
     rename_key,
 )
+from .model_files import MODEL_FILE_TABLE, extra_model_paths_yaml, model_file_info
 from .models.dit_config import DiTConfig
 from .models.image_encoder_config import CLIPVisionConfig
 from .models.text_encoder_config import T5Config
 from .models.vae_config import VAEConfig
 from .safe_write import TargetExistsError, file_mode, sha256, write_beside
 
-# File names (identical to the real downloads; the bundled workflows reference them).
-DIT_FP16 = "Wan21_SteadyDancer_fp16.safetensors"
-DIT_FP8 = "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors"
-DISTILL_LORA = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
-VAE_FILE = "wan_2.1_vae.safetensors"
-T5_FP16 = "umt5_xxl_fp16.safetensors"
-T5_FP8 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
-CLIP_FILE = "clip_vision_h.safetensors"
-DETECTOR_FILE = "yolox_l.onnx"
-ESTIMATOR_FILE = "dw-ll_ucoco_384.onnx"
+# File names: the model file table's (the real downloads'; the bundled workflows reference them).
+DIT_FP16, DIT_FP8, DISTILL_LORA, VAE_FILE, T5_FP16, T5_FP8, CLIP_FILE, DETECTOR_FILE, ESTIMATOR_FILE = (
+    model_file_info(key).name for key in ("dit_fp16", "dit_fp8", "distill_lora", "vae", "t5_fp16", "t5_fp8",
+                                          "clip_vision", "detector", "pose_model"))
 PHOTO_FILE = "steadydancer_photo.png"
 VIDEO_FILE = "steadydancer_dance.mp4"
 
@@ -426,18 +421,30 @@ def _model_plan(seed: int) -> list[tuple[str, object]]:
     def pose(which: int):
         return lambda path: _pose_builders()[which](path)
 
-    return [
-        (f"diffusion_models/{DIT_FP16}", later(lambda: {k: v.half() for k, v in dit().items()}, stated)),
-        (f"diffusion_models/{DIT_FP8}", later(lambda: _fp8_scaled(dit(), _dit_linear), stated)),
-        (f"loras/{DISTILL_LORA}", later(lambda: lora_state_dict(dit(), TINY_LORA_RANK, seed + 1))),
-        (f"vae/{VAE_FILE}", later(lambda: vae_state_dict(vae_cfg, seed + 2))),
-        (f"text_encoders/{T5_FP16}",
-         later(lambda: {k: (v.half() if v.is_floating_point() else v) for k, v in t5().items()})),
-        (f"text_encoders/{T5_FP8}", later(lambda: _fp8_scaled(t5(), t5_linear))),
-        (f"clip_vision/{CLIP_FILE}", later(lambda: clip_hf_state_dict(clip_cfg, seed + 4))),
-        (f"dwpose/{DETECTOR_FILE}", pose(0)),
-        (f"dwpose/{ESTIMATOR_FILE}", pose(1)),
-    ]
+    writers = {
+        "dit_fp16": later(lambda: {k: v.half() for k, v in dit().items()}, stated),
+        "dit_fp8": later(lambda: _fp8_scaled(dit(), _dit_linear), stated),
+        "distill_lora": later(lambda: lora_state_dict(dit(), TINY_LORA_RANK, seed + 1)),
+        "vae": later(lambda: vae_state_dict(vae_cfg, seed + 2)),
+        "t5_fp16": later(lambda: {k: (v.half() if v.is_floating_point() else v) for k, v in t5().items()}),
+        "t5_fp8": later(lambda: _fp8_scaled(t5(), t5_linear)),
+        "clip_vision": later(lambda: clip_hf_state_dict(clip_cfg, seed + 4)),
+        "detector": pose(0),
+        "pose_model": pose(1),
+    }
+    return [(kit_path(info.key), writers[info.key]) for info in MODEL_FILE_TABLE if info.kind == "file"]
+
+
+def kit_path(key: str) -> str:
+    """Where the kit writes the table's file ``key``: ``<its first folder>/<its name>``."""
+    info = model_file_info(key)
+    return f"{info.folders[0]}/{info.name}"
+
+
+def kit_extra_model_paths(base_path: str) -> str:
+    """The ``extra_model_paths.yaml`` section that adds a kit written to ``base_path`` to ComfyUI."""
+    folders = dict.fromkeys(kit_path(info.key).split("/", 1)[0] for info in MODEL_FILE_TABLE if info.kind == "file")
+    return extra_model_paths_yaml(base_path, "steadydancer_tiny", folders)
 
 
 def write_kit(models_dir, input_dir=None, seed: int = 0) -> KitFiles:

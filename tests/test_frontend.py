@@ -3,7 +3,6 @@ missing-model downloads, opening view, and the template browser's thumbnails."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 import build_workflows  # noqa: E402
 import comfy_standin  # noqa: E402
+
+import steadydancer_core as sd  # noqa: E402
 
 UI_FILES = sorted((REPO_ROOT / "workflows" / "ui").glob("*.json"))
 EXAMPLES = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
@@ -146,25 +147,14 @@ def test_workflow_previews_the_extracted_and_the_aligned_poses(path):
     assert previewed == {("ExtractPose", "preview"), ("AlignPose", "preview")}
 
 
-def _readme_sources() -> dict[str, str]:
-    """{file name: expected Hugging Face resolve URL} from the README's model table."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    table = readme[readme.index("## Model files"):readme.index("## VRAM guide")]
-    urls = {}
-    for row in table.splitlines():
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if len(cells) != 4 or not cells[0].startswith("`"):
-            continue
-        name = re.match(r"`([^`]+)`", cells[0]).group(1)
-        source = re.match(r"([\w.-]+/[\w.-]+)(?:, `([^`]*)`)?", cells[3])
-        if source:
-            urls[name] = f"https://huggingface.co/{source.group(1)}/resolve/main/{source.group(2) or ''}{name}"
-    return urls
+def _table_sources() -> dict[str, tuple[str, str]]:
+    """{file name: (ComfyUI folder, Hugging Face resolve URL)} from the model file table."""
+    return {f.name: (f.folders[0], f.url) for f in sd.MODEL_FILE_TABLE if f.url}
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_model_loading_nodes_list_their_files_for_the_missing_models_dialog(path, pack):
-    sources = _readme_sources()
+    sources = _table_sources()
     # Not the ONNX pose models: ComfyUI 0.8 tells the frontend only about .safetensors / .ckpt / .pt files, so an
     # .onnx entry would always be reported missing.
     folders = {"LoadSteadyDancerModel": {"diffusion_models", "vae", "text_encoders", "clip_vision", "loras",
@@ -178,7 +168,7 @@ def test_model_loading_nodes_list_their_files_for_the_missing_models_dialog(path
         # the frontend lists the entries whose name is one of the node's widget values
         assert sorted(m["name"] for m in models) == sorted(files) and files
         for entry in models:
-            assert entry["url"] == sources[entry["name"]], entry
+            assert (entry["directory"], entry["url"]) == sources[entry["name"]], entry
             assert entry["directory"] in folders[node["type"]], entry
 
 

@@ -126,13 +126,11 @@ def test_a_file_appearing_during_the_write_is_not_replaced(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["late.bin"]
 
 
-def test_the_readme_demo_adds_a_folder_of_its_own_for_every_folder_the_kit_writes():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("steadydancer_tiny:\n", 1)[1].split("EOF", 1)[0]
-    keys = dict(line.strip().split(": ", 1) for line in block.splitlines() if line.strip())
-    base = keys.pop("base_path")
+def test_the_extra_model_paths_section_adds_a_folder_of_its_own_for_every_folder_the_kit_writes():
+    section = tiny_kit.kit_extra_model_paths("/home/me/steadydancer-tiny/models")
+    lines = section.splitlines()
+    assert lines[0] == "steadydancer_tiny:"
+    keys = dict(line.strip().split(": ", 1) for line in lines[1:])
+    assert keys.pop("base_path") == "/home/me/steadydancer-tiny/models"
     kit_dirs = {rel.split("/", 1)[0] for rel, _ in tiny_kit._model_plan(0)}
     assert keys == {d: d for d in kit_dirs}
-    kit_command = "python -m steadydancer_core.tiny_kit "
-    target = readme.split(kit_command, 1)[1].split()[0]
-    assert base.endswith(target) and "ComfyUI/models" not in target

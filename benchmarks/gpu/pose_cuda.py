@@ -36,6 +36,7 @@ def body(args, device):
     except ImportError as err:
         raise Skip(f"onnxruntime is not installed ({err}); pip install onnxruntime-gpu") from err
     import pose
+    from steadydancer_core import tiny_kit
 
     available = list(ort.get_available_providers())
     result = {"onnxruntime": ort.__version__, "available_providers": available}
@@ -44,7 +45,7 @@ def body(args, device):
                              capture_output=True, text=True)
         if kit.returncode:
             raise Skip(f"the tiny kit could not be written: {kit.stderr.strip().splitlines()[-1:]}")
-        det, est = Path(tmp) / "dwpose" / "yolox_l.onnx", Path(tmp) / "dwpose" / "dw-ll_ucoco_384.onnx"
+        det, est = (Path(tmp) / tiny_kit.kit_path(key) for key in ("detector", "pose_model"))
         providers = [CUDA, "CPUExecutionProvider"] if not args.tiny else None
         start = time.perf_counter()
         model = pose.load_models(det, est, providers=providers)

@@ -1,5 +1,7 @@
-"""fp8 / GGUF packed weights, torch dequantisers vs the gguf package, and the generic state-dict loader."""
-import gguf
+"""fp8 / GGUF packed weights, torch dequantisers vs the gguf package, and the generic state-dict loader.
+
+The gguf package is imported by the two tests that compare against it, so ``pytest -m gpu`` and the rest of this
+file still collect where it is not installed (those two then say why they skip)."""
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,10 @@ from steadydancer_core.models.ops import PLAIN_OPS
 QTYPES = sorted(GGUF_BLOCKS)
 
 
+def _gguf():
+    return pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
+
+
 def _random_blocks(qtype: str, n_blocks: int, seed: int = 0) -> np.ndarray:
     """Arbitrary block bytes with finite fp16 super-scales (exercises every bit of the layout)."""
     rng = np.random.default_rng(seed)
@@ -35,6 +41,7 @@ def _random_blocks(qtype: str, n_blocks: int, seed: int = 0) -> np.ndarray:
 def test_torch_dequant_matches_gguf_package_on_random_bytes(qtype):
     block, _ = GGUF_BLOCKS[qtype]
     raw = _random_blocks(qtype, 12)
+    gguf = _gguf()
     ref = gguf.quants.dequantize(raw.reshape(3, -1), gguf.GGMLQuantizationType[qtype])
     mine = dequantize_gguf(torch.from_numpy(raw.reshape(3, -1)), qtype, (3, 4 * block))
     np.testing.assert_array_equal(mine.numpy(), ref)
@@ -44,6 +51,7 @@ def test_torch_dequant_matches_gguf_package_on_random_bytes(qtype):
 def test_quantize_roundtrip(qtype, rel):
     x = torch.randn(4, 512)
     raw = quantize_gguf(x, qtype)
+    gguf = _gguf()
     ref = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[qtype])
     y = dequantize_gguf(torch.from_numpy(raw), qtype, x.shape)
     np.testing.assert_array_equal(y.numpy(), ref)

@@ -1,9 +1,9 @@
-"""GPU suite part ``compile``: the regional ``torch.compile`` of the DiT blocks (loader option ``compile``) on the
+"""GPU proof part ``compile``: the regional ``torch.compile`` of the DiT blocks (loader option ``compile``) on the
 full-size random-weight bf16 DiT at 832x480x81: compile time (first compiled forward minus an eager one), seconds
 per forward compiled and eager, and the compiled output's difference from eager. A failed compile (no triton, an
 inductor error) shows as status "eager: ..." with the reason, as the loader would log it.
 
-    python benchmarks/gpu/compile.py [--repeats 1] [--backend inductor]
+    python3 benchmarks/gpu/compile.py [--repeats 1] [--backend inductor]
 """
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ def body(args, device):
     model = sd.random_dit(config, device, dtype)
     inputs = bench_dit.make_inputs(config, latent, min(TEXT_TOKENS, config.text_len), device=device, dtype=dtype)
     flops = bench_dit.forward_flops(config, latent)
+    outputs = {}
     with torch.inference_mode():
-        eager = timed(lambda: model(**inputs), device, args.repeats)
-        reference = model(**inputs).double()
+        eager = timed(lambda: outputs.__setitem__("eager", model(**inputs)), device, args.repeats)
         rc = sd.compile_blocks(model, backend=args.backend, mode=args.mode)
-        compiled = timed(lambda: model(**inputs), device, args.repeats)
-        out = model(**inputs).double()
-    diff = out - reference
+        compiled = timed(lambda: outputs.__setitem__("compiled", model(**inputs)), device, args.repeats)
+    reference = outputs["eager"].double()
+    diff = outputs["compiled"].double() - reference
     rate = dense_bf16_rate(args)
     result = {"latent": list(latent), "dtype": str(dtype), "backend": args.backend, "mode": args.mode,
               "compile_status": rc.status, "eager": eager, "compiled": compiled,

@@ -1,38 +1,35 @@
-"""GPU suite part ``dit``: the full-size random-weight DiT forward at 832x480x81 (one guidance pass, 120 prompt
-tokens): seconds, peak GiB and achieved TFLOP/s (nominal FLOPs of the official forward, ``bench_dit.forward_flops``)
-against the dense bf16 rate the ``matmul`` part measured, for
+"""GPU proof part ``dit``: the full-size random-weight DiT forward at 832x480x81 (one guidance pass, 120 prompt
+tokens): seconds per pass, peak allocated / reserved memory and the CUDA context beside it, achieved TFLOP/s
+(nominal FLOPs of the official forward, ``bench_dit.forward_flops``) against the dense bf16 rate the ``matmul``
+part measured, for
 
   bf16                 dense bf16 weights
-  bf16_context_cache   the same, inside ``caching_context`` (context projections reused from the previous step)
-  fp8_upcast           block linears float8_e4m3fn (scaled per tensor), upcast to bf16 per layer
-  fp8_scaled_mm        the same weights multiplied in fp8 (``torch._scaled_mm``; loader option ``fp8_matmul``)
+  fp8_upcast           the same random weights with the block linears rounded to float8_e4m3fn (scaled per
+                       tensor), upcast to bf16 per layer (the default for an fp8 file)
+  fp8_scaled_mm        the same fp8 weights multiplied in fp8 (``torch._scaled_mm``; loader option ``fp8_matmul``)
+  bf16_context_cache   (on request) bf16 inside ``caching_context`` (context projections reused between steps)
 
-The models are built on the meta device and materialised on the GPU (``random_dit``); fp8 by casting there.
+and the output difference over the whole DiT between them (relative L2 and max |diff| of the same inputs):
+fp8 upcast vs bf16, fp8 scaled-mm vs bf16, fp8 scaled-mm vs fp8 upcast. ``random_dit`` draws the fp8 model's
+weights from the same seed as the bf16 one, so the fp8 model is the bf16 model rounded.
 
-    python benchmarks/gpu/dit.py [--variants bf16,fp8_upcast] [--repeats 2]
+    python3 benchmarks/gpu/dit.py [--variants bf16,fp8_upcast,fp8_scaled_mm] [--repeats 2]
 """
 from __future__ import annotations
 
 import sys
 
 import torch
-from common import (
-    REPO,
-    TEXT_TOKENS,
-    Skip,
-    dense_bf16_rate,
-    peak_gib,
-    reset_peak,
-    run_part,
-    timed,
-)
+from common import REPO, TEXT_TOKENS, Skip, dense_bf16_rate, memory, memory_text, reset_peak, run_part, timed
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_dit  # noqa: E402  (forward_flops, make_inputs)
 
 import steadydancer_core as sd  # noqa: E402
 
-VARIANTS = ("bf16", "bf16_context_cache", "fp8_upcast", "fp8_scaled_mm")
+VARIANTS = ("bf16", "fp8_upcast", "fp8_scaled_mm", "bf16_context_cache")
+DEFAULT_VARIANTS = ("bf16", "fp8_upcast", "fp8_scaled_mm")
+PAIRS = (("fp8_upcast", "bf16"), ("fp8_scaled_mm", "bf16"), ("fp8_scaled_mm", "fp8_upcast"))
 FULL_LATENT = (21, 60, 104)         # 832x480, 81 frames
 TINY_LATENT = (3, 4, 6)
 
@@ -45,21 +42,40 @@ def enable_fp8_matmul(model, device) -> str:
     return str(sd.set_fp8_matmul(model, True, device))
 
 
-def measure(model, inputs, device, repeats: int, flops: float, rate, cache: bool = False) -> dict:
+def measure(model, inputs, device, repeats: int, flops: float, rate, outputs: dict, name: str,
+            cache: bool = False) -> dict:
+    """Time one variant; its last output goes to ``outputs[name]`` (float32, on the device)."""
     reset_peak(device)
+
+    def forward():
+        outputs[name] = model(**inputs)
+
     with torch.inference_mode():
         if cache:
             with model.caching_context():
-                t = timed(lambda: model(**inputs), device, repeats)
+                t = timed(forward, device, repeats)
         else:
-            t = timed(lambda: model(**inputs), device, repeats)
+            t = timed(forward, device, repeats)
+    outputs[name] = outputs[name].float()
     tflops = flops / t["seconds"] / 1e12
-    return dict(t, peak_gib=peak_gib(device), weights_gib=sd.module_bytes(model) / 2 ** 30, tflops=tflops,
+    return dict(t, **memory(device), weights_gib=sd.module_bytes(model) / 2 ** 30, tflops=tflops,
                 fraction_of_dense_bf16=tflops / rate if rate else None)
 
 
+def differences(outputs: dict) -> dict:
+    """Relative L2 and max |diff| between the variants' outputs (PAIRS that both ran)."""
+    found = {}
+    for a, b in PAIRS:
+        if a in outputs and b in outputs:
+            x, y = outputs[a].double(), outputs[b].double()
+            found[f"{a}_vs_{b}"] = {"rel_l2": float((x - y).norm() / y.norm().clamp(min=1e-30)),
+                                    "max_abs": float((x - y).abs().max()), "ref_max_abs": float(y.abs().max())}
+    return found
+
+
 def add_args(p):
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, of {', '.join(VARIANTS)}")
 
 
 def body(args, device):
@@ -75,6 +91,7 @@ def body(args, device):
     inputs = bench_dit.make_inputs(config, latent, min(TEXT_TOKENS, config.text_len), device=device, dtype=dtype)
     result = {"latent": list(latent), "layers": config.num_layers, "dim": config.dim, "text_tokens": TEXT_TOKENS,
               "nominal_tflop": flops / 1e12, "dense_bf16_tflops": rate, "variants": {}}
+    outputs = {}
     for weights in ("dense", "fp8"):
         wanted = [v for v in variants if v.startswith("bf16" if weights == "dense" else "fp8")]
         if not wanted:
@@ -85,7 +102,8 @@ def body(args, device):
                 extra = {}
                 if name == "fp8_scaled_mm":
                     extra["fp8_matmul"] = enable_fp8_matmul(model, device)
-                res = measure(model, inputs, device, args.repeats, flops, rate, cache=name.endswith("cache"))
+                res = measure(model, inputs, device, args.repeats, flops, rate, outputs, name,
+                              cache=name.endswith("cache"))
                 result["variants"][name] = dict(res, **extra)
             except Skip as why:
                 result["variants"][name] = {"status": f"skipped: {why}"}
@@ -94,16 +112,22 @@ def body(args, device):
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    result["differences"] = differences(outputs)
     parts = []
     for name, v in result["variants"].items():
         if "seconds" in v:
             frac = f" ({v['fraction_of_dense_bf16']:.0%} of dense)" if v["fraction_of_dense_bf16"] else ""
-            peak = f", peak {v['peak_gib']:.1f} GiB" if v["peak_gib"] is not None else ""
-            parts.append(f"{name} {v['seconds']:.2f} s{peak}, {v['tflops']:.3g} TFLOP/s{frac}")
+            mem = memory_text(v)
+            parts.append(f"{name} {v['seconds']:.2f} s/pass, {v['tflops']:.3g} TFLOP/s{frac}"
+                         + (f", {mem}" if mem else ""))
         else:
             parts.append(f"{name} {v['status']}")
+    parts += [f"{pair} rel. L2 {d['rel_l2']:.3g}" for pair, d in result["differences"].items()]
     result["summary"] = "; ".join(parts)
-    if not any("seconds" in v for v in result["variants"].values()):
+    failed = [name for name, v in result["variants"].items() if v.get("status", "").startswith("failed")]
+    if failed:
+        result["status"] = f"failed: variant {', '.join(failed)} failed (the others' figures are kept)"
+    elif not any("seconds" in v for v in result["variants"].values()):
         result["status"] = "failed: no variant ran"
     return result
 

@@ -1,6 +1,6 @@
-"""GPU suite part ``step_cache``: ``generate()`` with the step cache off and on, the full-size random-weight DiT
+"""GPU proof part ``step_cache``: ``generate()`` with the step cache off and on, the full-size random-weight DiT
 at 480x272, 33 frames, 20 steps, text + pose guidance (a smaller video than 832x480x81 so that both runs fit the
-suite's time; the share of skipped DiT passes is what carries over). Reported: seconds per run, the speed-up, the
+proof's time; the share of skipped DiT passes is what carries over). Reported: seconds per run, the speed-up, the
 passes the cache skipped and the relative L2 difference of the final latent.
 
 The text / CLIP encoders are stand-ins that return random features of the right shapes (their cost is not what
@@ -8,7 +8,7 @@ is timed); the VAE is the real network with random weights. The step cache is tu
 ``step_cache_settings`` (the ``GenerationSettings`` fields named in STEP_CACHE); when this build has no such
 field, the part reports "skipped: option missing".
 
-    python benchmarks/gpu/step_cache.py [--steps 20]
+    python3 benchmarks/gpu/step_cache.py [--steps 20]
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def body(args, device):
     size, frames = (TINY_SIZE, TINY_FRAMES) if args.tiny else (SIZE, FRAMES)
     model = build(args, device)
     common = dict(steps=args.steps if not args.tiny else 6, max_area=size[0] * size[1], length=frames,
-                  text_cfg=5.0, pose_cfg=1.0, vae_tile=False, seed=1)
+                  text_cfg=5.0, pose_cfg=1.0, tiling="off", seed=1)
     off_seconds, off = run(model, device, sd.GenerationSettings(**common), size, frames)
     result = {"size": [size[1], size[0]], "frames": frames, "steps": common["steps"], "off_seconds": off_seconds}
     try:

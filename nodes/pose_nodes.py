@@ -7,7 +7,7 @@ import torch
 
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import PHOTO, WAN_FPS, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import PHOTO, WAN_FPS, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from ..steadydancer_core.option_tables import ALIGN, EXTRACT
 from . import comfy_bridge as bridge
@@ -20,7 +20,6 @@ DETECTOR_FILE = sd.preferred_file_name("detector")      # the DWPose files looke
 POSE_MODEL_FILE = sd.preferred_file_name("pose_model")
 PREVIEW_LONG_SIDE = 512
 PREVIEW_FRAMES = 48              # ExtractPose's preview: at most this many frames, evenly spaced
-STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time when ExtractPose reads a video file
 ALIGN_PREVIEW_FRAMES = 24        # AlignPose's preview: at most this many frames, evenly spaced
 ALIGN_PREVIEW_LONG_SIDE = 384
 PREVIEW_PHOTO_DIM = 0.6          # AlignPose's preview draws the poses over the photo at this brightness
@@ -87,10 +86,15 @@ class ExtractPose:
 
     def extract(self, detector, pose_model, person, no_person, max_frames, target_fps, images_fps, video=None,
                 images=None, unique_id=None):
+        detector_path = bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)")
+        estimator_path = bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)")
         source = bridge.video_source(video) if video is not None else None
-        streamed = _stream_frames(source, max_frames, target_fps) if source is not None else None
-        if streamed is not None:
-            frames, fps, count, notes = streamed
+        if source is not None:                 # a video file: read frame by frame, only keypoints kept
+            count = sd.expected_frames(source, max_frames, target_fps)[1] or 0
+            driving = sd.extract_driving_poses(source, detector_path, estimator_path, person=person,
+                                               no_person=no_person, max_frames=max_frames, target_fps=target_fps,
+                                               providers=pose_providers(), progress=_progress(count, unique_id))
+            sequence, fps, notes, loaded = driving.sequence, driving.fps, driving.notes, driving.models
         else:
             if video is not None:
                 images, fps, _audio = bridge.video_components(video)
@@ -101,25 +105,28 @@ class ExtractPose:
             images, fps, notes = _pick_frames(images, fps, max_frames, target_fps)
             count = int(images.shape[0])
             frames = (frames_to_uint8(images[i:i + 1])[0] for i in range(count))
-        detector_path = bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)")
-        estimator_path = bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)")
+            loaded = pose_api.load_models(detector_path, estimator_path, person, providers=pose_providers())
+            sequence = pose_api.extract(frames, detector_path, estimator_path, person=person, no_person=no_person,
+                                        providers=pose_providers(), progress=_progress(count, unique_id))
+            notes += [n for n in [pose_api.missing_note(sequence, no_person)] if n]
         models = PoseModels(detector_path=detector_path, estimator_path=estimator_path, person=person,
-                            no_person=no_person, loaded=pose_api.load_models(detector_path, estimator_path, person))
-        bar = bridge.StepProgress(max(1, count), unique_id)
-
-        def progress(done):
-            bridge.raise_if_interrupted()
-            bar(done, max(count, done))
-
-        sequence = pose_api.extract(frames, models.detector_path, models.estimator_path, person=person,
-                                    no_person=no_person, providers=pose_providers(), progress=progress)
+                            no_person=no_person, loaded=loaded)
         count = len(sequence)
-        notes += [n for n in [pose_api.missing_note(sequence, no_person)] if n]
         pose = DrivingPose(sequence=sequence, fps=fps, models=models, report="; ".join(notes))
         preview = uint8_to_frames(list(_render_preview(sequence)))
         text = "; ".join(n for n in (f"{count} frames at {fps:g} fps", _persons_found(sequence), pose.report) if n)
         keypoints = pose_api.to_openpose_json(sequence)
         return {"result": (pose, preview, float(fps), keypoints), "ui": {"text": [text]}}
+
+
+def _progress(count: int, unique_id):
+    """progress(frames done) for the pose extraction: the node's bar, and Cancel honoured between batches."""
+    bar = bridge.StepProgress(max(1, count), unique_id)
+
+    def progress(done):
+        bridge.raise_if_interrupted()
+        bar(done, max(count, done))
+    return progress
 
 
 def pose_providers():
@@ -150,40 +157,6 @@ def _pick_frames(images: torch.Tensor, fps: float, max_frames: int, target_fps: 
         images = images[:max_frames]
         notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
     return images, fps, notes
-
-
-def _stream_frames(source, max_frames: int, target_fps: float):
-    """Frames of a video file read one chunk at a time, with the same picks as ``_pick_frames`` on the decoded
-    batch: resampled while reading and stopped after max_frames -> (uint8 frame iterator, fps, expected count,
-    notes; None when the file states no frame rate). Only a few decoded frames are held at once."""
-    info = probe_video(source)
-    fps = float(info.fps)
-    if fps <= 0:
-        return None
-    total = info.frames
-    notes = []
-    resample_to = None
-    if target_fps and abs(target_fps - fps) > 1e-3:
-        resample_to = float(target_fps)
-        if total:
-            resampled = len(resample(total, fps, resample_to))
-            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({total} -> {resampled} frames)")
-            total = resampled
-        else:
-            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps")
-        fps = resample_to
-    if max_frames and (total is None or total > max_frames):
-        of = f" of {total}" if total else ""
-        notes.append(f"used the first {max_frames}{of} driving frames (max_frames)")
-    count = min(total or max_frames or 0, max_frames or total or 0)
-
-    def frames():
-        chunks = iter_video_frames(source, chunk_frames=STREAM_CHUNK_FRAMES, max_frames=max_frames or None,
-                                   target_fps=resample_to)
-        for chunk in chunks:
-            yield from core_frames_to_uint8(chunk)
-
-    return frames(), fps, count, notes
 
 
 def resample(count: int, source_fps: float, target_fps: float) -> list[int]:

@@ -72,6 +72,7 @@ class SteadyDancerSampler:
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
         photo, photo_note = composite_with_mask(photo, photo_mask, background, "SteadyDancerSampler")
+        photo = official_size(photo)
         notes = []
         if pose_keypoint is not None:
             if aligned_pose is not None or positive_pose is not None or negative_pose is not None:
@@ -96,6 +97,14 @@ class SteadyDancerSampler:
         latent = {"samples": sd.to_raw_latent(result.latent), LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report,
                   LATENT_FPS_KEY: float(fps)}
         return {"result": (latent,), "ui": {"text": [describe(result, report)]}}
+
+
+def official_size(photo):
+    """The photo (IMAGE [1, H, W, 3]) resized as the official preprocessing resizes it (``pose.resize_reference``),
+    the photo AlignPose aligns to and the CLI and the Python API generate from, so all three make the same video."""
+    from .pose_nodes import frames_to_uint8, uint8_to_frames
+
+    return uint8_to_frames(pose_api.resize_reference(frames_to_uint8(photo)[0])[None])
 
 
 def describe(result, report: str) -> str:

@@ -69,7 +69,7 @@ from .align import (
 from .augment import AugmentDraw, augment, augment_frames
 from .onnx_runtime import CPU_ONLY
 from .openpose_json import OpenPoseJSONError, from_openpose_json, to_openpose_json
-from .prepare import CANVAS_MODES, PreparedPoses, missing_note, output_size, prepare
+from .prepare import CANVAS_MODES, PREPARE_DEFAULTS, PreparedPoses, missing_note, output_size, prepare
 from .render import render, render_frames
 from .sources import RenderedFrames, pose_sources
 from .types import PoseFrame, PoseSequence
@@ -81,19 +81,19 @@ __all__ = [
     "extract_reference", "iter_align", "load_models", "reference_size", "render", "render_frames",
     "resize_reference", "RenderedFrames", "pose_sources", "CPU_ONLY",
     "OpenPoseJSONError", "from_openpose_json", "to_openpose_json",
-    "CANVAS_MODES", "SCALE_FALLBACKS", "PreparedPoses", "missing_note", "output_size", "prepare",
+    "CANVAS_MODES", "PREPARE_DEFAULTS", "SCALE_FALLBACKS", "PreparedPoses", "missing_note", "output_size", "prepare",
 ]
 
 
-def load_models(detector_path, estimator_path, person: str = "highest", providers: Sequence[str] | None = None,
+def load_models(detector_path, estimator_path, person: str = PERSON_MODES[0], providers: Sequence[str] | None = None,
                 batch_size: int = 8, flip_test: bool = True) -> WholeBody:
     """Detector + estimator (onnxruntime sessions are cached per file)."""
     return WholeBody.load(detector_path, estimator_path, person=person, providers=providers,
                           batch_size=batch_size, flip_test=flip_test)
 
 
-def extract(frames: Iterable[np.ndarray], detector_path, estimator_path, person: str = "highest",
-            batch_size: int = 8, no_person: str = "hold", providers: Sequence[str] | None = None,
+def extract(frames: Iterable[np.ndarray], detector_path, estimator_path, person: str = PERSON_MODES[0],
+            batch_size: int = 8, no_person: str = MISSING_MODES[0], providers: Sequence[str] | None = None,
             flip_test: bool = True, progress: Callable[[int], None] | None = None) -> PoseSequence:
     from .wholebody import extract as _extract
 
@@ -101,7 +101,7 @@ def extract(frames: Iterable[np.ndarray], detector_path, estimator_path, person:
     return _extract(frames, model, batch_size=batch_size, no_person=no_person, progress=progress)
 
 
-def extract_reference(photo: np.ndarray, detector_path, estimator_path, person: str = "highest",
+def extract_reference(photo: np.ndarray, detector_path, estimator_path, person: str = PERSON_MODES[0],
                       providers: Sequence[str] | None = None, flip_test: bool = True) -> tuple[PoseFrame, np.ndarray]:
     from .wholebody import extract_reference as _extract_reference
 

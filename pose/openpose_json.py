@@ -171,7 +171,7 @@ def _largest(frame: PoseFrame) -> int:
     return int(np.argmax(areas))
 
 
-def frame_from_openpose(data: Mapping, index: int = 0, image_hw=None, person: str = "highest") -> PoseFrame:
+def frame_from_openpose(data: Mapping, index: int = 0, image_hw=None, person: str = PERSON_MODES[0]) -> PoseFrame:
     """One OpenPose dict -> PoseFrame (people without a visible body point are dropped, as in extraction).
 
     person: "highest" keeps the first person listed (the format has no person score; DWPose writers list the best
@@ -210,7 +210,7 @@ def frame_from_openpose(data: Mapping, index: int = 0, image_hw=None, person: st
     return frame.select([0 if person == "highest" else _largest(frame)])
 
 
-def from_openpose_json(data, person: str = "highest", no_person: str = "hold", image_hw=None) -> PoseSequence:
+def from_openpose_json(data, person: str = PERSON_MODES[0], no_person: str = MISSING_MODES[0], image_hw=None) -> PoseSequence:
     """OpenPose JSON (a list of frame dicts, one dict, or its JSON text) -> PoseSequence.
 
     person: see ``frame_from_openpose``. no_person: frames without a person are held at the nearest earlier pose

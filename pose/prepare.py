@@ -24,6 +24,7 @@ from .wholebody import MISSING_MODES, WholeBody
 from .wholebody import extract_reference as _extract_reference
 
 CANVAS_MODES = ("2x", "1x")
+PREPARE_DEFAULTS = {"augment_seed": 0, "canvas": CANVAS_MODES[0], "scale_fallback": SCALE_FALLBACKS[0]}
 
 
 def output_size(canvas: str, canvas_hw: tuple[int, int]) -> tuple[int, int] | None:
@@ -68,7 +69,8 @@ class PreparedPoses:
 
 
 def prepare(photo: np.ndarray, driving: PoseSequence | Sequence[PoseFrame], models: WholeBody, *,
-            augment_seed: int, canvas: str, scale_fallback: str) -> PreparedPoses:
+            augment_seed: int = PREPARE_DEFAULTS["augment_seed"], canvas: str = PREPARE_DEFAULTS["canvas"],
+            scale_fallback: str = PREPARE_DEFAULTS["scale_fallback"]) -> PreparedPoses:
     """Detect the photo's pose with ``models`` (``load_models``), align ``driving`` to it and choose the canvas.
 
     photo: uint8 [H, W, 3] RGB (one photo). augment_seed: seed of the negative-pose augmentation (0..2**64-1).

@@ -91,7 +91,7 @@ class WholeBody:
 
     detector: PersonDetector
     estimator: WholeBodyEstimator
-    person: str = "highest"
+    person: str = PERSON_MODES[0]
     detect_resolution: int = DETECT_RESOLUTION
 
     def __post_init__(self) -> None:
@@ -99,7 +99,7 @@ class WholeBody:
             raise ValueError(f"person must be one of {PERSON_MODES}, got {self.person!r}")
 
     @classmethod
-    def load(cls, detector_path, estimator_path, person: str = "highest", providers: Sequence[str] | None = None,
+    def load(cls, detector_path, estimator_path, person: str = PERSON_MODES[0], providers: Sequence[str] | None = None,
              batch_size: int = 8, flip_test: bool = True, detector_config: DetectorConfig = DetectorConfig(),
              detect_resolution: int = DETECT_RESOLUTION) -> "WholeBody":
         return cls(PersonDetector(detector_path, providers, detector_config, batch_size),
@@ -155,7 +155,7 @@ def fill_missing(frames: list, no_person: str) -> tuple[int, ...]:
     return tuple(missing)
 
 
-def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8, no_person: str = "hold",
+def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8, no_person: str = MISSING_MODES[0],
             progress: Callable[[int], None] | None = None) -> PoseSequence:
     """Poses of every frame. ``no_person``: "hold" repeats the nearest earlier pose (the first pose for
     leading frames), "empty" leaves the frame empty (drawn black). Missing frames are reported."""

@@ -53,6 +53,7 @@ from . import (
     preferred_file_name,
     video_io,
 )
+from .driving import expected_frames, extract_driving_poses
 from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, option_values
 from .models_folder import resolve_models
 from .option_tables import ALIGN, EXTRACT, LOADER, SAMPLER, VAE_TILING
@@ -137,36 +138,15 @@ def load_pose_dir(folder: str | Path) -> tuple[ImageFilePoses, ImageFilePoses | 
 
 
 def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, object, object, float, list]:
-    """Extract the driving poses and prepare them for the photo (``pose.prepare``) -> (resized photo, positive,
-    negative, pose fps, notices). positive / negative are pose frame sources: only the aligned keypoints are held,
-    and ``generate`` renders each segment's frames when it needs them (resized there by ``--pose-resize``)."""
-    notices = []
-    info = video_io.probe_video(args.video)
-    target_fps = args.target_fps or None
-    if target_fps is not None and info.fps and abs(info.fps - target_fps) > 1e-3:
-        notices.append(f"driving video {info.fps:g} fps resampled to {target_fps:g} fps")
-    frames = (f for chunk in video_io.iter_video_frames(args.video, max_frames=args.max_frames or None,
-                                                       target_fps=target_fps)
-              for f in (chunk.mul(255).round().to(torch.uint8).numpy()))
-    models = pose.load_models(args.detector, args.pose_model, person=args.person)  # one set of sessions for both
-    sequence = pose.extract(frames, args.detector, args.pose_model, person=args.person, no_person=args.no_person,
-                            progress=progress)
-    notices += [n for n in [pose.missing_note(sequence, args.no_person)] if n]
-    prepared = pose.prepare(photo, sequence, models, augment_seed=args.augment_seed, canvas=args.canvas,
-                            scale_fallback=args.scale_fallback)
+    """Extract the driving poses (``extract_driving_poses``) and prepare them for the photo (``pose.prepare``) ->
+    (resized photo, positive, negative, pose fps, notices). positive / negative are pose frame sources: only the
+    aligned keypoints are held, and ``generate`` renders each segment's frames when it needs them (resized there by
+    ``--pose-resize``)."""
+    driving = extract_driving_poses(args.video, args.detector, args.pose_model, progress=progress,
+                                    **option_values(args, EXTRACT))
+    prepared = pose.prepare(photo, driving.sequence, driving.models, **option_values(args, ALIGN))
     positive, negative = prepared.sources()
-    return prepared.photo, positive, negative, float(target_fps or info.fps or WAN_FPS), notices + prepared.notes
-
-
-def _expected_frames(args) -> int | None:
-    """About how many driving frames the pose phase reads (for its bar's ETA); None when the file does not say."""
-    info = video_io.probe_video(args.video)
-    if not info.frames:
-        return None
-    frames = info.frames
-    if args.target_fps and info.fps:
-        frames = max(1, math.floor(frames * args.target_fps / info.fps))
-    return min(frames, args.max_frames) if args.max_frames else frames
+    return prepared.photo, positive, negative, driving.fps, driving.notes + prepared.notes
 
 
 def _loras(specs: Sequence[str]) -> list:
@@ -280,7 +260,8 @@ def run(args) -> Path:
     photo = read_image(args.photo, background=parse_background(args.background))
     notices = []
     if args.video:
-        with tqdm(desc="poses", unit="frame", total=_expected_frames(args)) as bar:
+        total = expected_frames(args.video, args.max_frames, args.target_fps)[1]
+        with tqdm(desc="poses", unit="frame", total=total) as bar:
             photo, positive, negative, pose_fps, notes = poses_from_video(
                 args, photo, lambda done: bar.update(done - bar.n))
         notices += notes

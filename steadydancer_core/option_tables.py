@@ -34,11 +34,11 @@ EXTRACT = OptionTable("SteadyDancer Extract Pose", [
 ])
 
 ALIGN = OptionTable("SteadyDancer Align Pose to Photo", [
-    Option("augment_seed", "seed", 0, help="Seed of the negative-pose augmentation (random scale/aspect per frame)."),
-    Option("canvas", "choice", pose.CANVAS_MODES[0], choices=pose.CANVAS_MODES,
+    Option("augment_seed", "seed", pose.PREPARE_DEFAULTS["augment_seed"], help="Seed of the negative-pose augmentation (random scale/aspect per frame)."),
+    Option("canvas", "choice", pose.PREPARE_DEFAULTS["canvas"], choices=pose.CANVAS_MODES,
            help="2x: pose frames at twice the resized photo, as the official code draws them; 1x: at its size (a "
                 "quarter of the memory, for long videos)."),
-    Option("scale_fallback", "choice", pose.SCALE_FALLBACKS[0], choices=pose.SCALE_FALLBACKS,
+    Option("scale_fallback", "choice", pose.PREPARE_DEFAULTS["scale_fallback"], choices=pose.SCALE_FALLBACKS,
            help="official: limb scales exactly as the official code; visible: limbs not visible in the photo "
                 "(upper-body photos) use the mean scale of the visible ones."),
     Option("image_outputs", "choice", "all_frames", choices=("all_frames", "first_frame"), fronts=("node",),

@@ -1,0 +1,80 @@
+"""The driving video's poses: its frames read from the file one chunk at a time (resampled to ``target_fps``, cut at
+``max_frames``) and DWPose run on each; only the keypoints are kept. The defaults are ExtractPose's
+(``option_tables.EXTRACT``), so the node, the CLI and a Python caller on defaults extract the same poses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from .option_tables import EXTRACT
+from .sampling.defaults import WAN_FPS
+from .pose_package import pose
+from .video_io import frames_to_uint8, iter_video_frames, probe_video, resample_indices
+
+__all__ = ["DrivingPoses", "extract_driving_poses", "expected_frames"]
+
+STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time
+
+
+@dataclass
+class DrivingPoses:
+    """sequence: ``pose.PoseSequence`` of the driving frames used; fps: their frame rate (after ``target_fps``);
+    models: the loaded pose models (``pose.load_models``: the photo's pose is detected with the same ones);
+    notes: what was adjusted (resampling, frames cut, frames without a person)."""
+
+    sequence: object
+    fps: float
+    models: object
+    notes: list = field(default_factory=list)
+
+
+def expected_frames(video, max_frames: int = EXTRACT.default("max_frames"),
+                    target_fps: float = EXTRACT.default("target_fps")) -> tuple[float, Optional[int], list]:
+    """(frame rate used, frames to read or None when the file does not say, notes) for reading ``video`` (a path or
+    a seekable file-like) with these options; nothing is decoded."""
+    max_frames = EXTRACT["max_frames"].check(max_frames)
+    target_fps = EXTRACT["target_fps"].check(target_fps)
+    info = probe_video(video)
+    fps, total, notes = float(info.fps), info.frames, []
+    if fps <= 0 and not target_fps:
+        notes.append(f"the driving video states no frame rate: {WAN_FPS:g} fps assumed")
+        fps = WAN_FPS
+    if target_fps and abs(target_fps - fps) > 1e-3:
+        if total:
+            resampled = sum(1 for _ in _picks(total, fps, target_fps))
+            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({total} -> {resampled} frames)")
+            total = resampled
+        else:
+            notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps")
+        fps = float(target_fps)
+    if max_frames and (total is None or total > max_frames):
+        notes.append(f"used the first {max_frames}{f' of {total}' if total else ''} driving frames (max_frames)")
+        total = max_frames
+    return fps, total, notes
+
+
+def _picks(count: int, source_fps: float, target_fps: float):
+    for source, _ in resample_indices(source_fps, target_fps):
+        if source >= count:
+            return
+        yield source
+
+
+def extract_driving_poses(video, detector, pose_model, *, person: str = EXTRACT.default("person"),
+                          no_person: str = EXTRACT.default("no_person"),
+                          max_frames: int = EXTRACT.default("max_frames"),
+                          target_fps: float = EXTRACT.default("target_fps"),
+                          providers: Sequence[str] | None = None,
+                          progress: Callable[[int], None] | None = None) -> DrivingPoses:
+    """Poses of the driving ``video`` (a path or a seekable file-like) with the DWPose ONNX files ``detector`` and
+    ``pose_model``. target_fps 0 keeps every frame; max_frames 0 reads them all. progress(frames done)."""
+    person, no_person = EXTRACT["person"].check(person), EXTRACT["no_person"].check(no_person)
+    fps, _, notes = expected_frames(video, max_frames, target_fps)
+    models = pose.load_models(detector, pose_model, person=person, providers=providers)
+    chunks = iter_video_frames(video, chunk_frames=STREAM_CHUNK_FRAMES, max_frames=max_frames or None,
+                               target_fps=target_fps or None)
+    frames = (frame for chunk in chunks for frame in frames_to_uint8(chunk))
+    sequence = pose.extract(frames, detector, pose_model, person=person, no_person=no_person, providers=providers,
+                            progress=progress)
+    notes += [n for n in [pose.missing_note(sequence, no_person)] if n]
+    return DrivingPoses(sequence=sequence, fps=fps, models=models, notes=notes)

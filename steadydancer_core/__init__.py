@@ -88,6 +88,16 @@ from .sampling.settings import GenerationSettings
 from .sampling.progress import Progress, format_seconds
 from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length
+from .quality import (
+                                QualityReport,
+                                QualitySettings,
+                                StartGap,
+                                clip_embedder,
+                                compare_reports,
+                                quality_report,
+                                start_gap,
+                                write_report,
+)
 from .video_io import (
                                 VideoReadError,
                                 VideoWriteError,
@@ -127,4 +137,7 @@ __all__ = [
     "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "compile_blocks", "dit_tokens",
     "empty_init", "load_state_dict_into", "module_bytes", "plan_tiles", "random_dit", "save_gguf", "set_fp8_matmul", "to_comfy_quant",
     "to_fp8",
+    # quality report of a result: measures, JSON + picture beside the video, comparison of several runs
+    "QualityReport", "QualitySettings", "StartGap", "clip_embedder", "compare_reports", "quality_report",
+    "start_gap", "write_report",
 ]

@@ -204,8 +204,23 @@ def test_start_gap_in_the_report_and_the_tiny_dwpose_extractor(tmp_path, scene):
     poses, video = scene
     model = pose.load_models(build_tiny_yolox(tmp_path / "det.onnx"), build_tiny_dwpose(tmp_path / "est.onnx"),
                              providers=pose.CPU_ONLY)
-    r = sd.quality_report(video[0], video[:6], poses[:6], pose_extractor=model, photo_pose=dancer(3))
+    r = sd.quality_report(video[0], video[:6], iter(poses[:6]), pose_extractor=model, photo_pose=dancer(3))
     assert r.start_gap is not None and r.summary["start_gap"] == pytest.approx(r.start_gap["start_gap"])
     assert r.summary["start_gap"] > 0 and len(r.series["pose_pck_body"]) == 6
     gap = sd.start_gap(dancer(0), poses[0])
     assert gap.verdict == "good" and gap.gap == pytest.approx(0, abs=1e-6)
+
+
+def test_identity_every_embeds_a_frame_in_n(scene):
+    poses, video = scene
+    calls = []
+
+    def embed(images):
+        calls.append(len(images))
+        return small_embed(images)
+
+    r = sd.quality_report(video[0], video, poses, clip=embed, pose_extractor=read_skeleton,
+                          settings=sd.QualitySettings(identity_every=5, chunk_frames=8))
+    measured = [i for i, v in enumerate(r.series["identity_photo"]) if not math.isnan(v)]
+    assert measured == list(range(0, T, 5)) and sum(calls) == 2 + 2 * len(measured)
+    assert not math.isnan(r.series["identity_prev"][5])         # against frame 0, the last one embedded

@@ -9,6 +9,7 @@ person over its own region in each frame.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 _CODES = np.arange(256, dtype=np.float64) / 255.0
@@ -20,10 +21,29 @@ WHITE_D65 = RGB_TO_XYZ.sum(1)                 # the XYZ of linear (1, 1, 1)
 EPSILON, KAPPA = 216 / 24389, 24389 / 27      # CIE's exact constants
 
 
+def to_codes(frames: np.ndarray) -> np.ndarray:
+    """float frames [..., H, W, 3] in [0, 1] -> their 8-bit codes round(255 x) (saturated), uint8 of the same
+    shape."""
+    frames = np.ascontiguousarray(frames, np.float32)
+    flat = cv2.max(frames.reshape(-1, frames.shape[-1] * frames.shape[-2]), 0.0)   # negatives -> 0, then round
+    return cv2.convertScaleAbs(flat, alpha=255.0).reshape(frames.shape)
+
+
+def linear_from_codes(codes: np.ndarray) -> np.ndarray:
+    """uint8 sRGB codes [H, W, 3] -> linear light float32 [H, W, 3]."""
+    return cv2.LUT(codes, SRGB_TO_LINEAR)
+
+
 def linear_rgb(frame: np.ndarray) -> np.ndarray:
     """float frame [H, W, 3] in [0, 1] (sRGB) -> linear light float32 [H, W, 3], through its 8-bit codes."""
-    codes = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return SRGB_TO_LINEAR[codes]
+    return linear_from_codes(to_codes(frame))
+
+
+def region_mean(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-channel mean [3] float64 of ``image`` [H, W, 3] over ``mask`` (bool [H, W]); NaN when it is empty."""
+    if not mask.any():
+        return np.full(3, np.nan)
+    return np.array(cv2.mean(image, mask=mask.view(np.uint8))[:3])
 
 
 def lab_of_linear(rgb: np.ndarray) -> np.ndarray:
@@ -38,9 +58,7 @@ def region_shift(linear: np.ndarray, reference: np.ndarray, mask: np.ndarray, re
     (NaN when either region is empty)."""
     if not mask.any() or not reference_mask.any():
         return np.full(3, np.nan)
-    now = linear[mask].mean(0, dtype=np.float64)
-    then = reference[reference_mask].mean(0, dtype=np.float64)
-    return lab_of_linear(now) - lab_of_linear(then)
+    return lab_of_linear(region_mean(linear, mask)) - lab_of_linear(region_mean(reference, reference_mask))
 
 
 def delta_e(shift: np.ndarray) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..sampling.guidance import Cancelled
 from ..video_io import probe_video
-from .colour import delta_e, linear_rgb, region_shift
+from .colour import delta_e, lab_of_linear, linear_from_codes, region_mean, region_shift, to_codes
 from .first_frame import first_frame_check, photo_at
 from .frames import as_photo, count_frames, iter_chunks
 from .identity import clip_embedder, cosine, embed_many
@@ -48,10 +48,6 @@ def _segment_starts(segments, num_frames: Optional[int]) -> tuple:
     return tuple(sorted(starts))
 
 
-def _to_uint8(frame: np.ndarray) -> np.ndarray:
-    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 class _Walker:
     """The running state of one report (see ``quality_report``)."""
 
@@ -69,8 +65,9 @@ class _Walker:
         self.prev = self.prev_people = self.prev_vec = self.prev_face_vec = None
         self.prev_change = NAN
         self.photo_vec = self.photo_face_vec = None
-        self.lab0 = self.bg0 = self.body0 = None
+        self.linear0 = self.bg0 = self.body0_lab = None
         self.poses_ended = False
+        self.first_pose = None              # the first aligned driving pose (for the start gap)
 
     # ---- the photo, once the frame size is known -------------------------------------------------------------
     def start(self, hw, first_ref):
@@ -80,7 +77,7 @@ class _Walker:
         if self.photo_pose is not None:
             photo_person = person(self.photo_pose, hw)
         elif self.extractor is not None:
-            photo_person = person(self.extractor([_to_uint8(photo)])[0], hw)
+            photo_person = person(self.extractor([to_codes(photo)])[0], hw)
         else:
             photo_person = first_ref
         self.photo_at_size = photo
@@ -100,28 +97,36 @@ class _Walker:
         elif hw != self.hw:
             raise ValueError(f"frame size changed from {self.hw[1]}x{self.hw[0]} to {hw[1]}x{hw[0]} at frame "
                              f"{self.t}; a report needs frames of one size")
+        codes = to_codes(frames)
         gens = [None] * len(frames)
         if self.extractor is not None:
-            gens = [person(p, hw) for p in self.extractor([_to_uint8(f) for f in frames])]
+            gens = [person(p, hw) for p in self.extractor(list(codes))]
         vecs = face_vecs = [None] * len(frames)
         if self.embed is not None:
-            faces = [crop(f, face_box(g if g is not None else r, hw, self.s.face_margin))
-                     for f, g, r in zip(frames, gens, refs)]
-            both = embed_many(self.embed, list(frames) + faces)
-            vecs, face_vecs = both[:len(frames)], both[len(frames):]
-        for i, frame in enumerate(frames):
+            picked = [i for i in range(len(frames)) if (self.t + i) % self.s.identity_every == 0]
+            images = [frames[i] for i in picked]
+            faces = [crop(frames[i], face_box(gens[i] if gens[i] is not None else refs[i], hw, self.s.face_margin))
+                     for i in picked]
+            both = embed_many(self.embed, images + faces)
+            vecs, face_vecs = [None] * len(frames), [None] * len(frames)
+            for k, i in enumerate(picked):
+                vecs[i], face_vecs[i] = both[k], both[len(picked) + k]
+        for i, frame in enumerate(codes):
             self.frame(frame, refs[i], gens[i], vecs[i], face_vecs[i])
 
     def _next_pose(self, hw):
         if self.poses is None:
             return None
         frame = next(self.poses, None)
+        if self.first_pose is None:
+            self.first_pose = frame
         if frame is None and not self.poses_ended:
             self.poses_ended = True
             self.notes.append(f"the aligned poses end at frame {self.t}: later frames have no driving pose")
         return person(frame, hw) if frame is not None else None
 
     def frame(self, frame, ref, gen, vec, face_vec):
+        """frame: uint8 codes [H, W, 3]; ref / gen: the driving / generated person; vec / face_vec: embeddings."""
         s, t, out = self.s, self.t, {}
         if self.poses is not None and self.extractor is not None:
             out.update(frame_following(gen, ref, s.pck_alpha_body, s.pck_alpha_hands, s.pck_alpha_face))
@@ -136,14 +141,15 @@ class _Walker:
                                                                          s.person_margin))
             self.worst["glitch"].offer(min(self.prev_change, change), t - 1, self.prev)
         out["background_change"] = change
-        lab = linear_rgb(frame)
+        linear = linear_from_codes(frame)
         bg_mask = background_mask(people, self.hw, s.person_margin)
         body_mask = person_mask(gen if gen is not None else ref, self.hw)
         if t == 0:
-            self.lab0, self.bg0, self.body0 = lab, bg_mask, body_mask
+            self.linear0, self.bg0 = linear, bg_mask
+            self.body0_lab = lab_of_linear(region_mean(linear, body_mask))
         common = bg_mask & self.bg0
-        bg_shift = region_shift(lab, self.lab0, common, common)
-        body_shift = region_shift(lab, self.lab0, body_mask, self.body0)
+        bg_shift = region_shift(linear, self.linear0, common, common)
+        body_shift = lab_of_linear(region_mean(linear, body_mask)) - self.body0_lab
         out["colour_bg_de"], out["colour_person_de"] = delta_e(bg_shift), delta_e(body_shift)
         for name, value in zip(("bg_dL", "bg_da", "bg_db", "person_dL", "person_da", "person_db"),
                                (*bg_shift, *body_shift)):
@@ -155,7 +161,8 @@ class _Walker:
         self.worst["face"].offer(1.0 - out["face_identity_photo"], t, frame)
         self.worst["colour"].offer(out["colour_bg_de"], t, frame)
         self.prev, self.prev_people, self.prev_change = frame.copy(), people, change
-        self.prev_vec, self.prev_face_vec = vec, face_vec
+        if vec is not None:                   # with identity_every > 1: the last frame embedded
+            self.prev_vec, self.prev_face_vec = vec, face_vec
         self.t += 1
 
     def finish(self):
@@ -194,9 +201,8 @@ def quality_report(photo, frames, aligned_poses: Optional[Iterable] = None, *, c
         raise ValueError("no frames to report on: the video is empty")
     walker.finish()
     gap = None
-    if photo_pose is not None and aligned_poses is not None:
-        first = next(iter(aligned_poses), None)
-        gap = measure_start_gap(photo_pose, first).to_dict() if first is not None else None
+    if photo_pose is not None and walker.first_pose is not None:
+        gap = measure_start_gap(photo_pose, walker.first_pose).to_dict()
     notes = walker.notes + _missing_notes(aligned_poses, clip, pose_extractor)
     summary, flagged = summarise(walker.series, walker.first, gap, settings)
     worst = {m: w.ranked() for m, w in walker.worst.items() if w.ranked()}

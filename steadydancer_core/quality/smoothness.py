@@ -5,18 +5,22 @@ The keypoint jerk (the other half of smoothness) lives with the keypoints in ``p
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 LEVELS = 255.0
 
 
 def background_change(previous: np.ndarray, current: np.ndarray, mask: np.ndarray) -> float:
-    """Mean absolute change, in levels of 255, over the ``mask`` pixels (bool [H, W]) of two float frames
-    [H, W, 3] in [0, 1]; NaN when the mask is empty."""
+    """Mean absolute change, in levels of 255, over the ``mask`` pixels (bool [H, W]) of two frames [H, W, 3]
+    (uint8 codes, or float in [0, 1]); NaN when the mask is empty."""
     if not mask.any():
         return float("nan")
-    diff = np.abs(current[mask].astype(np.float32) - previous[mask].astype(np.float32))
-    return float(diff.mean(dtype=np.float64) * LEVELS)
+    if previous.dtype == np.uint8 and current.dtype == np.uint8:
+        diff, scale = cv2.absdiff(current, previous), 1.0
+    else:
+        diff, scale = np.abs(np.asarray(current, np.float32) - np.asarray(previous, np.float32)), LEVELS
+    return float(np.mean(cv2.mean(diff, mask=mask.view(np.uint8))[:3]) * scale)
 
 
 def glitch_frames(changes, factor: float, min_levels: float) -> list:

@@ -28,6 +28,8 @@ class QualitySettings:
     drift_min_frames   ... for at least this many frames in a row (a lone odd frame is a glitch, not a drift)
     glitch_factor      a glitch frame: its background changes more than this x the video's median change ...
     glitch_min_levels  ... and more than this many levels of 255, both into and out of the frame
+    identity_every     embed (CLIP) every this many frames, the others are not measured (1: every frame; the real
+                       CLIP ViT-H costs seconds per image on a CPU, milliseconds on a GPU)
     thumbnails         worst frames kept (as small pictures for the plot) per measure
     thumb_height       their height in pixels
     chunk_frames       frames read, measured and embedded together (host memory holds about this many frames)
@@ -43,6 +45,7 @@ class QualitySettings:
     drift_min_frames: int = 3
     glitch_factor: float = 4.0
     glitch_min_levels: float = 8.0
+    identity_every: int = 1
     thumbnails: int = 3
     thumb_height: int = 128
     chunk_frames: int = 8
@@ -60,7 +63,7 @@ class QualitySettings:
         for name in ("person_margin", "face_margin", "glitch_min_levels", "thumbnails"):
             if getattr(self, name) < 0:
                 raise ValueError(f"QualitySettings.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("drift_min_frames", "thumb_height", "chunk_frames"):
+        for name in ("drift_min_frames", "identity_every", "thumb_height", "chunk_frames"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"QualitySettings.{name} must be an integer >= 1, got {getattr(self, name)}")
 

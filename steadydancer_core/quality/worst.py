@@ -9,10 +9,10 @@ import numpy as np
 
 
 def thumbnail(frame: np.ndarray, height: int) -> np.ndarray:
-    """float [H, W, 3] in [0, 1] -> uint8 [height, W * height / H, 3] (area resampling)."""
+    """uint8 [H, W, 3] (or float in [0, 1]) -> uint8 [height, W * height / H, 3] (area resampling)."""
     h, w = frame.shape[:2]
     width = max(int(round(w * height / h)), 1)
-    image = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    image = frame if frame.dtype == np.uint8 else (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) if (height, width) != (h, w) else image
 
 

@@ -10,9 +10,11 @@ real CLIP ViT-H add their network time, measured apart for CLIP with ``--real-cl
 
   * ``cost``: seconds per frame of N frames for: decoding only; the measures without models; + pose extraction;
     + CLIP; everything;
-  * ``memory``: peak RSS of a fresh process running the full report on N frames, for each N (flat = the same).
+  * ``memory``: a fresh process per N runs the full report on N frames; its resident set is sampled after every
+    chunk: the growth over the report, for each N (flat = the same for 81 and 401 frames).
 
-One thread (torch, OpenCV), pinned to one CPU where possible. Writes benchmarks/results/quality.json.
+One thread (torch, OpenCV), pinned to one CPU where possible; the machine's load average is recorded (other work on
+the same CPU inflates the times). Writes benchmarks/results/quality.json.
 
     python benchmarks/bench_quality.py --cost-frames 81 --memory-frames 81 401 --real-clip 4
 """
@@ -100,11 +102,20 @@ def load_models(kit_dir: Path):
     return clip, extractor
 
 
-def run_report(video: Path, frames: int, clip=None, extractor=None) -> float:
+def current_rss_mb() -> float:
+    """Resident set now (Linux /proc; the peak so far elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def run_report(video: Path, frames: int, clip=None, extractor=None, progress=None) -> float:
     poses = [dancer(t) for t in range(frames)]
     photo = next(sd.iter_video_frames(video, chunk_frames=1))[0]
     t0 = time.perf_counter()
-    report = sd.quality_report(photo, video, poses, clip=clip, pose_extractor=extractor)
+    report = sd.quality_report(photo, video, poses, clip=clip, pose_extractor=extractor, progress=progress)
     elapsed = time.perf_counter() - t0
     assert report.num_frames == frames
     return elapsed
@@ -113,10 +124,15 @@ def run_report(video: Path, frames: int, clip=None, extractor=None) -> float:
 def child(kit_dir: str, video: str, frames: int) -> None:
     single_thread()
     clip, extractor = load_models(Path(kit_dir))
-    before = peak_rss_mb()
-    elapsed = run_report(Path(video), frames, clip, extractor)
-    print(json.dumps({"frames": frames, "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(before, 1),
-                      "seconds": round(elapsed, 2)}))
+    start = current_rss_mb()
+    samples = []
+    elapsed = run_report(Path(video), frames, clip, extractor, progress=lambda done, total: samples.append(
+        current_rss_mb()))
+    print(json.dumps({"frames": frames, "rss_before_report_mb": round(start, 1),
+                      "rss_max_during_report_mb": round(max(samples), 1),
+                      "rss_growth_mb": round(max(samples) - start, 1),
+                      "rss_after_half_the_frames_mb": round(samples[len(samples) // 2], 1),
+                      "peak_rss_mb": round(peak_rss_mb(), 1), "seconds": round(elapsed, 2)}))
 
 
 def real_clip_seconds(images: int, tmp: Path) -> dict:
@@ -151,7 +167,8 @@ def main() -> None:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
     pinned = single_thread()
-    record: dict = {"frame_hw": list(HW), "threads": 1, "pinned_to_one_cpu": pinned}
+    record: dict = {"frame_hw": list(HW), "threads": 1, "pinned_to_one_cpu": pinned,
+                    "load_average_1min_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         kit = tmp / "models"
@@ -165,7 +182,7 @@ def main() -> None:
         cost = {"decode_only": (time.perf_counter() - t0) / n}
         for name, kw in (("measures_no_models", {}), ("with_pose_extractor", {"extractor": extractor}),
                          ("with_clip", {"clip": clip}), ("everything", {"clip": clip, "extractor": extractor})):
-            cost[name] = min(run_report(video, n, **kw) for _ in range(2)) / n
+            cost[name] = min(run_report(video, n, **kw) for _ in range(3)) / n
             print(f"{name:22s} {cost[name] * 1000:8.1f} ms/frame")
         record["cost"] = {"frames": n, "ms_per_frame": {k: round(v * 1000, 1) for k, v in cost.items()}}
         memory = []
@@ -174,14 +191,17 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", str(kit), str(path), str(frames)],
                                  capture_output=True, text=True, check=True)
             memory.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{frames:5d} frames: peak RSS {memory[-1]['peak_rss_mb']} MB")
+            print(f"{frames:5d} frames: RSS {memory[-1]['rss_before_report_mb']} MB before the report, at most "
+                  f"{memory[-1]['rss_max_during_report_mb']} MB during it; peak {memory[-1]['peak_rss_mb']} MB")
         record["memory"] = memory
         if len(memory) > 1:
-            record["memory_peak_ratio_longest_vs_shortest"] = round(memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"], 3)
+            record["memory_growth_mb_longest_minus_shortest"] = round(
+                memory[-1]["rss_growth_mb"] - memory[0]["rss_growth_mb"], 1)
         if args.real_clip:
             record["real_clip_vit_h"] = real_clip_seconds(args.real_clip, tmp)
             print(f"real CLIP ViT-H: {record['real_clip_vit_h']}")
-    record.update({"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+    record.update({"load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                   "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                    "opencv": cv2.__version__, "numpy": np.__version__,
                    "models": "tiny kit: ONNX pose stand-ins with the real input sizes, 2-layer CLIP"})
     args.out.parent.mkdir(parents=True, exist_ok=True)

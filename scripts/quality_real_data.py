@@ -68,6 +68,13 @@ def moved(frames, dx: float, dy: float) -> list:
                       faces=np.where(f.faces >= 0, f.faces + np.float32([dx, dy]), f.faces)) for f in frames]
 
 
+def write_jpg(picture: np.ndarray, path: Path, width: int = 1200, quality: int = 70) -> None:
+    """The picture (RGB) shrunk to ``width`` pixels and written as a JPEG small enough for the docs."""
+    height = int(round(picture.shape[0] * width / picture.shape[1]))
+    small = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", type=Path, required=True)
@@ -112,8 +119,7 @@ def main() -> int:
     cv2.imwrite(str(args.out / "comparison.png"), cv2.cvtColor(comparison.plot(), cv2.COLOR_RGB2BGR))
     print(comparison.table)
     if args.jpg:
-        picture = reports[1].plot(width_px=1400)
-        cv2.imwrite(str(args.jpg), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        write_jpg(reports[1].plot(), args.jpg)
         print(f"wrote {args.jpg} ({args.jpg.stat().st_size // 1024} KB)")
     return 0
 

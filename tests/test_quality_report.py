@@ -224,3 +224,19 @@ def test_identity_every_embeds_a_frame_in_n(scene):
     measured = [i for i, v in enumerate(r.series["identity_photo"]) if not math.isnan(v)]
     assert measured == list(range(0, T, 5)) and sum(calls) == 2 + 2 * len(measured)
     assert not math.isnan(r.series["identity_prev"][5])         # against frame 0, the last one embedded
+
+
+def test_compare_command(scene, tmp_path, capsys):
+    from steadydancer_core.quality.__main__ import main
+
+    poses, video = scene
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.quality.json").write_text(_report(video[0], video[:8], poses[:8]).to_json())
+    files = [str(tmp_path / "a.quality.json"), str(tmp_path / "b.quality.json")]
+    assert main(files + ["--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "| a | 8 |" in out and "| b | 8 |" in out
+    assert (tmp_path / "cmp.md").read_text().startswith("| run |") and (tmp_path / "cmp.png").stat().st_size > 0
+    assert main(files + ["--out", str(tmp_path / "cmp")]) == 2            # never over existing files
+    assert main([str(tmp_path / "missing.json")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -72,15 +72,13 @@ class _Walker:
     # ---- the photo, once the frame size is known -------------------------------------------------------------
     def start(self, hw, first_ref):
         self.hw = hw
-        photo = photo_at(self.photo, hw)
-        photo_person = None
+        photo = self.photo_at_size = photo_at(self.photo, hw)
         if self.photo_pose is not None:
             photo_person = person(self.photo_pose, hw)
         elif self.extractor is not None:
             photo_person = person(self.extractor([to_codes(photo)])[0], hw)
         else:
             photo_person = first_ref
-        self.photo_at_size = photo
         if self.embed is not None:
             face = crop(photo, face_box(photo_person, hw, self.s.face_margin))
             self.photo_vec, self.photo_face_vec = embed_many(self.embed, [photo, face])
@@ -93,7 +91,7 @@ class _Walker:
         refs = [self._next_pose(hw) for _ in range(len(frames))]
         if self.hw is None:
             self.start(hw, refs[0])
-            self.first = first_frame_check(frames[0], self.photo)
+            self.first = first_frame_check(frames[0], self.photo_at_size)
         elif hw != self.hw:
             raise ValueError(f"frame size changed from {self.hw[1]}x{self.hw[0]} to {hw[1]}x{hw[0]} at frame "
                              f"{self.t}; a report needs frames of one size")

@@ -15,7 +15,7 @@ the picture (a fixed figure in a fixed box), so pose following is meaningful onl
 the measure reacting. Identity: with ``--clip`` the real CLIP vision model; without it a stand-in embedding (each
 picture shrunk to 16x16 pixels, mean removed), because the tiny kit's random 2-layer CLIP sees every picture alike.
 
-    python scripts/quality_real_data.py --video ../shared/data/driving_video_00002.mp4 --out /tmp/quality_try
+    python scripts/quality_real_data.py --video driving_video_00002.mp4 --out quality_try --jpg docs/quality_report.jpg
 """
 from __future__ import annotations
 

@@ -109,6 +109,16 @@ from .sampling.settings import GenerationSettings
 from .sampling.progress import Progress, format_seconds
 from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length
+from .quality import (
+                                QualityReport,
+                                QualitySettings,
+                                StartGap,
+                                clip_embedder,
+                                compare_reports,
+                                quality_report,
+                                start_gap,
+                                write_report,
+)
 from .video_io import (
                                 VideoReadError,
                                 VideoWriteError,
@@ -156,4 +166,7 @@ __all__ = [
     "CONTROLNET_AUX_DWPOSE_DIRS", "CONTROLNET_AUX_PACK", "DWPOSE_FOLDER", "MODEL_FILE_TABLE", "MODEL_ROLES",
     "STEADYDANCER_FOLDER", "ModelFileInfo", "ModelRole", "extra_model_paths_yaml", "model_file_info",
     "model_files_for", "model_folders", "model_role_tooltip", "preferred_file_name", "render_model_table",
+    # quality report of a result: measures, JSON + picture beside the video, comparison of several runs
+    "QualityReport", "QualitySettings", "StartGap", "clip_embedder", "compare_reports", "quality_report",
+    "start_gap", "write_report",
 ]

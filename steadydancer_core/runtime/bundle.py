@@ -97,6 +97,7 @@ class SteadyDancerModel:
     context_cache: bool = True
     compile: bool = False
     policy: DevicePolicy = field(default_factory=DevicePolicy, repr=False)
+    parallel: Any = field(default=None, repr=False, compare=False)   # parallel.ParallelRuntime: set by its attach
     offloader: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):

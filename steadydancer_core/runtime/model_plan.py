@@ -17,6 +17,7 @@ from .memory_plan import (
     MemoryPlan,
     ModelSizes,
     OffloadRequest,
+    RankShare,
     plan_memory,
 )
 from .offload import offloader_for, policy_of
@@ -94,7 +95,8 @@ def plan_for_model(model, offload=AUTO, width: int | None = None, height: int | 
         vae_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
     plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes),
-                       OffloadRequest(**request), device=str(device))
+                       OffloadRequest(**request), device=str(device),
+                       share=getattr(getattr(model, "parallel", None), "share", RankShare()))
     if not on_device and offload not in (AUTO, "none", 0):
         note = f"computing on the CPU, so offload={offload} swaps nothing"
     if note is not None:

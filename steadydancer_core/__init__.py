@@ -24,6 +24,7 @@ from .loading.quant_ops import set_fp8_matmul
 from .loading.random_weights import random_dit
 from .loading.state_dict import empty_init, load_state_dict_into
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
+from .models.sequence_parallel import LoopbackSequenceParallel, valid_sequence_degrees
 from .models.dit import SteadyDancerDiT
 from .models.dit_config import DiTConfig
 from .models.image_encoder import ImageEncoder
@@ -50,7 +51,16 @@ from .runtime.memory_plan import (
                                 MemoryPlan,
                                 ModelSizes,
                                 OffloadRequest,
+                                RankShare,
                                 plan_memory,
+)
+from .runtime.parallel import (
+                                GUIDANCE_DEGREES,
+                                ParallelConfig,
+                                ParallelRuntime,
+                                RankFailedError,
+                                init_parallel,
+                                parallel_process_group,
 )
 from .runtime.offload import (
                                 Offloader,
@@ -79,6 +89,7 @@ from .sampling.defaults import (
 )
 from .sampling.decoded_store import DecodedSegments
 from .sampling.guidance import Cancelled, NonFiniteLatentError
+from .sampling.guidance_parallel import busiest_group_passes
 from .sampling.noise import NOISE_SOURCES
 from .sampling.options import SAMPLER_OPTIONS, generation_settings
 from .sampling.photo import BACKGROUNDS, background_name, composite_photo, parse_background
@@ -127,4 +138,7 @@ __all__ = [
     "Offloader", "TilePlan", "VAE_SPATIAL_STRIDE", "VAE_TEMPORAL_STRIDE", "compile_blocks", "dit_tokens",
     "empty_init", "load_state_dict_into", "module_bytes", "plan_tiles", "random_dit", "save_gguf", "set_fp8_matmul", "to_comfy_quant",
     "to_fp8",
+    # one clip on several processes (GPUs): layout, process groups, each rank's share
+    "GUIDANCE_DEGREES", "ParallelConfig", "ParallelRuntime", "RankFailedError", "RankShare", "busiest_group_passes",
+    "init_parallel", "parallel_process_group", "valid_sequence_degrees", "LoopbackSequenceParallel",
 ]

@@ -67,8 +67,8 @@ class SequenceParallel:
 
     def __init__(self, group, wait: Optional[Callable] = None):
         self.group = group
-        self.degree = dist.get_world_size(group)
-        self.rank = dist.get_rank(group)
+        self.degree = dist.get_world_size(group) if group is not None else 1
+        self.rank = dist.get_rank(group) if group is not None else 0
         self.wait = wait if wait is not None else _wait
         self.traffic = {"all_to_all": 0, "all_gather": 0}
         self._length: Optional[int] = None        # real tokens of the forward in progress
@@ -156,3 +156,22 @@ class SequenceParallel:
         self.wait(dist.all_to_all_single(recv, send, group=self.group, async_op=True))
         self.traffic["all_to_all"] += send.numel() * send.element_size() * (self.degree - 1) // self.degree
         return recv
+
+
+class LoopbackSequenceParallel(SequenceParallel):
+    """One rank's work of a ``degree``-way split, on one device and without other ranks (measurements): every
+    exchange hands back this rank's own data where the other ranks' would arrive, so the shapes, the arithmetic
+    and ``traffic`` (what would be sent) are a real rank's; the values are not."""
+
+    def __init__(self, degree: int):
+        super().__init__(None)
+        self.degree = degree
+
+    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        self.traffic["all_gather"] += x.numel() * x.element_size() * (self.degree - 1)
+        return x.repeat(1, self.degree, 1)
+
+    def _all_to_all(self, send: torch.Tensor) -> torch.Tensor:
+        self.traffic["all_to_all"] += send.numel() * send.element_size() * (self.degree - 1) // self.degree
+        return send[self.rank:self.rank + 1].expand_as(send).contiguous()
+

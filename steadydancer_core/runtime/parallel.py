@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
@@ -252,7 +251,9 @@ class ParallelRuntime:
         work.wait()
 
     def any_rank(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is True on any rank (one small all-reduce over all ranks)."""
+        """True on every rank when ``flag`` is True on any rank (one small all-reduce over all ranks); first raises
+        ``RankFailedError`` when another rank has failed (the step boundary check of CUDA jobs)."""
+        self.check()
         value = torch.tensor([int(bool(flag))], dtype=torch.int32)
         self.wait(dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.status_group, async_op=True))
         return bool(value.item())
@@ -319,11 +320,6 @@ def shard_blocks(dit, group, device: torch.device) -> None:
     mesh = DeviceMesh.from_group(group, device.type)
     for block in dit.blocks:
         fully_shard(block, mesh=mesh, reshard_after_forward=True)
-
-
-def projected_passes(passes_per_step: Sequence[int], guidance: int) -> int:
-    """DiT passes one guidance group runs in a job (the busiest group): ``sum(ceil(p / guidance))``."""
-    return sum(math.ceil(p / guidance) for p in passes_per_step)
 
 
 @contextlib.contextmanager

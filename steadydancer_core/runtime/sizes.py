@@ -46,8 +46,8 @@ def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int
     """Estimated activation peak of one DiT forward over ``passes_per_forward`` batched passes (bytes).
 
     ``sequence`` > 1: one rank of a sequence-parallel group: the blocks' activations for its 1/sequence of the
-    tokens, plus the send / receive buffers of the q / k / v exchange, plus the whole sequence twice in float32
-    (the embedded tokens before the split and the gathered output).
+    tokens with the send / receive buffers of the q / k / v exchange, next to the whole embedded sequence in
+    float32 (kept for the step cache's residual); after the blocks, that sequence and the gathered output.
     """
     b = dtype_bytes(dtype)
     fp32 = 4 * config.dim                                         # one float32 row (the residual stream)
@@ -57,7 +57,10 @@ def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int
     per_token = (max(attention, ffn) + rope) * OFFLOAD_ACTIVATION_SAFETY
     context = (config.clip_tokens + config.text_len) * config.dim * b * 6   # embedded context, k and v
     tokens = dit_tokens(config, width, height, frames)
-    per_pass = -(-tokens // sequence) * per_token + context + (2 * tokens * fp32 if sequence > 1 else 0)
+    blocks = -(-tokens // sequence) * per_token
+    if sequence > 1:
+        blocks = max(blocks + tokens * fp32, 2 * tokens * fp32)
+    per_pass = blocks + context
     scratch = config.dim * config.ffn_dim * b                      # one dequantised fp8/GGUF linear
     return int(passes_per_forward * per_pass + scratch)
 

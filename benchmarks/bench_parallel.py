@@ -112,7 +112,8 @@ def run_layout(layout: str, repeats: int) -> dict:
     slowest = {name: [max(r[name][i] for r in records) for i in range(repeats)] for name in ("forward", "step")}
     cpu = {name: [sum(r[f"{name}_cpu"][i] for r in records) for i in range(repeats)] for name in ("forward", "step")}
     traffic = records[0]["forward_traffic"]
-    return dict(layout=layout, ranks=world, sequence=sequence, guidance=guidance, threads_per_rank=records[0]["threads"],
+    return dict(layout=layout, ranks=world, sequence=sequence, guidance=guidance,
+                threads_per_rank=records[0]["threads"],
                 forward_seconds=statistics.median(slowest["forward"]), step_seconds=statistics.median(slowest["step"]),
                 all_forward_seconds=slowest["forward"], all_step_seconds=slowest["step"],
                 forward_cpu_seconds_all_ranks=statistics.median(cpu["forward"]),

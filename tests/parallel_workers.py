@@ -97,6 +97,9 @@ def settings(**overrides) -> GenerationSettings:
     return GenerationSettings(**base)
 
 
+CACHED = dict(step_cache="magcache", cache_threshold=1.0, cache_keep_first=1, cache_keep_last=0, cache_max_skip=2)
+
+
 def forward_inputs(config: DiTConfig) -> dict:
     """One DiT forward's inputs, batch 2: 3 latent frames of 3 x 3 patches (+ 2 reference frames = 45 tokens)."""
     g = torch.Generator().manual_seed(9)
@@ -117,9 +120,15 @@ def reference() -> dict:
     model = tiny_model()
     with torch.inference_mode():
         forward = model.dit(**forward_inputs(model.dit.config))
-    result = generate(model, *inputs(), settings())
-    return {"forward": forward, "latent": result.latent,
-            "passes": (sum(s.passes_computed for s in result.segments), sum(s.passes_skipped for s in result.segments))}
+    out = {"forward": forward}
+    for kind, extra in (("generate", {}), ("cached", CACHED)):
+        result = generate(model, *inputs(), settings(**extra))
+        out[kind] = {"latent": result.latent, "passes": _passes(result)}
+    return out
+
+
+def _passes(result) -> tuple:
+    return sum(s.passes_computed for s in result.segments), sum(s.passes_skipped for s in result.segments)
 
 
 # --- scenarios: run on every rank, each returns what it records ----------------------------------------------------
@@ -159,11 +168,10 @@ def scenario(name: str, rank: int) -> dict:
             with torch.inference_mode():
                 record["forward"] = model.dit(**forward_inputs(model.dit.config))
             record["traffic"] = dict(runtime.sequence.traffic)
-        elif kind in ("generate", "sharded"):
-            result = generate(model, *inputs(), settings())
+        elif kind in ("generate", "sharded", "cached"):
+            result = generate(model, *inputs(), settings(**(CACHED if kind == "cached" else {})))
             record["latent"] = result.latent
-            record["passes"] = (sum(s.passes_computed for s in result.segments),
-                                sum(s.passes_skipped for s in result.segments))
+            record["passes"] = _passes(result)
             record["plan_line"] = runtime.share.describe(3)
             record["block_weights"] = type(model.dit.blocks[0].self_attn.q.weight).__name__
         elif kind == "cancel":

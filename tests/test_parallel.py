@@ -13,10 +13,10 @@ import parallel_workers as pw
 
 from steadydancer_core.models.sequence_parallel import chunk_size
 
-TWO = ["forward:2x1", "generate:2x1", "generate:1x2", "wrong_exchange:2x1", "sharded:2x1", "cancel:1x2",
-       "mismatch:4x1", "fail:2x1"]
+TWO = ["forward:2x1", "generate:2x1", "generate:1x2", "cached:1x2", "wrong_exchange:2x1", "sharded:2x1",
+       "cancel:1x2", "mismatch:4x1", "fail:2x1"]
 THREE = ["generate:1x3"]
-FOUR = ["forward:4x1", "generate:4x1", "generate:2x2", "fail:2x2"]
+FOUR = ["forward:4x1", "generate:4x1", "generate:2x2", "cached:2x2", "fail:2x2"]
 
 
 def rel_l2(a, b) -> float:
@@ -90,12 +90,22 @@ def test_a_wrong_exchange_is_caught(two, reference):
 
 # --- a whole guided denoise of a two-segment video -------------------------------------------------------------
 
-@pytest.mark.parametrize("world, name", [(2, "generate:1x2"), (3, "generate:1x3")])
+@pytest.mark.parametrize("world, name", [(2, "generate:1x2"), (3, "generate:1x3"), (2, "cached:1x2")])
 def test_guidance_parallel_is_bit_identical(request, reference, world, name):
+    """``cached``: with the step cache skipping passes, each group decides for its own passes as one process."""
     fixture = request.getfixturevalue({2: "two", 3: "three"}[world])
+    want = reference[name.split(":")[0]]
     for rec in _records(fixture, name):
-        assert torch.equal(rec["latent"], reference["latent"])
-        assert tuple(rec["passes"]) == tuple(reference["passes"])     # every group's passes counted once
+        assert torch.equal(rec["latent"], want["latent"])
+        assert tuple(rec["passes"]) == tuple(want["passes"])          # every group's passes counted once
+    if name.startswith("cached"):
+        assert want["passes"][1] > 0                                  # the cache did skip passes
+
+
+def test_step_cache_decisions_agree_in_a_2x2_layout(four, reference):
+    for rec in _records(four, "cached:2x2"):
+        assert rel_l2(rec["latent"], reference["cached"]["latent"]) <= 1e-6
+        assert tuple(rec["passes"]) == tuple(reference["cached"]["passes"])
 
 
 @pytest.mark.parametrize("world, name", [(2, "generate:2x1"), (4, "generate:4x1"), (4, "generate:2x2"),
@@ -104,12 +114,13 @@ def test_sequence_parallel_generate_matches_one_process(request, reference, worl
     """Two segments, 4 steps (one of them with the pose-unconditional pass), text + pose guidance; 30 tokens per
     forward (padded to 32 on 4 ranks). ``sharded``: the blocks FSDP2-sharded over the 2 ranks."""
     fixture = request.getfixturevalue({2: "two", 4: "four"}[world])
+    want = reference["generate"]
     latents = [rec["latent"] for rec in _records(fixture, name)]
     for latent in latents:
-        assert rel_l2(latent, reference["latent"]) <= 1e-6
+        assert rel_l2(latent, want["latent"]) <= 1e-6
         assert torch.equal(latent, latents[0])                       # the same latent on every rank
     for rec in _records(fixture, name):
-        assert tuple(rec["passes"]) == tuple(reference["passes"])
+        assert tuple(rec["passes"]) == tuple(want["passes"])
         assert rec["block_weights"] == ("DTensor" if name.startswith("sharded") else "Parameter")
 
 

@@ -337,6 +337,8 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     so a caller can write a long video without holding it in memory. spill_dir: a folder where the segments
     decoded while sampling are kept (``DecodedSegments``, in a subfolder removed with the result), so that
     ``iter_decoded`` / ``decode`` read them instead of decoding them a second time; None keeps none.
+    With ``model.parallel`` (``runtime/parallel.py``) it is called on every rank with the same arguments: rank 0
+    encodes and decodes, every rank returns the same latents (``on_frames`` and ``spill_dir`` act on rank 0 only).
     """
     job = prepare_job(model, photo, positive_pose, negative_pose, settings)
     count = len(job.segments)

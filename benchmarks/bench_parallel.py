@@ -10,11 +10,12 @@ frames, fp32, prompt 60 tokens). Layouts (sequence ranks x guidance groups): 1x1
 * ``bytes_per_pass``: what one rank sends per pass: the q / k / v all-to-alls and the final token gather of
   sequence parallelism; ``guidance_bytes_per_step``: the prediction gather among guidance groups.
 
-Each rank gets ``cpu_count // ranks`` threads (at least 1): with fewer cores than ranks the ranks share cores and
-the times say nothing about speed-ups on GPUs (see docs/multi_gpu.md for those); the bytes hold on any device
-for the same token count and dtype. Writes benchmarks/results/bench_parallel.json.
+Each rank computes with ``--threads`` threads (default 1, so that every layout does the same work per thread).
+With fewer cores than ranks the ranks share cores and the wall times say nothing about speed-ups on GPUs (see
+docs/multi_gpu.md for those); the CPU seconds of all ranks together show the work the split adds, and the bytes
+hold on any device for the same token count and dtype. Writes benchmarks/results/bench_parallel.json.
 
-    python benchmarks/bench_parallel.py [--repeats 5] [--layouts 1x1,2x1,1x2,4x1,2x2]
+    python benchmarks/bench_parallel.py [--repeats 5] [--threads 1] [--layouts 1x1,2x1,1x2,4x1,2x2]
 """
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def pass_inputs(config, index: int) -> dict:
     return inputs
 
 
-def rank_main(rank: int, world: int, init_file: str, layout: str, repeats: int, out_dir: str) -> None:
+def rank_main(rank: int, world: int, init_file: str, layout: str, repeats: int, threads: int, out_dir: str) -> None:
     sequence, guidance = (int(v) for v in layout.split("x"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(threads)
     with sd.parallel_process_group(rank, world, f"file://{init_file}"):
         config = sd.DiTConfig(**bench_dit.MID_CONFIG)
         runtime = sd.init_parallel(sd.ParallelConfig(sequence=sequence, guidance=guidance,
@@ -102,12 +103,12 @@ def rank_main(rank: int, world: int, init_file: str, layout: str, repeats: int, 
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
 
 
-def run_layout(layout: str, repeats: int) -> dict:
+def run_layout(layout: str, repeats: int, threads: int) -> dict:
     sequence, guidance = (int(v) for v in layout.split("x"))
     world = sequence * guidance
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(rank_main, args=(world, os.path.join(tmp, "init"), layout, repeats, tmp), nprocs=world,
-                           join=True, start_method="spawn")
+        mp.start_processes(rank_main, args=(world, os.path.join(tmp, "init"), layout, repeats, threads, tmp),
+                           nprocs=world, join=True, start_method="spawn")
         records = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(world)]
     slowest = {name: [max(r[name][i] for r in records) for i in range(repeats)] for name in ("forward", "step")}
     cpu = {name: [sum(r[f"{name}_cpu"][i] for r in records) for i in range(repeats)] for name in ("forward", "step")}
@@ -126,16 +127,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5, help="timed passes / steps per layout (after one warm-up)")
     ap.add_argument("--layouts", default=",".join(LAYOUTS), help="sequence x guidance layouts, comma-separated")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     args = ap.parse_args(argv)
     rows = []
     for layout in args.layouts.split(","):
-        row = run_layout(layout, args.repeats)
+        row = run_layout(layout, args.repeats, args.threads)
         rows.append(row)
         b = row["bytes_per_pass"]
         print(f"{layout} ({row['ranks']} ranks, {row['threads_per_rank']} threads each): "
-              f"{row['forward_seconds'] * 1e3:.1f} ms/pass, {row['step_seconds'] * 1e3:.1f} ms/step of {PASSES} "
-              f"passes; sent per pass {b['total'] / 2**20:.2f} MiB, per step (guidance) "
-              f"{row['guidance_bytes_per_step'] / 2**20:.2f} MiB", flush=True)
+              f"{row['forward_seconds'] * 1e3:.1f} ms/pass ({row['forward_cpu_seconds_all_ranks'] * 1e3:.0f} ms "
+              f"CPU, all ranks), {row['step_seconds'] * 1e3:.1f} ms/step of {PASSES} passes "
+              f"({row['step_cpu_seconds_all_ranks'] * 1e3:.0f} ms CPU); sent per pass {b['total'] / 2**20:.2f} MiB, "
+              f"per step (guidance) {row['guidance_bytes_per_step'] / 2**20:.2f} MiB", flush=True)
     grid = bench_dit.MID_LATENT
     tokens = (grid[0] + 2) * (grid[1] // 2) * (grid[2] // 2)
     result = dict(command=" ".join(["python", "benchmarks/bench_parallel.py", *(argv or sys.argv[1:])]),

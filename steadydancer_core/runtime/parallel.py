@@ -43,6 +43,7 @@ from .memory_plan import RankShare
 GUIDANCE_DEGREES = (1, 2, 3)           # SteadyDancer runs at most three guidance passes per step
 PARALLEL_TIMEOUT = datetime.timedelta(minutes=10)   # longest wait in one collective before it fails
 _WAIT_POLL_SECONDS = 0.002              # longest sleep between two looks at a pending CPU collective
+_FAILURE_CHECK_SECONDS = 0.01           # how often a waiting CPU rank reads the store for another rank's failure
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.uint8,
            torch.bool)
 
@@ -243,9 +244,11 @@ class ParallelRuntime:
         """Wait for a collective started with ``async_op=True``; on CPU, watch for another rank's failure
         meanwhile (on CUDA the wait only orders the stream, the host goes on)."""
         if self._polls:
-            delay = 0.0
+            delay, next_check = 0.0, time.monotonic() + _FAILURE_CHECK_SECONDS
             while not work.is_completed():
-                self.check()
+                if time.monotonic() >= next_check:
+                    self.check()
+                    next_check = time.monotonic() + _FAILURE_CHECK_SECONDS
                 time.sleep(delay)
                 delay = min(2 * delay + 1e-5, _WAIT_POLL_SECONDS)
         work.wait()

@@ -47,6 +47,7 @@ from .model_files import (
                                 render_model_table,
 )
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
+from .models.sequence_parallel import LoopbackSequenceParallel, valid_sequence_degrees
 from .models.dit import SteadyDancerDiT
 from .models.dit_config import DiTConfig
 from .models.image_encoder import ImageEncoder
@@ -75,7 +76,16 @@ from .runtime.memory_plan import (
                                 MemoryPlan,
                                 ModelSizes,
                                 OffloadRequest,
+                                RankShare,
                                 plan_memory,
+)
+from .runtime.parallel import (
+                                GUIDANCE_DEGREES,
+                                ParallelConfig,
+                                ParallelRuntime,
+                                RankFailedError,
+                                init_parallel,
+                                parallel_process_group,
 )
 from .runtime.offload import (
                                 Offloader,
@@ -99,6 +109,7 @@ from .sampling.defaults import (
 )
 from .sampling.decoded_store import DecodedSegments
 from .sampling.guidance import Cancelled, NonFiniteLatentError
+from .sampling.guidance_parallel import busiest_group_passes
 from .sampling.noise import NOISE_SOURCES
 from .sampling.model_interface import JobPlan, SamplingModel
 from .sampling.options import MAX_SEED, PHOTO, SAMPLER, VAE_TILING
@@ -169,4 +180,7 @@ __all__ = [
     # quality report of a result: measures, JSON + picture beside the video, comparison of several runs
     "QualityReport", "QualitySettings", "StartGap", "clip_embedder", "compare_reports", "quality_report",
     "start_gap", "write_report",
+    # one clip on several processes (GPUs): layout, process groups, each rank's share
+    "GUIDANCE_DEGREES", "ParallelConfig", "ParallelRuntime", "RankFailedError", "RankShare", "busiest_group_passes",
+    "init_parallel", "parallel_process_group", "valid_sequence_degrees", "LoopbackSequenceParallel",
 ]

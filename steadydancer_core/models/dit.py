@@ -1,6 +1,6 @@
 """The SteadyDancer DiT: Wan 2.1 I2V transformer blocks plus SteadyDancer's condition reconciliation.
 
-Reading order: timestep / rotary helpers -> attention layers -> WanBlock -> Head -> SteadyDancerDiT.forward.
+Reading order: norms -> attention layers -> WanBlock -> Head -> SteadyDancerDiT.forward.
 
 Forward in one picture (B batch, F latent frames, h x w latent size, p = patch size, D = dim):
 
@@ -10,6 +10,9 @@ Forward in one picture (B batch, F latent frames, h x w latent size, p = patch s
     ref_c[:16] --patch_embedding_ref_c--> 1 frame                     /   (rotary frame indices 0..F+1)
     text (zero-padded to text_len, padding NOT masked) -> text_embedding; CLIP x and c -> img_emb, summed
     tokens -> num_layers x WanBlock -> Head -> unpatchify -> first F frames  [B, out_dim, F, h, w]
+
+With a ``sequence_parallel.SequenceParallel`` attached, each rank runs the blocks on its chunk of the tokens and
+attends over the whole sequence through the group's all-to-all exchange (everything else is unchanged).
 
 Inside ``caching_context`` the embedded context and every block's cross-attention keys / values are computed once
 per distinct context and reused bit for bit by later steps (``context_cache.py``). Each block's ``core`` (all but
@@ -33,62 +36,16 @@ import torch.nn.functional as F
 
 from .attention import attention, check_backend
 from .context_cache import CONTEXT_CACHE_ENTRIES, ContextCache
-from .dit_config import DIT_FREQ_THETA, DIT_ROPE_THETA, DiTConfig
+from .dit_config import DiTConfig
 from .fused_linear import GeluMLP, linear_gelu
 from .ops import PLAIN_OPS, Ops
 from .pose_modules import FAAU, SSAR, build_tmcm
+from .rotary import apply_rope, rope_tables, timestep_embedding
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-# --- timestep and rotary helpers ----------------------------------------------------------------------------
-
-def _precise_dtype(device: torch.device) -> torch.dtype:
-    """float64 where the device has it (not on Apple MPS), else float32. Used only for small tables."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding [cos | sin] of timesteps t [B] (0..1000) -> [B, dim] (float64 where available)."""
-    half = dim // 2
-    dtype = _precise_dtype(t.device)
-    freqs = torch.pow(DIT_FREQ_THETA, -torch.arange(half, device=t.device, dtype=dtype) / half)
-    angles = t.to(dtype)[:, None] * freqs[None]
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
-
-
-def rope_tables(grid: tuple[int, int, int], pairs: tuple[int, int, int], device: torch.device,
-                theta: float = DIT_ROPE_THETA) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary cos/sin for a (frames, height, width) token grid, each [f*h*w, 1, sum(pairs)] float32.
-
-    Channel pairs are split (t, h, w) as in the official model; pair j of an axis with n pairs rotates by
-    ``position * theta ** (-j / n)``. Tokens are ordered frame-major, then row, then column.
-    """
-    dtype = _precise_dtype(device)
-    angles = []
-    for axis, (size, n) in enumerate(zip(grid, pairs)):
-        inv_freq = torch.pow(theta, -torch.arange(n, device=device, dtype=dtype) / n)
-        a = torch.arange(size, device=device, dtype=dtype)[:, None] * inv_freq[None]   # [size, n]
-        shape = [1, 1, 1, n]
-        shape[axis] = size
-        angles.append(a.view(shape).expand(*grid, n))
-    angles = torch.cat(angles, dim=-1).reshape(-1, 1, sum(pairs))
-    return torch.cos(angles).float(), torch.sin(angles).float()
-
-
-def apply_rope(x: torch.Tensor, cos_pairs: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved channel pairs (x[2j], x[2j+1]) of x [B, L, H, D] by angle_j; in fp32.
-
-    cos_pairs [L, 1, D]: cos(angle_j) at both channels of pair j; sin [L, 1, D/2] (see ``rope_tables``).
-    out[2j] = x[2j] cos - x[2j+1] sin, out[2j+1] = x[2j+1] cos + x[2j] sin.
-    """
-    x32 = x.float()
-    out = x32 * cos_pairs
-    pairs, out_pairs = x32.unflatten(-1, (-1, 2)), out.unflatten(-1, (-1, 2))
-    out_pairs[..., 0].addcmul_(pairs[..., 1], sin, value=-1)
-    out_pairs[..., 1].addcmul_(pairs[..., 0], sin)
-    return out.to(x.dtype)
-
+# --- norms -------------------------------------------------------------------------------------------------
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Wan RMSNorm: normalise in fp32, cast back, then scale (official order)."""
@@ -125,6 +82,8 @@ class SelfAttention(nn.Module):
     forward(x [B, L, D] (compute dtype), rope (cos_pairs [L, 1, head_dim], sin [L, 1, head_dim/2]), keep)
     -> [B, keep or L, D].
     ``keep``: only the first ``keep`` tokens are queried (keys and values still see all L tokens).
+    ``exchange``: None, or a ``sequence_parallel.SequenceParallel`` whose ``attend`` attends over the whole sequence
+    when x holds one rank's chunk of it.
     """
 
     def __init__(self, config: DiTConfig, backend: str, ops: Ops = PLAIN_OPS):
@@ -136,6 +95,7 @@ class SelfAttention(nn.Module):
         self.o = ops.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, config.eps) if config.qk_norm else nn.Identity()
+        self.exchange = None
 
     def forward(self, x, rope, keep=None):
         cos_pairs, sin = rope
@@ -145,7 +105,8 @@ class SelfAttention(nn.Module):
         v = self.v(x).unflatten(-1, (self.heads, -1))
         q = apply_rope(q, cos_pairs[:q.shape[1]], sin[:q.shape[1]])
         k = apply_rope(k, cos_pairs, sin)
-        return self.o(attention(q, k, v, self.backend).flatten(2))
+        attend = attention if self.exchange is None else self.exchange.attend
+        return self.o(attend(q, k, v, self.backend).flatten(2))
 
 
 class I2VCrossAttention(nn.Module):
@@ -311,6 +272,7 @@ class SteadyDancerDiT(nn.Module):
         self.attention_backend = attention_backend
         self._compute_dtype = None
         self.context_cache: ContextCache | None = None     # set inside ``caching_context``
+        self.sequence_parallel = None       # a SequenceParallel runs the blocks on one rank's tokens (its attach)
         c, patch, cc = config, config.patch_size, config.condition_channels
         # condition reconciliation: fused [x | y | fused pose | aligned pose], reference image, first pose
         self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, patch, patch)
@@ -404,8 +366,9 @@ class SteadyDancerDiT(nn.Module):
         cos, sin = rope_tables(grid, cfg.rope_pairs, tokens.device)
         rope = (cos.repeat_interleave(2, dim=-1), sin)
         keep = (frames // cfg.patch_size[0]) * grid[1] * grid[2]
-        run = functools.partial(self.run_blocks, e6=e6, rope=rope, context=context, text_pad=text_pad, keep=keep,
-                                kv=kv)
+        sp = self.sequence_parallel
+        blocks = self.run_blocks if sp is None else functools.partial(sp.run, self.run_blocks)
+        run = functools.partial(blocks, e6=e6, rope=rope, context=context, text_pad=text_pad, keep=keep, kv=kv)
         tokens = run(tokens) if block_stack is None else block_stack(run, tokens, keep)
         out = self.head(tokens[:, :keep], e.float(), dtype)
         return self.unpatchify(out, (frames // cfg.patch_size[0], grid[1], grid[2]))

@@ -49,6 +49,7 @@ class SteadyDancerModel:
     lora_reports: tuple = field(default_factory=tuple)
     fp8_matmul_report: str = ""
     policy: DevicePolicy = field(default_factory=DevicePolicy, repr=False)
+    parallel: Any = field(default=None, repr=False, compare=False)   # parallel.ParallelRuntime: set by its attach
     offloader: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):

@@ -128,6 +128,44 @@ class JobShape:
 
 
 @dataclass(frozen=True)
+class RankShare:
+    """One rank's share of a parallel job (``parallel.ParallelConfig``): ``sequence`` ranks split each forward's
+    tokens, ``guidance`` groups split each step's passes, ``shard_blocks``: the DiT blocks are split (FSDP2) over
+    the sequence ranks instead of replicated."""
+
+    sequence: int = 1
+    guidance: int = 1
+    shard_blocks: bool = False
+
+    def __post_init__(self):
+        if min(self.sequence, self.guidance) < 1:
+            raise ValueError(f"sequence and guidance degrees must be >= 1, got {self.sequence}, {self.guidance}")
+
+    @property
+    def parallel(self) -> bool:
+        return self.sequence > 1 or self.guidance > 1
+
+    def passes(self, passes: int) -> int:
+        """Passes of a step the busiest guidance group runs."""
+        return -(-passes // self.guidance)
+
+    def block_bytes(self, per_block: int) -> int:
+        """Bytes of one block a rank keeps: all of it, or its 1/sequence shard."""
+        return -(-per_block // self.sequence) if self.shard_blocks else per_block
+
+    def describe(self, passes: int) -> str:
+        """E.g. "2 guidance groups x 4 sequence ranks: each rank holds a full replica, 1/4 of the tokens, up to 2 of
+        3 passes per step"."""
+        weights = (f"1/{self.sequence} of each DiT block (FSDP2)" if self.shard_blocks else "a full replica")
+        tokens = "all tokens" if self.sequence == 1 else f"1/{self.sequence} of the tokens"
+        mine = self.passes(passes)
+        share = (f"all {passes} passes" if mine == passes else
+                 f"{'' if passes % self.guidance == 0 else 'up to '}{mine} of {passes} passes")
+        return (f"{self.guidance} guidance group{'s' * (self.guidance > 1)} x {self.sequence} sequence "
+                f"rank{'s' * (self.sequence > 1)}: each rank holds {weights}, {tokens}, {share} per step")
+
+
+@dataclass(frozen=True)
 class OffloadRequest:
     """What the user asked for: ``blocks_to_swap`` / ``batch_passes`` "auto" or a forced value; ``prefetch``:
     swapped blocks copied ahead; ``max_vram_gb``: cap on the device memory used (None = the free memory);
@@ -149,14 +187,17 @@ class OffloadRequest:
 
 
 def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request: OffloadRequest = OffloadRequest(),
-                device: str = "cuda") -> MemoryPlan:
+                device: str = "cuda", share: RankShare = RankShare()) -> MemoryPlan:
     """Choose blocks to swap, guidance batching and VAE tiling for ``free_vram_bytes`` of device memory.
 
     The cap ``request.max_vram_gb`` applies when lower than the free memory (the explanation says when it is not).
-    Raises ValueError for a forced ``blocks_to_swap`` outside 0..n_blocks.
+    ``share``: this rank's part of a parallel job (its passes, tokens and, sharded, blocks; sharded blocks are never
+    swapped); the explanation starts with the layout. Raises ValueError for a forced ``blocks_to_swap`` outside
+    0..n_blocks.
     """
     cfg = sizes.config
-    width, height, frames, guidance_passes = job.width, job.height, job.frames, job.guidance_passes
+    width, height, frames = job.width, job.height, job.frames
+    guidance_passes = share.passes(job.guidance_passes)      # the passes this rank's group runs per step
     n_blocks, prefetch, max_vram_gb = sizes.n_blocks, request.prefetch, request.max_vram_gb
     blocks_to_swap, batch_passes = request.blocks_to_swap, request.batch_passes
     dtype, vae_config = sizes.dtype, sizes.vae_config
@@ -169,9 +210,16 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
         budget = min(budget, cap)
     usable = max(0, budget - max(OFFLOAD_MIN_RESERVE_BYTES, int(budget * OFFLOAD_RESERVE_FRACTION)))
     per_block, other, emb = int(sizes.block_bytes), int(sizes.other_bytes), int(sizes.embedding_bytes)
+    if share.shard_blocks:      # a shard of every block, plus the gathered block running and the next one
+        other += 2 * per_block
+        per_block = share.block_bytes(per_block)
+        if blocks_to_swap not in (AUTO, 0):
+            notes.append(f"blocks_to_swap {blocks_to_swap} not used: sharded blocks are not swapped")
+        blocks_to_swap = 0
 
     def peak(swap: int, batched: bool, emb_off: bool) -> tuple[int, int]:
-        acts = dit_activation_bytes(cfg, width, height, frames, dtype, guidance_passes if batched else 1)
+        acts = dit_activation_bytes(cfg, width, height, frames, dtype, guidance_passes if batched else 1,
+                                    sequence=share.sequence)
         return _weights(n_blocks, swap, prefetch, per_block, other, emb, emb_off), acts
 
     def fewest_swaps(batched: bool, emb_off: bool) -> int | None:
@@ -224,6 +272,8 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
     passes = ("no guidance passes to batch" if guidance_passes == 1 else
               f"{guidance_passes} guidance passes {'batched' if batched else 'one at a time'}")
     head = f"{budget / GIB:.1f} GiB budget ({usable / GIB:.1f} usable)" + (f"; {'; '.join(notes)}" if notes else "")
+    if share.parallel:
+        head = f"{share.describe(job.guidance_passes)}; {head}"
     explanation = (f"{head}: {width}x{height}x{frames} = {tokens} tokens, {passes}, "
                    f"{swap} of {n_blocks} blocks swapped" + (" + embeddings" if emb_off else "")
                    + f", {vae_note}"

@@ -17,6 +17,7 @@ from .memory_plan import (
     MemoryPlan,
     ModelSizes,
     OffloadRequest,
+    RankShare,
     plan_memory,
 )
 from .offload import offloader_for
@@ -93,7 +94,8 @@ def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height:
         vae_bytes=module_bytes(vae_modules) if vae_modules is not None else 0,
     )
     plan = plan_memory(free_vram_bytes, sizes, JobShape(width, height, frames, guidance_passes),
-                       OffloadRequest(**request), device=str(device))
+                       OffloadRequest(**request), device=str(device),
+                       share=model.parallel.share if model.parallel is not None else RankShare())
     if not on_device and blocks_to_swap not in (AUTO, 0):
         note = f"computing on the CPU, so {_swap_words(blocks_to_swap)} swaps nothing"
     if note is not None:

@@ -42,16 +42,25 @@ def dit_tokens(config: DiTConfig, width: int, height: int, frames: int) -> int:
 
 
 def dit_activation_bytes(config: DiTConfig, width: int, height: int, frames: int, dtype: torch.dtype,
-                         passes_per_forward: int = 1) -> int:
-    """Estimated activation peak of one DiT forward over ``passes_per_forward`` batched passes (bytes)."""
+                         passes_per_forward: int = 1, sequence: int = 1) -> int:
+    """Estimated activation peak of one DiT forward over ``passes_per_forward`` batched passes (bytes).
+
+    ``sequence`` > 1: one rank of a sequence-parallel group: the blocks' activations for its 1/sequence of the
+    tokens with the send / receive buffers of the q / k / v exchange, next to the whole embedded sequence in
+    float32 (kept for the step cache's residual); after the blocks, that sequence and the gathered output.
+    """
     b = dtype_bytes(dtype)
     fp32 = 4 * config.dim                                         # one float32 row (the residual stream)
-    attention = fp32 + 3 * b * config.dim + 3 * fp32
+    attention = fp32 + 3 * b * config.dim + 3 * fp32 + (6 * b * config.dim if sequence > 1 else 0)
     ffn = 2 * fp32 + b * config.dim + 2 * b * config.ffn_dim
     rope = 3 * 4 * (config.head_dim // 2)                          # fp32 cos (per channel) and sin tables
     per_token = (max(attention, ffn) + rope) * OFFLOAD_ACTIVATION_SAFETY
     context = (config.clip_tokens + config.text_len) * config.dim * b * 6   # embedded context, k and v
-    per_pass = dit_tokens(config, width, height, frames) * per_token + context
+    tokens = dit_tokens(config, width, height, frames)
+    blocks = -(-tokens // sequence) * per_token
+    if sequence > 1:
+        blocks = max(blocks + tokens * fp32, 2 * tokens * fp32)
+    per_pass = blocks + context
     scratch = config.dim * config.ffn_dim * b                      # one dequantised fp8/GGUF linear
     return int(passes_per_forward * per_pass + scratch)
 

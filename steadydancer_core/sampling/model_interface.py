@@ -24,12 +24,14 @@ class JobPlan(Protocol):
 class SamplingModel(Protocol):
     """dit: the SteadyDancer DiT (``models.dit.SteadyDancerDiT`` or one with its forward); vae: the Wan VAE
     (encode / decode of [B, 3, T, H, W] videos in [-1, 1]); text_encoder: ``encode(list of prompts)``;
-    image_encoder: ``encode([B, 3, H, W] in [-1, 1])``."""
+    image_encoder: ``encode([B, 3, H, W] in [-1, 1])``; parallel: ``runtime.parallel.ParallelRuntime`` when the
+    clip runs on several processes (used through ``sampling/parallel_job.py``), else None."""
 
     dit: torch.nn.Module
     vae: object
     text_encoder: object
     image_encoder: object
+    parallel: Optional[object]        # the parallel runtime of a clip run on several processes; None: one process
 
     @property
     def execution_device(self) -> torch.device:

@@ -36,6 +36,7 @@ from .results import GenerationResult, SegmentLatent, decode, decode_frames, ite
 from .model_interface import JobPlan, SamplingModel
 from .settings import GenerationSettings
 from .noise import NoiseSource
+from .parallel_job import agreed_cancel, decodes_here, parallel_job, parallel_predictor, shared
 from .preview import latent_to_rgb
 from .progress import JobProgress, Progress, plan_tasks
 from .schedulers import make_schedule, make_solver
@@ -228,9 +229,12 @@ def prepare_job(model: SamplingModel, photo, positive_pose, negative_pose, setti
 def prepare_references(model, job: Job, settings: GenerationSettings) -> cond.ReferenceConditions:
     """What stays the same for every segment and step: text contexts, CLIP features of the photo and the first
     pose, and the reference latents ``ref_x`` / ``ref_c`` (all on the execution device)."""
-    pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
-    first_pose = cond.resize_like_pil(job.positive.frames(0, 1), pil_hw)[0]
-    return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device, job.plan)
+    def encode() -> cond.ReferenceConditions:
+        pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
+        first_pose = cond.resize_like_pil(job.positive.frames(0, 1), pil_hw)[0]
+        return _reference_conditions(model, job.photo, first_pose, settings, job.size, model.execution_device,
+                                     job.plan)
+    return shared(model, encode, cond.ReferenceConditions)     # parallel: encoded on rank 0, broadcast
 
 
 def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
@@ -245,6 +249,29 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
     """
     start, n, known_count = job.segments[index]
     device = model.execution_device
+    condition, condition_null, y = shared(model, lambda: _encode_segment(model, job, refs, settings, index, known))
+    if on_encoded is not None:
+        on_encoded()
+    noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))
+    pin = None
+    if settings.first_frame in ("latent", "exact"):
+        clean = cond.known_frame_latents(y)
+        k = clean.shape[1]
+        pin = lambda x: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
+    predict = parallel_predictor(model, job, _Predictor(model, refs, y, condition, condition_null, job.batch_passes,
+                                                        cache=_make_step_cache(model, job, settings)))
+    with model.use("dit", job.plan):
+        latent = denoise(noise.to(device), job.schedule, make_solver(settings.solver, job.schedule), predict,
+                         job.guidance, pin=pin, on_step=on_step, should_cancel=agreed_cancel(model, should_cancel))
+    return SegmentLatent(start=start, num_frames=n, known_frames=known_count, latent=latent.float().cpu(),
+                         passes_computed=predict.computed, passes_skipped=predict.skipped)
+
+
+def _encode_segment(model, job: Job, refs: cond.ReferenceConditions, settings: GenerationSettings, index: int,
+                    known: Optional[torch.Tensor]) -> tuple:
+    """The VAE latents of segment ``index`` on the execution device: (condition, condition_null, y)."""
+    start, n, _ = job.segments[index]
+    device = model.execution_device
     pil_hw = cond.pose_pil_size(tuple(job.photo.shape[:2]), job.size, settings.pose_resize)
     with model.use("vae", job.plan):
         # only this segment's pose frames are read (a lazy source renders them now), one frame at a time, and
@@ -255,21 +282,7 @@ def sample_segment(model, job: Job, refs: cond.ReferenceConditions, settings: Ge
                                                                       job.size), settings.vae_tile).to(device)
         known_v = refs.photo if known is None else cond.to_model_video(known)
         y = cond.build_y(model.vae, known_v, n, settings.vae_tile).to(device)
-    if on_encoded is not None:
-        on_encoded()
-    noise = noise_source.draw((LATENT_CHANNELS, cond.latent_frames(n), *y.shape[-2:]))
-    pin = None
-    if settings.first_frame in ("latent", "exact"):
-        clean = cond.known_frame_latents(y)
-        k = clean.shape[1]
-        pin = lambda x: torch.cat([clean.to(x), x[:, k:]], dim=1)  # noqa: E731
-    predict = _Predictor(model, refs, y, condition, condition_null, job.batch_passes,
-                         cache=_make_step_cache(model, job, settings))
-    with model.use("dit", job.plan):
-        latent = denoise(noise.to(device), job.schedule, make_solver(settings.solver, job.schedule), predict,
-                         job.guidance, pin=pin, on_step=on_step, should_cancel=should_cancel)
-    return SegmentLatent(start=start, num_frames=n, known_frames=known_count, latent=latent.float().cpu(),
-                         passes_computed=predict.computed, passes_skipped=predict.skipped)
+    return condition, condition_null, y
 
 
 def finish_segment(model, job: Job, seg: SegmentLatent, index: int, tail: Optional[torch.Tensor],
@@ -309,6 +322,7 @@ def _cache_notice(segments: list, settings: GenerationSettings, area: int) -> Op
             f"{calibration_for(area)} calibration): {skipped} of {total} DiT passes skipped")
 
 
+@parallel_job
 @torch.inference_mode()
 def generate(model, photo, positive_pose, negative_pose, settings: GenerationSettings,
              callback: Optional[Callable] = None, should_cancel: Optional[Callable[[], bool]] = None,
@@ -328,10 +342,12 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
     so a caller can write a long video without holding it in memory. spill_dir: a folder where the segments
     decoded while sampling are kept (``DecodedSegments``, in a subfolder removed with the result), so that
     ``iter_decoded`` / ``decode`` read them instead of decoding them a second time; None keeps none.
+    With ``model.parallel`` (``runtime/parallel.py``) it is called on every rank with the same arguments: rank 0
+    encodes and decodes, every rank returns the same latents (``on_frames`` and ``spill_dir`` act on rank 0 only).
     """
     job = prepare_job(model, photo, positive_pose, negative_pose, settings)
     count = len(job.segments)
-    decoded_here = tuple(range(count if on_frames is not None else count - 1))
+    decoded_here = tuple(range(count if on_frames is not None else count - 1)) if decodes_here(model) else ()
     steps = job.schedule.steps
     step_costs = tuple(len(job.guidance.passes(i, steps)) for i in range(steps))
     tracker = JobProgress(plan_tasks(count, step_costs, decoded_here), progress, plan=job.plan)
@@ -362,7 +378,7 @@ def generate(model, photo, positive_pose, negative_pose, settings: GenerationSet
         seg = sample_segment(model, job, refs, settings, s, tail, noise_source, on_step, should_cancel, on_encoded)
         segments.append(seg)
         if s not in decoded_here:
-            break
+            continue
         tracker.start("decode", s)
         frames = finish_segment(model, job, seg, s, tail, settings)
         if store is not None:

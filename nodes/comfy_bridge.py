@@ -9,6 +9,7 @@ into ``sys.modules``).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from fractions import Fraction
 from typing import Iterable
 
@@ -268,6 +269,14 @@ def output_target(filename_prefix: str, width: int, height: int, ext: str = "mp4
         if not os.path.lexists(path):
             return path, file, subfolder
         counter += 1
+
+
+def in_output_directory(path) -> bool:
+    """Whether ``path`` is a file inside ComfyUI's output folder (where the pack may write files beside it)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder_paths.get_output_directory()).resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def saved_video_ui(file: str, subfolder: str) -> dict:

@@ -1,6 +1,8 @@
 """ExtractPose and AlignPose: driving video -> poses -> aligned positive / augmented negative pose frames."""
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import torch
@@ -279,7 +281,8 @@ def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, sca
         scale_fallback))
     report = "; ".join(n for n in [pose.report, *prepared.notes] if n)
     return AlignedPose(aligned=prepared.aligned, augment_seed=prepared.augment_seed, output_hw=prepared.output_hw,
-                       fps=pose.fps, report=report), prepared.photo
+                       fps=pose.fps, report=report, reference=prepared.reference,
+                       models=dataclasses.replace(pose.models, loaded=models)), prepared.photo
 
 
 def driving_from_keypoints(pose_keypoint) -> DrivingPose:

@@ -86,14 +86,17 @@ class DrivingPose:
 class AlignedPose:
     """Aligned poses, compact: ``aligned`` is a ``pose.AlignedPoses`` (keypoints normalised to ``aligned.canvas_hw``);
     frames are drawn at ``output_hw`` (None = the canvas); the negative frames are augmented with ``augment_seed``;
-    ``fps`` the driving frame rate; ``report`` what happened upstream. A few kilobytes a frame instead of the
-    rendered frames' tens of megabytes."""
+    ``fps`` the driving frame rate; ``report`` what happened upstream; ``reference`` the photo's pose and ``models``
+    the ``PoseModels`` that found it (the quality report measures the frames with them). A few kilobytes a frame
+    instead of the rendered frames' tens of megabytes."""
 
     aligned: Any
     augment_seed: int
     output_hw: Any = None
     fps: float = 24.0
     report: str = ""
+    reference: Any = field(default=None, compare=False, repr=False)
+    models: Any = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.aligned)

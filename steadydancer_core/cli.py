@@ -51,9 +51,11 @@ from . import (
     load_model,
     parse_background,
     preferred_file_name,
+    start_gap,
     video_io,
 )
 from .driving import expected_frames, extract_driving_poses
+from .cli_report import report_on
 from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, option_values
 from .models_folder import resolve_models
 from .option_tables import ALIGN, EXTRACT, LOADER, SAMPLER, VAE_TILING
@@ -137,16 +139,14 @@ def load_pose_dir(folder: str | Path) -> tuple[ImageFilePoses, ImageFilePoses | 
     return ImageFilePoses(positive), (ImageFilePoses(negative[:len(positive)]) if negative else None)
 
 
-def poses_from_video(args, photo: np.ndarray, progress) -> tuple[np.ndarray, object, object, float, list]:
+def poses_from_video(args, photo: np.ndarray, progress):
     """Extract the driving poses (``extract_driving_poses``) and prepare them for the photo (``pose.prepare``) ->
-    (resized photo, positive, negative, pose fps, notices). positive / negative are pose frame sources: only the
-    aligned keypoints are held, and ``generate`` renders each segment's frames when it needs them (resized there by
-    ``--pose-resize``)."""
+    (``pose.PreparedPoses``, ``DrivingPoses``). ``prepared.sources()`` gives the pose frames rendered on demand:
+    only the aligned keypoints are held, and ``generate`` renders each segment's frames when it needs them."""
     driving = extract_driving_poses(args.video, args.detector, args.pose_model, progress=progress,
                                     **option_values(args, EXTRACT))
     prepared = pose.prepare(photo, driving.sequence, driving.models, **option_values(args, ALIGN))
-    positive, negative = prepared.sources()
-    return prepared.photo, positive, negative, driving.fps, driving.notes + prepared.notes
+    return prepared, driving
 
 
 def _loras(specs: Sequence[str]) -> list:
@@ -258,13 +258,15 @@ def run(args) -> Path:
     out, settings = check_args(args)
     started = time.monotonic()
     photo = read_image(args.photo, background=parse_background(args.background))
-    notices = []
+    notices, prepared, pose_models = [], None, None
     if args.video:
         total = expected_frames(args.video, args.max_frames, args.target_fps)[1]
         with tqdm(desc="poses", unit="frame", total=total) as bar:
-            photo, positive, negative, pose_fps, notes = poses_from_video(
-                args, photo, lambda done: bar.update(done - bar.n))
-        notices += notes
+            prepared, driving = poses_from_video(args, photo, lambda done: bar.update(done - bar.n))
+        photo, (positive, negative), pose_fps = prepared.photo, prepared.sources(), driving.fps
+        pose_models = driving.models
+        notices += driving.notes + prepared.notes
+        log.info(start_gap(prepared.reference, prepared.aligned.frames[0]).message)
     else:
         positive, negative = load_pose_dir(args.pose_dir)
         pose_fps = args.target_fps or WAN_FPS
@@ -318,6 +320,11 @@ def run(args) -> Path:
         log.warning(note)
     log.info("done in %s", format_seconds(time.monotonic() - started))
     log.info("wrote %d frames (%dx%d, %g fps) to %s", done["frames"], result.width, result.height, fps, out)
+    if args.report:
+        with tqdm(desc="quality report", unit="frame", total=done["frames"]) as bar:
+            summary = report_on(out, model, result, fps, args.identity_every, args.overwrite, prepared, pose_models,
+                                progress=lambda n, total: bar.update(n - bar.n))
+        log.info("quality: %s", summary)
     return out
 
 

@@ -9,7 +9,7 @@ import logging
 import re
 
 from .option import Option, OptionError, OptionTable
-from .option_tables import ALIGN, EXTRACT, LOADER, OUTPUT, PHOTO, SAMPLER, TABLES, VAE_TILING
+from .option_tables import ALIGN, EXTRACT, LOADER, OUTPUT, PHOTO, QUALITY, SAMPLER, TABLES, VAE_TILING
 from . import WAN_FPS
 
 log = logging.getLogger("steadydancer")
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(e, ALIGN)
     add_options(p.add_argument_group("generation"), SAMPLER)
     add_options(p.add_argument_group("VAE tiling"), VAE_TILING)
+    add_options(p.add_argument_group("quality report"), QUALITY)
     return p
 
 

@@ -2,19 +2,22 @@
 
 ``LOADER`` (LoadSteadyDancerModel, ``runtime/options.py``), ``SAMPLER`` + ``PHOTO`` (SteadyDancerSampler,
 ``sampling/options.py``), ``EXTRACT`` (ExtractPose), ``ALIGN`` (AlignPose), ``DECODE`` (DecodeVideo, with the VAE
-tiling rows of ``sampling/options.py``) and ``OUTPUT`` (the CLI's video file). The pose vocabularies come from the
+tiling rows of ``sampling/options.py``), ``OUTPUT`` (the CLI's video file) and ``QUALITY`` (the quality report). The
+pose vocabularies come from the
 ``pose`` package (the first word of each is the default). ``TABLES`` lists them in the order the docs show them.
 """
 from __future__ import annotations
 
 from .option import Option, OptionTable
+from .quality.thresholds import QualitySettings
 from .pose_package import pose
 from .runtime.options import LOADER
 from .sampling.defaults import WAN_FPS
 from .sampling.options import PHOTO, SAMPLER, VAE_TILING
 from .video_io import DEFAULT_CRF
 
-__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PHOTO", "SAMPLER", "TABLES", "VAE_TILING"]
+__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PHOTO", "QUALITY", "SAMPLER", "TABLES",
+           "VAE_TILING"]
 
 FPS_RANGE = (0.0, 240.0)            # frame rates accepted anywhere (0 = "from the source" where it means that)
 
@@ -69,4 +72,13 @@ OUTPUT = OptionTable("Video file", [
            help="x264 quality of the mp4: lower is better and larger, 0 is lossless."),
 ])
 
-TABLES = (LOADER, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT)
+QUALITY = OptionTable("SteadyDancer Quality Report", [
+    Option("report", "bool", False, fronts=("cli",),
+           help="After writing --out, measure the video (first frame, pose following, identity, smoothness, colour "
+                "over time) and write OUT.quality.json and OUT.quality.png beside it; print its one-line summary."),
+    Option("identity_every", "int", QualitySettings().identity_every, minimum=1, maximum=1000, step=1,
+           help="Quality report: embed one frame in this many with CLIP for the identity curve (1 = every frame; "
+                "the CLIP ViT-H takes seconds per frame on a CPU, milliseconds on a GPU)."),
+])
+
+TABLES = (LOADER, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT, QUALITY)

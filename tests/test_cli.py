@@ -434,7 +434,8 @@ def test_poses_from_video_are_lazy_and_equal_the_rendered_frames(tmp_path, canva
     args = cli.build_parser().parse_args(BASE + ["--video", str(kit.video), "--detector", str(det),
                                                  "--pose-model", str(est), "--canvas", canvas, "--target-fps", "0"])
     photo = cli.read_image(kit.photo)
-    resized, positive, negative, _fps, _notes = cli.poses_from_video(args, photo, lambda done: None)
+    prepared, _driving = cli.poses_from_video(args, photo, lambda done: None)
+    resized, (positive, negative) = prepared.photo, prepared.sources()
     assert not isinstance(positive, torch.Tensor) and len(positive) == len(negative) > 1
 
     reference, _ = pose.extract_reference(photo, det, est)
@@ -464,3 +465,22 @@ def test_composite_photo_and_background_names():
     assert torch.equal(out[0, :, :2], torch.tensor([1.0, 0.0, 0.0]).expand(4, 2, 3))
     with pytest.raises(ValueError, match="same size"):
         composite_photo(photo, torch.ones(5, 6), "white")
+
+
+def test_report_writes_the_quality_files_beside_the_video(tmp_path, caplog):
+    import json
+
+    from steadydancer_core import QualityReport, tiny_kit
+
+    kit = tiny_kit.write_kit(tmp_path / "models", tmp_path / "inputs")
+    out = tmp_path / "dance.mp4"
+    args = ["--photo", str(kit.photo), "--video", str(kit.video), "--models", str(tmp_path / "models"),
+            "--out", str(out), "--steps", "1", "--max-area", str(64 * 64), "--max-frames", "5", "--report"]
+    with caplog.at_level("INFO", logger="steadydancer"):
+        assert cli.main(args) == 0
+    assert "start gap" in caplog.text                                       # said before generating
+    report = QualityReport.from_json((tmp_path / "dance.quality.json").read_text())
+    assert (tmp_path / "dance.quality.png").stat().st_size > 0 and report.num_frames == video_io.probe_video(out).frames
+    assert report.verdicts["first_frame"] == "good"                         # first_frame exact: frame 0 is the photo
+    assert f"quality: {report.summary_line()}" in caplog.text
+    assert json.loads((tmp_path / "dance.quality.json").read_text())["label"] == "dance.mp4"

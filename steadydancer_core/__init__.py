@@ -47,6 +47,7 @@ from .model_files import (
                                 render_model_table,
 )
 from .models.attention import BACKENDS as ATTENTION_BACKENDS
+from .models.attention import AttentionBackendError
 from .models.sequence_parallel import LoopbackSequenceParallel, valid_sequence_degrees
 from .models.dit import SteadyDancerDiT
 from .models.dit_config import DiTConfig
@@ -161,7 +162,7 @@ __all__ = [
     # the option tables (every option's name, default, range and help) and their vocabularies
     "Option", "OptionError", "OptionTable", "LOADER", "LORA_STRENGTH", "SAMPLER", "VAE_TILING", "MAX_SEED",
     "FIRST_FRAME_MODES", "NOISE_SOURCES", "OFFLOAD_MODES", "SOLVERS", "STEP_CACHE_MODES", "TILING_MODES", "WAN_FPS",
-    "NonFiniteLatentError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
+    "NonFiniteLatentError", "AttentionBackendError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
     # a photo with transparency
     "BACKGROUNDS", "PHOTO", "background_name", "composite_photo", "parse_background",
     # whole-job progress reports and the decoded segments a result keeps on disk

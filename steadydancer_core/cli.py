@@ -27,9 +27,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,9 @@ import torch
 
 from . import (
     LORA_STRENGTH,
+    AttentionBackendError,
+    NonFiniteLatentError,
+    RankFailedError,
     GenerationSettings,
     OptionError,
     LoaderSettings,
@@ -60,7 +64,7 @@ from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, op
 from .models_folder import resolve_models
 from .option_tables import ALIGN, EXTRACT, LOADER, SAMPLER, VAE_TILING
 from .pose_package import pose
-from .safe_write import write_beside
+from .safe_write import NotWritableError, check_writable, write_beside
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 OUT_SUFFIX = ".mp4"
@@ -200,6 +204,10 @@ def _check_out(args, inputs) -> Path:
     if os.path.lexists(out) and not args.overwrite:
         raise CLIError(f"--out {out} exists; pass --overwrite to replace it (only once the new video is "
                        "complete) or choose another path")
+    try:
+        check_writable(out)                  # before any model loads: the folder, the name, the free space
+    except NotWritableError as err:
+        raise CLIError(f"--out {err}") from None
     return out
 
 
@@ -328,20 +336,38 @@ def run(args) -> Path:
     return out
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stops the run like Ctrl-C, so the temporary video beside --out is removed the same way."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+# what a user can cause (a bad input, a full disk, an unstable setting) ends as one line, never a traceback
+USER_ERRORS = (CLIError, ValueError, OSError, torch.OutOfMemoryError, NonFiniteLatentError, AttentionBackendError,
+               RankFailedError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:      # --help (0) or a bad option (2, its one-line error already printed)
         return exit_.code if isinstance(exit_.code, int) else 2
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         run(args)
-    except KeyboardInterrupt:
-        log.error("interrupted; no video written")
-        return 130
-    except (CLIError, FileNotFoundError, ValueError, torch.OutOfMemoryError) as err:
-        log.error("error: %s", err)
+    except KeyboardInterrupt as stop:
+        log.error("%s; no video written", "terminated" if isinstance(stop, Terminated) else "interrupted")
+        return 143 if isinstance(stop, Terminated) else 130
+    except USER_ERRORS as err:
+        log.error("error: %s", " ".join(str(err).split()) or type(err).__name__)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

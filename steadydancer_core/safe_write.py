@@ -1,12 +1,15 @@
 """Writing files without destroying anyone's: through a temporary name beside the target, renamed into place only
 when complete, with the permissions a plain ``open()`` would give, and never over a file that appeared meanwhile.
 
-Used by the tiny kit and the CLI. ``write_beside(target, writer, replace)`` is the one entry point.
+Used by the tiny kit and the CLI. ``write_beside(target, writer, replace)`` is the one entry point;
+``check_writable(target)`` says before any long work whether it can succeed.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -14,6 +17,44 @@ from typing import Callable
 
 class TargetExistsError(FileExistsError):
     """The target appeared while it was being written; nothing was replaced."""
+
+
+TEMP_NAME_EXTRA = 16          # what write_beside's temporary name adds to the target's name (a dot, ".", the
+                              # random part and ".tmp")
+MIN_FREE_BYTES = 64 << 20     # a video needs room; refuse a folder with less than this free before starting
+
+
+class NotWritableError(ValueError):
+    """The target cannot be written (folder not writable, name too long, disk full); the message says why."""
+
+
+def check_writable(target: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Raise ``NotWritableError`` unless ``write_beside(target, ...)`` can create its temporary file beside
+    ``target``: the nearest existing folder accepts a new file (tried for real), the names fit the file system, and
+    ``min_free_bytes`` are free there."""
+    target = Path(target)
+    folder = next((p for p in target.parents if p.exists()), Path("."))
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    for part in target.relative_to(folder).parts:
+        if len(os.fsencode(part)) > name_max - (TEMP_NAME_EXTRA if part == target.name else 0):
+            raise NotWritableError(f"{target}: the name {part[:40]}... is too long for the file system "
+                                   f"({len(os.fsencode(part))} bytes; at most {name_max - TEMP_NAME_EXTRA}); "
+                                   "choose a shorter name")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        why = "is full" if err.errno == errno.ENOSPC else "does not accept new files" if err.errno in (
+            errno.EACCES, errno.EPERM, errno.EROFS) else f"cannot be written ({err.strerror})"
+        raise NotWritableError(f"{folder} {why}; choose another output folder") from None
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise NotWritableError(f"{folder} has only {free / 2**20:.0f} MB free; free some space (at least "
+                               f"{min_free_bytes / 2**20:.0f} MB) or choose another output folder")
 
 
 def sha256(path: Path) -> str:

@@ -484,3 +484,77 @@ def test_report_writes_the_quality_files_beside_the_video(tmp_path, caplog):
     assert report.verdicts["first_frame"] == "good"                         # first_frame exact: frame 0 is the photo
     assert f"quality: {report.summary_line()}" in caplog.text
     assert json.loads((tmp_path / "dance.quality.json").read_text())["label"] == "dance.mp4"
+
+
+def test_output_problems_are_found_before_any_model_loads(tmp_path, caplog, no_models, monkeypatch):
+    import shutil
+    import tempfile as tempfile_module
+
+    base = _pose_run(tmp_path)
+    long_name = "x" * 251 + ".mp4"                                          # fits alone, not with the temporary name
+    assert cli.main(base + ["--out", str(tmp_path / long_name)]) == 2 and "is too long" in caplog.text
+    caplog.clear()
+    real_mkstemp = tempfile_module.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == tmp_path / "ro":
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile_module, "mkstemp", refuse)
+    assert cli.main(base + ["--out", str(tmp_path / "ro" / "o.mp4")]) == 2
+    assert "does not accept new files; choose another output folder" in caplog.text
+    monkeypatch.setattr(tempfile_module, "mkstemp", real_mkstemp)
+    caplog.clear()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, 1 << 30, 1 << 20))
+    assert cli.main(base + ["--out", str(tmp_path / "o.mp4")]) == 2 and "has only 1 MB free" in caplog.text
+
+
+def test_errors_during_the_run_are_one_line(tmp_path, caplog, monkeypatch):
+    from steadydancer_core import NonFiniteLatentError
+
+    base = _pose_run(tmp_path) + ["--out", str(tmp_path / "o.mp4")]
+    monkeypatch.setattr(cli, "check_model_files", lambda files: None)
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: type("M", (), {"fp8_matmul_report": ""})())
+
+    def unstable(*args, **kwargs):
+        raise NonFiniteLatentError("the latent became NaN at step 2/4; try a lower text_cfg or another LoRA")
+
+    monkeypatch.setattr(cli, "generate", unstable)
+    assert cli.main(base) == 2 and "error: the latent became NaN at step 2/4" in caplog.text
+    assert not list(tmp_path.glob(".o.*")) and not (tmp_path / "o.mp4").exists()
+
+
+def test_sigterm_stops_like_ctrl_c_and_leaves_nothing_behind(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    base = _pose_run(tmp_path) + ["--out", str(tmp_path / "o.mp4")]
+    script = f"""
+import sys, time, torch
+from steadydancer_core import cli
+cli.check_model_files = lambda files: None
+cli.load_model = lambda *a, **k: type("M", (), {{"fp8_matmul_report": ""}})()
+def generate(model, photo, positive, negative, settings, progress, on_frames):
+    on_frames(0, torch.rand(5, 16, 16, 3))
+    print("writing", flush=True)
+    time.sleep(60)
+cli.generate = generate
+sys.exit(cli.main({base!r}))
+"""
+    from conftest import REPO_ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        assert list(tmp_path.glob(".o.*"))                                   # the temporary video is there
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "terminated; no video written" in proc.stderr.read()
+    assert not list(tmp_path.glob(".o.*")) and not (tmp_path / "o.mp4").exists()

@@ -47,7 +47,8 @@ Typical use::
 Model files: ``yolox_l.onnx`` (person detector) and ``dw-ll_ucoco_384.onnx`` (DWPose), the files
 comfyui_controlnet_aux uses; other YOLOX / RTMPose-SimCC exports with the same signatures (fixed or
 dynamic batch, float16) work too. CUDA is used when onnxruntime-gpu is installed and a GPU is present;
-``providers=CPU_ONLY`` keeps onnxruntime on the CPU (see ``pose.onnx_runtime``).
+``providers=CPU_ONLY`` keeps onnxruntime on the CPU (see ``pose.onnx_runtime``); ``ORT_GPU_FOR_CUDA`` names the
+onnxruntime-gpu releases built for each CUDA major version.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ from .align import (
     resize_reference,
 )
 from .augment import AugmentDraw, augment, augment_frames
-from .onnx_runtime import CPU_ONLY
+from .onnx_runtime import CPU_ONLY, ORT_GPU_FOR_CUDA
 from .openpose_json import OpenPoseJSONError, from_openpose_json, to_openpose_json
 from .prepare import CANVAS_MODES, PREPARE_DEFAULTS, PreparedPoses, missing_note, output_size, prepare
 from .render import render, render_frames
@@ -79,7 +80,7 @@ __all__ = [
     "AlignedPoses", "Aligner", "AlignScales", "AugmentDraw", "NoPersonError", "PoseFrame", "PoseSequence",
     "WholeBody", "PERSON_MODES", "MISSING_MODES", "align", "augment", "augment_frames", "extract",
     "extract_reference", "iter_align", "load_models", "reference_size", "render", "render_frames",
-    "resize_reference", "RenderedFrames", "pose_sources", "CPU_ONLY",
+    "resize_reference", "RenderedFrames", "pose_sources", "CPU_ONLY", "ORT_GPU_FOR_CUDA",
     "OpenPoseJSONError", "from_openpose_json", "to_openpose_json",
     "CANVAS_MODES", "PREPARE_DEFAULTS", "SCALE_FALLBACKS", "PreparedPoses", "missing_note", "output_size", "prepare",
 ]

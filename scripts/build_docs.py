@@ -6,8 +6,9 @@ A Markdown file (``README.md`` or any ``docs/*.md``) marks a generated part with
     ...replaced by the block's text...
     <!-- end generated: model-table -->
 
-The blocks (:data:`BLOCKS`) are rendered from the code: the model file table, the ``--models`` lookup, and the
-``extra_model_paths.yaml`` sections. Text outside the markers is never touched.
+The blocks (:data:`BLOCKS`) are rendered from the code: the model file table, the ``--models`` lookup, the
+``extra_model_paths.yaml`` sections, the option tables, the node reference, the CLI's arguments and the
+onnxruntime-gpu builds (``doc_reference.py``). Text outside the markers is never touched.
 
     python scripts/build_docs.py            # rewrite the generated parts
     python scripts/build_docs.py --check    # exit 1 if one is out of date
@@ -22,12 +23,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import doc_reference  # noqa: E402  (scripts/doc_reference.py)
 import steadydancer_core as sd  # noqa: E402
 from steadydancer_core import models_folder, tiny_kit  # noqa: E402
 
 
 def _yaml(text: str) -> str:
     return "```yaml\n" + text + "```\n"
+
+
+def _tiny_kit_comfyui() -> str:
+    """The commands that write the tiny kit, add it to ComfyUI and run a bundled workflow headless."""
+    kit = "steadydancer-tiny"
+    inputs = f"{kit}/input/{tiny_kit.PHOTO_FILE} {kit}/input/{tiny_kit.VIDEO_FILE}"
+    return ("```bash\n"
+            f"python -m steadydancer_core.tiny_kit {kit}/models --inputs {kit}/input\n"
+            f"cat > {kit}/extra_model_paths.yaml <<EOF\n"
+            + tiny_kit.kit_extra_model_paths(f"$PWD/{kit}/models") +
+            "EOF\n"
+            "python ComfyUI/main.py --cpu --listen 127.0.0.1 --port 8188 \\\n"
+            f"    --extra-model-paths-config {kit}/extra_model_paths.yaml &\n"
+            "python scripts/queue_batch.py --workflow workflows/api/steadydancer_24gb_fp8_distill.json \\\n"
+            f"    --pair {inputs} \\\n"
+            "    --download results/\n"
+            "```\n")
 
 
 BLOCKS = {
@@ -41,6 +60,18 @@ BLOCKS = {
     "controlnet-aux-dirs": lambda: "".join(f"- `{d}/`\n" for d in sd.CONTROLNET_AUX_DWPOSE_DIRS),
     # the section that adds the tiny kit (written to steadydancer-tiny/models) to ComfyUI
     "tiny-kit-extra-model-paths": lambda: _yaml(tiny_kit.kit_extra_model_paths("$PWD/steadydancer-tiny/models")),
+    # the tiny kit added to ComfyUI and a bundled workflow queued headless
+    "tiny-kit-comfyui": _tiny_kit_comfyui,
+    # every option: name, CLI flag, type, default, range, what 0 means, front ends, level, help
+    "option-tables": doc_reference.option_tables,
+    # every node: display name, description, sockets, widgets (default, range, tooltip), outputs (tooltips)
+    "node-reference": doc_reference.node_reference,
+    # every argument of python -m steadydancer_core.cli, group by group
+    "cli-reference": doc_reference.cli_reference,
+    # the onnxruntime-gpu build for each CUDA version of torch
+    "onnxruntime-gpu": doc_reference.onnxruntime_gpu,
+    # the stable names at the roots of steadydancer_core and pose
+    "public-api": doc_reference.public_api,
 }
 
 _START = re.compile(r"<!-- generated: ([\w-]+)(?: \([^)]*\))? -->\n")

@@ -84,7 +84,7 @@ PARTS = (
           {"SDPA kernels": 1.0, "sageattention Triton compile": 30.0}),
     _part("vae", "VAE decode 81x832x480 in the loader's default precision, untiled and tiled: s, peak reserved", 120,
           {"untiled + tiled (1.3x) decode": 2.3 * _fwd(VAE_DECODE_TFLOP, TF32_CONV_TFLOPS)}),
-    _part("pytest_gpu", "pytest -m gpu tests (as the README writes it): passed / failed / skipped with reasons", 180,
+    _part("pytest_gpu", "pytest -m gpu tests (as docs/testing.md writes it): passed / failed / skipped with reasons", 180,
           {"collection": 10.0, "inductor compile in test_compile": 30.0, "other tests": 5.0}),
     _part("pose_cuda", "pose models on onnxruntime's CUDA provider (skipped without it)", 60, {"load + 8 frames": 2.0}),
     _part("step_cache", "generate() with the step cache off / on (full-size DiT, 480x272x33, 20 steps)", 120,

@@ -1,4 +1,4 @@
-"""GPU proof part ``pytest_gpu``: the project's CUDA checks as the README runs them, ``python3 -m pytest -m gpu
+"""GPU proof part ``pytest_gpu``: the project's CUDA checks as docs/testing.md runs them, ``python3 -m pytest -m gpu
 tests``, with a JUnit XML report read back so that every test's outcome is in the result: passed, failed (with
 its message) and skipped (with its reason: no skip goes unreported). The fidelity checks among them read the
 fixtures at ``STEADYDANCER_FIXTURES``, which the proof runner always sets (to the carried ``.gpu-carry/fixtures``

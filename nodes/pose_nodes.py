@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .. import pose as pose_api
-from ..steadydancer_core import MAX_SEED, PHOTO, POSE, WAN_FPS, iter_video_frames, probe_video, resample_indices
+from ..steadydancer_core import MAX_SEED, PHOTO, POSE, WAN_FPS, iter_pose_frames, probe_video, resample_indices
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from . import comfy_bridge as bridge
 from .photo_input import BACKGROUND_WIDGET, PHOTO_MASK_INPUT, composite_with_mask
@@ -17,7 +17,6 @@ SCALE_FALLBACKS = ["official", "visible"]
 CANVAS_MODES = ["2x", "1x"]
 PREVIEW_LONG_SIDE = 512
 PREVIEW_FRAMES = 48              # ExtractPose's preview: at most this many frames, evenly spaced
-STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time when ExtractPose reads a video file
 IMAGE_OUTPUTS = ["all_frames", "first_frame"]
 ALIGN_PREVIEW_FRAMES = 24        # AlignPose's preview: at most this many frames, evenly spaced
 ALIGN_PREVIEW_LONG_SIDE = 384
@@ -163,9 +162,10 @@ def _pick_frames(images: torch.Tensor, fps: float, max_frames: int, target_fps: 
 
 
 def _stream_frames(source, max_frames: int, target_fps: float):
-    """Frames of a video file read one chunk at a time, with the same picks as ``_pick_frames`` on the decoded
-    batch: resampled while reading and stopped after max_frames -> (uint8 frame iterator, fps, expected count,
-    notes; None when the file states no frame rate). Only a few decoded frames are held at once."""
+    """Frames of a video file read one at a time (``iter_pose_frames``: upright, picked by timestamp, scaled to
+    what the pose models use), with the same picks as ``_pick_frames`` on the decoded batch for a constant frame
+    rate: resampled while reading and stopped after max_frames -> (uint8 frame iterator, fps, expected count,
+    notes; None when the file states no frame rate)."""
     info = probe_video(source)
     fps = float(info.fps)
     if fps <= 0:
@@ -187,13 +187,8 @@ def _stream_frames(source, max_frames: int, target_fps: float):
         notes.append(f"used the first {max_frames}{of} driving frames (max_frames)")
     count = min(total or max_frames or 0, max_frames or total or 0)
 
-    def frames():
-        chunks = iter_video_frames(source, chunk_frames=STREAM_CHUNK_FRAMES, max_frames=max_frames or None,
-                                   target_fps=resample_to)
-        for chunk in chunks:
-            yield from core_frames_to_uint8(chunk)
-
-    return frames(), fps, count, notes
+    frames = iter_pose_frames(source, max_frames=max_frames or None, target_fps=resample_to)
+    return frames, fps, count, notes
 
 
 def resample(count: int, source_fps: float, target_fps: float) -> list[int]:

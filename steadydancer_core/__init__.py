@@ -88,11 +88,15 @@ from .sampling.settings import GenerationSettings
 from .sampling.progress import Progress, format_seconds
 from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length
+from .image_io import ImageReadError
 from .video_io import (
+                                FPS_RANGE,
                                 VideoReadError,
                                 VideoWriteError,
                                 VideoWriter,
+                                check_fps,
                                 frames_to_uint8,
+                                iter_pose_frames,
                                 iter_video_frames,
                                 probe_video,
                                 resample_indices,
@@ -111,6 +115,8 @@ __all__ = [
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
+    # hostile-input limits: frame rates, pose frames decoded small, photos checked before decoding
+    "FPS_RANGE", "check_fps", "iter_pose_frames", "ImageReadError",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
     "from_raw_latent", "to_raw_latent",
     # defaults shared by the nodes and the CLI, and their validators

@@ -37,10 +37,9 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
     from . import (
         GenerationSettings,
         VideoWriter,
-        frames_to_uint8,
         generate,
         iter_decoded,
-        iter_video_frames,
+        iter_pose_frames,
         load_model,
     )
     from .cli_options import pose_package
@@ -60,7 +59,7 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
         det, est = models / "dwpose" / "yolox_l.onnx", models / "dwpose" / "dw-ll_ucoco_384.onnx"
         photo = cv2.cvtColor(cv2.imread(str(kit.photo)), cv2.COLOR_BGR2RGB)
         ref_pose, photo_resized = pose.extract_reference(photo, det, est)
-        video = (f for chunk in iter_video_frames(kit.video, target_fps=DEMO_FPS) for f in frames_to_uint8(chunk))
+        video = iter_pose_frames(kit.video, target_fps=DEMO_FPS)
         aligned = pose.align(ref_pose, pose.extract(video, det, est))
         positive = _to_float(pose.render_frames(aligned.frames, aligned.canvas_hw))
         negative = _to_float(pose.render_frames(pose.augment_frames(aligned.frames, 0), aligned.canvas_hw))

@@ -4,14 +4,14 @@ The size stated in the file's header is checked before any pixel is decoded: mor
 or an aspect beyond ``PHOTO_MAX_ASPECT``:1, is refused with an ``ImageReadError`` naming the limit and the fix.
 An image above ``PHOTO_WORK_PIXELS`` (the sampler's largest output area: no step of the pipeline uses more pixels of
 the photo) is shrunk while it is read: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size by the JPEG decoder itself
-(never below the working size), then every format is resized (Lanczos, after an integer box reduction) to the
-working size, aspect kept. Only then are the pixels converted: transparency is composited on the background in
-strips of ``COMPOSITE_ROWS`` rows, so no full-size float copy of the photo ever exists. The EXIF orientation is
+(never below the working size), then every format is resized (Lanczos) to the working size, aspect kept, one strip of
+rows at a time: each strip is converted, its transparency composited on the background (``composite_photo``'s
+arithmetic) and shrunk, so neither a converted full-size copy nor a full-size float copy of the photo ever exists. The EXIF orientation is
 applied as OpenCV applies it. Images at or below the working size come back exactly as ``cv2.imdecode`` gives them
 (JPEG, PNG 8 / 16 bit, WebP, BMP, EXIF orientations; tests/test_hostile_photo.py compares them).
 
-Peak host memory of a read: the decoded image at the decoder's size (at most 4 bytes per pixel: 8-bit RGBA) plus
-the working-size result; ``benchmarks/bench_hostile_memory.py`` measures it (``docs/limits.md``).
+Peak host memory of a read: the decoded image at the decoder's size (at most 4 bytes per pixel: Pillow keeps 8-bit
+RGB as 4 bytes too) plus the working-size result and one strip; ``benchmarks/bench_hostile_memory.py`` measures it (``docs/limits.md``).
 """
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ from .sampling.photo import composite_photo
 PHOTO_MAX_PIXELS = 1 << 27            # 134 megapixels (e.g. 16384 x 8192): larger headers are refused unread
 PHOTO_WORK_PIXELS = 4096 * 4096       # the sampler's max_area ceiling: larger photos are shrunk to this at decode
 PHOTO_MAX_ASPECT = 16                 # longest side / shortest side
-COMPOSITE_ROWS = 256                  # rows composited at a time (float32 strips of the working-size photo)
+COMPOSITE_PIXELS = 1 << 20            # pixels composited at a time (float32 strips: ~12 MB per temporary)
+STRIP_PIXELS = 1 << 22                # source pixels shrunk at a time (a strip of an image above the working size)
+LANCZOS_SUPPORT = 3.0                 # Lanczos reach in output pixels (times the scale in source pixels)
 # formats read (Pillow's names); others (EPS, PSD, ...) are refused before any decoder runs
 IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF", "GIF", "PPM", "AVIF")
 ORIENTATION_TAG = 0x0112
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-REDUCING_GAP = 2.0                    # Pillow's resize: integer box reduction down to 2x the size, then Lanczos
 
 
 class ImageReadError(ValueError):
@@ -129,16 +130,54 @@ def _eight_bit(image):
 
 
 def _composite(rgba: np.ndarray, background) -> np.ndarray:
-    """uint8 [H, W, 4] over ``background`` -> uint8 [H, W, 3], ``composite_photo``'s arithmetic, a strip of rows at
-    a time."""
+    """uint8 [H, W, 4] over ``background`` -> uint8 [H, W, 3], ``composite_photo``'s arithmetic, about
+    ``COMPOSITE_PIXELS`` pixels at a time."""
     out = np.empty((*rgba.shape[:2], 3), np.uint8)
-    for top in range(0, rgba.shape[0], COMPOSITE_ROWS):
-        rows = torch.from_numpy(np.array(rgba[top:top + COMPOSITE_ROWS]))
+    step = max(1, COMPOSITE_PIXELS // max(1, rgba.shape[1]))
+    for top in range(0, rgba.shape[0], step):
+        rows = torch.from_numpy(np.array(rgba[top:top + step]))
         photo = rows[..., :3].float().div_(255.0)
         alpha = rows[..., 3].float().div_(255.0)
         strip = composite_photo(photo, alpha, background).mul_(255.0).round_().to(torch.uint8)
         out[top:top + rows.shape[0]] = strip.numpy()
     return out
+
+
+def _pixels(part, mode: str, background) -> tuple[np.ndarray, bool]:
+    """A decoded image (or a strip of one) -> (uint8 [h, w, 3], composited): ``mode`` "RGBA" composites its
+    transparency on ``background``."""
+    part = _eight_bit(part)
+    if part.mode != mode:
+        part = part.convert(mode)                      # (the same mode would be a full copy)
+    pixels = np.asarray(part)                          # read-only (Pillow's bytes)
+    if mode == "RGB":
+        return pixels, False
+    if int(pixels[..., 3].min()) == 255:
+        return pixels[..., :3], False                  # an alpha channel, all opaque here
+    return _composite(pixels, background), True
+
+
+def _shrunk(image, target: tuple[int, int], mode: str, background) -> tuple[np.ndarray, bool]:
+    """``image`` (decoded) at ``target`` (width, height): composited and resized (Lanczos) a strip of
+    ``STRIP_PIXELS`` source pixels at a time, each strip cut with the filter's reach around it, so neither a
+    converted full-size copy nor a full-size float exists. -> (uint8 [H, W, 3], composited)."""
+    from PIL import Image
+
+    (src_w, src_h), (dst_w, dst_h) = image.size, target
+    scale = src_h / dst_h                              # source rows per output row
+    reach = int(math.ceil(LANCZOS_SUPPORT * max(scale, 1.0))) + 1
+    step = max(1, int(STRIP_PIXELS // (src_w * scale)))
+    out = np.empty((dst_h, dst_w, 3), np.uint8)
+    composited = False
+    for top in range(0, dst_h, step):
+        bottom = min(dst_h, top + step)
+        first, last = max(0, int(top * scale) - reach), min(src_h, int(math.ceil(bottom * scale)) + reach)
+        strip, mixed = _pixels(image.crop((0, first, src_w, last)), mode, background)
+        composited |= mixed
+        box = (0.0, top * scale - first, float(src_w), bottom * scale - first)
+        out[top:bottom] = np.asarray(Image.fromarray(np.ascontiguousarray(strip)).resize(
+            (dst_w, bottom - top), Image.Resampling.LANCZOS, box=box))
+    return out, composited
 
 
 def read_image(path, background=None, max_pixels: int = PHOTO_WORK_PIXELS) -> DecodedImage:
@@ -164,17 +203,12 @@ def read_image(path, background=None, max_pixels: int = PHOTO_WORK_PIXELS) -> De
                                  "is damaged or truncated: save or download it again") from None
         alpha = background is not None and (image.mode in ALPHA_MODES or "transparency" in image.info)
         mode = "RGBA" if alpha else "RGB"
-        work = _eight_bit(image)
-        if work.mode != mode:
-            work = work.convert(mode)                  # (the same mode would be a full copy)
-        if work.size != target:
-            work = work.resize(target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
-        work = _orient(work, orientation)
+        if image.size == target:
+            pixels, composited = _pixels(image, mode, background)
+        else:
+            pixels, composited = _shrunk(image, target, mode, background)
+    if orientation != 1:
+        pixels = np.asarray(_orient(Image.fromarray(np.ascontiguousarray(pixels)), orientation))
     source_hw = (height, width) if orientation in (1, 2, 3, 4) else (width, height)
-    pixels = np.asarray(work)                          # read-only (Pillow's bytes): the result is a copy
-    del work
-    if not alpha:
-        return DecodedImage(pixels.copy(), source_hw)
-    if int(pixels[..., 3].min()) == 255:
-        return DecodedImage(np.ascontiguousarray(pixels[..., :3]), source_hw)        # an alpha channel, all opaque
-    return DecodedImage(_composite(pixels, background), source_hw, composited=True)
+    rgb = pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels)
+    return DecodedImage(rgb, source_hw, composited)

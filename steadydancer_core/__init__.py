@@ -17,6 +17,7 @@ Typical use::
 """
 from .loading.errors import StateDictMismatchError, WeightFileError
 from .loading.file_writers import save_gguf, to_comfy_quant, to_fp8
+from .loading.finite import nonfinite
 from .loading.identify import identify_component
 from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from .loading.lora import LoraReport
@@ -116,7 +117,7 @@ __all__ = [
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
     # hostile-input limits: frame rates, pose frames decoded small, photos checked before decoding
-    "FPS_RANGE", "check_fps", "iter_pose_frames", "ImageReadError",
+    "FPS_RANGE", "check_fps", "iter_pose_frames", "ImageReadError", "nonfinite",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
     "from_raw_latent", "to_raw_latent",
     # defaults shared by the nodes and the CLI, and their validators

@@ -16,6 +16,7 @@ RGB as 4 bytes too) plus the working-size result and one strip; ``benchmarks/ben
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +82,11 @@ def _open(path: Path):
         try:
             Image.init()                               # registers every format plugin Pillow has
             image = Image.open(path, formats=[name for name in IMAGE_FORMATS if name in Image.OPEN])
-        except Image.DecompressionBombError:
-            raise ImageReadError(f"{path}: its header states more than {_megapixels(2 * Image.MAX_IMAGE_PIXELS)} "
-                                 f"megapixels; {limit}") from None
+        except Image.DecompressionBombError as err:     # Pillow's own limit, above ours: its message has the size
+            stated = re.search(r"\((\d+) pixels\)", str(err))
+            size = f"{_megapixels(int(stated.group(1)))}" if stated else \
+                f"more than {_megapixels(2 * (Image.MAX_IMAGE_PIXELS or 0))}"
+            raise ImageReadError(f"{path}: its header states {size} megapixels; {limit}") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
             raise ImageReadError(f"{path} is not a readable image ({type(err).__name__}); use a png, jpg, webp or "
                                  "bmp file") from None

@@ -27,6 +27,7 @@ Hands: ``hand_left`` is the person's left hand (COCO-WholeBody's, attached to bo
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -48,6 +49,11 @@ NUM_FACE_OPENPOSE = 70
 FACE_PUPILS_FROM_BODY = (14, 15)
 
 NORMALISED_LIMIT = 2.0      # a keypoint array with a detected |coordinate| above this is in pixels
+# bounds of what is read (a POSE_KEYPOINT may come from any pack or a hand-written file)
+MAX_FRAMES = 100_000        # over an hour at 24 fps (ExtractPose's max_frames range)
+MAX_PEOPLE = 100            # persons in one frame
+MAX_CANVAS_SIDE = 16384     # canvas_width / canvas_height
+MAX_CANVAS_OFFSETS = 100.0  # a coordinate more than this many canvas sizes away is not a pose
 
 
 class OpenPoseJSONError(ValueError):
@@ -98,18 +104,43 @@ def to_openpose_json(poses: PoseSequence | Iterable[PoseFrame]) -> list:
 
 # -------------------------------------------------------------------------------------------------------- read
 def _array(values, count: int, what: str, where: str) -> np.ndarray | None:
-    """A keypoint list (flat or nested) -> float64 [k, 3], or None when absent/empty."""
+    """A keypoint list (flat or nested) -> float64 [k, 3], or None when absent/empty. Only numbers are read, and
+    only finite ones; the length is checked before anything is converted."""
     if values is None:
         return None
-    try:
-        array = np.asarray(values, dtype=np.float64).reshape(-1, 3)
-    except (TypeError, ValueError):
-        raise OpenPoseJSONError(f"{where}: {what} is not a list of x, y, confidence numbers") from None
-    if array.shape[0] == 0:
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        raise OpenPoseJSONError(f"{where}: {what} is a {type(values).__name__}, not a list of x, y, confidence "
+                                "numbers")
+    if len(values) == 0:
         return None
-    if array.shape[0] != count:
-        raise OpenPoseJSONError(f"{where}: {what} has {array.shape[0]} points, expected {count}")
+    if len(values) not in (count, 3 * count):
+        raise OpenPoseJSONError(f"{where}: {what} has {_points_in(values)} points, expected {count}")
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError):
+        array = np.asarray([], dtype=object)
+    if array.dtype.kind not in "iuf" or array.size != 3 * count:
+        raise OpenPoseJSONError(f"{where}: {what} is not a list of x, y, confidence numbers") from None
+    array = array.astype(np.float64).reshape(-1, 3)
+    if not np.isfinite(array).all():
+        raise OpenPoseJSONError(f"{where}: {what} holds NaN or infinite values; write finite numbers (0, 0, 0 for "
+                                "a point that was not detected)")
+    if float(np.abs(array[:, :2]).max()) > MAX_CANVAS_SIDE * MAX_CANVAS_OFFSETS:
+        raise OpenPoseJSONError(f"{where}: {what} has coordinates beyond {MAX_CANVAS_SIDE * MAX_CANVAS_OFFSETS:g} "
+                                "pixels; check the coordinates")
     return array
+
+
+def _side(value, name: str, where: str) -> int:
+    """A canvas side (a number, or its text) as a positive integer within MAX_CANVAS_SIDE."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 1 <= number <= MAX_CANVAS_SIDE:                 # NaN fails too
+        raise OpenPoseJSONError(f"{where}: {name} is {str(value)[:40]!r}; it must be a pixel count from 1 to "
+                                f"{MAX_CANVAS_SIDE}")
+    return int(number)
 
 
 def _normalised(points: np.ndarray, size_wh: np.ndarray) -> np.ndarray:
@@ -131,36 +162,42 @@ def _detected_part(points: np.ndarray | None, count: int, size_wh: np.ndarray) -
     return xy
 
 
+def _points_in(values) -> int:
+    """How many points a flat or nested keypoint list holds (its length only; nothing is converted)."""
+    if not isinstance(values, (list, tuple, np.ndarray)) or len(values) == 0:
+        return 0
+    return len(values) if isinstance(values[0], (list, tuple, np.ndarray)) else len(values) // 3
+
+
 def _body(person: Mapping, where: str):
     values = person.get(BODY_KEY)
-    size = 0 if values is None else np.asarray(values, dtype=object).size
-    if size == NUM_BODY25 * 3:
+    if _points_in(values) == NUM_BODY25:
         return _array(values, NUM_BODY25, BODY_KEY, where)[list(BODY25_TO_BODY18)]
     return _array(values, NUM_BODY, BODY_KEY, where)
 
 
 def _face(person: Mapping, where: str):
     values = person.get(FACE_KEY)
-    size = 0 if values is None else np.asarray(values, dtype=object).size
-    if size == NUM_FACE_OPENPOSE * 3:
+    if _points_in(values) == NUM_FACE_OPENPOSE:
         return _array(values, NUM_FACE_OPENPOSE, FACE_KEY, where)[:NUM_FACE]
     return _array(values, NUM_FACE, FACE_KEY, where)
 
 
 def _canvas(data: Mapping, where: str, image_hw) -> tuple[int, int]:
     if "canvas_height" in data and "canvas_width" in data:
-        try:
-            h, w = int(data["canvas_height"]), int(data["canvas_width"])
-        except (TypeError, ValueError):
-            raise OpenPoseJSONError(f"{where}: canvas_height / canvas_width are not numbers") from None
-    elif image_hw is not None:
-        h, w = (int(v) for v in image_hw)
-    else:
-        raise OpenPoseJSONError(f"{where} has no canvas_width / canvas_height: the keypoints cannot be placed; "
-                                "give the size of the frames they were detected in")
-    if h <= 0 or w <= 0:
-        raise OpenPoseJSONError(f"{where}: canvas size {w}x{h} is not positive")
-    return h, w
+        return _side(data["canvas_height"], "canvas_height", where), _side(data["canvas_width"], "canvas_width", where)
+    if image_hw is not None:
+        return _side(image_hw[0], "the given height", where), _side(image_hw[1], "the given width", where)
+    raise OpenPoseJSONError(f"{where} has no canvas_width / canvas_height: the keypoints cannot be placed; "
+                            "give the size of the frames they were detected in")
+
+
+def _placed(xy: np.ndarray, what: str, where: str) -> np.ndarray:
+    """Normalised points, refused when any lies more than MAX_CANVAS_OFFSETS canvas sizes away."""
+    if xy.size and float(np.abs(xy[xy != -1]).max(initial=0.0)) > MAX_CANVAS_OFFSETS:
+        raise OpenPoseJSONError(f"{where}: {what} has points more than {MAX_CANVAS_OFFSETS:g} canvas sizes away from "
+                                "the canvas; check canvas_width / canvas_height and the coordinates")
+    return xy
 
 
 def _largest(frame: PoseFrame) -> int:
@@ -187,19 +224,24 @@ def frame_from_openpose(data: Mapping, index: int = 0, image_hw=None, person: st
         raise OpenPoseJSONError(f"{where} has no 'people' list; is this OpenPose JSON?")
     h, w = _canvas(data, where, image_hw)
     size = np.array([w, h], np.float64)
+    people = data["people"] or []
+    if not isinstance(people, (list, tuple)):
+        raise OpenPoseJSONError(f"{where}: 'people' is a {type(people).__name__}, expected a list of persons")
+    if len(people) > MAX_PEOPLE:
+        raise OpenPoseJSONError(f"{where} lists {len(people)} people; at most {MAX_PEOPLE} are read")
     bodies, visible, hands, faces = [], [], [], []
-    for n, entry in enumerate(data["people"] or []):
+    for n, entry in enumerate(people):
         here = f"{where}, person {n}"
         if not isinstance(entry, Mapping):
             raise OpenPoseJSONError(f"{here} is a {type(entry).__name__}, expected a dict of keypoint lists")
         body = _body(entry, here)
         if body is None or not (body[:, 2] > 0).any():
             continue
-        bodies.append(_normalised(body, size))
+        bodies.append(_placed(_normalised(body, size), BODY_KEY, here))
         visible.append(body[:, 2] > 0)
-        hands.append(np.stack([_detected_part(_array(entry.get(k), NUM_HAND, k, here), NUM_HAND, size)
-                               for k in HAND_KEYS]))
-        faces.append(_detected_part(_face(entry, here), NUM_FACE, size))
+        hands.append(np.stack([_placed(_detected_part(_array(entry.get(k), NUM_HAND, k, here), NUM_HAND, size), k,
+                                       here) for k in HAND_KEYS]))
+        faces.append(_placed(_detected_part(_face(entry, here), NUM_FACE, size), FACE_KEY, here))
     if not bodies:
         return PoseFrame.empty((h, w))
     frame = PoseFrame(np.stack(bodies), np.stack(visible), np.stack(hands), np.stack(faces), (h, w))
@@ -222,12 +264,15 @@ def from_openpose_json(data, person: str = PERSON_MODES[0], no_person: str = MIS
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
-        except ValueError as err:
-            raise OpenPoseJSONError(f"POSE_KEYPOINT text is not valid JSON: {err}") from None
+        except (ValueError, RecursionError) as err:
+            raise OpenPoseJSONError(f"POSE_KEYPOINT text is not valid JSON: {str(err)[:120]}") from None
     if isinstance(data, Mapping):
         data = [data]
     if not isinstance(data, (list, tuple)) or not data:
         raise OpenPoseJSONError("POSE_KEYPOINT holds no frames: expected a list with one OpenPose dict per frame")
+    if len(data) > MAX_FRAMES:
+        raise OpenPoseJSONError(f"POSE_KEYPOINT holds {len(data)} frames; at most {MAX_FRAMES} are read (cut the "
+                                "driving video)")
     frames = [frame_from_openpose(d, i, image_hw, person) for i, d in enumerate(data)]
     missing = tuple(i for i, f in enumerate(frames) if f.num_persons == 0)
     filled = fill_missing(frames, no_person)

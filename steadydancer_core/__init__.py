@@ -23,6 +23,7 @@ of ``GenerationSettings``), ``LOADER`` (``LoaderSettings``), ``PHOTO``; the node
 """
 from .loading.errors import StateDictMismatchError, WeightFileError
 from .loading.file_writers import save_gguf, to_comfy_quant, to_fp8
+from .loading.finite import nonfinite
 from .loading.identify import identify_component
 from .loading.loaders import load_dit, load_image_encoder, load_text_encoder, load_vae
 from .loading.lora import LoraReport
@@ -121,6 +122,7 @@ from .sampling.settings import GenerationSettings
 from .sampling.progress import Progress, format_seconds
 from .sampling.pose_source import PoseFrames, TensorPoseFrames, as_pose_frames
 from .sampling.segments import plan_segments, resolve_length
+from .image_io import ImageReadError
 from .quality import (
                                 QualityReport,
                                 QualitySettings,
@@ -132,10 +134,13 @@ from .quality import (
                                 write_report,
 )
 from .video_io import (
+                                FPS_RANGE,
                                 VideoReadError,
                                 VideoWriteError,
                                 VideoWriter,
+                                check_fps,
                                 frames_to_uint8,
+                                iter_pose_frames,
                                 iter_video_frames,
                                 probe_video,
                                 resample_indices,
@@ -157,6 +162,8 @@ __all__ = [
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "resample_indices", "write_video",
+    # hostile-input limits: frame rates, pose frames decoded small, photos checked before decoding
+    "FPS_RANGE", "check_fps", "iter_pose_frames", "ImageReadError", "nonfinite",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
     "from_raw_latent", "to_raw_latent",
     # the option tables (every option's name, default, range and help) and their vocabularies

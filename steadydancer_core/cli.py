@@ -49,7 +49,6 @@ from . import (
     ModelFiles,
     WAN_FPS,
     check_model_files,
-    composite_photo,
     format_seconds,
     generate,
     load_model,
@@ -58,6 +57,7 @@ from . import (
     start_gap,
     video_io,
 )
+from . import image_io
 from .driving import expected_frames, extract_driving_poses
 from .cli_report import report_on
 from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, option_values
@@ -75,33 +75,20 @@ log = logging.getLogger("steadydancer")
 
 
 def read_image(path: str | Path, background: tuple | None = None) -> np.ndarray:
-    """uint8 RGB [H, W, 3] of an image file (any path, unicode included).
-
-    ``background`` (r, g, b): an image with transparency (RGBA / LA, or a palette with a transparent colour) is
-    composited on it, with one log line saying so; None keeps the colour channels as stored.
-    """
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"image not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None   # applies the EXIF orientation
-    if image is None:
-        raise CLIError(f"{path} is not a readable image; use a png, jpg, webp or bmp file")
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if background is None:
-        return rgb
-    full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)                        # keeps the alpha channel
-    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4) or full.shape[:2] != rgb.shape[:2]:
-        return rgb
-    alpha = full[..., -1:].astype(np.float32) / (65535.0 if full.dtype == np.uint16 else 255.0)
-    if float(alpha.min()) >= 1.0:
-        return rgb                                                         # an alpha channel, all opaque
-    out = composite_photo(torch.from_numpy(rgb).float().div_(255.0), torch.from_numpy(alpha[..., 0]), background)
-    log.info("%s has transparency: composited on background #%02X%02X%02X (choose with --background)",
-             path.name, *background)
-    return out.mul_(255.0).round_().to(torch.uint8).numpy()
+    """uint8 RGB [H, W, 3] of an image file, read by ``image_io.read_image`` (header checked first, decoded once,
+    shrunk to the largest size the pipeline uses). ``background`` (r, g, b): transparency is composited on it, with
+    one log line saying so; None keeps the colour channels as stored."""
+    try:
+        image = image_io.read_image(path, background)
+    except image_io.ImageReadError as err:
+        raise CLIError(str(err)) from None
+    if image.composited:
+        log.info("%s has transparency: composited on background #%02X%02X%02X (choose with --background)",
+                 Path(path).name, *background)
+    if image.shrunk:
+        log.info("%s is %dx%d: read at %dx%d, the most the pipeline uses", Path(path).name, *image.source_hw[::-1],
+                 *image.rgb.shape[1::-1])
+    return image.rgb
 
 
 def _to_float(images: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:

@@ -23,7 +23,6 @@ import torch
 
 DEMO_STEPS = 4
 DEMO_MAX_AREA = 192 * 320          # the kit's photo is 192 x 320: kept at its size
-DEMO_FPS = 16.0
 DEMO_PROMPT = "a person dancing"
 
 
@@ -39,13 +38,11 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
         LoaderSettings,
         ModelFiles,
         VideoWriter,
-        frames_to_uint8,
+        extract_driving_poses,
         generate,
         iter_decoded,
-        iter_video_frames,
         load_model,
     )
-    from .option_tables import ALIGN
     from .pose_package import pose
     from .safe_write import write_beside
     from .tiny_kit import kit_path, write_kit
@@ -61,9 +58,8 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
         models = kit.models_dir
         det, est = models / kit_path("detector"), models / kit_path("pose_model")
         photo = cv2.cvtColor(cv2.imread(str(kit.photo)), cv2.COLOR_BGR2RGB)
-        video = (f for chunk in iter_video_frames(kit.video, target_fps=DEMO_FPS) for f in frames_to_uint8(chunk))
-        pose_models = pose.load_models(det, est)
-        prepared = pose.prepare(photo, pose.extract(video, det, est), pose_models, **ALIGN.defaults("cli"))
+        driving = extract_driving_poses(kit.video, det, est)            # ExtractPose's defaults (16 fps)
+        prepared = pose.prepare(photo, driving.sequence, driving.models)   # AlignPose's defaults
         positive, negative = prepared.sources()
         files = ModelFiles(dit=models / kit_path("dit_fp8"), vae=models / kit_path("vae"),
                            t5=models / kit_path("t5_fp8"), clip_vision=models / kit_path("clip_vision"))
@@ -72,12 +68,12 @@ def run(out: Path, steps: int = DEMO_STEPS) -> dict:
         result = generate(model, _to_float([prepared.photo]), positive, negative, settings)
 
         def write(path: Path) -> None:
-            with VideoWriter(path, fps=DEMO_FPS) as writer:
+            with VideoWriter(path, fps=driving.fps) as writer:
                 for _, frames in iter_decoded(model, result):
                     writer.write(frames)
 
         write_beside(out, write)
-    return {"out": out, "frames": result.num_frames, "width": result.width, "height": result.height,
+    return {"out": out, "fps": driving.fps, "frames": result.num_frames, "width": result.width, "height": result.height,
             "steps": steps, "seconds": time.perf_counter() - started, "photo": result.photo}
 
 
@@ -90,7 +86,7 @@ def main(argv=None) -> int:
         parser.error("--steps must be >= 1")
     done = run(Path(args.out), args.steps)
     print(f"wrote {done['out'].resolve()}: {done['frames']} frames at {done['width']}x{done['height']}, "
-          f"{DEMO_FPS:g} fps, {done['steps']} steps, in {done['seconds']:.1f} s. The tiny random-weight models "
+          f"{done['fps']:g} fps, {done['steps']} steps, in {done['seconds']:.1f} s. The tiny random-weight models "
           "animate the kit's example photo with its example driving video through the full pipeline (pose "
           "extraction, alignment, text + pose guidance, decoding). Frame 0 is the photo; the weights are random, so the "
           "later frames are noise, not a dancer.")

@@ -1,5 +1,6 @@
-"""The driving video's poses: its frames read from the file one chunk at a time (resampled to ``target_fps``, cut at
-``max_frames``) and DWPose run on each; only the keypoints are kept. The defaults are ExtractPose's
+"""The driving video's poses: its frames read from the file one at a time (``iter_pose_frames``: uint8, upright,
+picked by timestamp at ``target_fps``, scaled at decode to what the pose models need, cut at ``max_frames``) and
+DWPose run on each; only the keypoints are kept. The defaults are ExtractPose's
 (``option_tables.EXTRACT``), so the node, the CLI and a Python caller on defaults extract the same poses."""
 from __future__ import annotations
 
@@ -9,12 +10,9 @@ from typing import Callable, Optional, Sequence
 from .option_tables import EXTRACT
 from .sampling.defaults import WAN_FPS
 from .pose_package import pose
-from .video_io import frames_to_uint8, iter_video_frames, probe_video, resample_indices
+from .video_io import iter_pose_frames, probe_video, resample_indices
 
 __all__ = ["DrivingPoses", "extract_driving_poses", "expected_frames"]
-
-STREAM_CHUNK_FRAMES = 8          # driving frames decoded at a time
-
 
 @dataclass
 class DrivingPoses:
@@ -71,9 +69,7 @@ def extract_driving_poses(video, detector, pose_model, *, person: str = EXTRACT.
     person, no_person = EXTRACT["person"].check(person), EXTRACT["no_person"].check(no_person)
     fps, _, notes = expected_frames(video, max_frames, target_fps)
     models = pose.load_models(detector, pose_model, person=person, providers=providers)
-    chunks = iter_video_frames(video, chunk_frames=STREAM_CHUNK_FRAMES, max_frames=max_frames or None,
-                               target_fps=target_fps or None)
-    frames = (frame for chunk in chunks for frame in frames_to_uint8(chunk))
+    frames = iter_pose_frames(video, max_frames=max_frames or None, target_fps=target_fps or None)
     sequence = pose.extract(frames, detector, pose_model, person=person, no_person=no_person, providers=providers,
                             progress=progress)
     notes += [n for n in [pose.missing_note(sequence, no_person)] if n]

@@ -3,10 +3,18 @@
 Frames in the core are torch float32 ``[T, H, W, 3]`` in ``[0, 1]`` (ComfyUI's IMAGE convention). Reading yields
 chunks of that shape; writing accepts chunks of that shape (or uint8 numpy ``[T, H, W, 3]``) and encodes them as
 H.264 / yuv420p mp4 incrementally, so a long video can be decoded and written segment by segment.
+
+Pose extraction reads ``iter_pose_frames``: uint8 frames one at a time, scaled while they are converted from the
+decoder's YUV to at most ``POSE_DECODE_MAX_SIDE`` pixels on the long side (what the pose models can use; a 1080p
+video is read as stored), so a 4K or 8K clip costs no more host memory than a 1080p one. Every reader turns the
+frames upright as the file's rotation metadata says (phone clips), and picks frames by their timestamps: at
+``target_fps``, or, for a variable-frame-rate file read without one, at its average rate (a constant-rate file read
+without one keeps every frame). Frame rates are bounded to ``FPS_RANGE`` (the nodes' range).
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +27,10 @@ import torch
 DEFAULT_CRF = 19              # visually lossless-ish x264 quality; lower is better, 0 is lossless
 DEFAULT_PRESET = "medium"
 DEFAULT_CHUNK_FRAMES = 16
+POSE_DECODE_MAX_SIDE = 1920   # pose frames: long side at most this (1080p as stored; the detector sees 640x640)
+FPS_RANGE = (0.01, 240.0)     # frame rates read and written (the nodes' fps / target_fps widgets: 0.01 steps .. 240)
+VARIABLE_RATE_TOLERANCE = 0.01  # average and base rate further apart than this share: a variable-frame-rate file
+DECODER_FRAME_BUDGET = 256 << 20  # bytes of decoded YUV frames the decoder threads may hold between them
 
 
 class VideoReadError(ValueError):
@@ -31,13 +43,25 @@ class VideoWriteError(ValueError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video file holds: size in pixels, frame rate and (when the container knows it) frame count."""
+    """What a video file holds: coded size in pixels (before its rotation), average frame rate, (when the container
+    knows it) frame count and duration, and whether its frame rate is variable (average != base rate)."""
 
     width: int
     height: int
     fps: float
     frames: int | None
     duration_s: float | None
+    variable_rate: bool = False
+
+
+def check_fps(fps, what: str = "fps") -> float:
+    """A frame rate within ``FPS_RANGE`` as a float; ValueError (one line naming ``what`` and the range) otherwise."""
+    low, high = FPS_RANGE
+    value = float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) else math.nan
+    if not low <= value <= high:                          # NaN fails too
+        raise ValueError(f"{what} must be a frame rate from {low:g} to {high:g} frames per second, got {fps!r}; "
+                         "use e.g. 24")
+    return value
 
 
 def _import_av():
@@ -81,6 +105,11 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
+def _variable_rate(stream) -> bool:
+    average, base = stream.average_rate, stream.base_rate
+    return bool(average and base) and abs(float(average) - float(base)) > VARIABLE_RATE_TOLERANCE * float(base)
+
+
 def probe_video(path: str | Path | BinaryIO) -> VideoInfo:
     """Size, frame rate and frame count of a video file (a path or a seekable file-like) without decoding it."""
     container = _open_input(path)
@@ -95,7 +124,8 @@ def probe_video(path: str | Path | BinaryIO) -> VideoInfo:
         fps = _stream_fps(stream)
         if frames is None and duration and fps:
             frames = int(round(duration * fps))
-        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, frames, duration)
+        return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, frames, duration,
+                         _variable_rate(stream))
     finally:
         container.close()
 
@@ -124,6 +154,141 @@ def resample_indices(source_fps: float, target_fps: float) -> Iterator[tuple[int
         j += 1
 
 
+MAX_FRAME_GAP_S = 5.0         # a frame shown longer than this (a timestamp jump) counts as shown this long
+
+
+def _decoder_threads(stream) -> int:
+    """Decoder threads: as many as the CPU has, but no more than ``DECODER_FRAME_BUDGET`` of frames in flight
+    (each frame thread holds about two decoded frames: measured ~95 MB per thread at 8K)."""
+    ctx = stream.codec_context
+    frame_bytes = max(1, int(ctx.width or 0) * int(ctx.height or 0) * 3 // 2)      # YUV 4:2:0
+    return max(1, min(os.cpu_count() or 1, DECODER_FRAME_BUDGET // (2 * frame_bytes)))
+
+
+def _timed(frames, time_base, fallback_s: float) -> Iterator[tuple[object, float, float]]:
+    """(frame, start, duration) in seconds from the first frame: timestamps made monotonic, a missing one taken as
+    one ``fallback_s`` after the previous frame, gaps above ``MAX_FRAME_GAP_S`` shortened to it."""
+    base = float(time_base) if time_base else 0.0
+    origin = previous = None
+    for frame in frames:
+        stamp = float(frame.pts) * base if frame.pts is not None and base else None
+        if previous is None:
+            origin = stamp if stamp is not None else 0.0
+            start = 0.0
+        elif stamp is None:
+            start = previous + fallback_s
+        else:
+            start = stamp - origin
+            if start - previous > MAX_FRAME_GAP_S:
+                origin += start - previous - MAX_FRAME_GAP_S
+                start = previous + MAX_FRAME_GAP_S
+            start = max(start, previous)
+        duration = float(frame.duration) * base if getattr(frame, "duration", None) and base else fallback_s
+        previous = start
+        yield frame, start, min(max(duration, 0.0) or fallback_s, MAX_FRAME_GAP_S)
+
+
+def pick_by_time(timed, rate: float, tolerance_s: float) -> Iterator[tuple[object, int]]:
+    """(item, times shown) for ``timed`` (item, start s, duration s) resampled to ``rate``: output frame ``j`` (at
+    ``j / rate`` s) shows the latest item starting at or before it (``tolerance_s`` absorbs timestamp rounding);
+    the last item is shown until its start + duration. For evenly spaced items this is ``resample_indices``."""
+    shown = 0
+    held = None
+    for item, start, duration in timed:
+        if held is not None:
+            count = 0
+            while (shown + count) / rate < start - tolerance_s:
+                count += 1
+            shown += count
+            yield held[0], count
+        held = (item, start + duration)
+    if held is not None:
+        count = 0
+        while (shown + count) / rate < held[1] - tolerance_s:
+            count += 1
+        yield held[0], count
+
+
+def _upright(array: np.ndarray, rotation) -> np.ndarray:
+    """The frame turned as the file's display matrix says (``rotation``: degrees counter-clockwise, PyAV's
+    ``VideoFrame.rotation``), to the nearest quarter turn."""
+    turns = int(round(float(rotation or 0) / 90.0)) % 4
+    return array if turns == 0 else np.ascontiguousarray(np.rot90(array, turns))
+
+
+def _rgb(frame, max_side: int | None) -> np.ndarray:
+    """uint8 [H, W, 3] of a decoded frame, scaled while converted from YUV so the long side is at most
+    ``max_side`` (None: as stored), then turned upright."""
+    width, height = frame.width, frame.height
+    if max_side is None or max(width, height) <= max_side:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        scale = max_side / max(width, height)
+        rgb = frame.to_ndarray(width=max(1, round(width * scale)), height=max(1, round(height * scale)),
+                               format="rgb24", interpolation="AREA")
+    return _upright(rgb, getattr(frame, "rotation", 0))
+
+
+def iter_frames(
+    path: str | Path | BinaryIO,
+    max_frames: int | None = None,
+    target_fps: float | None = None,
+    max_side: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Decoded frames of ``path`` (a path or a seekable file-like) one at a time: uint8 ``[H, W, 3]``, upright, long
+    side at most ``max_side`` (None: as stored).
+
+    ``target_fps`` picks frames by timestamp at that rate (within ``FPS_RANGE``; None keeps every frame, except that
+    a variable-frame-rate file is picked at its average rate); ``max_frames`` stops after that many frames. One
+    decoded frame is held at a time (a repeated frame is the same array).
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    rate = None if target_fps is None else check_fps(target_fps, "target_fps")
+    av = _import_av()
+    container = _open_input(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = _decoder_threads(stream)
+        source_fps = _stream_fps(stream)
+        if rate is not None and source_fps <= 0:
+            raise VideoReadError(f"{path} does not state its frame rate; read it without target_fps.")
+        if rate is None and _variable_rate(stream):
+            rate = source_fps
+        emitted = 0
+        try:
+            frames = container.decode(stream)
+            if rate is None:
+                picked = ((frame, 1) for frame in frames)
+            else:
+                tolerance = min(0.5 * float(stream.time_base or 0) or 1e-6, 0.25 / rate)
+                picked = pick_by_time(_timed(frames, stream.time_base, 1.0 / (source_fps or rate)), rate, tolerance)
+            for frame, count in picked:
+                if count == 0:
+                    continue
+                rgb = _rgb(frame, max_side)
+                for _ in range(count):
+                    yield rgb
+                    emitted += 1
+                    if max_frames is not None and emitted >= max_frames:
+                        return
+        except av.FFmpegError as err:
+            raise VideoReadError(
+                f"{path} is damaged after {emitted} frames ({err}). Re-encode it with ffmpeg or trim it."
+            ) from err
+        if emitted == 0:
+            raise VideoReadError(f"{path} contains no decodable frames. Pass a video with at least one frame.")
+    finally:
+        container.close()
+
+
+def iter_pose_frames(path: str | Path | BinaryIO, max_frames: int | None = None, target_fps: float | None = None,
+                     max_side: int = POSE_DECODE_MAX_SIDE) -> Iterator[np.ndarray]:
+    """The frames pose extraction reads: ``iter_frames`` with the long side at most ``POSE_DECODE_MAX_SIDE``."""
+    return iter_frames(path, max_frames=max_frames, target_fps=target_fps, max_side=max_side)
+
+
 def iter_video_frames(
     path: str | Path | BinaryIO,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
@@ -132,57 +297,19 @@ def iter_video_frames(
 ) -> Iterator[torch.Tensor]:
     """Decode ``path`` (a path or a seekable file-like) as float32 chunks ``[t, H, W, 3]`` in ``[0, 1]`` (``t <= chunk_frames``), streaming.
 
-    ``target_fps`` resamples to that rate by nearest frame (``None`` keeps every frame); ``max_frames`` stops
-    after that many output frames. Only one chunk is held in memory at a time.
+    ``target_fps`` resamples to that rate by timestamp (``None`` keeps every frame, see ``iter_frames``);
+    ``max_frames`` stops after that many output frames. Only one chunk is held in memory at a time.
     """
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
-    av = _import_av()
-    container = _open_input(path)
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        picks = None
-        if target_fps is not None:
-            source_fps = _stream_fps(stream)
-            if source_fps <= 0:
-                raise VideoReadError(f"{path} does not state its frame rate; read it without target_fps.")
-            picks = resample_indices(source_fps, target_fps)
-        next_pick = next(picks) if picks is not None else None
-        buffer: list[np.ndarray] = []
-        emitted = 0
-        try:
-            decoded = container.decode(stream)
-            for index, frame in enumerate(decoded):
-                rgb = frame.to_ndarray(format="rgb24")
-                repeats = 1
-                if picks is not None:
-                    repeats = 0
-                    while next_pick[0] <= index:
-                        repeats += 1
-                        next_pick = next(picks)
-                for _ in range(repeats):
-                    buffer.append(rgb)
-                    emitted += 1
-                    if len(buffer) == chunk_frames:
-                        yield _to_float_frames(buffer)
-                        buffer = []
-                    if max_frames is not None and emitted >= max_frames:
-                        break
-                if max_frames is not None and emitted >= max_frames:
-                    break
-        except av.FFmpegError as err:
-            raise VideoReadError(
-                f"{path} is damaged after {emitted} frames ({err}). Re-encode it with ffmpeg or trim it."
-            ) from err
-        if buffer:
+    buffer: list[np.ndarray] = []
+    for rgb in iter_frames(path, max_frames=max_frames, target_fps=target_fps):
+        buffer.append(rgb)
+        if len(buffer) == chunk_frames:
             yield _to_float_frames(buffer)
-        if emitted == 0:
-            raise VideoReadError(f"{path} contains no decodable frames. Pass a video with at least one frame.")
-    finally:
-        container.close()
+            buffer = []
+    if buffer:
+        yield _to_float_frames(buffer)
 
 
 def read_video(
@@ -225,8 +352,10 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
-        if not fps or fps <= 0:
-            raise VideoWriteError(f"fps must be positive, got {fps}")
+        try:
+            fps = check_fps(fps)
+        except ValueError as err:
+            raise VideoWriteError(str(err)) from None
         if not 0 <= int(crf) <= 51:
             raise VideoWriteError(f"crf must be in 0..51 (lower = better quality), got {crf}")
         self.path = Path(path)

@@ -4,6 +4,10 @@
 * ``build_tiny_model`` / ``inputs`` / ``settings``: a whole tiny ``SteadyDancerModel`` (real DiT, VAE, umT5 and CLIP
   classes, a byte tokenizer), random photo / pose frames of side ``SIZE`` and small ``GenerationSettings``.
 """
+import struct
+import zlib
+
+import numpy as np
 import torch
 
 from steadydancer_core.models.dit import SteadyDancerDiT
@@ -111,3 +115,39 @@ def pose_latent(vae, poses, photo_hw, size, device, tiling="off", pose_resize="d
 def clip_features(image_encoder, image):
     """CLIP features [1, tokens, dim] of one image [H, W, 3] in [0, 1] (official preprocessing in the encoder)."""
     return image_encoder.encode(image.permute(2, 0, 1)[None].mul(2.0).sub_(1.0))
+
+
+def write_png(path, rgb):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def pose_run(tmp_path):
+    """A photo, a pose folder and stand-in model files: enough for everything before the models load."""
+    rng = np.random.default_rng(1)
+    photo = write_png(tmp_path / "photo.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+    for i in range(2):
+        write_png(tmp_path / "poses" / "positive" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+        write_png(tmp_path / "poses" / "negative" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+    models = []
+    for name in ("dit", "vae", "t5", "clip-vision"):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"stand-in")
+        models += [f"--{name}", str(tmp_path / f"{name}.safetensors")]
+    return ["--photo", str(photo), "--pose-dir", str(tmp_path / "poses")] + models + ["--steps", "1"]
+
+
+def png_claiming(path, width, height):
+    """A PNG whose header claims width x height (1 row of data: decoding it would fail, reading the header not)."""
+    import cv2
+
+    cv2.imwrite(str(path), np.zeros((1, 1, 3), np.uint8))
+    data = bytearray(path.read_bytes())
+    ihdr = data[12:29]                                     # chunk type + 13 bytes of IHDR data
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path

@@ -5,16 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import pose_run as _pose_run, write_png as _write_png
 from steadydancer_core import cli, video_io
 from steadydancer_core.models.vae_config import VAE_TEMPORAL_STRIDE
-
-def _write_png(path, rgb):
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
-
 
 BASE = ["--photo", "p.png", "--out", "o.mp4", "--dit", "d", "--vae", "v", "--t5", "t", "--clip-vision", "c"]
 
@@ -194,20 +187,6 @@ def test_end_to_end_on_the_tiny_kit(tmp_path):
 
 
 # --- options, output, transparency and --models -------------------------------------------------------------------
-
-def _pose_run(tmp_path):
-    """A photo, a pose folder and stand-in model files: enough for everything before the models load."""
-    rng = np.random.default_rng(1)
-    photo = _write_png(tmp_path / "photo.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
-    for i in range(2):
-        _write_png(tmp_path / "poses" / "positive" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
-        _write_png(tmp_path / "poses" / "negative" / f"{i:04d}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
-    models = []
-    for name in ("dit", "vae", "t5", "clip-vision"):
-        (tmp_path / f"{name}.safetensors").write_bytes(b"stand-in")
-        models += [f"--{name}", str(tmp_path / f"{name}.safetensors")]
-    return ["--photo", str(photo), "--pose-dir", str(tmp_path / "poses")] + models + ["--steps", "1"]
-
 
 @pytest.fixture
 def no_models(monkeypatch):

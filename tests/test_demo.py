@@ -9,7 +9,7 @@ def test_demo_writes_a_video_whose_first_frame_is_the_photo(tmp_path, capsys):
     out = tmp_path / "demo.mp4"
     assert demo.main([str(out), "--steps", "1"]) == 0
     info = probe_video(out)
-    assert info.frames == 5 and info.fps == demo.DEMO_FPS
+    assert info.frames == 5 and info.fps == 16.0
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed and "random" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["demo.mp4"]       # nothing else left beside it

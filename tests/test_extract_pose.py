@@ -78,7 +78,7 @@ def test_bytesio_video_is_streamed(env, monkeypatch):
 
 def test_max_frames_stops_decoding_early(env, monkeypatch):
     host, classes, pose_nodes = env
-    video_io = sys.modules[pose_nodes.sd.iter_video_frames.__module__]
+    video_io = sys.modules[pose_nodes.sd.iter_pose_frames.__module__]
     opened = video_io._open_input
     decoded = []
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import torch
 
 from .errors import StateDictMismatchError, WeightFileError
+from .header_checks import bounded_json
 from .gguf_codecs import GGUFTensor
 from .quant_ops import dequantize_tensor, is_fp8
 from .weight_files import Entry, LazyStateDict, open_state_dict, read_state_dict
@@ -52,6 +53,7 @@ SCALED_FP8_MARKER = "scaled_fp8"          # whole-file marker of scaled fp8; 2 e
 # safetensors header entry of ComfyUI's quantised files: JSON {"format_version": "1.0", "layers": {layer: conf}},
 # conf = {"format": ...} (or the bare format name); layer names as the file's keys without ".weight"
 QUANT_METADATA_KEY = "_quantization_metadata"
+MAX_MARKER_BYTES = 4096                   # a comfy_quant marker is a few dozen bytes of JSON
 
 # Name tables are (file-layout prefix, official prefix) pairs; the key's last part (weight, scale_weight...) is
 # kept. Placeholders: {i} a block index, {qkvo} a projection letter. ``prefix_rules`` turns a table into
@@ -214,13 +216,13 @@ def header_quant_layers(metadata: Mapping | None, source: str = "") -> dict:
     raw = (metadata or {}).get(QUANT_METADATA_KEY)
     if not raw:
         return {}
-    try:
-        layers = (json.loads(raw) if isinstance(raw, str) else raw).get("layers", {})
-        if not isinstance(layers, dict):
-            raise TypeError("'layers' is not a JSON object")
-    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-        raise WeightFileError(f"{source}: unreadable '{QUANT_METADATA_KEY}' in the file header ({exc}); it must be "
-                              'JSON like {"layers": {"blocks.0.ffn.0": {"format": "float8_e4m3fn"}}}') from exc
+    fix = 'it must be JSON like {"layers": {"blocks.0.ffn.0": {"format": "float8_e4m3fn"}}}'
+    data = bounded_json(raw, f"{source}: '{QUANT_METADATA_KEY}' in the file header", fix) \
+        if isinstance(raw, (str, bytes)) else raw
+    layers = data.get("layers", {}) if isinstance(data, dict) else None
+    if not isinstance(layers, dict):
+        raise WeightFileError(f"{source}: unreadable '{QUANT_METADATA_KEY}' in the file header ('layers' is not a "
+                              f"JSON object); {fix}")
     return layers
 
 
@@ -254,11 +256,11 @@ def with_header_quant_markers(sd: Mapping):
 def parse_marker(t: torch.Tensor, key: str) -> dict:
     """A ``<layer>.comfy_quant`` entry (uint8 JSON bytes) -> its settings, e.g. {"format": "nvfp4"}; a bare JSON
     string is taken as the format name."""
-    try:
-        conf = json.loads(bytes(t.to(torch.uint8).reshape(-1).tolist()).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightFileError(f"unreadable quantisation marker '{key}' ({exc}); it must hold JSON such as "
-                              '{"format": "float8_e4m3fn"}') from exc
+    if t.numel() > MAX_MARKER_BYTES:
+        raise WeightFileError(f"quantisation marker '{key}' holds {t.numel()} bytes (at most {MAX_MARKER_BYTES}); "
+                              'it must hold JSON such as {"format": "float8_e4m3fn"}: the file is damaged')
+    conf = bounded_json(bytes(t.to(torch.uint8).reshape(-1).numpy()), f"quantisation marker '{key}'",
+                        'it must hold JSON such as {"format": "float8_e4m3fn"}')
     if isinstance(conf, str):
         conf = {"format": conf}
     if not isinstance(conf, dict):

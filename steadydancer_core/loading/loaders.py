@@ -6,13 +6,13 @@ GGUF linear weights, else the plain ops) and then only filled. ComfyUI's quantis
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..models.dit_config import DIT_STATED_BOUNDS, DiTConfig
 from ..models.image_encoder import VISUAL_PREFIX, CLIPVisionTower, ImageEncoder
 from ..models.image_encoder_config import CLIPVisionConfig
 from ..models.ops import PLAIN_OPS, Ops
@@ -27,6 +27,7 @@ from ..models.tokenizer import (
 from ..models.vae import WanVAE
 from ..models.vae_config import VAEConfig
 from .errors import WeightFileError
+from .header_checks import bounded_json
 from .identify import expect_component
 from .key_names import (
     DIT_CONFIG_METADATA_KEY,
@@ -44,30 +45,44 @@ from .state_dict import (
 from .weight_files import OFFICIAL_DIT_CONFIG, LazyStateDict, open_state_dict
 
 
+MAX_CONFIG_BYTES = 1 << 20       # an official config.json is ~1 KB
+
+
 def _stated_config(path: Path, sd: LazyStateDict) -> dict:
     """What the files state about the config: the official folder's config.json, or for a single file the JSON
-    under ``DIT_CONFIG_METADATA_KEY`` in its safetensors metadata; {} when neither exists."""
+    under ``DIT_CONFIG_METADATA_KEY`` in its safetensors metadata; {} when neither exists. Every value the config
+    uses is checked against ``DIT_STATED_BOUNDS``."""
     if path.is_dir():
         cfg = path / OFFICIAL_DIT_CONFIG
         if not cfg.is_file():
             return {}
         where = str(cfg)
         try:
-            text = cfg.read_text()
+            if cfg.stat().st_size > MAX_CONFIG_BYTES:
+                raise WeightFileError(f"{cfg} is larger than a config file may be ({MAX_CONFIG_BYTES} bytes); "
+                                      "download the model folder again")
+            text = cfg.read_bytes()
         except OSError as exc:
             raise WeightFileError(f"{cfg} cannot be read: {exc}") from exc
     else:
         text, where = sd.metadata.get(DIT_CONFIG_METADATA_KEY), f"{path} (metadata '{DIT_CONFIG_METADATA_KEY}')"
         if text is None:
             return {}
-    try:
-        stated = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WeightFileError(f"{where} is not valid JSON: {exc}; fix or remove it (without it the config is "
-                              "inferred from the tensor shapes)") from exc
+    fix = "fix or remove it (without it the config is inferred from the tensor shapes)"
+    stated = bounded_json(text, where, fix, max_bytes=MAX_CONFIG_BYTES)
     if not isinstance(stated, dict):
         raise WeightFileError(f"{where} must be a JSON object such as {{\"num_heads\": 40}}, got "
                               f"{type(stated).__name__}")
+    for key, (low, high) in DIT_STATED_BOUNDS.items():
+        if key not in stated:
+            continue
+        value = stated[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            (isinstance(value, int) or key == "eps")
+        if not number or not low <= value <= high:                   # NaN fails too
+            kind = "a number" if key == "eps" else "an integer"
+            raise WeightFileError(f"{where} states {key} = {str(value)[:40]}, not {kind} from {low:g} to {high:g}; "
+                                  f"{fix} (the released model's value is {getattr(DiTConfig(), key)})")
     return stated
 
 
@@ -79,13 +94,13 @@ def ops_for(sd: Mapping) -> Ops:
 def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = None):
     """``DiTConfig`` inferred from tensor shapes (no data read). ``config_json`` (the official folder's
     config.json, or a single file's metadata config) supplies what shapes cannot tell (num_heads, text_len, eps)."""
-    from ..models.dit_config import DiTConfig
-
     shapes = logical_shapes(sd)
     try:
         return DiTConfig.from_shapes(shapes, **DiTConfig.official_config_overrides(dict(config_json or {})))
     except ValueError as exc:
-        raise WeightFileError(f"{sd.source}: {exc}") from exc
+        fix = "; the file is damaged or not a SteadyDancer DiT: use the released weights" \
+            if str(exc).startswith("DiTConfig:") else ""
+        raise WeightFileError(f"{sd.source}: {exc}{fix}") from exc
 
 
 def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa", loras=()):

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import WeightFileError
+from .finite import check_finite
 from .key_names import lora_target
 from .quant_ops import LoraAdapter, PackedLinear
 from .weight_files import open_state_dict
@@ -182,6 +183,8 @@ def apply_loras(model: nn.Module, loras) -> LoraReport:
             continue
         for name, roles in _group(sd, names, file_report).items():
             parts = {role: sd[key] for role, key in roles.items()}
+            for role, key in roles.items():
+                check_finite(parts[role], key, f"LoRA {path}")
             if name in params:
                 _apply_to_parameter(params[name], name, parts, float(strength), file_report)
             else:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .errors import StateDictMismatchError, WeightFileError
+from .finite import check_finite
 from .gguf_codecs import (
     GGUF_BLOCKS,
     can_dequantize,
@@ -30,6 +31,7 @@ from .gguf_codecs import (
     storage_type,
 )
 from .key_names import (
+    MAX_MARKER_BYTES,
     QUANT_MARKER_SUFFIX,
     QUANT_METADATA_KEY,
     QUANT_SIDE_SUFFIXES,
@@ -110,6 +112,9 @@ def quant_layout(sd: Mapping) -> QuantLayout:
         else:
             sides[weight][role] = key
     for weight, roles in sides.items():
+        if "marker" in roles and _numel(sd, roles["marker"]) > MAX_MARKER_BYTES:     # checked before it is read
+            raise WeightFileError(f"quantisation marker '{roles['marker']}' holds {_numel(sd, roles['marker'])} "
+                                  f"bytes (at most {MAX_MARKER_BYTES}); the file is damaged")
         conf = parse_marker(sd[roles["marker"]], roles["marker"]) if "marker" in roles else {}
         fmt = conf.get("format") if "marker" in roles else None
         if "marker" in roles and fmt not in COMFY_QUANT_FORMATS:
@@ -346,6 +351,7 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
     sd = with_header_quant_markers(sd)
     layers = _check(module, sd, strict, what).layers
     keys = set(sd.keys())
+    label = f"{what} ({sd.source})" if getattr(sd, "source", "") and str(sd.source) not in what else what
     modules = dict(module.named_modules())
     held = module.state_dict(keep_vars=True)
     for name in list(held.keys()):
@@ -356,8 +362,11 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
         quant = layers.get(name, LayerQuant())
         scale = sd[quant.scale] if quant.scale else None
         tensor = sd[name]
+        for key, value in ((name, tensor), (quant.scale, scale)):           # NaN / Inf found here, not when sampling
+            check_finite(value, key, label)
         if quant.format == NVFP4:
             global_scale = sd[quant.scale_2]
+            check_finite(global_scale, quant.scale_2, label)
             if isinstance(owner, PackedLinear) and leaf == "weight":
                 owner.load_packed_weight(tensor, global_scale, qtype=NVFP4, block_scale=scale)
             else:
@@ -370,7 +379,9 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
             owner.load_packed_weight(tensor, scale, input_scale=_input_scale(sd, quant.input_scale),
                                      full_precision_mm=quant.full_precision_mm)
         else:
-            _set_tensor(owner, leaf, _cast(tensor, compute_dtype, scale))
+            value = _cast(tensor, compute_dtype, scale)
+            check_finite(value, name, label, stored=tensor)
+            _set_tensor(owner, leaf, value)
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftover:
         raise StateDictMismatchError(

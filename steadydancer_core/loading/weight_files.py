@@ -20,6 +20,13 @@ from typing import NamedTuple
 import torch
 
 from .errors import WeightFileError
+from .header_checks import (
+    MAX_HEADER_BYTES,
+    MAX_JSON_BYTES,
+    bounded_json,
+    check_safetensors_header,
+    check_shard_name,
+)
 from .gguf_codecs import (
     gguf_dtype_name,
     gguf_logical_shape,
@@ -37,8 +44,14 @@ GGUF_SUFFIXES = (".gguf",)
 SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
                        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32",
                        "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-# phrases of torch's messages (2.4 ... 2.13) when weights_only=True refuses a pickle that holds non-tensor objects
-WEIGHTS_ONLY_REJECTIONS = ("allowed global", "Unsupported global", "Unsupported class", "is not an allowed")
+# phrases (lower case) of torch's messages (2.4 ... 2.13) when weights_only=True refuses a pickle that holds
+# non-tensor objects: matched case-insensitively
+WEIGHTS_ONLY_REJECTIONS = ("allowed global", "unsupported global", "unsupported class", "is not an allowed")
+WEIGHTS_ONLY_FAILED = "weights only load failed"   # any refusal; a file starting as a pickle then holds objects
+# lines of torch's messages never quoted to the user: they advise loading the file unsafely
+UNSAFE_ADVICE = ("weights_only", "weights only", "trust", "arbitrary code", "safe_globals", "documentation")
+UNPICKLER_PREFIX = "weightsunpickler error:"
+REASON_CHARS = 160
 # containers that wrap a state dict inside a torch.save'd dict
 TORCH_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 OFFICIAL_DIT_FILE_GLOB = "diffusion_pytorch_model*.safetensors"
@@ -117,35 +130,30 @@ def _sniff(path: Path) -> str | None:
 
 
 def _safetensors_header(path: Path) -> dict:
-    """Validate the header and the data extent before handing the file to safetensors."""
+    """Read and validate the header (``header_checks``) before handing the file to safetensors."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         raw_len = f.read(8)
         if len(raw_len) < 8:
             raise WeightFileError(f"{path} is empty or truncated ({size} bytes); download it again.")
         (n,) = struct.unpack("<Q", raw_len)
-        if n > size - 8:
+        if n > size - 8 or n > MAX_HEADER_BYTES:
             other = _sniff(path)
             if other:
                 raise WeightFileError(f"{path} is not a safetensors file: it looks like {other}. "
                                       "Use the matching file extension or the right file.")
+            if n > MAX_HEADER_BYTES:
+                raise WeightFileError(f"{path} is not a safetensors file or is damaged: its header length field is "
+                                      f"over the {MAX_HEADER_BYTES >> 20} MB a header may take. Download it again "
+                                      "or pick the right file.")
             raise WeightFileError(f"{path} is truncated or not a safetensors file: its header claims {n} bytes but "
                                   f"the file has {size}. Download it again.")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            other = _sniff(path)
-            hint = f" It looks like {other}." if other else ""
-            raise WeightFileError(f"{path} is not a valid safetensors file (unreadable header: {exc}).{hint} "
-                                  "Download it again or pick the right file.") from exc
-    if not isinstance(header, dict):
-        raise WeightFileError(f"{path} is not a valid safetensors file (header is not a JSON object).")
-    data_size = size - 8 - n
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    if end > data_size:
-        raise WeightFileError(f"{path} is truncated: tensors need {end} bytes of data but only {data_size} are "
-                              "present. The download was probably interrupted; download it again.")
-    return header
+        raw = f.read(n)
+    other = _sniff(path) if not raw.lstrip()[:1] == b"{" else None
+    hint = f" (it looks like {other})" if other else ""
+    header = bounded_json(raw, f"the header of {path}{hint}", "the file is damaged or not a safetensors file; "
+                          "download it again or pick the right file", max_bytes=MAX_HEADER_BYTES)
+    return check_safetensors_header(header, size - 8 - n, path)
 
 
 def open_safetensors(path: Path) -> LazyStateDict:
@@ -179,14 +187,23 @@ def open_directory(path: Path) -> LazyStateDict:
 
 
 def open_index(index: Path) -> LazyStateDict:
-    """Sharded safetensors: ``*.index.json`` (``weight_map`` name -> shard file) and every shard it lists."""
+    """Sharded safetensors: ``*.index.json`` (``weight_map`` name -> shard file) and every shard it lists, each a
+    ``.safetensors`` file inside the index's folder."""
+    fix = "it needs a 'weight_map' of tensor names to shard files; download the model folder again"
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise WeightFileError(f"{index} is not a valid safetensors index (needs a 'weight_map'): {exc}") from exc
+        if index.stat().st_size > MAX_JSON_BYTES:
+            raise WeightFileError(f"{index} is larger than the {MAX_JSON_BYTES >> 20} MB an index may take; {fix}")
+        text = index.read_bytes()
+    except OSError as exc:
+        raise WeightFileError(f"{index} cannot be read ({exc.strerror or exc}); check the file") from None
+    data = bounded_json(text, f"the safetensors index {index}", fix)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
+        raise WeightFileError(f"{index} is not a valid safetensors index; {fix}")
     shards = {}
-    for name in sorted(set(weight_map.values())):
-        shard = index.parent / name
+    names = list(weight_map.values())
+    for name in [v for v in names if not isinstance(v, str)][:1] + sorted(set(v for v in names if isinstance(v, str))):
+        shard = check_shard_name(name, index)                 # a name that is not a string raises here
         if not shard.is_file():
             raise WeightFileError(f"shard {shard} listed in {index} is missing; download all shards.")
         shards[name] = open_safetensors(shard)
@@ -209,6 +226,30 @@ def _merge(parts: list[LazyStateDict], source: str) -> LazyStateDict:
     return LazyStateDict(entries, source)
 
 
+def _refused_by_weights_only(exc: Exception, path: Path) -> bool:
+    """True when torch's safe reader refused the file for holding Python objects (not for being damaged)."""
+    text = str(exc).lower()
+    if any(phrase in text for phrase in WEIGHTS_ONLY_REJECTIONS):
+        return True
+    return WEIGHTS_ONLY_FAILED in text and _sniff(path) == dict(FILE_MAGIC)[b"\x80"]
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a reader's message that gives no unsafe advice, cut at a word, at most REASON_CHARS."""
+    reason = "no details"
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line.lower().startswith(UNPICKLER_PREFIX):
+            line = line[len(UNPICKLER_PREFIX):].strip()
+        if line and not any(a in line.lower() for a in UNSAFE_ADVICE):
+            reason = line
+            break
+    if len(reason) > REASON_CHARS:                     # whole sentences when one fits, else cut at a word
+        head = reason[:REASON_CHARS]
+        reason = head[:head.rfind(". ") + 1] if ". " in head else head.rsplit(" ", 1)[0] + " ..."
+    return reason.rstrip(".")
+
+
 def open_torch(path: Path) -> LazyStateDict:
     """``.pth``/``.pt``/``.bin``/``.ckpt`` via ``torch.load(weights_only=True)`` (memory-mapped when possible);
     a state dict wrapped in ``state_dict``/``model``/... is unwrapped."""
@@ -220,18 +261,18 @@ def open_torch(path: Path) -> LazyStateDict:
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if not any(phrase in str(exc) for phrase in WEIGHTS_ONLY_REJECTIONS):
-            raise WeightFileError(f"{path} is not a PyTorch weight file or is damaged ({str(exc)[:200]}); "
-                                  "download it again.") from exc
-        raise WeightFileError(f"{path} contains Python objects besides tensors. For safety only plain tensor state "
-                              "dicts are loaded (torch.load weights_only=True); use the .safetensors version of this "
-                              "file or re-save its state_dict.") from exc
+        if not _refused_by_weights_only(exc, path):
+            raise WeightFileError(f"{path} is not a PyTorch weight file or is damaged ({_reason(exc)}); download it "
+                                  "again or use its .safetensors version.") from exc
+        raise WeightFileError(f"{path} contains Python objects besides tensors (a pickle); the pack never runs "
+                              "them: use the .safetensors version of this file (or re-save its state_dict as "
+                              ".safetensors).") from exc
     except Exception as exc:  # zip/torch errors: all mean "this file cannot be used"
         other = _sniff(path)
         hint = f" It looks like {other}." if other and "PyTorch" not in other else ""
         raise WeightFileError(f"{path} could not be read as a PyTorch weight file ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}).{hint} Only plain tensor state dicts are loaded (weights_only); "
-                              "download the file again or use the .safetensors version.") from exc
+                              f"{_reason(exc)}).{hint} Only plain tensor state dicts are loaded; download the file "
+                              "again or use its .safetensors version.") from exc
     for key in TORCH_CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict) and not any(
                 isinstance(v, torch.Tensor) for v in obj.values()):

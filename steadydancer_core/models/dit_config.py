@@ -45,6 +45,11 @@ DIT_SSAR_GROUPS = 4              # GroupNorm groups inside the SSAR dynamic conv
 DIT_SSAR_FC_SQUEEZE = 8
 DIT_CLIP_FRAMES = 81            # frames per clip (4n + 1) the model was trained on (official frame_num)
 DIT_DEFAULT_AREA = 1024 * 576    # pixels per frame of the official default size; output aspect follows the photo
+DIT_MAX_SIZE = 1 << 18           # bound of every width, count and length of a config (the 14B's largest: 13824)
+DIT_MAX_TEXT_LEN = 4096          # text tokens (official 512): the context is allocated at this length
+# what a weight file may state about its config (official config.json, or a single file's metadata):
+# key -> (lowest, highest); num_heads and text_len are integers, eps a float
+DIT_STATED_BOUNDS = {"num_heads": (1, 1024), "text_len": (1, DIT_MAX_TEXT_LEN), "eps": (1e-12, 1e-2)}
 
 # one tensor of each module SteadyDancer adds on top of Wan 2.1 I2V (official names): a DiT file without any of them
 # is a plain Wan 2.1 checkpoint
@@ -94,6 +99,10 @@ class DiTConfig:
                if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0]
         if bad:
             raise ValueError(f"DiTConfig: these sizes must be positive integers: {', '.join(bad)}")
+        huge = [f"{name}={getattr(self, name)}" for name in positive if getattr(self, name) > DIT_MAX_SIZE]
+        if huge or self.text_len > DIT_MAX_TEXT_LEN:
+            raise ValueError(f"DiTConfig: sizes beyond any DiT (widths and counts <= {DIT_MAX_SIZE}, text_len <= "
+                             f"{DIT_MAX_TEXT_LEN}): {', '.join(huge) or f'text_len={self.text_len}'}")
         if len(self.patch_size) != 3 or min(self.patch_size) <= 0:
             raise ValueError(f"DiTConfig: patch_size must be 3 positive ints (t, h, w), got {self.patch_size}")
         if self.dim % self.num_heads:
@@ -106,8 +115,8 @@ class DiTConfig:
             raise ValueError(f"DiTConfig: in_dim {self.in_dim} must exceed out_dim {self.out_dim} (I2V: latent + y)")
         if self.align_hidden % self.align_heads:
             raise ValueError(f"DiTConfig: align_hidden {self.align_hidden} not divisible by {self.align_heads} heads")
-        if not self.eps > 0:
-            raise ValueError(f"DiTConfig: eps must be > 0, got {self.eps}")
+        if not 0 < self.eps < 1:                          # NaN and inf fail too
+            raise ValueError(f"DiTConfig: eps must be in (0, 1), got {self.eps}")
 
     @property
     def head_dim(self) -> int:

@@ -72,6 +72,23 @@ class MemoryPlan:
         return asdict(self)
 
 
+class HostMemoryError(ValueError):
+    """A job whose memory plan does not fit when computing in host memory (no device to swap to): running it would
+    end with the operating system killing the process, so it is refused before it starts."""
+
+
+def require_host_fit(plan: MemoryPlan) -> None:
+    """Raise ``HostMemoryError`` (one line: what does not fit, the numbers, what to change) when ``plan`` does
+    not fit its budget."""
+    if plan.fits:
+        return
+    raise HostMemoryError(
+        f"the job does not fit in host memory: it needs about {plan.estimated_peak_bytes / GIB:.1f} GiB (weights "
+        f"{plan.weight_bytes / GIB:.1f} + activations {plan.activation_bytes / GIB:.1f} for {plan.tokens} tokens) "
+        f"but {plan.usable_bytes / GIB:.1f} GiB are usable of the {plan.budget_bytes / GIB:.1f} GiB available; "
+        "lower max_area or segment_frames, use fp8 / GGUF DiT weights, or close other programs")
+
+
 def _weights(n: int, swap: int, prefetch: int, per_block: int, other: int, embedding: int, emb_off: bool) -> int:
     streamed = min(swap, prefetch + 1) * per_block if swap else 0
     return other - (embedding if emb_off else 0) + (n - swap) * per_block + streamed

@@ -19,6 +19,7 @@ from .memory_plan import (
     OffloadRequest,
     RankShare,
     plan_memory,
+    require_host_fit,
 )
 from .offload import offloader_for
 from .sizes import dit_activation_bytes, module_bytes
@@ -41,7 +42,9 @@ def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height:
     None, the model's own (``settings.max_vram_gb``, e.g. from the node input) applies. device: the policy's
     execution device unless given. The policy's ``vram`` mode "low" / "none" makes "auto" swap every block (see
     ``VRAM_FORCED``); an explicit number is kept, and the explanation says so. make_room: ask the host to evict its
-    models for this job first (False: plan with the memory free now, e.g. the plan at load time).
+    models for this job first (False: plan with the memory free now, e.g. the plan at load time). A job's plan (make_room) that does not fit in host
+    memory when computing there raises ``HostMemoryError``; on a device, a plan that does not fit is kept (its
+    explanation says so) and the job runs with what the plan chose.
     """
     if max_vram_gb is None:
         max_vram_gb = model.settings.vram_cap_gb
@@ -68,8 +71,9 @@ def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height:
             wanted = total + dit_activation_bytes(getattr(dit, "config", None) or DiTConfig(), width, height, frames,
                                                   model.dtype, guidance_passes) if make_room else 0
             free_vram_bytes = _device_free_bytes(model, offloader, device, wanted)
-        else:                                          # computing in host memory: nothing to swap
-            free_vram_bytes = policy.free_memory(device) if policy.free_memory is not None else host_available_bytes()
+        else:                                          # computing in host memory: nothing to swap; the DiT is
+            free_vram_bytes = (policy.free_memory(device) if policy.free_memory is not None   # already there
+                               else host_available_bytes()) + total
             swap = 0
     forced = VRAM_FORCED.get(policy.vram) if on_device else None
     note = None
@@ -100,6 +104,8 @@ def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height:
         note = f"computing on the CPU, so {_swap_words(blocks_to_swap)} swaps nothing"
     if note is not None:
         plan = replace(plan, explanation=f"{plan.explanation}; {note}")
+    if not on_device and make_room:                   # the job's own plan, in host memory: no swap can save it
+        require_host_fit(plan)
     return plan
 
 

@@ -31,8 +31,9 @@ class Cancelled(RuntimeError):
     """Raised between sampling steps when the caller asked to stop."""
 
 
-class NonFiniteLatentError(FloatingPointError):
-    """The latent became NaN or infinite during sampling; the message names the step and the likely causes."""
+class NonFiniteLatentError(FloatingPointError, ValueError):
+    """The latent became NaN or infinite during sampling; the message names the step, the likely causes and their
+    fixes. A ValueError too, so front ends report it as the one-line user error it is."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,6 @@ def check_finite(latent: torch.Tensor, idx: int, steps: int) -> None:
     if not bool(torch.isfinite(latent).all()):
         raise NonFiniteLatentError(
             f"the latent became NaN/Inf at sampling step {idx + 1}/{steps}, so the video would be garbage. Likely "
-            "causes: damaged or mismatched DiT weights, a LoRA made for another model or with too high a strength, "
-            "guidance scales far outside the usual range (text_cfg 1-7, pose_cfg 0-3), or fp16 overflow (use "
-            "precision bf16).")
+            "causes and fixes: fp16 overflow (use precision bf16), a LoRA made for another model or with too high "
+            "a strength (remove it or lower its strength), guidance scales far outside the usual range (text_cfg "
+            "1-7, pose_cfg 0-3), or damaged or mismatched DiT weights (download them again).")

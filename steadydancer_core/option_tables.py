@@ -15,11 +15,16 @@ from .runtime.options import LOADER
 from .sampling.defaults import WAN_FPS
 from .sampling.options import PHOTO, SAMPLER, VAE_TILING
 from .video_io import DEFAULT_CRF
+from .video_io import FPS_RANGE as VIDEO_FPS_RANGE
 
 __all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PHOTO", "QUALITY", "SAMPLER", "TABLES",
            "VAE_TILING"]
 
-FPS_RANGE = (0.0, 240.0)            # frame rates accepted anywhere (0 = "from the source" where it means that)
+FPS_RANGE = (0.0, VIDEO_FPS_RANGE[1])  # a frame-rate option: 0 (= from the source) or a rate video_io reads and writes
+
+
+def _a_rate_or_zero(value) -> str | None:
+    return None if value == 0 or value >= VIDEO_FPS_RANGE[0] else f"must be 0 or at least {VIDEO_FPS_RANGE[0]:g}"
 
 EXTRACT = OptionTable("SteadyDancer Extract Pose", [
     Option("person", "choice", pose.PERSON_MODES[0], choices=pose.PERSON_MODES,
@@ -29,10 +34,11 @@ EXTRACT = OptionTable("SteadyDancer Extract Pose", [
     Option("max_frames", "int", 0, minimum=0, maximum=100000, step=1, zero="every frame",
            help="Use at most this many driving frames (0 = all)."),
     Option("target_fps", "float", WAN_FPS, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
-           zero="every frame",
+           zero="every frame", rule=_a_rate_or_zero,
            help="Resample the driving video to this frame rate before extracting poses (Wan 2.1 was trained on "
                 "16 fps, so the motion plays at its real speed); 0 keeps every frame as the official scripts do."),
-    Option("images_fps", "float", 24.0, minimum=1.0, maximum=FPS_RANGE[1], step=0.01, unit="fps", fronts=("node",),
+    Option("images_fps", "float", 24.0, minimum=VIDEO_FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
+           fronts=("node",),
            help="Frame rate of the 'images' input. A connected 'video' brings its own frame rate."),
 ])
 
@@ -51,7 +57,7 @@ ALIGN = OptionTable("SteadyDancer Align Pose to Photo", [
 ])
 
 _FPS = Option("fps", "float", 0.0, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
-              zero="the driving poses' rate",
+              zero="the driving poses' rate", rule=_a_rate_or_zero,
               help="Frame rate of the video (0 = the driving poses' rate: ExtractPose's after target_fps; 16, Wan's, "
                    "for IMAGE pose frames, POSE_KEYPOINT and pose folders).")
 

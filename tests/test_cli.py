@@ -199,10 +199,10 @@ def no_models(monkeypatch):
 def test_every_option_is_checked_before_loading(tmp_path, capsys, caplog, no_models):
     base = _pose_run(tmp_path) + ["--out", str(tmp_path / "o.mp4")]
     wrong = {
-        "--attention": ["flash"], "--fps": ["nan", "inf", "-2", "1e9"], "--shift": ["inf", "nan", "0", "-1", "high"],
+        "--attention": ["flash"], "--fps": ["nan", "inf", "-2", "1e9", "1e-9"], "--shift": ["inf", "nan", "0", "-1", "high"],
         "--max-area": [str(4096 * 4096 + 1), "10"], "--steps": ["0", "-3"], "--pose-cfg": ["nan", "inf", "-1"],
         "--text-cfg": ["inf", "nan", "-0.5"], "--seed": [str(2 ** 64), "-1"], "--background": ["grey", "#12345"],
-        "--target-fps": ["nan", "1e6"], "--crf": ["99"], "--segment-frames": ["10", "3"],
+        "--target-fps": ["nan", "1e6", "1e-9"], "--crf": ["99"], "--segment-frames": ["10", "3"],
         "--segment-overlap": ["4"], "--blocks-to-swap": ["-1"], "--max-frames": ["-1"],
     }
     for option, values in wrong.items():

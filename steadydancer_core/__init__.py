@@ -70,11 +70,13 @@ from .runtime.options import (
                                 ModelFiles,
 )
 from .runtime.compile import compile_blocks
+from .runtime.describe import describe_model, weights_format
 from .runtime.memory_plan import (
                                 JobShape,
                                 MemoryPlan,
                                 ModelSizes,
                                 OffloadRequest,
+                                format_size,
                                 plan_memory,
 )
 from .runtime.offload import (
@@ -126,6 +128,7 @@ from .video_io import (
                                 frames_to_uint8,
                                 iter_video_frames,
                                 probe_video,
+                                read_audio,
                                 resample_indices,
                                 write_video,
 )
@@ -144,7 +147,9 @@ __all__ = [
     "DrivingPoses", "expected_frames", "extract_driving_poses",
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
-    "resample_indices", "write_video",
+    "read_audio", "resample_indices", "write_video",
+    # the reports' words: what a loaded model is, byte sizes as the reports write them
+    "describe_model", "format_size", "weights_format",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
     "from_raw_latent", "to_raw_latent",
     # the option tables (every option's name, default, range and help) and their vocabularies

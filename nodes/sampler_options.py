@@ -91,6 +91,9 @@ def expert_values(options: SamplerOptions | None, old: dict) -> tuple[dict, str]
                          f"and a {OPTIONS_NODE} node is connected; set them on the options node and remove them "
                          f"from the sampler")
     checked = OPTIONS.check_all(old)
-    note = (f"older workflow: {', '.join(sorted(checked))} read from the sampler's own inputs (newer workflows set "
-            f"them on {OPTIONS_NODE})")
+    changed = [f"{name} {value}" for name, value in checked.items() if value != OPTIONS.default(name)]
+    rest = len(checked) - len(changed)
+    used = "; ".join(filter(None, [", ".join(changed), f"{rest} more at their defaults" if rest else ""]))
+    note = (f"older workflow: the expert settings were read from the sampler's own inputs ({used}); newer workflows "
+            f"set them on {OPTIONS_NODE}")
     return checked, note

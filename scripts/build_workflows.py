@@ -421,8 +421,9 @@ def basic_dance(schemas) -> Graph:
 
 
 def long_video(schemas) -> Graph:
-    """Every driving frame, in overlapping segments, streamed: ExtractPose reads the video one frame at a time and
-    brings its audio; DecodeVideo writes the mp4 one segment at a time with that audio (no frame batch is held)."""
+    """Every driving frame, in overlapping segments, streamed: the video is never held in memory; the driving audio
+    is kept (ExtractPose reads the VIDEO one frame at a time and brings its audio; DecodeVideo writes the mp4 one
+    segment at a time)."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, canvas="1x")
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")

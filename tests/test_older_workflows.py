@@ -134,7 +134,8 @@ def test_old_api_prompt_with_expert_keys_on_the_sampler_runs_and_says_so(env):
     assert result.first_frame == "latent", "an old key is honoured, not dropped"
     text = run["ui"][sampler]["text"][0]
     assert text.startswith("Made ") and "frame 0 = the photo through the VAE" in text.splitlines()[0]
-    assert "older workflow: " in text and "first_frame" in text and "SteadyDancer Sampler Options" in text
+    assert ("older workflow: the expert settings were read from the sampler's own inputs (first_frame latent; 15 "
+            "more at their defaults); newer workflows set them on SteadyDancer Sampler Options") in text.splitlines()
 
 
 @pytest.mark.parametrize("change, message", [

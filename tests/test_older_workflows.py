@@ -282,3 +282,44 @@ def test_earlier_layout_with_first_frame_latent_keeps_it_on_an_options_node(tmp_
     assert migrated["lines"] == [f"SteadyDancer Sampler #{sampler['id']} was saved with an older layout: its values "
                                  f"were kept; first_frame \"latent\" moved to a new SteadyDancer Sampler Options node "
                                  f"connected to it."]
+
+
+def test_frontend_extension_migrates_before_the_graph_is_configured(tmp_path, defs):
+    """web/steadydancer_workflows.js as the frontend runs it: it keeps the two node definitions, migrates the
+    workflow in beforeConfigureGraph and shows one notice; a current workflow gives none."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node (JavaScript) is not installed")
+    ext = tmp_path / "extensions" / "pack"
+    ext.mkdir(parents=True)
+    for name in ("steadydancer_workflows.js", "steadydancer_migrate.js"):
+        shutil.copy(REPO_ROOT / "web" / name, ext / name)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text(textwrap.dedent("""
+        export const app = { registered: [], toasts: [], registerExtension(e) { this.registered.push(e); },
+                             extensionManager: { toast: { add(t) { app.toasts.push(t); } } } };
+    """))
+    (tmp_path / "input.json").write_text(json.dumps({"defs": defs, "old": json.loads(LATENT_UI.read_text()),
+                                                     "current": json.loads((REPO_ROOT / "workflows" / "ui" /
+                                                                            "steadydancer_basic_dance.json").read_text())}))
+    (tmp_path / "run.mjs").write_text(textwrap.dedent("""
+        import { readFileSync } from "node:fs";
+        import { app } from "./scripts/app.js";
+        await import("./extensions/pack/steadydancer_workflows.js");
+        const { defs, old, current } = JSON.parse(readFileSync(new URL("./input.json", import.meta.url)));
+        const [ext] = app.registered;
+        for (const def of Object.values(defs)) await ext.beforeRegisterNodeDef(function () {}, def);
+        await ext.beforeRegisterNodeDef(function () {}, { name: "KSampler" });
+        globalThis.console.info = () => {};
+        await ext.beforeConfigureGraph(current);
+        const quiet = app.toasts.length;
+        await ext.beforeConfigureGraph(old);
+        console.log(JSON.stringify({ name: ext.name, quiet, toasts: app.toasts,
+            types: old.nodes.map((n) => n.type) }));
+    """))
+    run = subprocess.run([node, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["name"] == "SteadyDancer.OlderWorkflows" and out["quiet"] == 0
+    assert len(out["toasts"]) == 1 and "first_frame \"latent\"" in out["toasts"][0]["detail"]
+    assert out["types"].count("SteadyDancerSamplerOptions") == 1

@@ -299,9 +299,9 @@ def test_frontend_extension_migrates_before_the_graph_is_configured(tmp_path, de
         export const app = { registered: [], toasts: [], registerExtension(e) { this.registered.push(e); },
                              extensionManager: { toast: { add(t) { app.toasts.push(t); } } } };
     """))
+    current = json.loads((REPO_ROOT / "workflows" / "ui" / "steadydancer_basic_dance.json").read_text())
     (tmp_path / "input.json").write_text(json.dumps({"defs": defs, "old": json.loads(LATENT_UI.read_text()),
-                                                     "current": json.loads((REPO_ROOT / "workflows" / "ui" /
-                                                                            "steadydancer_basic_dance.json").read_text())}))
+                                                     "current": current}))
     (tmp_path / "run.mjs").write_text(textwrap.dedent("""
         import { readFileSync } from "node:fs";
         import { app } from "./scripts/app.js";

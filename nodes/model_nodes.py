@@ -5,6 +5,7 @@ from .. import steadydancer_core as sd
 from ..steadydancer_core import LOADER, LORA_STRENGTH
 from . import comfy_bridge as bridge
 from . import comfy_models
+from .reports import loader_report, log_phase
 from .types import LORAS_TYPE, MODEL_TYPE, LoraStack
 from .widgets import widget, widgets
 
@@ -86,24 +87,16 @@ class LoadSteadyDancerModel:
         settings = sd.LoaderSettings(**options)
         model = sd.load_model(files, settings, policy=comfy_models.device_policy(comfy_models.PackModels()))
         comfy_models.trim_when_dropped(model)
-        return {"result": (model,), "ui": {"text": [describe(model)]}}
+        text = describe(model)
+        log_phase("Load SteadyDancer Model", text)
+        return {"result": (model,), "ui": {"text": [text]}}
 
 
 def describe(model) -> str:
-    """The loader's UI text: the dtype ``precision`` auto chose, the memory plan made at load time (for a default
-    job size: the sampler re-plans for the real job and shows that plan), the fp8 matmul path (when asked for), then
-    one line per LoRA file."""
-    lines = []
-    if model.settings.precision == sd.AUTO_PRECISION:
-        lines.append(f"precision auto: {str(model.dtype).removeprefix('torch.')}")
-    if model.load_plan is not None:
-        lines.append(f"memory plan at load time (the sampler re-plans for the real job size): "
-                     f"{model.load_plan.explanation}")
-    if model.fp8_matmul_report:
-        lines.append(model.fp8_matmul_report)
+    """The loader's report: what was loaded and what a typical job will use (the sampler reports each job's real
+    plan), then the plan's detail, the fp8 matmul path (when asked for) and one line per LoRA file."""
     loras = [line for report in model.lora_reports for line in report.summary().splitlines() if line]
-    lines += [f"LoRA {line}" for line in loras] or ["no LoRA"]
-    return "\n".join(lines)
+    return loader_report(model, loras)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -14,6 +14,7 @@ from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from ..steadydancer_core.option_tables import ALIGN, EXTRACT
 from . import comfy_bridge as bridge
 from .photo_input import PHOTO_MASK_INPUT, composite_with_mask
+from .reports import align_report, extract_report, log_phase
 from .types import ALIGNED_POSE_TYPE, KEYPOINT_TYPE, POSE_TYPE, AlignedPose, DrivingPose, PoseModels
 from .widgets import widgets
 
@@ -54,19 +55,22 @@ class ExtractPose:
 
     CATEGORY = CATEGORY
     FUNCTION = "extract"
-    RETURN_TYPES = (POSE_TYPE, "IMAGE", "FLOAT", KEYPOINT_TYPE)
-    RETURN_NAMES = ("pose", "preview", "fps", "pose_keypoint")
+    RETURN_TYPES = (POSE_TYPE, "IMAGE", "FLOAT", KEYPOINT_TYPE, "AUDIO")
+    RETURN_NAMES = ("pose", "preview", "fps", "pose_keypoint", "audio")
     OUTPUT_TOOLTIPS = (
         "The driving poses (keypoints) for AlignPose.",
         f"A small preview (at most {PREVIEW_FRAMES} evenly spaced frames).",
         "The driving frame rate after target_fps (the sampler carries it to DecodeVideo by itself).",
         "The same poses as OpenPose JSON (POSE_KEYPOINT, pixel coordinates of the driving frames), for other "
         "packs' pose nodes; AlignPose and the sampler read it back.",
+        "The driving video's audio (the part the poses cover; nothing when it has none or IMAGE frames are "
+        "connected), read without decoding any frame: connect to DecodeVideo's audio.",
     )
     DESCRIPTION = (
         "Extracts whole-body poses from the driving video (connect a VIDEO from Load Video, or IMAGE frames). "
         "ONNX models: yolox_l.onnx and dw-ll_ucoco_384.onnx in models/dwpose. Outputs the poses, a preview, "
-        "the driving frame rate and the poses as OpenPose JSON (POSE_KEYPOINT) for other packs."
+        "the driving frame rate, the poses as OpenPose JSON (POSE_KEYPOINT) for other packs and the driving audio. "
+        "A VIDEO is read one frame at a time (only keypoints are kept), so a long video costs no more memory."
     )
 
     @classmethod
@@ -91,6 +95,7 @@ class ExtractPose:
         detector_path = bridge.find_file([bridge.DWPOSE_FOLDER], detector, "Person detector (YOLOX ONNX)")
         estimator_path = bridge.find_file([bridge.DWPOSE_FOLDER], pose_model, "Pose model (DWPose ONNX)")
         source = bridge.video_source(video) if video is not None else None
+        audio = None
         if source is not None:                 # a video file: read frame by frame, only keypoints kept
             count = sd.expected_frames(source, max_frames, target_fps)[1] or 0
             driving = sd.extract_driving_poses(source, detector_path, estimator_path, person=person,
@@ -99,7 +104,7 @@ class ExtractPose:
             sequence, fps, notes, loaded = driving.sequence, driving.fps, driving.notes, driving.models
         else:
             if video is not None:
-                images, fps, _audio = bridge.video_components(video)
+                images, fps, audio = bridge.video_components(video)
             elif images is not None:
                 fps = float(images_fps)
             else:
@@ -116,9 +121,23 @@ class ExtractPose:
         count = len(sequence)
         pose = DrivingPose(sequence=sequence, fps=fps, models=models, report="; ".join(notes))
         preview = uint8_to_frames(list(_render_preview(sequence)))
-        text = "; ".join(n for n in (f"{count} frames at {fps:g} fps", _persons_found(sequence), pose.report) if n)
+        if source is not None:
+            audio = driving_audio(source, count / fps)
+        text = extract_report(count, fps, _persons_found(sequence), pose.report,
+                              None if video is None else audio is not None)
+        log_phase("SteadyDancer Extract Pose", text)
         keypoints = pose_api.to_openpose_json(sequence)
-        return {"result": (pose, preview, float(fps), keypoints), "ui": {"text": [text]}}
+        return {"result": (pose, preview, float(fps), keypoints, audio), "ui": {"text": [text]}}
+
+
+def driving_audio(source, seconds: float):
+    """ComfyUI AUDIO ({"waveform" [1, C, S], "sample_rate"}) of the driving video file's first ``seconds`` (its
+    audio packets only, no frame decoded), or None when it has no audio."""
+    found = sd.read_audio(source, max_seconds=seconds)
+    if found is None:
+        return None
+    samples, rate = found
+    return {"waveform": torch.from_numpy(samples)[None], "sample_rate": rate}
 
 
 def _progress(count: int, unique_id):
@@ -248,6 +267,8 @@ class AlignPose:
                              "pick one (e.g. with an ImageFromBatch node).")
         photo, photo_note = composite_with_mask(photo, photo_mask, background, "AlignPose")
         compact, resized = align_to_photo(photo, pose, augment_seed, canvas, scale_fallback)
+        # the report shows what happened here: ExtractPose already showed its own notes (POSE_KEYPOINT has no node)
+        own = compact.report if pose_keypoint is not None else compact.report.removeprefix(pose.report).lstrip("; ")
         aligned = compact.aligned
         positive_src, negative_src = pose_api.pose_sources(aligned, compact.augment_seed, output_hw=compact.output_hw)
         count = len(aligned) if image_outputs == "all_frames" else 1
@@ -260,11 +281,10 @@ class AlignPose:
             bar(i + 1, count)
         positive, negative = uint8_to_frames(positive), uint8_to_frames(negative)
         preview = uint8_to_frames(list(_align_preview(positive_src, resized)))
-        h, w = positive_src.frame_hw
-        text = f"{len(aligned)} pose frames {w}x{h}" + ("" if count > 1 or len(aligned) == 1 else
-                                                         " (IMAGE outputs: first frame only)")
-        return {"result": (positive, negative, compact, preview),
-                "ui": {"text": ["; ".join(n for n in (text, photo_note, compact.report) if n)]}}
+        text = align_report(len(aligned), positive_src.frame_hw, int(preview.shape[0]), count,
+                            "; ".join(n for n in (photo_note, own) if n))
+        log_phase("SteadyDancer Align Pose", text)
+        return {"result": (positive, negative, compact, preview), "ui": {"text": [text]}}
 
 
 def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, scale_fallback: str):

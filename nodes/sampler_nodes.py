@@ -8,6 +8,7 @@ the UI) and ``steadydancer_fps`` (the driving poses' frame rate; IMAGE pose fram
 """
 from __future__ import annotations
 
+import time
 import weakref
 
 from .. import pose as pose_api
@@ -17,8 +18,10 @@ from ..steadydancer_core.option_tables import ALIGN
 from . import comfy_bridge as bridge
 from .photo_input import PHOTO_MASK_INPUT, composite_with_mask
 from .pose_nodes import align_to_photo, driving_from_keypoints
+from .reports import log_phase, sampler_report
+from .sampler_options import BASIC, OPTIONS, SteadyDancerSamplerOptions, expert_values, old_inputs
 from .types import (ALIGNED_POSE_TYPE, KEYPOINT_TYPE, LATENT_FPS_KEY, LATENT_REPORT_KEY, LATENT_RESULT_KEY,
-                    MODEL_TYPE)
+                    MODEL_TYPE, SAMPLER_OPTIONS_TYPE)
 from .widgets import widgets
 
 CATEGORY = "SteadyDancer"
@@ -32,9 +35,10 @@ class SteadyDancerSampler:
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
     DESCRIPTION = (
-        "SteadyDancer sampling: text guidance (text_cfg) plus pose guidance against the negative poses (pose_cfg, "
-        "active for the step fraction pose_cfg_start..pose_cfg_end). Videos longer than segment_frames are made in "
-        "overlapping segments that keep the photo as identity reference."
+        "SteadyDancer sampling: the photo becomes frame 0 and the body follows the poses. Text guidance (text_cfg) "
+        "plus pose guidance against the negative poses (pose_cfg). Long videos are made in overlapping segments "
+        "that keep the photo as identity reference. Expert settings (negative prompt, guidance window, solver, "
+        "first_frame, segments, step cache, VAE tiling) are on the optional SteadyDancer Sampler Options node."
     )
 
     @classmethod
@@ -43,7 +47,7 @@ class SteadyDancerSampler:
             "required": {
                 "model": (MODEL_TYPE,),
                 "photo": ("IMAGE", {"tooltip": "The photo; it becomes the first frame."}),
-                **widgets(SAMPLER),
+                **widgets(SAMPLER, level="basic"),
                 **widgets(PHOTO),
             },
             "optional": {
@@ -60,20 +64,39 @@ class SteadyDancerSampler:
                     "alignment settings. Used instead of the other pose inputs.")}),
                 "sigmas": ("SIGMAS", {"tooltip": "Custom sigmas (overrides steps and shift)."}),
                 "photo_mask": PHOTO_MASK_INPUT,
+                "options": (SAMPLER_OPTIONS_TYPE, {"tooltip": (
+                    "Expert settings from a SteadyDancer Sampler Options node (negative prompt, guidance window, "
+                    "solver, first_frame, long-video segments, step cache, VAE tiling); unconnected = their "
+                    "defaults.")}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            # api_prompt: the prompt as queued, to honour the expert options older workflows set on the sampler
+            "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT"},
         }
+
+    @classmethod
+    def declared_inputs(cls) -> set:
+        spec = cls.INPUT_TYPES()
+        return {name for section in ("required", "optional", "hidden") for name in spec.get(section, {})}
 
     def sample(self, model, photo, positive_pose=None, negative_pose=None, sigmas=None, unique_id=None,
                aligned_pose=None, pose_keypoint=None, photo_mask=None, background=PHOTO.default("background"),
-               **options):
-        """``options``: the sampler options by name (the rows of ``SAMPLER``)."""
-
+               options=None, api_prompt=None, **values):
+        """``values``: the sampler's own options by name (the basic rows of ``SAMPLER``); expert ones given here
+        (Python callers, older prompts) count as the sampler's old inputs. ``options``: a ``SamplerOptions``."""
+        started = time.monotonic()
+        unknown = sorted(set(values) - set(BASIC.names) - set(OPTIONS.names))
+        if unknown:
+            raise TypeError(f"SteadyDancerSampler has no option {', '.join(unknown)}; known: "
+                            f"{', '.join(BASIC.names + OPTIONS.names)}")
+        old = {**old_inputs(api_prompt, unique_id, self.declared_inputs()),
+               **{k: v for k, v in values.items() if k in OPTIONS}}
+        expert, old_note = expert_values(options, old)
+        basic = {k: v for k, v in values.items() if k in BASIC}
         if photo.shape[0] != 1:
             raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
         photo, photo_note = composite_with_mask(photo, photo_mask, background, "SteadyDancerSampler")
         photo = official_size(photo)
-        notes = []
+        notes = [old_note] if old_note else []
         if pose_keypoint is not None:
             if aligned_pose is not None or positive_pose is not None or negative_pose is not None:
                 raise ValueError("SteadyDancerSampler: pose_keypoint is connected together with another pose input; "
@@ -82,7 +105,7 @@ class SteadyDancerSampler:
             notes.append(aligned_pose.report)
         fps = aligned_pose.fps if aligned_pose is not None else WAN_FPS
         positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
-        settings = sd.GenerationSettings(**options, preview=bridge.previews_enabled(),
+        settings = sd.GenerationSettings(**basic, **expert, preview=bridge.previews_enabled(),
                                          sigmas=None if sigmas is None else sigmas.detach().float().cpu())
         release_previous_result(unique_id)
         progress = bridge.JobProgressBar(unique_id)
@@ -93,10 +116,13 @@ class SteadyDancerSampler:
             bridge.raise_if_interrupted()
             raise
         _previous_results[unique_id] = weakref.ref(result)
-        report = "; ".join(str(n) for n in ([photo_note] if photo_note else []) + list(result.notices) + notes)
+        notes = ([photo_note] if photo_note else []) + notes
+        report = "; ".join(str(n) for n in notes + list(result.notices))
         latent = {"samples": sd.to_raw_latent(result.latent), LATENT_RESULT_KEY: result, LATENT_REPORT_KEY: report,
                   LATENT_FPS_KEY: float(fps)}
-        return {"result": (latent,), "ui": {"text": [describe(result, report)]}}
+        text = sampler_report(result, settings, float(fps), time.monotonic() - started, len(positive_pose), notes)
+        log_phase("SteadyDancer Sampler", text)
+        return {"result": (latent,), "ui": {"text": [text]}}
 
 
 def official_size(photo):
@@ -105,18 +131,6 @@ def official_size(photo):
     from .pose_nodes import frames_to_uint8, uint8_to_frames
 
     return uint8_to_frames(pose_api.resize_reference(frames_to_uint8(photo)[0])[None])
-
-
-def describe(result, report: str) -> str:
-    """The sampler's UI text: what was generated, the adjusted values and notices, and the memory plan this job
-    ran with (the loader plans before the job size is known; ``generate`` re-plans for the real size)."""
-    segments = len(result.segments)
-    head = f"{result.num_frames} frames at {result.width}x{result.height}" + (
-        f" in {segments} segments" if segments > 1 else "")
-    lines = [head + (f"; {report}" if report else "")]
-    if result.memory_plan is not None:
-        lines.append(f"memory plan for this job: {result.memory_plan.explanation}")
-    return "\n".join(lines)
 
 
 # the last result of each sampler node (by node id), so a new run of that node removes the decoded segments the
@@ -145,5 +159,7 @@ def pose_inputs(aligned_pose, positive_pose, negative_pose):
     return positive_pose, negative_pose
 
 
-NODE_CLASS_MAPPINGS = {"SteadyDancerSampler": SteadyDancerSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"SteadyDancerSampler": "SteadyDancer Sampler"}
+NODE_CLASS_MAPPINGS = {"SteadyDancerSampler": SteadyDancerSampler,
+                       "SteadyDancerSamplerOptions": SteadyDancerSamplerOptions}
+NODE_DISPLAY_NAME_MAPPINGS = {"SteadyDancerSampler": "SteadyDancer Sampler",
+                              "SteadyDancerSamplerOptions": "SteadyDancer Sampler Options"}

@@ -4,6 +4,8 @@ Socket types (what the UI shows on links):
   STEADYDANCER_MODEL  a ``steadydancer_core.SteadyDancerModel`` (DiT + VAE + umT5 + CLIP-vision + offload plan)
   STEADYDANCER_LORAS  a ``LoraStack`` (LoRA files with strengths, applied by LoadSteadyDancerModel)
   STEADYDANCER_POSE   a ``DrivingPose`` (the driving video's poses, frame rate, and the pose-model settings)
+  STEADYDANCER_SAMPLER_OPTIONS  a ``SamplerOptions`` (the sampler's expert settings, from SteadyDancer Sampler
+                      Options; unset ones keep their defaults)
   STEADYDANCER_ALIGNED_POSE  an ``AlignedPose`` (keypoints aligned to the photo, canvas, augmentation seed, fps):
                       what AlignPose renders, kept as keypoints so the sampler renders one segment at a time
   POSE_KEYPOINT       OpenPose JSON (comfyui_controlnet_aux's type: a list of {"people": [...], "canvas_width",
@@ -23,6 +25,7 @@ LORAS_TYPE = "STEADYDANCER_LORAS"
 POSE_TYPE = "STEADYDANCER_POSE"
 ALIGNED_POSE_TYPE = "STEADYDANCER_ALIGNED_POSE"
 KEYPOINT_TYPE = "POSE_KEYPOINT"
+SAMPLER_OPTIONS_TYPE = "STEADYDANCER_SAMPLER_OPTIONS"
 
 # Extra keys SteadyDancerSampler puts into its LATENT output (besides ComfyUI's ``samples``).
 LATENT_RESULT_KEY = "steadydancer_result"   # steadydancer_core.GenerationResult: what decoding needs
@@ -46,6 +49,18 @@ class LoraStack:
 
     def plus(self, path: str, strength: float) -> "LoraStack":
         return LoraStack(self.entries + ((path, float(strength)),))
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The sampler's expert settings by name ({option name: value}, each checked by its row in
+    ``steadydancer_core.SAMPLER`` / ``VAE_TILING``); the options it does not name keep their defaults."""
+
+    values: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.values, dict) or not all(isinstance(k, str) for k in self.values):
+            raise ValueError(f"SamplerOptions.values must be a dict of option names, got {self.values!r}")
 
 
 @dataclass(frozen=True)

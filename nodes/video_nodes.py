@@ -59,8 +59,8 @@ class DecodeVideo:
                                                   "is connected)."}),
                 "vae": ("VAE", {"tooltip": "A ComfyUI VAE (Load VAE, wan_2.1_vae.safetensors): decodes with it "
                                            "instead of the model's VAE, and also decodes other Wan 2.1 latents."}),
-                "audio": ("AUDIO", {"tooltip": "Audio muxed into the file when output is 'file' (the driving video's, "
-                                               "from Get Video Components). Ignored for 'frames'."}),
+                "audio": ("AUDIO", {"tooltip": "Audio muxed into the file when output is 'file' (the driving video's: "
+                                               "ExtractPose's audio output). Ignored for 'frames'."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }

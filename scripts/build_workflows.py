@@ -72,17 +72,28 @@ UPLOAD_VALUE = "image"
 # Layout, in the ComfyUI 0.8 frontend's canvas units (measured on its nodes: a node's height is 20 px per row of
 # sockets + 24 px per widget + 54 px per multiline text + 14 px; the title bar is 30 px above the node's position).
 SLOT_PX, WIDGET_PX, MULTILINE_PX, NODE_PAD_PX, TITLE_PX = 20, 24, 54, 14, 30
-NODE_WIDTH = 320
+NODE_WIDTH = 300
+# Wider nodes: the loader shows whole model file names; the sampler's report wraps less.
+NODE_WIDTHS = {"LoadSteadyDancerModel": 530, "SteadyDancerSampler": 380, "SaveVideo": 320}
 # Nodes whose size depends on what they show (measured with the tiny kit's portrait photo and video); previews get
 # room for an image.
-FIXED_SIZES = {"LoadImage": (320, 330), "LoadVideo": (424, 720), "PreviewImage": (320, 320),
+FIXED_SIZES = {"LoadImage": (280, 310), "LoadVideo": (280, 500), "PreviewImage": (300, 300),
                "GetVideoComponents": (220, 80), "CreateVideo": (270, 80)}
-REPORT_PX = 130      # room under a pack node for the report the frontend extension shows after a run
+# Room kept under a pack node for the report the frontend extension shows after a run (web/steadydancer_report.js:
+# 15 px a line + 14), in lines of text at the node's width: the reports' usual length.
+LINE_PX, REPORT_PAD_PX = 15, 14
+REPORT_LINES = {"LoadSteadyDancerModel": 10, "SteadyDancerSampler": 12, "ExtractPose": 5, "AlignPose": 4}
+# Room under the nodes that show the written video after a run (SaveVideo, DecodeVideo with output 'file'): the
+# video at the node's width, the tiny kit's portrait output (592x976) and the frontend's controls.
+VIDEO_ASPECT = 976 / 592
+VIDEO_CONTROLS_PX = 30
 ROW_GAP_PX = 40      # between a node (with its report room) and the next title bar
 COLUMN_GAP_PX = 50
 # The view the workflows open with: the whole graph inside a 1600x900 browser window, less the frontend's side
-# bar (left) and tab / menu bars (top).
+# bar (left) and tab / menu bars (top), and away from the minimap and the canvas toolbar in the bottom right corner
+# (screen pixels, x0, y0, x1, y1), so nothing ends under them after a run.
 VIEW = {"left": 70, "top": 100, "width": 1510, "height": 780}
+MINIMAP = (1335, 630, 1600, 900)
 PACK_CATEGORY = "SteadyDancer"
 
 
@@ -142,14 +153,40 @@ def node_size(node_type: str, schema: dict) -> tuple[int, int]:
         else:
             rows += 1 + bool(options.get("control_after_generate"))
     sockets = max(len(schema["inputs"]), len(schema["outputs"]))
-    return NODE_WIDTH, SLOT_PX * sockets + WIDGET_PX * rows + MULTILINE_PX * multiline + NODE_PAD_PX
+    width = NODE_WIDTHS.get(node_type, NODE_WIDTH)
+    return width, SLOT_PX * sockets + WIDGET_PX * rows + MULTILINE_PX * multiline + NODE_PAD_PX
 
 
-def footprint(node_type: str, schema: dict) -> tuple[int, int]:
-    """(width, height) a node takes in its column: title bar, body and, for the pack's nodes, room for the report."""
+def shows_video(node_type: str, values: dict) -> bool:
+    """Whether the node shows the written video after a run."""
+    return node_type == "SaveVideo" or (node_type == "DecodeVideo" and values.get("output") == "file")
+
+
+def after_run_px(node_type: str, schema: dict, values: dict | None = None) -> int:
+    """Height a node grows by after a run: its report (pack nodes) or the video it shows."""
+    width = node_size(node_type, schema)[0]
+    if shows_video(node_type, values or {}):
+        return int(width * VIDEO_ASPECT) + VIDEO_CONTROLS_PX
+    if schema.get("category", "").startswith(PACK_CATEGORY) and node_type in REPORT_LINES:
+        return REPORT_LINES[node_type] * LINE_PX + REPORT_PAD_PX
+    return 0
+
+
+def footprint(node_type: str, schema: dict, values: dict | None = None) -> tuple[int, int]:
+    """(width, height) a node takes in its column after a run: title bar, body and what it shows below (its report,
+    the written video)."""
     width, height = node_size(node_type, schema)
-    report = REPORT_PX if schema.get("category", "").startswith(PACK_CATEGORY) else 0
-    return width, TITLE_PX + height + report
+    return width, TITLE_PX + height + after_run_px(node_type, schema, values)
+
+
+def widget_names(schema: dict) -> list:
+    """The names of a node's ``widgets_values`` entries in order (a seed's control value after the seed)."""
+    names = []
+    for name, _, _, options in schema["widgets"]:
+        names.append(name)
+        if options.get("control_after_generate"):
+            names.append(f"{name}:control")
+    return names
 
 
 def model_entries(values: dict) -> list[dict]:
@@ -158,16 +195,27 @@ def model_entries(values: dict) -> list[dict]:
             for v in values.values() if isinstance(v, str) and v in MODEL_SOURCES]
 
 
+def _screen(box, scale: float, offset) -> tuple:
+    return tuple((v + offset[i % 2]) * scale for i, v in enumerate(box))
+
+
+def _under_minimap(box) -> bool:
+    x0, y0, x1, y1 = box
+    return x1 > MINIMAP[0] and y1 > MINIMAP[1] and x0 < MINIMAP[2] and y0 < MINIMAP[3]
+
+
 def fit_view(boxes: list[tuple[float, float, float, float]]) -> dict:
-    """``extra.ds`` (scale, offset) showing every box (x0, y0, x1, y1) inside VIEW, centred; screen = (graph +
-    offset) * scale."""
+    """``extra.ds`` (scale, offset) showing every box (x0, y0, x1, y1) inside VIEW, centred across and from the top,
+    none under the minimap; screen = (graph + offset) * scale."""
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    scale = min(1.0, VIEW["width"] / (x1 - x0), VIEW["height"] / (y1 - y0))
-    scale = int(scale * 100) / 100
-    left = VIEW["left"] + (VIEW["width"] - (x1 - x0) * scale) / 2
-    top = VIEW["top"] + (VIEW["height"] - (y1 - y0) * scale) / 2
-    return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
+    scale = int(min(1.0, VIEW["width"] / (x1 - x0), VIEW["height"] / (y1 - y0)) * 100) / 100
+    while True:
+        left = VIEW["left"] + (VIEW["width"] - (x1 - x0) * scale) / 2
+        offset = [round(left / scale - x0, 1), round(VIEW["top"] / scale - y0, 1)]
+        if scale <= 0.3 or not any(_under_minimap(_screen(b, scale, offset)) for b in boxes):
+            return {"scale": scale, "offset": offset}
+        scale = round(scale - 0.01, 2)
 
 
 class Graph:
@@ -200,7 +248,7 @@ class Graph:
             y = 0
             for node in columns[index]:
                 placed[node["id"]] = ([x, y + TITLE_PX], list(node_size(node["type"], node["schema"])))
-                y += footprint(node["type"], node["schema"])[1] + ROW_GAP_PX
+                y += footprint(node["type"], node["schema"], self.values_of(node))[1] + ROW_GAP_PX
             x += max(footprint(n["type"], n["schema"])[0] for n in columns[index]) + COLUMN_GAP_PX
         return placed
 
@@ -210,9 +258,14 @@ class Graph:
         result = []
         for node in self.nodes:
             (x, y), _ = placed[node["id"]]
-            width, height = footprint(node["type"], node["schema"])
+            width, height = footprint(node["type"], node["schema"], self.values_of(node))
             result.append((x, y - TITLE_PX, x + width, y - TITLE_PX + height))
         return result
+
+    @staticmethod
+    def values_of(node) -> dict:
+        """{widget name: value} of a node (its defaults where not set)."""
+        return {name: node["values"].get(name, default) for name, _, default, _ in node["schema"]["widgets"]}
 
     def link(self, src: int, output: str, dst: int, input_name: str) -> None:
         self.links.append((src, output, dst, input_name))
@@ -301,24 +354,17 @@ class Graph:
 INPUTS, POSES, ALIGNMENT, LOADER_COLUMN, SAMPLER_COLUMN, OUTPUT = range(6)
 
 
-def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
-    """Photo, driving video, pose nodes and their previews (the extracted poses, the aligned poses over the photo:
-    a bad alignment shows before any sampling); returns (photo, extract, align) ids."""
+def _pose_front(g: Graph, *, canvas: str = "2x") -> tuple[int, int, int]:
+    """Photo, driving video (read by ExtractPose one frame at a time), pose nodes and their previews (the extracted
+    poses, the aligned poses over the photo: a bad alignment shows before any sampling); returns (photo, extract,
+    align) ids."""
     photo = g.add("LoadImage", INPUTS, title="Photo (first frame)", image=PHOTO)
     video = g.add("LoadVideo", INPUTS, title="Driving video", file=DRIVING_VIDEO)
-    if via_images:
-        parts = g.add("GetVideoComponents", POSES)
-        extract = g.add("ExtractPose", POSES, detector=DETECTOR, pose_model=POSE_MODEL)
-        g.link(video, "VIDEO", parts, "video")
-        g.link(parts, "images", extract, "images")
-        g.link(parts, "fps", extract, "images_fps")
-    else:
-        extract = g.add("ExtractPose", POSES, detector=DETECTOR, pose_model=POSE_MODEL)
-        g.link(video, "VIDEO", extract, "video")
+    extract = g.add("ExtractPose", POSES, detector=DETECTOR, pose_model=POSE_MODEL)
+    g.link(video, "VIDEO", extract, "video")
     poses = g.add("PreviewImage", POSES, title="Extracted poses")
     g.link(extract, "preview", poses, "images")
-    align = g.add("AlignPose", ALIGNMENT, augment_seed=0, canvas="1x" if via_images else "2x",
-                  image_outputs="first_frame")
+    align = g.add("AlignPose", ALIGNMENT, augment_seed=0, canvas=canvas, image_outputs="first_frame")
     g.link(photo, "IMAGE", align, "photo")
     g.link(photo, "MASK", align, "photo_mask")              # a transparent photo: composited on `background`
     g.link(extract, "pose", align, "pose")
@@ -327,17 +373,24 @@ def _pose_front(g: Graph, *, via_images: bool) -> tuple[int, int, int]:
     return photo, extract, align
 
 
-def _sampler(g: Graph, model: int, photo: int, align: int, **values) -> int:
+def _sampler(g: Graph, model: int, photo: int, align: int, options: dict | None = None, **values) -> int:
+    """The sampler with its own (basic) widgets from ``values``; ``options``: expert settings on a SteadyDancer
+    Sampler Options node in the loader's column, connected to the sampler (none: their defaults)."""
+    if options is not None:
+        expert = g.add("SteadyDancerSamplerOptions", LOADER_COLUMN, **options)
     sampler = g.add("SteadyDancerSampler", SAMPLER_COLUMN, **values)
     g.link(model, "model", sampler, "model")
     g.link(photo, "IMAGE", sampler, "photo")
     g.link(photo, "MASK", sampler, "photo_mask")
     g.link(align, "aligned_pose", sampler, "aligned_pose")   # compact keypoints: rendered segment by segment
+    if options is not None:
+        g.link(expert, "options", sampler, "options")
     return sampler
 
 
-def _decode(g: Graph, model: int, sampler: int) -> int:
-    decode = g.add("DecodeVideo", OUTPUT)            # fps 0: the driving poses' rate, carried by the latent
+def _decode(g: Graph, model: int, sampler: int, column: int = None, **values) -> int:
+    # fps 0: the driving poses' rate, carried by the latent
+    decode = g.add("DecodeVideo", OUTPUT if column is None else column, **values)
     g.link(model, "model", decode, "model")
     g.link(sampler, "latent", decode, "latent")
     return decode
@@ -349,7 +402,9 @@ def _loader(g: Graph, **widgets) -> int:
 
 
 def _decode_save(g: Graph, model: int, sampler: int, prefix: str) -> int:
-    decode = _decode(g, model, sampler)
+    """DecodeVideo under the sampler and Save Video, which shows the video after a run, alone in the last column
+    (its tall preview stays above the minimap)."""
+    decode = _decode(g, model, sampler, column=SAMPLER_COLUMN)
     save = g.add("SaveVideo", OUTPUT, filename_prefix=prefix, format="auto", codec="auto")
     g.link(decode, "video", save, "video")
     return decode
@@ -358,7 +413,7 @@ def _decode_save(g: Graph, model: int, sampler: int, prefix: str) -> int:
 def basic_dance(schemas) -> Graph:
     """Photo + driving video -> poses (with previews) -> SteadyDancer (fp8 DiT and umT5) -> mp4."""
     g = Graph(schemas)
-    photo, _, align = _pose_front(g, via_images=False)
+    photo, _, align = _pose_front(g)
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.")
     _decode_save(g, model, sampler, "steadydancer/dance")
@@ -366,31 +421,27 @@ def basic_dance(schemas) -> Graph:
 
 
 def long_video(schemas) -> Graph:
-    """Every driving frame, generated in overlapping segments; the driving video's audio is kept."""
+    """Every driving frame, in overlapping segments, streamed: the video is never held in memory; the driving audio
+    is kept (ExtractPose reads the VIDEO one frame at a time and brings its audio; DecodeVideo writes the mp4 one
+    segment at a time)."""
     g = Graph(schemas)
-    photo, extract, align = _pose_front(g, via_images=True)
+    photo, extract, align = _pose_front(g, canvas="1x")
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
-    sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
-                       length=0, color_correction=1.0)
-    decode = _decode(g, model, sampler)
-    create = g.add("CreateVideo", OUTPUT, fps=24.0)
-    g.link(decode, "frames", create, "images")
-    g.link(extract, "fps", create, "fps")
-    parts = next(n["id"] for n in g.nodes if n["type"] == "GetVideoComponents")
-    g.link(parts, "audio", create, "audio")
-    save = g.add("SaveVideo", OUTPUT, filename_prefix="steadydancer/long", format="auto", codec="auto")
-    g.link(create, "VIDEO", save, "video")
+    sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.", length=0)
+    decode = _decode(g, model, sampler, output="file", filename_prefix="steadydancer/long")
+    g.link(extract, "audio", decode, "audio")
     return g
 
 
 def low_vram_24gb(schemas) -> Graph:
     """24 GB cards: fp8 DiT and umT5, 20 blocks swapped, 4-step distill LoRA (no text CFG), 832x480."""
     g = Graph(schemas)
-    photo, _, align = _pose_front(g, via_images=False)
+    photo, _, align = _pose_front(g)
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, offload="block_swap", blocks_to_swap=20,
                     lora_name=DISTILL_LORA, lora_strength=1.0)
-    sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.",
-                       steps=4, text_cfg=1.0, pose_cfg=1.0, shift=5.0, solver="euler", max_area=AREA_480P)
+    sampler = _sampler(g, model, photo, align, options=dict(solver="euler", shift=5.0),
+                       prompt="A person dancing, natural motion, high quality.", steps=4, text_cfg=1.0, pose_cfg=1.0,
+                       max_area=AREA_480P)
     _decode_save(g, model, sampler, "steadydancer/dance_24gb")
     return g
 

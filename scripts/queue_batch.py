@@ -8,10 +8,10 @@ workflow.
 pairs.csv: one ``photo,video[,prompt]`` per line (paths relative to the csv; quote a prompt that holds commas:
 ``me.png,dance.mp4,"a woman, dancing"``). For each pair the files are uploaded (POST /upload/image; ComfyUI keeps
 any different file of the same name and renames the upload), the workflow's LoadImage / LoadVideo inputs point at
-them, the prompt (SteadyDancerSampler), seed and SaveVideo prefix are set, the job is queued (POST /prompt) and
-followed (one progress line per change, over the websocket when ``websocket-client`` is installed, else /history
-is polled), then the written videos are listed from /history and optionally downloaded (GET /view, streamed to
-disk) into ``--download``, as ``DOWNLOAD/<subfolder>/<filename>``.
+them, the prompt (SteadyDancerSampler), seed and output prefix (SaveVideo, or DecodeVideo writing the file) are set,
+the job is queued (POST /prompt) and followed (one progress line per change, over the websocket when
+``websocket-client`` is installed, else /history is polled), then the written videos are listed from /history and
+optionally downloaded (GET /view, streamed to disk) into ``--download``, as ``DOWNLOAD/<subfolder>/<filename>``.
 
 Several ``--server`` options spread the pairs: one worker per server, the next pair to the first free server; a
 pair whose server fails (unreachable, connection dropped, no reply in time, job forgotten) is retried once on

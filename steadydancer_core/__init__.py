@@ -73,12 +73,14 @@ from .runtime.options import (
                                 ModelFiles,
 )
 from .runtime.compile import compile_blocks
+from .runtime.describe import describe_model, weights_format
 from .runtime.memory_plan import (
                                 JobShape,
                                 MemoryPlan,
                                 ModelSizes,
                                 OffloadRequest,
                                 RankShare,
+                                format_size,
                                 plan_memory,
 )
 from .runtime.parallel import (
@@ -143,6 +145,7 @@ from .video_io import (
                                 iter_pose_frames,
                                 iter_video_frames,
                                 probe_video,
+                                read_audio,
                                 resample_indices,
                                 write_video,
 )
@@ -161,9 +164,11 @@ __all__ = [
     "DrivingPoses", "expected_frames", "extract_driving_poses",
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
-    "resample_indices", "write_video",
+    "read_audio", "resample_indices", "write_video",
     # hostile-input limits: frame rates, pose frames decoded small, photos checked before decoding
     "FPS_RANGE", "check_fps", "iter_pose_frames", "ImageReadError", "nonfinite",
+    # the reports' words: what a loaded model is, byte sizes as the reports write them
+    "describe_model", "format_size", "weights_format",
     # the latent conventions: normalised (the DiT's) <-> raw (ComfyUI's LATENT "samples", its VAE Decode)
     "from_raw_latent", "to_raw_latent",
     # the option tables (every option's name, default, range and help) and their vocabularies

@@ -130,6 +130,34 @@ def probe_video(path: str | Path | BinaryIO) -> VideoInfo:
         container.close()
 
 
+def read_audio(path: str | Path | BinaryIO, max_seconds: float | None = None):
+    """The first audio stream of a video file as (samples float32 [channels, S] in -1..1, sample rate), or None when
+    it has none; only the audio packets are decoded (no video frame), at most ``max_seconds`` of them."""
+    av = _import_av()
+    container = _open_input(path)
+    try:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp")
+        chunks, rate, count = [], None, 0
+        for frame in container.decode(stream):
+            for planar in resampler.resample(frame):
+                rate = rate or planar.sample_rate
+                chunks.append(planar.to_ndarray())
+                count += chunks[-1].shape[-1]
+            if max_seconds is not None and rate and count >= max_seconds * rate:
+                break
+        if not chunks:
+            return None
+        samples = np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
+        if max_seconds is not None:
+            samples = samples[:, :int(round(max_seconds * rate))]
+        return samples, int(rate)
+    finally:
+        container.close()
+
+
 def is_still_image(path: str | Path) -> bool:
     """Whether ``path`` is a single still image (png, jpg, webp, bmp ...) rather than a video or an animation."""
     container = _open_input(path)

@@ -6,7 +6,8 @@ folders under ``root``; the model management of ``standin_models``, which follow
 ``load_pack()`` imports the repository as ComfyUI does (as a package under an odd name, relative imports inside);
 ``CORE_NODES`` stands in for the few core nodes the bundled workflows use (and Load VAE / VAE Decode, whose VAE
 object decodes raw Wan 2.1 latents as ComfyUI's does); ``run_prompt`` executes an API-format prompt like ComfyUI's executor
-(output nodes and what they depend on, each node once, ``{"result", "ui"}`` dicts unwrapped).
+(output nodes and what they depend on, each node once, only the inputs a node declares, its hidden UNIQUE_ID and
+PROMPT filled in, ``{"result", "ui"}`` dicts unwrapped).
 """
 from __future__ import annotations
 
@@ -465,10 +466,15 @@ def run_prompt(prompt: dict, classes: dict, cache: dict | None = None) -> dict:
         if cache is not None and key in cache and not output_node:
             outputs[node_id] = cache[key]
             return outputs[node_id]
-        hidden = cls.INPUT_TYPES().get("hidden", {}) if hasattr(cls, "INPUT_TYPES") else {}
-        for name, kind in hidden.items():
+        spec = cls.INPUT_TYPES() if hasattr(cls, "INPUT_TYPES") else None
+        if spec is not None:       # as ComfyUI: a node gets only the inputs it declares
+            declared = {n for section in ("required", "optional", "hidden") for n in spec.get(section, {})}
+            kwargs = {k: v for k, v in kwargs.items() if k in declared}
+        for name, kind in (spec or {}).get("hidden", {}).items():
             if kind == "UNIQUE_ID":
                 kwargs[name] = node_id
+            elif kind == "PROMPT":
+                kwargs[name] = prompt
         result = getattr(cls(), cls.FUNCTION)(**kwargs)
         ran.append(node_id)
         if isinstance(result, dict):

@@ -76,10 +76,14 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
                 for widget, entry in cls.INPUT_TYPES().get(section, {}).items():
                     if not (isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")):
                         continue                                    # a socket, not a widget
-                    # background: AlignPose and the sampler composite the same photo (one default, PHOTO)
-                    assert widget not in widgets or widget in ("lora_name", "background"), f"{widget} in two nodes"
+                    # background: AlignPose and the sampler composite the same photo (one default, PHOTO);
+                    # tiling / tile_size: the sampler's options and DecodeVideo tile the VAE (one row, VAE_TILING)
+                    assert widget not in widgets or widget in ("lora_name", "background", "tiling", "tile_size"), \
+                        f"{widget} in two nodes"
                     assert widget != "background" or widget not in widgets or entry[1] == widgets[widget][2], \
                         "background differs between AlignPose and the sampler"
+                    assert widget not in ("tiling", "tile_size") or widget not in widgets or \
+                        entry[1]["default"] == widgets[widget][2]["default"], f"{widget} defaults differ"
                     widgets.setdefault(widget, (name, entry[0], entry[1] if len(entry) > 1 else {}))
     finally:
         comfy_standin.uninstall()

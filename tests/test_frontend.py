@@ -181,12 +181,14 @@ def test_starter_workflow_uses_the_fp8_files():
 
 
 def _footprints(path, pack):
-    """(x0, y0, x1, y1) per node: title bar, body and the room kept for the report."""
+    """(x0, y0, x1, y1) per node: title bar, body and the room kept for what it shows after a run (its report, the
+    written video)."""
     boxes = []
     for node in _nodes(path):
         cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
         schema = build_workflows.schema_of(cls) if cls else build_workflows.core_schema(node["type"])
-        width, height = build_workflows.footprint(node["type"], schema)
+        values = dict(zip(build_workflows.widget_names(schema), node["widgets_values"]))
+        width, height = build_workflows.footprint(node["type"], schema, values)
         (x, y), size = node["pos"], node["size"]
         assert list(size) == list(build_workflows.node_size(node["type"], schema)), node["type"]
         top = y - build_workflows.TITLE_PX
@@ -205,6 +207,28 @@ def test_workflow_opens_with_every_node_in_view_and_readable(path, pack):
         assert view["left"] - 1 <= left and right <= view["left"] + view["width"] + 1, node_type
         assert view["top"] - 1 <= top and bottom <= view["top"] + view["height"] + 1, node_type
         assert right <= 1600 and bottom <= 900
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_nothing_ends_under_the_minimap_after_a_run(path, pack):
+    """At 1600x900 the frontend draws its minimap and canvas toolbar in the bottom right corner: no node, with its
+    report or written video shown after a run, reaches under them."""
+    ds = json.loads(path.read_text())["extra"]["ds"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    mx0, my0, mx1, my1 = build_workflows.MINIMAP
+    for node_type, (x0, y0, x1, y1) in _footprints(path, pack):
+        left, top, right, bottom = ((x0 + ox) * scale, (y0 + oy) * scale, (x1 + ox) * scale, (y1 + oy) * scale)
+        assert right <= mx0 or bottom <= my0 or left >= mx1 or top >= my1, f"{node_type} reaches under the minimap"
+
+
+def test_the_loader_shows_whole_model_file_names(pack):
+    """The loader is wide enough for the longest file name of the bundled workflows (6.8 px a character at the
+    frontend's widget font, measured, plus 100 px for the widget's name and arrows)."""
+    loader = build_workflows.node_size("LoadSteadyDancerModel",
+                                       build_workflows.schema_of(pack.NODE_CLASS_MAPPINGS["LoadSteadyDancerModel"]))
+    names = [v for path in UI_FILES for n in _nodes(path) if n["type"] == "LoadSteadyDancerModel"
+             for v in n["widgets_values"] if isinstance(v, str) and v.endswith(".safetensors")]
+    assert loader[0] >= 100 + 6.8 * max(map(len, names))
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)

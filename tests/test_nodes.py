@@ -67,11 +67,12 @@ def test_api_workflow_runs_and_writes_a_video(path, env):
     assert latent["steadydancer_report"] == report
     model = run["outputs"][next(k for k, v in json.loads(path.read_text()).items()
                                 if v["class_type"] == "LoadSteadyDancerModel")][0]
-    text = run["ui"][sampler_id]["text"]
-    assert text == ["\n".join([f"{result.num_frames} frames at {result.width}x{result.height}"
-                               + (f"; {report}" if report else ""),
-                               f"memory plan for this job: {result.memory_plan.explanation}"])]
-    assert f"{result.width}x{result.height}x" in text[0].splitlines()[1], "the plan is the one for this job's size"
+    lines = run["ui"][sampler_id]["text"][0].splitlines()
+    assert lines[0].startswith(f"Made {result.num_frames} frames")
+    assert f" at {result.width}x{result.height}, " in lines[0]
+    assert f"memory: {result.memory_plan.summary()}" in lines
+    plan = next(line for line in lines if line.startswith("memory plan for this job: "))
+    assert f"{result.width}x{result.height}x" in plan, "the plan is the one for this job's size"
 
 
 def test_loader_text_shows_the_plan_and_one_line_per_lora(env):
@@ -87,12 +88,15 @@ def test_loader_text_shows_the_plan_and_one_line_per_lora(env):
     assert (settings.offload, settings.blocks_to_swap, settings.vram_cap_gb) == ("block_swap", 3, None)
     count = len(model.lora_reports[0].files[0].matched)
     assert count > 0 and not model.lora_reports[0].unmatched
-    plan_line = "memory plan at load time (the sampler re-plans for the real job size): "
-    assert out["ui"]["text"] == ["\n".join([plan_line + model.load_plan.explanation,
-                                             f"LoRA {lora}: {count}/{count} modules, strength 0.5",
-                                             f"LoRA {lora}: {count}/{count} modules, strength 1.0"])]
+    plan_line = "memory plan for a typical job (each run is planned for its real size): "
+    lines = out["ui"]["text"][0].splitlines()
+    assert lines[0].startswith("Loaded SteadyDancer fp32 + umT5 fp32 + VAE + CLIP vision on cpu, computing in fp32; ")
+    assert lines[1:] == [plan_line + model.load_plan.explanation,
+                         f"LoRA {lora}: {count}/{count} modules, strength 0.5",
+                         f"LoRA {lora}: {count}/{count} modules, strength 1.0"]
     plain = classes["LoadSteadyDancerModel"]().load(**args, lora_name="None", lora_strength=1.0)
-    assert plain["ui"]["text"] == [plan_line + plain["result"][0].load_plan.explanation + "\nno LoRA"]
+    assert plain["ui"]["text"][0].splitlines()[1:] == [plan_line + plain["result"][0].load_plan.explanation,
+                                                       "no LoRA"]
     with pytest.raises(ValueError, match="^offload must be one of auto, all_resident, block_swap, got 'none'$"):
         classes["LoadSteadyDancerModel"]().load(**{**args, "offload": "none"}, lora_name="None", lora_strength=1.0)
 
@@ -127,7 +131,7 @@ def test_long_video_in_segments(env):
     inputs.update(length=9, segment_frames=5, segment_overlap=1)
     out = classes["SteadyDancerSampler"]().sample(model, photo, positive, negative, **inputs)
     latent = out["result"][0]
-    assert len(latent["steadydancer_result"].segments) == 2 and out["ui"]["text"][0].startswith("9 frames")
+    assert len(latent["steadydancer_result"].segments) == 2 and out["ui"]["text"][0].startswith("Made 9 frames")
     frames, _ = classes["DecodeVideo"]().decode(model, latent, "auto", 256, 16.0)
     assert frames.shape[0] == 9
 
@@ -272,7 +276,7 @@ def test_fp8_matmul_widget_reaches_the_loader_and_its_text_names_the_path(env):
     if not torch.cuda.is_available():
         assert line.startswith("fp8 matmul: not used - the model runs on cpu") and "upcast per layer" in line
     text = out["ui"]["text"][0].splitlines()
-    assert line and line in text and model.load_plan.explanation in text[0]
+    assert line and line in text and model.load_plan.explanation in text[1] and model.load_plan.summary() in text[0]
     assert classes["LoadSteadyDancerModel"]().load(**args)["result"][0].fp8_matmul_report == ""
 
 

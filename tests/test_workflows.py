@@ -182,6 +182,37 @@ def test_queue_batch_fills_in_a_pair(path):
     assert by_type["LoadVideo"]["file"] == "steadydancer/clip.mp4"
     assert by_type["SteadyDancerSampler"]["prompt"] == "a robot dancing"
     assert by_type["SteadyDancerSampler"]["seed"] == 7
-    assert by_type["SaveVideo"]["filename_prefix"] == "steadydancer/batch_001"
+    saver = by_type.get("SaveVideo") or by_type["DecodeVideo"]            # DecodeVideo with output 'file'
+    assert saver["filename_prefix"] == "steadydancer/batch_001"
     entry = {"outputs": {"8": {"images": [{"filename": "x.mp4", "subfolder": "s", "type": "output"}]}}}
     assert queue_batch.saved_files(entry) == [{"filename": "x.mp4", "subfolder": "s", "type": "output"}]
+
+
+def _api(name: str) -> dict:
+    return json.loads((API_DIR / f"{name}.json").read_text())
+
+
+def test_long_video_workflow_streams_the_video_in_and_out():
+    """The long-video workflow never holds the video as one IMAGE batch: ExtractPose reads the VIDEO one frame at a
+    time (no Get Video Components), DecodeVideo writes the mp4 one segment at a time (output 'file', no Create /
+    Save Video collecting frames) with the driving audio, which ExtractPose reads without decoding frames."""
+    prompt = _api("steadydancer_long_video")
+    by_type = {v["class_type"]: (k, v["inputs"]) for k, v in prompt.items()}
+    assert not {"GetVideoComponents", "CreateVideo", "SaveVideo"} & set(by_type)
+    video_id = by_type["LoadVideo"][0]
+    extract_id, extract = by_type["ExtractPose"]
+    assert extract["video"] == [video_id, 0] and "images" not in extract
+    _, decode = by_type["DecodeVideo"]
+    assert decode["output"] == "file" and decode["audio"] == [extract_id, 4]
+    assert by_type["SteadyDancerSampler"][1]["length"] == 0, "every pose frame"
+
+
+@pytest.mark.parametrize("path", sorted(API_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_bundled_workflows_make_frame_0_the_photo(path):
+    """first_frame: the bundled workflows keep the unified default, exact (frame 0 is the photo pixel for pixel)."""
+    from steadydancer_core import SAMPLER
+
+    assert SAMPLER.default("first_frame") == "exact"
+    options = [v["inputs"] for v in json.loads(path.read_text()).values()
+               if v["class_type"] == "SteadyDancerSamplerOptions"]
+    assert all(o["first_frame"] == "exact" for o in options)

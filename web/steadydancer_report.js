@@ -1,6 +1,7 @@
 // Shows each SteadyDancer node's report under the node: the text the node returns as {"ui": {"text": [...]}}
-// (loader: the memory plan and the LoRAs; sampler: adjusted values, notices and the memory plan of the job;
-// pose nodes: frames and persons found). ComfyUI's frontend does not draw "text" for custom nodes itself.
+// (its first line says what was made in the widgets' words; the detail follows: the loader's plan for a typical job
+// and the LoRAs, the sampler's adjustments and the job's memory plan, the frames and persons the pose nodes found).
+// ComfyUI's frontend does not draw "text" for custom nodes itself.
 //
 // The file is served at /extensions/<pack folder>/steadydancer_report.js, so the app is two levels up.
 import { app } from "../../scripts/app.js";

@@ -108,7 +108,8 @@ def check_workflow(template) -> None:
 
 
 def prepare(template: dict, photo: str, video: str, prompt_text: str | None, prefix: str, seed: int | None) -> dict:
-    """The workflow for one pair: loaders, prompt, seed and output prefix set."""
+    """The workflow for one pair: loaders, prompt, seed and output prefix set (SaveVideo's, and DecodeVideo's when
+    it writes the file itself: output 'file')."""
     check_workflow(template)
     prompt = copy.deepcopy(template)
     prompt[find_nodes(prompt, "LoadImage")[0]].setdefault("inputs", {})["image"] = photo
@@ -120,4 +121,8 @@ def prepare(template: dict, photo: str, video: str, prompt_text: str | None, pre
             prompt[node_id].setdefault("inputs", {})["seed"] = seed
     for node_id in find_nodes(prompt, "SaveVideo"):
         prompt[node_id].setdefault("inputs", {})["filename_prefix"] = prefix
+    for node_id in find_nodes(prompt, "DecodeVideo"):     # output 'file': DecodeVideo writes the mp4 itself
+        inputs = prompt[node_id].setdefault("inputs", {})
+        if inputs.get("output") == "file":
+            inputs["filename_prefix"] = prefix
     return prompt

@@ -373,7 +373,7 @@ class WanVAE(nn.Module):
         b, _, t, h, w = video.shape
         plan = self.tile_plan(h, w, "encode", tile, tile_overlap, memory_budget)
         self.last_tile_plan = plan
-        log.info("VAE encode %dx%d, %d frames: %s", h, w, t, plan.explanation)
+        log.debug("VAE encode %dx%d, %d frames: %s", h, w, t, plan.explanation)
         s, lt = VAE_SPATIAL_STRIDE, 1 + (t - 1) // VAE_TEMPORAL_STRIDE
         blend = TileBlender(plan, b, self.config.z_dim, lt, h // s, w // s, scale=1, device=video.device)
         for tile in blend.tiles():
@@ -410,7 +410,7 @@ class WanVAE(nn.Module):
         t = 1 + VAE_TEMPORAL_STRIDE * (lt - 1)
         plan = self.tile_plan(h * s, w * s, "decode", tile, tile_overlap, memory_budget)
         self.last_tile_plan = plan
-        log.info("VAE decode %dx%d, %d frames: %s", h * s, w * s, t, plan.explanation)
+        log.debug("VAE decode %dx%d, %d frames: %s", h * s, w * s, t, plan.explanation)
         blend = TileBlender(plan, b, 3, t, h, w, scale=s, device=z.device)
         for tile in blend.tiles():
             state = {}

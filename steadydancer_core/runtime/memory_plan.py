@@ -34,7 +34,19 @@ OFFLOAD_RESERVE_FRACTION = 0.1        # share of the budget kept free (allocator
                                       # keeps the planned peak of a 24 GiB card under 22.5 GB allocated
 OFFLOAD_MIN_RESERVE_BYTES = 1 << 30
 GIB = 1 << 30
+MIB = 1 << 20
 AUTO = "auto"
+
+
+def format_size(nbytes: int) -> str:
+    """Bytes as the reports write them, in the unit of the max_vram_gb option (GB = 2**30 bytes): "19 GB",
+    "1.4 GB", "85 MB" (never "0.0 GB")."""
+    nbytes = max(0, int(nbytes))
+    if nbytes >= 10 * GIB:
+        return f"{nbytes / GIB:.0f} GB"
+    if nbytes >= GIB:
+        return f"{nbytes / GIB:.1f} GB"
+    return f"{max(1, round(nbytes / MIB)) if nbytes else 0} MB"
 
 
 @dataclass(frozen=True)
@@ -67,9 +79,36 @@ class MemoryPlan:
     suggestion: str
     context_cache: bool = False
     context_cache_bytes: int = 0
+    n_blocks: int = 0
+    width: int = 0
+    height: int = 0
+    frames: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def on_cpu(self) -> bool:
+        return str(self.device).startswith("cpu")
+
+    def summary(self) -> str:
+        """One line in the loader's words (offload, blocks_to_swap, tiling): where the DiT's blocks are and the
+        memory the job takes at its peak, e.g. "block_swap: 20 of 40 blocks streamed from RAM; about 19 GB of VRAM
+        at the peak"."""
+        peak = format_size(self.estimated_peak_bytes)
+        if self.on_cpu:
+            return f"computing on the CPU: about {peak} of RAM at the peak"
+        blocks = f"{self.n_blocks} blocks" if self.n_blocks else "blocks"
+        if self.blocks_to_swap:
+            where = f"block_swap: {self.blocks_to_swap} of {blocks} streamed from RAM"
+        else:
+            where = f"all_resident: all {blocks} on the GPU"
+        text = f"{where}; about {peak} of VRAM at the peak"
+        if not self.fits:
+            text += f", more than the {format_size(self.usable_bytes)} usable: DOES NOT FIT"
+        if self.vae_tile is not None:
+            text += f"; VAE tiling {self.vae_tile[0]}x{self.vae_tile[1]} px"
+        return text
 
 
 class HostMemoryError(ValueError):
@@ -223,7 +262,7 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
     if max_vram_gb is not None:
         cap = int(max_vram_gb * GIB)
         if cap > budget:
-            notes.append(f"max_vram_gb {max_vram_gb:g} exceeds the {budget / GIB:.1f} GiB free, using the free memory")
+            notes.append(f"max_vram_gb {max_vram_gb:g} exceeds the {format_size(budget)} free, using the free memory")
         budget = min(budget, cap)
     usable = max(0, budget - max(OFFLOAD_MIN_RESERVE_BYTES, int(budget * OFFLOAD_RESERVE_FRACTION)))
     per_block, other, emb = int(sizes.block_bytes), int(sizes.other_bytes), int(sizes.embedding_bytes)
@@ -288,7 +327,7 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
     tokens = dit_tokens(cfg, width, height, frames)
     passes = ("no guidance passes to batch" if guidance_passes == 1 else
               f"{guidance_passes} guidance passes {'batched' if batched else 'one at a time'}")
-    head = f"{budget / GIB:.1f} GiB budget ({usable / GIB:.1f} usable)" + (f"; {'; '.join(notes)}" if notes else "")
+    head = f"{format_size(budget)} budget ({format_size(usable)} usable)" + (f"; {'; '.join(notes)}" if notes else "")
     if share.parallel:
         head = f"{share.describe(job.guidance_passes)}; {head}"
     explanation = (f"{head}: {width}x{height}x{frames} = {tokens} tokens, {passes}, "
@@ -296,8 +335,8 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
                    + f", {vae_note}"
                    + (("; context cache on" if cache else "; context cache off (no room left)")
                       if request.context_cache else "")
-                   + f"; est. peak {(weights + acts) / GIB:.1f} GiB "
-                   f"(weights {weights / GIB:.1f} + activations {acts / GIB:.1f})"
+                   + f"; est. peak {format_size(weights + acts)} "
+                   f"(weights {format_size(weights)} + activations {format_size(acts)})"
                    + ("" if fits else " - DOES NOT FIT"))
     return MemoryPlan(
         device=device, blocks_to_swap=swap, prefetch=prefetch_used, offload_embeddings=emb_off,
@@ -305,7 +344,8 @@ def plan_memory(free_vram_bytes: int, sizes: ModelSizes, job: JobShape, request:
         usable_bytes=usable, weight_bytes=weights, activation_bytes=acts, estimated_peak_bytes=weights + acts,
         tokens=tokens, fits=fits, explanation=explanation,
         suggestion=_suggest(swap, n_blocks, batched, fits, budget, weights + acts),
-        context_cache=cache, context_cache_bytes=cache_bytes if cache else 0,
+        context_cache=cache, context_cache_bytes=cache_bytes if cache else 0, n_blocks=n_blocks, width=width,
+        height=height, frames=frames,
     )
 
 
@@ -316,7 +356,7 @@ def _suggest(swap: int, n_blocks: int, batched: bool, fits: bool, budget: int, p
     if swap < n_blocks:
         steps.append(f"swap more DiT blocks (e.g. {min(n_blocks, swap + max(4, n_blocks // 8))} of {n_blocks})")
     if not fits:
-        steps.append(f"the estimate ({peak / GIB:.1f} GiB) exceeds the budget ({budget / GIB:.1f} GiB) even so")
+        steps.append(f"the estimate ({format_size(peak)}) exceeds the budget ({format_size(budget)}) even so")
     steps.append("lower the resolution (max area) or the frames per segment, or use fp8/GGUF DiT weights")
     steps.append("close other programs using the GPU")
     return "; ".join(steps) + "."

@@ -29,6 +29,14 @@ from .sizes import dit_activation_bytes, module_bytes
 VRAM_FORCED = {"low": dict(offload_embeddings=False, prefetch=None), "none": dict(offload_embeddings=True, prefetch=0)}
 
 
+def typical_size(area: int = DIT_DEFAULT_AREA) -> tuple[int, int]:
+    """(width, height) of the job the load-time plan is made for: the sampler's default max_area in the official
+    example's 16:9 shape (1024x576), sides multiples of 16."""
+    unit = VAE_SPATIAL_STRIDE * 2
+    width = max(unit, round((area * 16 / 9) ** 0.5 / unit) * unit)
+    return width, max(unit, area // width // unit * unit)
+
+
 def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height: int | None = None,
                    frames: int = DIT_CLIP_FRAMES, guidance_passes: int = 2,
                    free_vram_bytes: int | None = None, max_vram_gb: float | None = None,
@@ -36,8 +44,8 @@ def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height:
                    make_room: bool = True) -> MemoryPlan:
     """``plan_memory`` for a ``SteadyDancerModel``: sizes read from its modules, free memory from its policy.
 
-    blocks_to_swap: "auto" or a number of DiT blocks to swap (``LoaderSettings.swap``). Width/height default to the
-    default max area (square-ish): the plan made at load time, before the job's size is known. When nothing moves
+    blocks_to_swap: "auto" or a number of DiT blocks to swap (``LoaderSettings.swap``). Width/height default to
+    ``typical_size()`` (a typical job: the plan made at load time, before the job's size is known). When nothing moves
     to the device (computing in host memory) nothing is swapped. max_vram_gb: cap on the device memory used; when
     None, the model's own (``settings.max_vram_gb``, e.g. from the node input) applies. device: the policy's
     execution device unless given. The policy's ``vram`` mode "low" / "none" makes "auto" swap every block (see
@@ -53,8 +61,7 @@ def plan_for_model(model, blocks_to_swap=AUTO, width: int | None = None, height:
     if device is None:
         device = policy.execution_device
     if width is None or height is None:
-        side = int(DIT_DEFAULT_AREA ** 0.5) // (VAE_SPATIAL_STRIDE * 2) * (VAE_SPATIAL_STRIDE * 2)
-        width, height = side, side
+        width, height = typical_size()
     block_attr, embeddings = declared_layout(dit)
     blocks = list(getattr(dit, block_attr))
     per_block = max((module_bytes(b) for b in blocks), default=0)

@@ -423,13 +423,19 @@ def basic_dance(schemas) -> Graph:
 def long_video(schemas) -> Graph:
     """Every driving frame, in overlapping segments, streamed: the video is never held in memory; the driving audio
     is kept (ExtractPose reads the VIDEO one frame at a time and brings its audio; DecodeVideo writes the mp4 one
-    segment at a time)."""
+    segment at a time); the Quality Report reads the written file back and plots its quality over time."""
     g = Graph(schemas)
     photo, extract, align = _pose_front(g, canvas="1x")
     model = _loader(g, dit_name=DIT_FP8, t5_name=T5_FP8, lora_name="None")
     sampler = _sampler(g, model, photo, align, prompt="A person dancing, natural motion, high quality.", length=0)
     decode = _decode(g, model, sampler, output="file", filename_prefix="steadydancer/long")
     g.link(extract, "audio", decode, "audio")
+    report = g.add("SteadyDancerQualityReport", LOADER_COLUMN)   # read from the written file: memory flat in the length
+    for origin, output, name in ((decode, "video", "video"), (sampler, "latent", "latent"),
+                                 (align, "aligned_pose", "aligned_pose"), (model, "model", "model")):
+        g.link(origin, output, report, name)
+    plot = g.add("PreviewImage", ALIGNMENT, title="Quality over time")
+    g.link(report, "plot", plot, "images")
     return g
 
 

@@ -87,6 +87,8 @@ from .runtime.parallel import (
                                 init_parallel,
                                 parallel_process_group,
 )
+from .runtime.parallel_options import PARALLEL, parallel_config
+from .runtime.launch import FrameCount, launched_world_size, start_process_group
 from .runtime.offload import (
                                 Offloader,
                                 SteadyDancerOutOfMemoryError,
@@ -130,6 +132,7 @@ from .quality import (
                                 start_gap,
                                 write_report,
 )
+from .workers import WorkerError, WorkerModel
 from .video_io import (
                                 VideoReadError,
                                 VideoWriteError,
@@ -183,4 +186,8 @@ __all__ = [
     # one clip on several processes (GPUs): layout, process groups, each rank's share
     "GUIDANCE_DEGREES", "ParallelConfig", "ParallelRuntime", "RankFailedError", "RankShare", "busiest_group_passes",
     "init_parallel", "parallel_process_group", "valid_sequence_degrees", "LoopbackSequenceParallel",
+    # starting it: the options (node, CLI, API), torchrun's process group
+    "PARALLEL", "FrameCount", "parallel_config", "launched_world_size", "start_process_group",
+    # the same from one process (ComfyUI): worker processes that keep the model loaded between jobs
+    "WorkerError", "WorkerModel",
 ]

@@ -1,6 +1,7 @@
 """Every front end's options, by node: the tables the ComfyUI nodes, the CLI and the reference docs are built from.
 
-``LOADER`` (LoadSteadyDancerModel, ``runtime/options.py``), ``SAMPLER`` + ``PHOTO`` (SteadyDancerSampler,
+``LOADER`` (LoadSteadyDancerModel, ``runtime/options.py``), ``PARALLEL`` (the multi-GPU loader and the CLI under
+torchrun, ``runtime/parallel_options.py``), ``SAMPLER`` + ``PHOTO`` (SteadyDancerSampler,
 ``sampling/options.py``), ``EXTRACT`` (ExtractPose), ``ALIGN`` (AlignPose), ``DECODE`` (DecodeVideo, with the VAE
 tiling rows of ``sampling/options.py``) and ``OUTPUT`` (the CLI's video file). The pose vocabularies come from the
 ``pose`` package (the first word of each is the default). ``TABLES`` lists them in the order the docs show them.
@@ -10,11 +11,13 @@ from __future__ import annotations
 from .option import Option, OptionTable
 from .pose_package import pose
 from .runtime.options import LOADER
+from .runtime.parallel_options import PARALLEL
 from .sampling.defaults import WAN_FPS
 from .sampling.options import PHOTO, SAMPLER, VAE_TILING
 from .video_io import DEFAULT_CRF
 
-__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PHOTO", "SAMPLER", "TABLES", "VAE_TILING"]
+__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PARALLEL", "PHOTO", "SAMPLER", "TABLES",
+           "VAE_TILING"]
 
 FPS_RANGE = (0.0, 240.0)            # frame rates accepted anywhere (0 = "from the source" where it means that)
 
@@ -69,4 +72,4 @@ OUTPUT = OptionTable("Video file", [
            help="x264 quality of the mp4: lower is better and larger, 0 is lossless."),
 ])
 
-TABLES = (LOADER, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT)
+TABLES = (LOADER, PARALLEL, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT)

@@ -83,8 +83,11 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
                 for widget, entry in cls.INPUT_TYPES().get(section, {}).items():
                     if not (isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")):
                         continue                                    # a socket, not a widget
-                    # background: AlignPose and the sampler composite the same photo (one default, PHOTO)
-                    assert widget not in widgets or widget in ("lora_name", "background"), f"{widget} in two nodes"
+                    # background: AlignPose and the sampler composite the same photo (one default, PHOTO); the
+                    # multi-GPU loader repeats the loader's declarations exactly
+                    same = widget in widgets and widgets[widget][1:] == (entry[0], entry[1] if len(entry) > 1 else {})
+                    assert widget not in widgets or same or widget in ("lora_name", "background"), \
+                        f"{widget} in two nodes"
                     assert widget != "background" or widget not in widgets or entry[1] == widgets[widget][2], \
                         "background differs between AlignPose and the sampler"
                     widgets.setdefault(widget, (name, entry[0], entry[1] if len(entry) > 1 else {}))

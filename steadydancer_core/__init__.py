@@ -91,6 +91,7 @@ from .runtime.parallel_options import PARALLEL, parallel_config
 from .runtime.launch import FrameCount, launched_world_size, start_process_group
 from .runtime.offload import (
                                 Offloader,
+                                book_on_device,
                                 SteadyDancerOutOfMemoryError,
                                 component_device_bytes,
                                 component_footprint,
@@ -187,7 +188,7 @@ __all__ = [
     "GUIDANCE_DEGREES", "ParallelConfig", "ParallelRuntime", "RankFailedError", "RankShare", "busiest_group_passes",
     "init_parallel", "parallel_process_group", "valid_sequence_degrees", "LoopbackSequenceParallel",
     # starting it: the options (node, CLI, API), torchrun's process group
-    "PARALLEL", "FrameCount", "parallel_config", "launched_world_size", "start_process_group",
+    "PARALLEL", "FrameCount", "book_on_device", "parallel_config", "launched_world_size", "start_process_group",
     # the same from one process (ComfyUI): worker processes that keep the model loaded between jobs
     "WorkerError", "WorkerModel",
 ]

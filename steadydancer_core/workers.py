@@ -311,9 +311,14 @@ class _Job:
 
     def _handle(self, rank: int, msg: dict, serve: bool) -> None:
         op = msg["op"]
-        if op == "pose":
-            frames = self.sources[msg["which"]].frames(msg["start"], msg["stop"]).float().contiguous() if serve \
-                else None
+        if op == "pose":          # served while abandoning too (the job then reaches its next step and stops)
+            try:
+                frames = self.sources[msg["which"]].frames(msg["start"], msg["stop"]).float().contiguous()
+            except Exception:
+                wire.send(self.group.conns[0], "frames", frames=None)   # worker 0 fails the job, the workers exit
+                if serve:
+                    raise
+                return
             wire.send(self.group.conns[0], "frames", frames=frames)
         elif op == "progress" and serve:
             self.progress(wire.progress_from_wire(msg["progress"]))
@@ -349,8 +354,9 @@ class _Job:
         return self.result
 
     def abandon(self) -> bool:
-        """After an error on the client's side: cancel the job and wait for the workers to stop it (answering no
-        more pose requests: the job then fails). Returns whether the workers are still usable."""
+        """After an error on the client's side (e.g. ComfyUI's progress hook raising on Interrupt): cancel the job
+        and wait for the workers to stop it at their next step, still answering pose requests but forwarding no
+        reports. Returns whether the workers are still usable."""
         try:
             self._cancel()
             deadline = time.monotonic() + ABANDON_TIMEOUT_S

@@ -89,19 +89,25 @@ def test_two_workers_give_the_one_process_result_and_keep_it_across_jobs(kit):
         assert got.memory_plan.explanation.startswith("2 guidance groups x 1 sequence rank")
         assert torch.equal(sd.decode(model, got), sd.decode(local, want))      # worker 0's VAE
 
-        calls = []
-
-        def cancel_at_step_two():
-            calls.append(1)
-            return bool(steps) and steps[-1] >= 2
-
-        steps = []
-        with pytest.raises(sd.Cancelled, match="before step 3/3"):
-            sd.generate(model, photo, pos, neg, SETTINGS, should_cancel=cancel_at_step_two,
-                        callback=lambda step, total, preview: steps.append(step))
+        # asked before the job starts: the cancel reaches worker 0 before its first step, whatever the timing
+        with pytest.raises(sd.Cancelled, match="before step 1/3"):
+            sd.generate(model, photo, pos, neg, SETTINGS, should_cancel=lambda: True)
         assert model.pids == pids and model.running, "a cancel keeps the workers"
-        again = sd.generate(model, photo, pos, neg, SETTINGS)
-        assert torch.equal(again.latent, want.latent) and model.pids == pids
+
+        class Broken:                              # a pose source failing while worker 0 encodes
+            def __len__(self):
+                return 9
+
+            def frames(self, start, stop):
+                if start >= 3:
+                    raise ValueError("pose frame 3 is damaged")
+                return pos[start:stop]
+
+        with pytest.raises(ValueError, match="pose frame 3 is damaged"):
+            sd.generate(model, photo, Broken(), neg, SETTINGS)
+        assert not model.running and wait_gone(pids), "a failed job stops the workers"
+        again = sd.generate(model, photo, pos, neg, SETTINGS)            # new workers
+        assert torch.equal(again.latent, want.latent) and len(model.pids) == 2
     finally:
         pids = model.pids
         del model
@@ -113,8 +119,8 @@ def test_two_workers_give_the_one_process_result_and_keep_it_across_jobs(kit):
 def test_a_worker_that_cannot_load_stops_them_all_with_one_line(kit):
     before = children()
     bad = dataclasses.replace(kit, dit=kit.vae)                  # the VAE given as the DiT
-    model = sd.WorkerModel(bad, parallel=sd.parallel_config(guidance_parallel=2))
-    with pytest.raises(sd.WorkerError, match=r"^worker \d could not load the model: .*VAE") as info:
+    model = sd.WorkerModel(bad)                                   # one worker: the same start and failure path
+    with pytest.raises(sd.WorkerError, match=r"^worker 0 could not load the model: .*VAE") as info:
         model.start()
     assert "\n" not in str(info.value)
     assert not model.running and model.pids == []
@@ -126,7 +132,7 @@ def test_workers_exit_when_their_client_is_killed(kit, tmp_path):
     script = textwrap.dedent(f"""
         import sys, steadydancer_core as sd
         files = sd.ModelFiles(dit={kit.dit!r}, vae={kit.vae!r}, t5={kit.t5!r}, clip_vision={kit.clip_vision!r})
-        model = sd.WorkerModel(files, parallel=sd.parallel_config(guidance_parallel=2))
+        model = sd.WorkerModel(files)
         model.start()
         print(*model.pids, flush=True)
         sys.stdin.read()
@@ -137,7 +143,7 @@ def test_workers_exit_when_their_client_is_killed(kit, tmp_path):
     try:
         line = client.stdout.readline()
         pids = [int(p) for p in line.split()]
-        assert len(pids) == 2 and all(alive(p) for p in pids), line
+        assert len(pids) == 1 and all(alive(p) for p in pids), line
     finally:
         client.send_signal(signal.SIGKILL)
         client.wait(timeout=30)

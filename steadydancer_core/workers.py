@@ -37,6 +37,7 @@ from typing import Callable, Optional
 import torch
 
 from . import worker_protocol as wire
+from .runtime.launch import file_bytes
 from .runtime.options import LoaderSettings, ModelFiles
 from .runtime.parallel import ParallelConfig
 from .sampling.guidance import Cancelled
@@ -211,7 +212,7 @@ class WorkerModel:
         group = self._box[0]
         if group is not None and group.ready:
             return int(group.ready[0]["device_bytes"])
-        return sum(_file_bytes(p) for p in (self.files.dit, self.files.vae, self.files.t5, self.files.clip_vision))
+        return sum(file_bytes(p) for p in (self.files.dit, self.files.vae, self.files.t5, self.files.clip_vision))
 
     def describe(self) -> str:
         """One line per worker: its device and load-time memory plan."""
@@ -373,10 +374,3 @@ def _stop_box(box: list) -> None:
     group, box[0] = box[0], None
     if group is not None:
         group.stop()
-
-
-def _file_bytes(path) -> int:
-    p = Path(path)
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0

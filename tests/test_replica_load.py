@@ -105,3 +105,19 @@ def test_a_plan_that_swaps_blocks_copies_only_those_to_host_memory(kit):
     assert offloader.ledger.pinned == {"blocks.0": block}            # the swapped block's host home, nothing more
     assert offloader.ledger.placed == {"dit": total - block} and transfer.homes == len(
         list(model.dit.blocks[0].parameters()) + list(model.dit.blocks[0].buffers()))
+
+
+def test_a_dit_goes_straight_to_the_device_only_when_it_fits_and_is_not_swapped(kit):
+    from steadydancer_core.runtime.launch import fits_straight_onto
+    from steadydancer_core.runtime.memory_plan import OFFLOAD_MIN_RESERVE_BYTES
+
+    need = kit[0].stat().st_size + OFFLOAD_MIN_RESERVE_BYTES
+
+    def gpu(free, reserve=0):
+        return DevicePolicy(execution_device="cuda", free_memory=lambda device: free, reserve_bytes=reserve)
+
+    assert fits_straight_onto(kit[0], "auto", gpu(need)) and fits_straight_onto(kit[0], 0, gpu(need))
+    assert not fits_straight_onto(kit[0], "auto", gpu(need - 1))            # read into host memory, swapped there
+    assert not fits_straight_onto(kit[0], "auto", gpu(need, reserve=1))
+    assert not fits_straight_onto(kit[0], 20, gpu(10 * need))               # an explicit block swap: host homes
+    assert not fits_straight_onto(kit[0], "auto", DevicePolicy(execution_device="cpu"))

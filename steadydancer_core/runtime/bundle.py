@@ -20,7 +20,7 @@ from ..loading.quant_ops import set_fp8_matmul
 from .compile import compile_blocks
 from .memory_plan import MemoryPlan
 from .model_plan import plan_for_model
-from .launch import join_parallel
+from .launch import fits_straight_onto, join_parallel
 from .offload import book_on_device, use_component
 from .options import PRECISIONS, LoaderSettings, ModelFiles
 from .parallel import ParallelConfig
@@ -121,9 +121,10 @@ def load_model(files: ModelFiles, settings: LoaderSettings | None = None,
 
     parallel: this process is one rank of a clip split over several processes (every rank calls ``load_model``
     with the same arguments, e.g. under ``torchrun``; the process group is started from torchrun's environment
-    when it is not yet): the DiT is loaded straight onto the rank's device (no host copy; with ``shard_blocks`` it
-    is loaded on the CPU and sharded), only rank 0 loads the VAE and the encoders, and the model's ``parallel``
-    runtime makes ``generate`` run the job on every rank (``runtime/parallel.py``)."""
+    when it is not yet): the DiT is loaded straight onto the rank's device when it fits there (no host copy;
+    ``launch.fits_straight_onto``; else, and with ``shard_blocks``, it is read into host memory as on one GPU),
+    only rank 0 loads the VAE and the encoders, and the model's ``parallel`` runtime makes ``generate`` run the
+    job on every rank (``runtime/parallel.py``)."""
     if not isinstance(files, ModelFiles):
         raise ValueError(f"files must be a ModelFiles, got {type(files).__name__}")
     settings = LoaderSettings() if settings is None else settings
@@ -135,7 +136,8 @@ def load_model(files: ModelFiles, settings: LoaderSettings | None = None,
     if policy is None:
         policy = DevicePolicy(execution_device=runtime.device) if runtime is not None else DevicePolicy()
     dtype = settings.dtype(policy.compute_dtype)
-    on_device = runtime is not None and not parallel.shard_blocks and policy.execution_device.type != "cpu"
+    on_device = runtime is not None and not parallel.shard_blocks and fits_straight_onto(files.dit, settings.swap,
+                                                                                          policy)
     dit = load_dit(files.dit, dtype=dtype, attention=settings.attention, loras=files.loras,
                    device=policy.execution_device if on_device else None)
     conditioning = runtime is None or runtime.is_conditioning_rank       # the other ranks receive what they make

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime
 import os
+from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 
+from .memory_plan import OFFLOAD_MIN_RESERVE_BYTES
 from .parallel import PARALLEL_TIMEOUT, ParallelConfig, ParallelRuntime, init_parallel
 
-__all__ = ["FrameCount", "TORCHRUN_VARIABLES", "join_parallel", "launched_world_size", "rank_device", "start_process_group"]
+__all__ = ["FrameCount", "TORCHRUN_VARIABLES", "file_bytes", "fits_straight_onto", "join_parallel", "launched_world_size", "rank_device", "start_process_group"]
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -81,6 +83,32 @@ def join_parallel(config: ParallelConfig) -> ParallelRuntime:
     else:
         device = None                     # started by the caller: its backend decides (NCCL: the current GPU)
     return init_parallel(config, device=device)
+
+
+def file_bytes(path) -> int:
+    """Bytes of a weight file, or of every file in a weight folder (the official sharded layout)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+
+
+def fits_straight_onto(dit_path, swap, policy) -> bool:
+    """Whether a rank loads its DiT straight onto its device: a device that is not the CPU, the loader's offload
+    not an explicit block swap (swapped blocks live in host memory anyway), and room for the file's bytes (what the
+    DiT takes there, packed fp8 / GGUF included; an fp32 file cast to bf16 counts double, so it errs towards the
+    host) plus ``OFFLOAD_MIN_RESERVE_BYTES`` beside what is already there. Otherwise it is read into host memory
+    and placed (and swapped) as on one GPU."""
+    device = policy.execution_device
+    if device.type == "cpu" or swap not in ("auto", 0):
+        return False
+    if policy.free_memory is not None:
+        free = int(policy.free_memory(device))
+    elif device.type == "cuda":
+        free = int(torch.cuda.mem_get_info(device)[0])
+    else:
+        return False
+    return file_bytes(dit_path) + OFFLOAD_MIN_RESERVE_BYTES + policy.reserve_bytes <= free
 
 
 class FrameCount:

@@ -43,8 +43,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         m = Path(tmp) / "models"
         tiny_kit.write_kit(m)
-        files = sd.ModelFiles(dit=str(m / "diffusion_models" / tiny_kit.DIT_FP8), vae=str(m / "vae" / tiny_kit.VAE_FILE),
-                              t5=str(m / "text_encoders" / tiny_kit.T5_FP16),
+        files = sd.ModelFiles(dit=str(m / "diffusion_models" / tiny_kit.DIT_FP8),
+                              vae=str(m / "vae" / tiny_kit.VAE_FILE), t5=str(m / "text_encoders" / tiny_kit.T5_FP16),
                               clip_vision=str(m / "clip_vision" / tiny_kit.CLIP_FILE))
         g = torch.Generator().manual_seed(0)
         inputs = [torch.rand(*s, generator=g) for s in ((64, 48, 3), (9, 64, 48, 3), (9, 64, 48, 3))]

@@ -1,6 +1,7 @@
 """Starting the processes' group: ``start_process_group`` initialises ``torch.distributed`` from the environment
 ``torchrun`` sets (or from an explicit rendezvous, for the ComfyUI workers), with NCCL and this rank's GPU on CUDA
-machines and gloo on the CPU; ``join_parallel`` builds a ``ParallelRuntime`` on top of it. ``FrameCount`` is what the ranks other than 0 pass to
+machines and gloo on the CPU; ``join_parallel`` builds a ``ParallelRuntime`` on top of it; ``fits_straight_onto``
+says whether a rank's DiT is loaded straight onto its GPU. ``FrameCount`` is what the ranks other than 0 pass to
 ``generate`` as pose frames.
 
 Every rank uses the GPU of its local rank (``cuda:LOCAL_RANK``), so one machine's N processes use its first N
@@ -19,7 +20,8 @@ import torch.distributed as dist
 from .memory_plan import OFFLOAD_MIN_RESERVE_BYTES
 from .parallel import PARALLEL_TIMEOUT, ParallelConfig, ParallelRuntime, init_parallel
 
-__all__ = ["FrameCount", "TORCHRUN_VARIABLES", "file_bytes", "fits_straight_onto", "join_parallel", "launched_world_size", "rank_device", "start_process_group"]
+__all__ = ["FrameCount", "TORCHRUN_VARIABLES", "file_bytes", "fits_straight_onto", "join_parallel",
+           "launched_world_size", "rank_device", "start_process_group"]
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -14,20 +14,18 @@ from .parallel import GUIDANCE_DEGREES, ParallelConfig
 __all__ = ["PARALLEL", "parallel_config"]
 
 _SEQUENCE_DEGREES = (1, *valid_sequence_degrees(DiTConfig.num_heads))
+_SEQUENCE_WORDS = f"{', '.join(map(str, _SEQUENCE_DEGREES[:-1]))} or {_SEQUENCE_DEGREES[-1]}"     # "1, 2, 4, 5 or 8"
 
 
 def _sequence_rule(value: int) -> Optional[str]:
     if value in _SEQUENCE_DEGREES:
         return None
-    *others, last = _SEQUENCE_DEGREES
-    return (f"must be {', '.join(map(str, others))} or {last} (1 = off; the others divide the DiT's "
-            f"{DiTConfig.num_heads} attention heads)")
+    return f"must be {_SEQUENCE_WORDS} (1 = off; the others divide the DiT's {DiTConfig.num_heads} attention heads)"
 
 
 PARALLEL = OptionTable("Several GPUs", [
     Option("sequence_parallel", "int", 1, minimum=1, maximum=MAX_SEQUENCE_DEGREE, step=1, level="basic",
-           rule=_sequence_rule, rule_text=f"that divides the {DiTConfig.num_heads} heads: {', '.join(map(str, _SEQUENCE_DEGREES[:-1]))} or "
-                     f"{_SEQUENCE_DEGREES[-1]}",
+           rule=_sequence_rule, rule_text=f"that divides the {DiTConfig.num_heads} heads: {_SEQUENCE_WORDS}",
            help="GPUs that split every DiT pass's tokens (Ulysses sequence parallel; 1 = off). The processes "
                 "started are sequence_parallel x guidance_parallel, one per GPU."),
     Option("guidance_parallel", "int", 1, minimum=1, maximum=max(GUIDANCE_DEGREES), step=1, level="basic",

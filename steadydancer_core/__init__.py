@@ -91,8 +91,11 @@ from .runtime.parallel import (
                                 init_parallel,
                                 parallel_process_group,
 )
+from .runtime.parallel_options import PARALLEL, parallel_config
+from .runtime.launch import FrameCount, launched_world_size, start_process_group
 from .runtime.offload import (
                                 Offloader,
+                                book_on_device,
                                 SteadyDancerOutOfMemoryError,
                                 component_device_bytes,
                                 component_footprint,
@@ -135,6 +138,7 @@ from .quality import (
                                 start_gap,
                                 write_report,
 )
+from .workers import WorkerError, WorkerModel
 from .video_io import (
                                 FPS_RANGE,
                                 VideoReadError,
@@ -196,4 +200,8 @@ __all__ = [
     # one clip on several processes (GPUs): layout, process groups, each rank's share
     "GUIDANCE_DEGREES", "ParallelConfig", "ParallelRuntime", "RankFailedError", "RankShare", "busiest_group_passes",
     "init_parallel", "parallel_process_group", "valid_sequence_degrees", "LoopbackSequenceParallel",
+    # starting it: the options (node, CLI, API), torchrun's process group
+    "PARALLEL", "FrameCount", "book_on_device", "parallel_config", "launched_world_size", "start_process_group",
+    # the same from one process (ComfyUI): worker processes that keep the model loaded between jobs
+    "WorkerError", "WorkerModel",
 ]

@@ -57,7 +57,7 @@ from . import (
     start_gap,
     video_io,
 )
-from . import image_io
+from . import cli_parallel, image_io
 from .driving import expected_frames, extract_driving_poses
 from .cli_report import report_on
 from .cli_options import ATTENTION_PACKAGES, CLIError, build_parser, flagged, option_values
@@ -246,8 +246,17 @@ def model_files(args) -> ModelFiles:
 
 
 
-def run(args) -> Path:
-    """Generate the video described by parsed ``args``; returns the output path."""
+def run(args) -> Path | None:
+    """Generate the video described by parsed ``args``; returns the output path (None on the ranks other than 0 of
+    a torchrun start: see ``cli_parallel``)."""
+    launch = cli_parallel.start(args)
+    if launch is None:
+        return _run(args)
+    with launch:
+        return _run(args, launch) if launch.leads else launch.follow()
+
+
+def _run(args, launch=None) -> Path:
     from tqdm import tqdm
 
     out, settings = check_args(args)
@@ -274,8 +283,11 @@ def run(args) -> Path:
             settings = dataclasses.replace(settings, pose_cfg=0.0)
     for note in notices:
         log.warning(note)
+    files, loader, photo_in = model_files(args), LoaderSettings(**option_values(args, LOADER)), _to_float([photo])[0]
+    if launch is not None:              # what the other ranks' generate needs; they load their DiT meanwhile
+        launch.share(cli_parallel.JobInputs(files, loader, settings, photo_in, len(positive), len(negative)))
     log.info("loading models")
-    model = load_model(model_files(args), LoaderSettings(**option_values(args, LOADER)))
+    model = launch.load(files, loader) if launch is not None else load_model(files, loader)
     if model.fp8_matmul_report:
         log.info(model.fp8_matmul_report)
     bar = tqdm(desc="generation", total=BAR_SCALE, bar_format=BAR_FORMAT)
@@ -299,7 +311,7 @@ def run(args) -> Path:
         # the video goes to a temporary file beside --out; write_beside renames it only when this returns
         writer = video_io.VideoWriter(tmp, fps, crf=args.crf)
         with writer:
-            done["result"] = generate(model, _to_float([photo])[0], positive, negative, settings,
+            done["result"] = generate(model, photo_in, positive, negative, settings,
                                       progress=on_progress, on_frames=lambda start, frames: writer.write(frames))
         done["frames"] = writer.frames_written
 

@@ -9,7 +9,8 @@ import logging
 import re
 
 from .option import Option, OptionError, OptionTable
-from .option_tables import ALIGN, EXTRACT, LOADER, OUTPUT, PHOTO, QUALITY, SAMPLER, TABLES, VAE_TILING
+from .option_tables import (ALIGN, EXTRACT, LOADER, OUTPUT, PARALLEL, PHOTO, QUALITY, SAMPLER, TABLES,
+                            VAE_TILING)
 from . import WAN_FPS
 
 log = logging.getLogger("steadydancer")
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]",
                    help="a LoRA with its strength (default 1; repeatable, applied in order)")
     add_options(m, LOADER)
+    add_options(p.add_argument_group("several GPUs (under torchrun --nproc_per_node N)"), PARALLEL)
     e = p.add_argument_group("poses (with --video)")
     e.add_argument("--detector", help="YOLOX person detector (ONNX); overrides --models")
     e.add_argument("--pose-model", help="DWPose whole-body model (ONNX); overrides --models")

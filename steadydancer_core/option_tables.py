@@ -1,6 +1,7 @@
 """Every front end's options, by node: the tables the ComfyUI nodes, the CLI and the reference docs are built from.
 
-``LOADER`` (LoadSteadyDancerModel, ``runtime/options.py``), ``SAMPLER`` + ``PHOTO`` (SteadyDancerSampler,
+``LOADER`` (LoadSteadyDancerModel, ``runtime/options.py``), ``PARALLEL`` (the multi-GPU loader and the CLI under
+torchrun, ``runtime/parallel_options.py``), ``SAMPLER`` + ``PHOTO`` (SteadyDancerSampler,
 ``sampling/options.py``), ``EXTRACT`` (ExtractPose), ``ALIGN`` (AlignPose), ``DECODE`` (DecodeVideo, with the VAE
 tiling rows of ``sampling/options.py``), ``OUTPUT`` (the CLI's video file) and ``QUALITY`` (the quality report). The
 pose vocabularies come from the
@@ -12,13 +13,14 @@ from .option import Option, OptionTable
 from .quality.thresholds import QualitySettings
 from .pose_package import pose
 from .runtime.options import LOADER
+from .runtime.parallel_options import PARALLEL
 from .sampling.defaults import WAN_FPS
 from .sampling.options import PHOTO, SAMPLER, VAE_TILING
 from .video_io import DEFAULT_CRF
 from .video_io import FPS_RANGE as VIDEO_FPS_RANGE
 
-__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PHOTO", "QUALITY", "SAMPLER", "TABLES",
-           "VAE_TILING"]
+__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PARALLEL", "PHOTO", "QUALITY", "SAMPLER",
+           "TABLES", "VAE_TILING"]
 
 FPS_RANGE = (0.0, VIDEO_FPS_RANGE[1])  # a frame-rate option: 0 (= from the source) or a rate video_io reads and writes
 
@@ -87,4 +89,4 @@ QUALITY = OptionTable("SteadyDancer Quality Report", [
                 "the CLIP ViT-H takes seconds per frame on a CPU, milliseconds on a GPU)."),
 ])
 
-TABLES = (LOADER, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT, QUALITY)
+TABLES = (LOADER, PARALLEL, EXTRACT, ALIGN, PHOTO, SAMPLER, DECODE, OUTPUT, QUALITY)

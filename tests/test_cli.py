@@ -77,8 +77,11 @@ def test_every_option_with_a_widget_has_the_widgets_default(tmp_path):
                     if not (isinstance(entry[0], list) or entry[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")):
                         continue                                    # a socket, not a widget
                     # background: AlignPose and the sampler composite the same photo (one default, PHOTO);
-                    # tiling / tile_size: the sampler's options and DecodeVideo tile the VAE (one row, VAE_TILING)
-                    assert widget not in widgets or widget in ("lora_name", "background", "tiling", "tile_size"), \
+                    # tiling / tile_size: the sampler's options and DecodeVideo tile the VAE (one row, VAE_TILING);
+                    # the multi-GPU loader repeats the loader's declarations exactly
+                    same = widget in widgets and widgets[widget][1:] == (entry[0], entry[1] if len(entry) > 1 else {})
+                    assert widget not in widgets or same or widget in ("lora_name", "background", "tiling",
+                                                                       "tile_size"), \
                         f"{widget} in two nodes"
                     assert widget != "background" or widget not in widgets or entry[1] == widgets[widget][2], \
                         "background differs between AlignPose and the sampler"

@@ -37,6 +37,7 @@ from .key_names import (
 )
 from .quant_ops import PACKED_OPS
 from .state_dict import (
+    create_on,
     empty_init,
     has_packed_linear_weight,
     load_state_dict_into,
@@ -103,11 +104,13 @@ def dit_config_from_state_dict(sd: LazyStateDict, config_json: Mapping | None = 
         raise WeightFileError(f"{sd.source}: {exc}{fix}") from exc
 
 
-def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa", loras=()):
+def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa", loras=(), device=None):
     """Load a SteadyDancer DiT from any supported file; config inferred from shapes; parameters streamed.
 
     ``loras``: sequence of (path, strength). The LoRA report is kept as ``model.lora_report``.
     fp8, nvfp4 and GGUF linear weights stay packed (``PackedLinear``); everything else is cast to ``dtype``.
+    device: where the DiT is created (None: the CPU); each tensor goes there as it is read, so no host copy of the
+    DiT is ever held (a rank's replica on its GPU).
     """
     from ..models.dit import SteadyDancerDiT
 
@@ -118,12 +121,14 @@ def load_dit(path, dtype: torch.dtype = torch.bfloat16, attention: str = "sdpa",
     config = dit_config_from_state_dict(sd, _stated_config(path, sd))
     with empty_init():
         model = SteadyDancerDiT(config, attention_backend=attention, ops=ops_for(sd))
-    load_state_dict_into(model, sd, dtype, strict=True, what="SteadyDancer DiT")
+    load_state_dict_into(model, sd, dtype, strict=True, what="SteadyDancer DiT", device=device)
     model.eval().requires_grad_(False)
     if loras:
         from .lora import apply_loras
 
         model.lora_report = apply_loras(model, list(loras))
+        if device is not None:
+            create_on(model, device)              # the adapters of packed layers are built on the CPU
     return model
 
 

@@ -310,6 +310,21 @@ def _cast(t: torch.Tensor, compute_dtype: torch.dtype, scale: torch.Tensor | Non
     return t.to(compute_dtype) if t.is_floating_point() else t
 
 
+def _create_on(module: nn.Module, device: torch.device, recurse: bool) -> None:
+    for sub in module.modules() if recurse else (module,):
+        for leaf, t in list(sub._parameters.items()) + list(sub._buffers.items()):
+            if t is not None and not t.is_meta and t.device != device:
+                _set_tensor(sub, leaf, t.to(device))
+
+
+def create_on(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """Put every (non-meta) tensor of a module being loaded on ``device``: the loaders' last step when a model is
+    loaded straight to its device (buffers computed at construction, LoRA adapters built from the file). Parameters
+    stay frozen. Returns ``module``."""
+    _create_on(module, torch.device(device), recurse=True)
+    return module
+
+
 def has_packed_linear_weight(sd: Mapping) -> bool:
     """True when some 2-D ``*.weight`` of ``sd`` is stored fp8 or GGUF, or a layer carries a ComfyUI quantisation
     marker (metadata and key names only, no tensor data read)."""
@@ -339,12 +354,15 @@ def _input_scale(sd: Mapping, key: str | None) -> torch.Tensor | None:
 
 
 def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dtype = torch.bfloat16,
-                         strict: bool = True, what: str = "model") -> nn.Module:
+                         strict: bool = True, what: str = "model", device: torch.device | str | None = None
+                         ) -> nn.Module:
     """Fill ``module`` from ``sd`` (name -> tensor; may be a lazy mapping that reads tensors on access).
 
     Floating tensors become ``compute_dtype``; the fp8, nvfp4 or GGUF weight of a ``PackedLinear`` stays packed (its
     scales go with it); other fp8 / nvfp4 / GGUF tensors are dequantised. No module is added, removed or replaced.
-    Tensors are read one at a time, so peak memory is the model plus one tensor. Returns ``module``.
+    Tensors are read one at a time, so peak memory is the model plus one tensor. device: where the filled tensors
+    are created (None: the CPU): each one goes there as soon as it is read, so host memory holds one tensor at a
+    time, never the model; buffers computed at construction follow at the end (``create_on``). Returns ``module``.
     Raises ``StateDictMismatchError`` listing missing / unexpected keys and shape mismatches, and
     ``WeightFileError`` for quantisation formats it does not read (naming the tensor and the supported formats).
     """
@@ -382,6 +400,10 @@ def load_state_dict_into(module: nn.Module, sd: Mapping, compute_dtype: torch.dt
             value = _cast(tensor, compute_dtype, scale)
             check_finite(value, name, label, stored=tensor)
             _set_tensor(owner, leaf, value)
+        if device is not None:
+            _create_on(owner, torch.device(device), recurse=False)
+    if device is not None:
+        create_on(module, device)
     leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftover:
         raise StateDictMismatchError(

@@ -20,8 +20,10 @@ from ..loading.quant_ops import set_fp8_matmul
 from .compile import compile_blocks
 from .memory_plan import MemoryPlan
 from .model_plan import plan_for_model
-from .offload import use_component
+from .launch import fits_straight_onto, join_parallel
+from .offload import book_on_device, use_component
 from .options import PRECISIONS, LoaderSettings, ModelFiles
+from .parallel import ParallelConfig
 from .placement import COMPONENTS, DevicePolicy
 
 
@@ -112,10 +114,17 @@ def check_model_files(files: ModelFiles) -> None:
 
 
 def load_model(files: ModelFiles, settings: LoaderSettings | None = None,
-               policy: DevicePolicy | None = None) -> SteadyDancerModel:
+               policy: DevicePolicy | None = None, parallel: ParallelConfig | None = None) -> SteadyDancerModel:
     """Load the four networks of ``files`` (on the CPU) with ``settings`` and plan their placement for a typical job
     (``load_plan``; each job is planned again for its real size). policy: a host's ``DevicePolicy`` (None = the
-    defaults: CUDA when available)."""
+    defaults: CUDA when available).
+
+    parallel: this process is one rank of a clip split over several processes (every rank calls ``load_model``
+    with the same arguments, e.g. under ``torchrun``; the process group is started from torchrun's environment
+    when it is not yet): the DiT is loaded straight onto the rank's device when it fits there (no host copy;
+    ``launch.fits_straight_onto``; else, and with ``shard_blocks``, it is read into host memory as on one GPU),
+    only rank 0 loads the VAE and the encoders, and the model's ``parallel`` runtime makes ``generate`` run the
+    job on every rank (``runtime/parallel.py``)."""
     if not isinstance(files, ModelFiles):
         raise ValueError(f"files must be a ModelFiles, got {type(files).__name__}")
     settings = LoaderSettings() if settings is None else settings
@@ -123,16 +132,26 @@ def load_model(files: ModelFiles, settings: LoaderSettings | None = None,
         raise ValueError(f"settings must be a LoaderSettings, got {type(settings).__name__}")
     if policy is not None and not isinstance(policy, DevicePolicy):
         raise ValueError(f"policy must be a DevicePolicy, got {type(policy).__name__}")
-    policy = policy if policy is not None else DevicePolicy()
+    runtime = join_parallel(parallel) if parallel is not None else None
+    if policy is None:
+        policy = DevicePolicy(execution_device=runtime.device) if runtime is not None else DevicePolicy()
     dtype = settings.dtype(policy.compute_dtype)
-    dit = load_dit(files.dit, dtype=dtype, attention=settings.attention, loras=files.loras)
-    vae = load_vae(files.vae)
-    text_encoder = load_text_encoder(files.t5, tokenizer=files.tokenizer, dtype=dtype)
-    image_encoder = load_image_encoder(files.clip_vision,
-                                       dtype=torch.float16 if dtype != torch.float32 else torch.float32)
+    on_device = runtime is not None and not parallel.shard_blocks and fits_straight_onto(files.dit, settings.swap,
+                                                                                          policy)
+    dit = load_dit(files.dit, dtype=dtype, attention=settings.attention, loras=files.loras,
+                   device=policy.execution_device if on_device else None)
+    conditioning = runtime is None or runtime.is_conditioning_rank       # the other ranks receive what they make
+    vae = load_vae(files.vae) if conditioning else None
+    text_encoder = load_text_encoder(files.t5, tokenizer=files.tokenizer, dtype=dtype) if conditioning else None
+    image_encoder = load_image_encoder(files.clip_vision, dtype=torch.float16 if dtype != torch.float32
+                                       else torch.float32) if conditioning else None
     report = getattr(dit, "lora_report", None)
     model = SteadyDancerModel(dit=dit, vae=vae, text_encoder=text_encoder, image_encoder=image_encoder, dtype=dtype,
                               settings=settings, lora_reports=(report,) if report is not None else (), policy=policy)
+    if runtime is not None:
+        runtime.attach(model)                 # before planning: the plan counts this rank's share
+    if on_device:
+        book_on_device(model)                 # placed where it was loaded: the planner counts it, nothing moves
     model.load_plan = plan_for_model(model, settings.swap, make_room=False)
     model.fp8_matmul_report = set_fp8_matmul(dit, settings.fp8_matmul, model.execution_device)
     return model

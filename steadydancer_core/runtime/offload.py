@@ -118,7 +118,15 @@ class Offloader:
         return True
 
     def _upload_module(self, module: nn.Module, name: str, table: dict, skip=()) -> Residency:
-        slots = [s for s in tensor_slots(module, skip) if not self.transfer.is_on_device(s.get())]
+        """Upload ``module``'s tensors (but ``skip``'s) that are not on the device yet, keeping their host homes.
+        Tensors already there (a module loaded straight to its device) are booked with the rest but have no host
+        home: none is made, and releasing the residency leaves them where they are."""
+        slots, there = [], 0
+        for slot in tensor_slots(module, skip):
+            if self.transfer.is_on_device(slot.get()):
+                there += tensor_bytes(slot.get())
+            else:
+                slots.append(slot)
         hosts = [s.get() for s in slots]
         nbytes = sum(tensor_bytes(h) for h in hosts)
         self.ask_host_to_free(nbytes)
@@ -126,9 +134,9 @@ class Offloader:
         devs, _ = self.transfer.upload(hosts, asynchronous=False)
         for slot, t in zip(slots, devs):
             slot.set(t)
-        if slots:
-            self.ledger.add(table, name, nbytes)
-        return Residency(name, slots, hosts, table, self.ledger, nbytes)
+        if slots or (there and self.moves):
+            self.ledger.add(table, name, nbytes + there)
+        return Residency(name, slots, hosts, table, self.ledger, nbytes + there)
 
     # persistent placement ------------------------------------------------------------------------------------------
     def place(self, module: nn.Module, name: str, blocks_to_swap: int = 0, prefetch: int = OFFLOAD_DEFAULT_PREFETCH,
@@ -378,6 +386,16 @@ def use_component(model, name: str, plan: MemoryPlan | None) -> Iterator[None]:
             for i, module in enumerate(modules):
                 stack.enter_context(offloader.resident(module, f"{name}.{i}"))
         yield
+
+
+def book_on_device(model) -> None:
+    """Book the DiT of a ``SteadyDancerModel`` that was loaded straight onto the execution device (a rank's
+    replica) as placed there, all resident: nothing is copied and no host copy exists or is made, and the memory
+    planner counts its bytes as this model's own. A later job plan that swaps blocks copies only the swapped blocks
+    to host memory (their homes); the rest stays on the device for the model's lifetime."""
+    offloader = offloader_for(model)
+    if offloader.moves:
+        offloader.place(model.dit, "dit")
 
 
 def release_model(model) -> None:

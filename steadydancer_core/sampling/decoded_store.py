@@ -90,6 +90,23 @@ class DecodedSegments:
             return None
         return torch.from_numpy(data.reshape(shape)).float()
 
+    def handover(self) -> tuple:
+        """(folder, {index: shape}) for another process to ``adopt``; this object no longer removes the folder (a
+        worker process hands its result's segments to the client that shows them)."""
+        self._finalizer.detach()
+        return str(self.path), {int(i): tuple(int(n) for n in shape) for i, shape in self._shapes.items()}
+
+    @classmethod
+    def adopt(cls, folder, shapes: dict) -> "DecodedSegments":
+        """The segments a ``handover`` gave, owned (and removed in the end) by the new object."""
+        if not Path(folder).name.startswith(FOLDER_PREFIX):
+            raise ValueError(f"{folder} is not a folder of decoded segments ({FOLDER_PREFIX}...)")
+        store = cls.__new__(cls)
+        store.path = Path(folder)
+        store._shapes = {int(i): tuple(shape) for i, shape in shapes.items()}
+        store._finalizer = weakref.finalize(store, shutil.rmtree, str(store.path), True)
+        return store
+
     def close(self) -> None:
         """Remove the folder and its files now (idempotent)."""
         self._finalizer()

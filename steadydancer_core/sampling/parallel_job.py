@@ -3,7 +3,8 @@
 
 * ``parallel_job``: decorates ``generate``: the job starts in step on every rank; an error raised on one rank is
   posted, so every other rank stops with it (``Cancelled`` and ``NonFiniteLatentError`` happen on every rank at
-  the same step and are not posted).
+  the same step and are not posted). A model that runs whole jobs in other processes (``generate_on_workers``, a
+  ``workers.WorkerModel``) is handed the call here: the one place where ``generate`` runs elsewhere.
 * ``shared(model, fn)``: rank 0 runs ``fn`` (the encoders, the VAE) and broadcasts its tensors; the other ranks
   receive them and never touch the encoders or the VAE (they need not hold them).
 * ``agreed_cancel``: the caller's ``should_cancel``, agreed by all ranks before every step.
@@ -31,6 +32,9 @@ def parallel_job(fn):
     """Decorator for ``generate(model, ...)``: see the module docstring."""
     @functools.wraps(fn)
     def run(model, *args, **kwargs):
+        elsewhere = getattr(model, "generate_on_workers", None)
+        if elsewhere is not None:
+            return elsewhere(*args, **kwargs)
         runtime = runtime_of(model)
         if runtime is None:
             return fn(model, *args, **kwargs)

@@ -262,7 +262,8 @@ class AlignPose:
                              (", not both." if pose is not None else "."))
         if pose is None:
             pose = driving_from_keypoints(pose_keypoint)
-        if photo.ndim == 4 and photo.shape[0] > 1:
+        photo = sd.check_frames(photo, "AlignPose's photo")       # as the sampler checks it: RGB, 0..1, no NaN
+        if photo.shape[0] != 1:
             raise ValueError(f"AlignPose needs one photo, got a batch of {photo.shape[0]} images; "
                              "pick one (e.g. with an ImageFromBatch node).")
         photo, photo_note = composite_with_mask(photo, photo_mask, background, "AlignPose")
@@ -299,7 +300,8 @@ def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, sca
     prepared = pose_api.prepare(photo_np[0], pose.sequence, models, augment_seed=ALIGN["augment_seed"].check(
         augment_seed), canvas=ALIGN["canvas"].check(canvas), scale_fallback=ALIGN["scale_fallback"].check(
         scale_fallback))
-    report = "; ".join(n for n in [pose.report, *prepared.notes] if n)
+    gap = sd.start_gap(prepared.reference, prepared.aligned.frames[0])   # known before generating: say it now
+    report = "; ".join(n for n in [pose.report, *prepared.notes, gap.message] if n)
     return AlignedPose(aligned=prepared.aligned, augment_seed=prepared.augment_seed, output_hw=prepared.output_hw,
                        fps=pose.fps, report=report, reference=prepared.reference,
                        models=dataclasses.replace(pose.models, loaded=models)), prepared.photo

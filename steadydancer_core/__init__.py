@@ -105,6 +105,7 @@ from .runtime.offload import (
 )
 from .runtime.placement import COMPONENTS, VRAM_MODES, DevicePolicy
 from .runtime.sizes import dit_tokens, module_bytes
+from .sampling.conditioning import as_frames as check_frames
 from .sampling.conditioning import resize_like_pil
 from .sampling.defaults import (
                                 FIRST_FRAME_MODES,
@@ -178,7 +179,7 @@ __all__ = [
     # the option tables (every option's name, default, range and help) and their vocabularies
     "Option", "OptionError", "OptionTable", "LOADER", "LORA_STRENGTH", "SAMPLER", "VAE_TILING", "MAX_SEED",
     "FIRST_FRAME_MODES", "NOISE_SOURCES", "OFFLOAD_MODES", "SOLVERS", "STEP_CACHE_MODES", "TILING_MODES", "WAN_FPS",
-    "NonFiniteLatentError", "AttentionBackendError", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
+    "NonFiniteLatentError", "AttentionBackendError", "check_frames", "identify_component", "resize_like_pil", "POSE_RESIZE_MODES",
     # a photo with transparency
     "BACKGROUNDS", "PHOTO", "background_name", "composite_photo", "parse_background",
     # whole-job progress reports and the decoded segments a result keeps on disk

@@ -380,3 +380,18 @@ def test_decode_video_reads_the_segments_the_sampler_decoded(env, monkeypatch):
     assert kept == result.decoded.path and len(list(kept.iterdir())) == 2
     again = sample(2)["steadydancer_result"]
     assert not kept.exists() and again.decoded.path.is_dir()
+
+
+def test_align_pose_checks_its_photo_and_says_the_start_gap(env):
+    host, classes = env
+    prompt = json.loads((REPO_ROOT / "workflows" / "api" / "steadydancer_basic_dance.json").read_text())
+    ids = {v["class_type"]: k for k, v in prompt.items()}
+    run = comfy_standin.run_prompt(_fast(prompt), classes, host.cache)
+    photo, pose = run["outputs"][ids["LoadImage"]][0], run["outputs"][ids["ExtractPose"]][0]
+    node = classes["AlignPose"]()
+    text = node.align(photo, pose)["ui"]["text"][0]
+    assert "start gap" in text                                        # said before any sampling
+    for bad, message in ((photo * 255, "divide 0..255 values by 255"), (photo * float("nan"), "in \\[0, 1\\]"),
+                         (photo[:0], "got shape"), (torch.cat([photo, photo]), "a batch of 2 images")):
+        with pytest.raises(ValueError, match=message):
+            node.align(bad, pose)

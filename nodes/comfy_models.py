@@ -22,7 +22,6 @@ never partially loads it (a request to free part of the DiT unloads all of it).
 """
 from __future__ import annotations
 
-import ctypes
 import threading
 import weakref
 
@@ -31,6 +30,7 @@ import torch
 import comfy.model_patcher
 
 from .. import steadydancer_core as sd
+from ..steadydancer_core.host_memory import trim_host_memory
 
 # ComfyUI's VRAM states that ask for a smaller footprint -> the policy's vram mode.
 VRAM_STATES = {"LOW_VRAM": "low", "NO_VRAM": "none"}
@@ -191,14 +191,3 @@ def _trim_soon() -> None:
     timer = threading.Timer(TRIM_DELAY_S, trim_host_memory)
     timer.daemon = True
     timer.start()
-
-
-def trim_host_memory() -> bool:
-    """glibc's ``malloc_trim(0)``: free pages inside the heap go back to the system. False where it does not exist
-    (other C libraries, Windows, macOS)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return False
-    trim(0)
-    return True

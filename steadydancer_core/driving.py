@@ -9,6 +9,7 @@ from typing import Callable, Optional, Sequence
 
 from .option_tables import EXTRACT
 from .sampling.defaults import WAN_FPS
+from .host_memory import trim_host_memory
 from .pose_package import pose
 from .video_io import iter_pose_frames, probe_video, resample_indices
 
@@ -72,5 +73,6 @@ def extract_driving_poses(video, detector, pose_model, *, person: str = EXTRACT.
     frames = iter_pose_frames(video, max_frames=max_frames or None, target_fps=target_fps or None)
     sequence = pose.extract(frames, detector, pose_model, person=person, no_person=no_person, providers=providers,
                             progress=progress)
+    trim_host_memory()                  # the decoder's freed frame buffers (large for 4K / 8K clips) go back
     notes += [n for n in [pose.missing_note(sequence, no_person)] if n]
     return DrivingPoses(sequence=sequence, fps=fps, models=models, notes=notes)

@@ -89,8 +89,8 @@ def _wheel(folder) -> None:
 
 def test_plan_puts_must_haves_first_within_six_minutes_and_every_part_has_a_script():
     names = [p.name for p in plan.PARTS]
-    assert {"env", "matmul", "dit", "block_swap", "attention", "vae", "pytest_gpu", "pose_cuda", "step_cache",
-            "compile"} == set(names)
+    assert {"env", "matmul", "dit", "block_swap", "attention", "vae", "pytest_gpu", "pose_cuda", "rank_share",
+            "step_cache", "compile"} == set(names)
     optional = [p.optional for p in plan.PARTS]
     assert optional == sorted(optional), "optional parts run last"
     assert sum(p.estimate for p in plan.PARTS) <= 6 * 60

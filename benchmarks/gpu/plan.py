@@ -87,6 +87,10 @@ PARTS = (
     _part("pytest_gpu", "pytest -m gpu tests (as docs/testing.md writes it): passed / failed / skipped with reasons", 180,
           {"collection": 10.0, "inductor compile in test_compile": 30.0, "other tests": 5.0}),
     _part("pose_cuda", "pose models on onnxruntime's CUDA provider (skipped without it)", 60, {"load + 8 frames": 2.0}),
+    _part("rank_share", "one rank's work of a multi-GPU job on one GPU: the full-size DiT as 1 of n sequence-parallel "
+                        "ranks (n = 1, 2, 4, 8): s/forward, peak, bytes a rank sends per pass", 120,
+          {"weights": 4.0, "n = 1, 2, 4, 8 (1.875 forwards)": 1.875 * _fwd(DIT_FORWARD_TFLOP)},
+          args=("--repeats", "1"), optional=True),
     _part("step_cache", "generate() with the step cache off / on (full-size DiT, 480x272x33, 20 steps)", 120,
           {"weights": 4.0, "60 passes cache off": 60 * _fwd(DIT_SMALL_TFLOP),
            "~30 passes cache on": 30 * _fwd(DIT_SMALL_TFLOP), "VAE": 3.0}, optional=True),

@@ -66,32 +66,41 @@ HANDLES = {"dit": SteadyDancerDiTWeights, "vae": SteadyDancerVAEWeights, "text_e
            "image_encoder": SteadyDancerCLIPVisionWeights}
 
 
-class ComponentPatcher(comfy.model_patcher.ModelPatcher):
-    """A component of a ``SteadyDancerModel`` as ComfyUI's model management sees it.
+class WholePatcher(comfy.model_patcher.ModelPatcher):
+    """Something of the pack's that ComfyUI's model management loads and unloads whole (never partially:
+    ``partially_unload`` frees nothing, so ComfyUI unloads it whole). It holds its owner weakly; subclasses say
+    what it takes on the device (``footprint``), what it holds there now (``held``), and how it loads / unloads."""
 
-    ``model_size()``: the bytes it takes on the device when loaded (``component_footprint``); ``loaded_size()``: what
-    it holds there now (``component_device_bytes``); loading and unloading go through the core's offload code. It
-    cannot be partially unloaded: ``partially_unload`` frees nothing, so ComfyUI unloads it whole.
-    """
-
-    def __init__(self, model, name: str, load_device, offload_device):
-        if name not in HANDLES:
-            raise ValueError(f"unknown component {name!r}; one of {sd.COMPONENTS}")
-        super().__init__(HANDLES[name](name), load_device, offload_device)
-        self.component = name
-        self._owner = weakref.ref(model)
+    def __init__(self, handle, owner, load_device, offload_device):
+        super().__init__(handle, load_device, offload_device)
+        self._owner = weakref.ref(owner)
 
     def owner(self):
-        """The ``SteadyDancerModel`` (None once it was dropped)."""
+        """The pack's object (None once it was dropped)."""
         return self._owner()
 
+    def footprint(self, owner) -> int:
+        raise NotImplementedError
+
+    def held(self, owner) -> int:
+        raise NotImplementedError
+
+    def load_whole(self, owner) -> None:
+        raise NotImplementedError
+
+    def unload_whole(self, owner) -> None:
+        raise NotImplementedError
+
+    def copy_for(self, owner) -> "WholePatcher":
+        raise NotImplementedError
+
     def model_size(self):
-        model = self.owner()
-        return sd.component_footprint(model, self.component) if model is not None else 0
+        owner = self.owner()
+        return self.footprint(owner) if owner is not None else 0
 
     def loaded_size(self):
-        model = self.owner()
-        return sd.component_device_bytes(model, self.component) if model is not None else 0
+        owner = self.owner()
+        return self.held(owner) if owner is not None else 0
 
     def current_loaded_device(self):
         return self.load_device if self.loaded_size() > 0 else self.offload_device
@@ -100,12 +109,13 @@ class ComponentPatcher(comfy.model_patcher.ModelPatcher):
         return 0
 
     def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
-        """Load the whole component (the DiT per its memory plan); returns the bytes added on the device."""
-        model = self.owner()
-        if model is None:
+        """Load the whole thing; returns the bytes added on the device."""
+        owner = self.owner()
+        if owner is None:
             return 0
         before = self.loaded_size()
-        return max(0, sd.load_component(model, self.component) - before)
+        self.load_whole(owner)
+        return max(0, self.loaded_size() - before)
 
     def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
         return 0
@@ -116,17 +126,45 @@ class ComponentPatcher(comfy.model_patcher.ModelPatcher):
         return self.model
 
     def unpatch_model(self, device_to=None, unpatch_weights=True):
-        model = self.owner()
-        if unpatch_weights and model is not None:
-            sd.unload_component(model, self.component)
+        owner = self.owner()
+        if unpatch_weights and owner is not None:
+            self.unload_whole(owner)
 
     def clone(self):
-        model = self.owner()
-        if model is None:
-            raise RuntimeError(f"the SteadyDancer model of this {self.component} patcher was freed")
-        copy = ComponentPatcher(model, self.component, self.load_device, self.offload_device)
+        owner = self.owner()
+        if owner is None:
+            raise RuntimeError(f"the SteadyDancer object of this {type(self).__name__} was freed")
+        copy = self.copy_for(owner)
         copy.parent = self
         return copy
+
+
+class ComponentPatcher(WholePatcher):
+    """A component of a ``SteadyDancerModel`` as ComfyUI's model management sees it: ``model_size()`` the bytes it
+    takes on the device when loaded (``component_footprint``), ``loaded_size()`` what it holds there now
+    (``component_device_bytes``); loading and unloading go through the core's offload code (the DiT per its
+    memory plan)."""
+
+    def __init__(self, model, name: str, load_device, offload_device):
+        if name not in HANDLES:
+            raise ValueError(f"unknown component {name!r}; one of {sd.COMPONENTS}")
+        super().__init__(HANDLES[name](name), model, load_device, offload_device)
+        self.component = name
+
+    def footprint(self, model) -> int:
+        return sd.component_footprint(model, self.component)
+
+    def held(self, model) -> int:
+        return sd.component_device_bytes(model, self.component)
+
+    def load_whole(self, model) -> None:
+        sd.load_component(model, self.component)
+
+    def unload_whole(self, model) -> None:
+        sd.unload_component(model, self.component)
+
+    def copy_for(self, model) -> "ComponentPatcher":
+        return ComponentPatcher(model, self.component, self.load_device, self.offload_device)
 
 
 class PackModels:

@@ -11,15 +11,13 @@ them too, and a worker whose ComfyUI is gone exits by itself.
 """
 from __future__ import annotations
 
-import weakref
-
 import comfy.model_management as mm
-import comfy.model_patcher
 import torch
 
 from .. import steadydancer_core as sd
 from ..steadydancer_core import LOADER, LORA_STRENGTH, PARALLEL
 from . import comfy_bridge as bridge
+from .comfy_models import WholePatcher
 from .model_nodes import LoadSteadyDancerModel, _lora_entries
 from .types import MODEL_TYPE
 from .widgets import widgets
@@ -31,59 +29,27 @@ class WorkerHandle:
     """What ComfyUI's model list holds (weakly) for the workers: a light handle; the processes are the model's."""
 
 
-class WorkersPatcher(comfy.model_patcher.ModelPatcher):
+class WorkersPatcher(WholePatcher):
     """The workers of a ``WorkerModel`` as ComfyUI's model management sees them: ``model_size()`` is what worker 0
     holds on ComfyUI's device; loading starts the workers, unloading stops them (never partially)."""
 
     def __init__(self, model, load_device, offload_device):
-        super().__init__(WorkerHandle(), load_device, offload_device)
-        self._owner = weakref.ref(model)
+        super().__init__(WorkerHandle(), model, load_device, offload_device)
 
-    def owner(self):
-        return self._owner()
+    def footprint(self, model) -> int:
+        return model.device_bytes
 
-    def model_size(self):
-        model = self.owner()
-        return model.device_bytes if model is not None else 0
+    def held(self, model) -> int:
+        return model.device_bytes if model.running else 0
 
-    def loaded_size(self):
-        model = self.owner()
-        return model.device_bytes if model is not None and model.running else 0
-
-    def current_loaded_device(self):
-        return self.load_device if self.loaded_size() > 0 else self.offload_device
-
-    def lowvram_patch_counter(self):
-        return 0
-
-    def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
-        model = self.owner()
-        if model is None:
-            return 0
-        before = self.loaded_size()
+    def load_whole(self, model) -> None:
         model.start()
-        return max(0, self.loaded_size() - before)
 
-    def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
-        return 0
+    def unload_whole(self, model) -> None:
+        model.stop()
 
-    def patch_model(self, device_to=None, lowvram_model_memory=0, load_weights=True, force_patch_weights=False):
-        if load_weights and device_to is not None:
-            self.partially_load(device_to)
-        return self.model
-
-    def unpatch_model(self, device_to=None, unpatch_weights=True):
-        model = self.owner()
-        if unpatch_weights and model is not None:
-            model.stop()
-
-    def clone(self):
-        model = self.owner()
-        if model is None:
-            raise RuntimeError("the SteadyDancer workers of this patcher were freed")
-        copy = WorkersPatcher(model, self.load_device, self.offload_device)
-        copy.parent = self
-        return copy
+    def copy_for(self, model) -> "WorkersPatcher":
+        return WorkersPatcher(model, self.load_device, self.offload_device)
 
 
 def _book(patcher: WorkersPatcher):

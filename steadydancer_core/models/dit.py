@@ -338,7 +338,7 @@ class SteadyDancerDiT(nn.Module):
         Returns [B, out_dim, F, h, w] in ``compute_dtype``.
         """
         cfg, dtype = self.config, self.compute_dtype
-        context = self._pad_context_list(context, x)
+        context = self._pad_context_list(context)
         t = self._check_inputs(x, t, context, y, condition, ref_x, ref_c, clip_fea_x, clip_fea_c)
         b, _, frames, _, _ = x.shape
         x, y, condition, ref_x, ref_c = (u.to(dtype) for u in (x, y, condition, ref_x, ref_c))
@@ -427,7 +427,7 @@ class SteadyDancerDiT(nn.Module):
 
     # --- input validation -----------------------------------------------------------------------------------
 
-    def _pad_context_list(self, context, x):
+    def _pad_context_list(self, context):
         if isinstance(context, (list, tuple)):
             longest = max(u.shape[0] for u in context)
             return torch.stack([torch.cat([u, u.new_zeros(longest - u.shape[0], u.shape[1])]) for u in context])

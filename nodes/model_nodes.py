@@ -42,6 +42,14 @@ class SteadyDancerLoRA:
         return (_lora_entries(lora_name, strength, loras),)
 
 
+def model_files(dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras) -> sd.ModelFiles:
+    """The loader's file choices (names in ComfyUI's model folders) and LoRAs -> ``ModelFiles`` (absolute paths)."""
+    return sd.ModelFiles(dit=bridge.find_model("dit", dit_name), vae=bridge.find_model("vae", vae_name),
+                         t5=bridge.find_model("t5", t5_name),
+                         clip_vision=bridge.find_model("clip_vision", clip_vision_name),
+                         loras=_lora_entries(lora_name, lora_strength, loras).entries)
+
+
 class LoadSteadyDancerModel:
     """Loads the SteadyDancer DiT with the Wan VAE, umT5 text encoder and CLIP-vision encoder."""
 
@@ -76,14 +84,7 @@ class LoadSteadyDancerModel:
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras=None, **options):
         """``options``: the loader options by name (the rows of ``LOADER`` shown on the node)."""
-        stack = _lora_entries(lora_name, lora_strength, loras)
-        files = sd.ModelFiles(
-            dit=bridge.find_model("dit", dit_name),
-            vae=bridge.find_model("vae", vae_name),
-            t5=bridge.find_model("t5", t5_name),
-            clip_vision=bridge.find_model("clip_vision", clip_vision_name),
-            loras=stack.entries,
-        )
+        files = model_files(dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras)
         settings = sd.LoaderSettings(**options)
         model = sd.load_model(files, settings, policy=comfy_models.device_policy(comfy_models.PackModels()))
         comfy_models.trim_when_dropped(model)

@@ -16,9 +16,8 @@ import torch
 
 from .. import steadydancer_core as sd
 from ..steadydancer_core import LOADER, LORA_STRENGTH, PARALLEL
-from . import comfy_bridge as bridge
 from .comfy_models import WholePatcher
-from .model_nodes import LoadSteadyDancerModel, _lora_entries
+from .model_nodes import LoadSteadyDancerModel, model_files
 from .types import MODEL_TYPE
 from .widgets import widgets
 
@@ -87,12 +86,7 @@ class LoadSteadyDancerModelMultiGPU:
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras=None, **options):
         """``options``: the loader options and the parallel options by name (rows of ``LOADER`` and ``PARALLEL``)."""
-        stack = _lora_entries(lora_name, lora_strength, loras)
-        files = sd.ModelFiles(
-            dit=bridge.find_model("dit", dit_name), vae=bridge.find_model("vae", vae_name),
-            t5=bridge.find_model("t5", t5_name), clip_vision=bridge.find_model("clip_vision", clip_vision_name),
-            loras=stack.entries,
-        )
+        files = model_files(dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras)
         settings = sd.LoaderSettings(**{k: v for k, v in options.items() if k in LOADER})
         config = sd.parallel_config(**{k: v for k, v in options.items() if k in PARALLEL})
         if config.world_size == 1:

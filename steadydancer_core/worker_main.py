@@ -19,7 +19,8 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from . import Cancelled, FrameCount, generate, load_model, module_bytes, start_process_group
+from . import (Cancelled, FrameCount, GenerationSettings, LoaderSettings, ModelFiles, ParallelConfig, generate,
+               load_model, module_bytes, start_process_group)
 from . import worker_protocol as wire
 
 PARENT_CHECK_S = 1.0
@@ -89,7 +90,7 @@ def _device_bytes(model) -> int:
 
 def run_job(conn: Connection, model, rank: int, msg: dict) -> bool:
     """Run one job; returns whether the workers are still usable (False after an error)."""
-    settings = wire.settings_from_wire(msg["settings"])
+    settings = wire.from_wire(GenerationSettings, msg["settings"])
     extra = {}
     if rank == 0:
         channel = Channel(conn)
@@ -154,8 +155,8 @@ def main(argv) -> int:
     torch.set_num_threads(start["threads"])
     try:
         start_process_group(init_method=start["init"], rank=rank, world_size=start["world"], local_rank=rank)
-        model = load_model(wire.files_from_wire(start["files"]), wire.loader_from_wire(start["loader"]),
-                           parallel=wire.config_from_wire(start["parallel"]))
+        model = load_model(wire.from_wire(ModelFiles, start["files"]), wire.from_wire(LoaderSettings, start["loader"]),
+                           parallel=wire.from_wire(ParallelConfig, start["parallel"]))
     except Exception as err:         # e.g. a file that is not the model: the client shows it
         wire.send(conn, "error", message=f"{type(err).__name__}: {err}")
         return 1

@@ -23,12 +23,9 @@ from dataclasses import fields
 import torch
 
 from .runtime.memory_plan import MemoryPlan
-from .runtime.options import LoaderSettings, ModelFiles
-from .runtime.parallel import ParallelConfig
 from .sampling.decoded_store import DecodedSegments
 from .sampling.progress import Progress
 from .sampling.results import GenerationResult, SegmentLatent
-from .sampling.settings import GenerationSettings
 
 
 def send(conn, op: str, **values) -> None:
@@ -47,54 +44,25 @@ def _plain(obj) -> dict:
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
-def files_to_wire(files: ModelFiles) -> dict:
-    return _plain(files)
+def to_wire(obj) -> dict | None:
+    """A dataclass of plain values (``ModelFiles``, ``LoaderSettings``, ``ParallelConfig``, ``GenerationSettings``,
+    ``MemoryPlan``) as a dict of its fields; None stays None."""
+    return None if obj is None else _plain(obj)
 
 
-def files_from_wire(values: dict) -> ModelFiles:
-    return ModelFiles(**values)
-
-
-def loader_to_wire(settings: LoaderSettings) -> dict:
-    return _plain(settings)
-
-
-def loader_from_wire(values: dict) -> LoaderSettings:
-    return LoaderSettings(**values)
-
-
-def config_to_wire(config: ParallelConfig) -> dict:
-    return _plain(config)
-
-
-def config_from_wire(values: dict) -> ParallelConfig:
-    return ParallelConfig(**values)
-
-
-def settings_to_wire(settings: GenerationSettings) -> dict:
-    return _plain(settings)
-
-
-def settings_from_wire(values: dict) -> GenerationSettings:
-    return GenerationSettings(**values)
-
-
-def plan_to_wire(plan) -> dict | None:
-    return None if plan is None else _plain(plan)
-
-
-def plan_from_wire(values: dict | None) -> MemoryPlan | None:
-    return None if values is None else MemoryPlan(**values)
+def from_wire(cls, values: dict | None):
+    """``to_wire``'s inverse: ``cls(**values)`` (validated on construction); None stays None."""
+    return None if values is None else cls(**values)
 
 
 def progress_to_wire(progress: Progress) -> dict:
     values = _plain(progress)
-    values["plan"] = plan_to_wire(progress.plan)
+    values["plan"] = to_wire(progress.plan)
     return values
 
 
 def progress_from_wire(values: dict) -> Progress:
-    return Progress(**{**values, "plan": plan_from_wire(values["plan"])})
+    return Progress(**{**values, "plan": from_wire(MemoryPlan, values["plan"])})
 
 
 def result_to_wire(result: GenerationResult) -> dict:
@@ -102,7 +70,7 @@ def result_to_wire(result: GenerationResult) -> dict:
     values = _plain(result)
     values["segments"] = [_plain(seg) for seg in result.segments]
     values["notices"] = [str(n) for n in result.notices]
-    values["memory_plan"] = plan_to_wire(result.memory_plan)
+    values["memory_plan"] = to_wire(result.memory_plan)
     values["decoded"] = None if result.decoded is None else result.decoded.handover()
     return values
 
@@ -112,6 +80,6 @@ def result_from_wire(values: dict) -> GenerationResult:
     return GenerationResult(**{
         **values,
         "segments": [SegmentLatent(**seg) for seg in values["segments"]],
-        "memory_plan": plan_from_wire(values["memory_plan"]),
+        "memory_plan": from_wire(MemoryPlan, values["memory_plan"]),
         "decoded": None if decoded is None else DecodedSegments.adopt(*decoded),
     })

@@ -111,8 +111,8 @@ def start_workers(files: ModelFiles, settings: LoaderSettings, parallel: Paralle
             theirs.close()
             conns.append(ours)
             wire.send(ours, "start", rank=rank, world=world, init=f"file://{folder}/rendezvous", parent=os.getpid(),
-                      threads=threads, files=wire.files_to_wire(files), loader=wire.loader_to_wire(settings),
-                      parallel=wire.config_to_wire(parallel))
+                      threads=threads, files=wire.to_wire(files), loader=wire.to_wire(settings),
+                      parallel=wire.to_wire(parallel))
         ready: dict = {}
         deadline = time.monotonic() + timeout
         while len(ready) < world:
@@ -251,7 +251,7 @@ class WorkerModel:
         self.make_ready()
         group = self._box[0]
         job = dict(photo=photo, positive_frames=len(positive), negative_frames=len(negative),
-                   settings=wire.settings_to_wire(settings), spill_dir=None if spill_dir is None else str(spill_dir),
+                   settings=wire.to_wire(settings), spill_dir=None if spill_dir is None else str(spill_dir),
                    progress=progress is not None, callback=callback is not None, on_frames=on_frames is not None)
         for conn in group.conns:
             wire.send(conn, "job", **job)

@@ -78,7 +78,7 @@ def test_cpu_mode_device_and_patchers_with_their_sizes(env):
     ours = _ours(host)
     assert set(ours) == set(core.COMPONENTS)
     for name, patcher in ours.items():
-        modules = core.runtime.offload._torch_modules(getattr(model, name))
+        modules = core.runtime.offload.torch_modules(getattr(model, name))
         assert patcher.model_size() == sum(core.module_bytes(m) for m in modules) == patcher.loaded_size()
         assert patcher.load_device == torch.device("cpu")
     assert host.unload_calls == 0, "no blanket unload of ComfyUI's models"

@@ -5,22 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-from torch import nn
 
 from ..loading.quant_ops import packed_linears
+from .offload import torch_modules
 
 # torch dtypes and packed storage types -> the words of the model file names
 FORMAT_WORDS = {"float8_e4m3fn": "fp8", "float8_e5m2": "fp8 e5m2", "bfloat16": "bf16", "float16": "fp16",
                 "float32": "fp32", "nvfp4": "nvfp4"}
 COMPONENT_WORDS = (("dit", "SteadyDancer"), ("text_encoder", "umT5"), ("vae", "VAE"), ("image_encoder", "CLIP vision"))
-
-
-def _modules(component) -> list:
-    if component is None:
-        return []
-    if isinstance(component, nn.Module):
-        return [component]
-    return [v for v in vars(component).values() if isinstance(v, nn.Module)]
 
 
 def _word(kind: str) -> str:
@@ -34,7 +26,7 @@ def weights_format(component) -> str:
     Q4_K ...) when it has packed ones, else the dtype holding most of its floating-point bytes ("bf16")."""
     packed = Counter()
     dense = Counter()
-    for module in _modules(component):
+    for module in torch_modules(component):
         for layer in packed_linears(module).values():
             packed[layer.qtype] += 1
         for t in module.parameters():

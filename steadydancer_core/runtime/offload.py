@@ -265,7 +265,7 @@ def attach_offloader(model, offloader: Offloader) -> Offloader:
     return offloader
 
 
-def _torch_modules(component) -> list:
+def torch_modules(component) -> list:
     """The nn.Modules that hold a component's weights (the component itself, or a wrapper's module attributes)."""
     if component is None:
         return []
@@ -293,7 +293,7 @@ def component_footprint(model, name: str) -> int:
     """Bytes component ``name`` takes on the execution device while loaded: its weights, or for the DiT with a plan
     that swaps blocks the resident part plus the swapped blocks in flight (``prefetch`` + 1 of them)."""
     _check_name(name)
-    modules = _torch_modules(getattr(model, name))
+    modules = torch_modules(getattr(model, name))
     total = sum(module_bytes(m) for m in modules)
     if name != "dit" or not modules:
         return total
@@ -317,7 +317,7 @@ def component_device_bytes(model, name: str) -> int:
     moves to (the CPU), a loaded component counts with its footprint, as a host books it."""
     _check_name(name)
     offloader = model.offloader
-    modules = _torch_modules(getattr(model, name))
+    modules = torch_modules(getattr(model, name))
     if offloader is None or not modules or not all(offloader.is_placed(m) for m in modules):
         return 0
     if not offloader.moves:
@@ -336,7 +336,7 @@ def load_component(model, name: str) -> int:
         swap, prefetch, emb_off = _dit_settings(model)
         offloader.place(component, "dit", swap, prefetch, emb_off)
     else:
-        for i, module in enumerate(_torch_modules(component)):
+        for i, module in enumerate(torch_modules(component)):
             offloader.place(module, f"{name}.{i}")
     return component_device_bytes(model, name)
 
@@ -349,7 +349,7 @@ def unload_component(model, name: str) -> int:
     if offloader is None or model.policy.keeps_on_device(name):
         return 0
     held = component_device_bytes(model, name) if offloader.moves else 0
-    for module in _torch_modules(getattr(model, name)):
+    for module in torch_modules(getattr(model, name)):
         if offloader.is_placed(module):
             offloader.unplace(module)
     return held
@@ -380,7 +380,7 @@ def use_component(model, name: str, plan: MemoryPlan | None) -> Iterator[None]:
             swap, prefetch, emb_off = _dit_settings(model)
             offloader.place(component, "dit", swap, prefetch, emb_off)
         elif name != "dit":
-            modules = _torch_modules(component)
+            modules = torch_modules(component)
             if offloader.moves:
                 offloader.make_room(sum(module_bytes(m) for m in modules) + OFFLOAD_MIN_RESERVE_BYTES)
             for i, module in enumerate(modules):

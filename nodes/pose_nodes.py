@@ -101,7 +101,6 @@ class ExtractPose:
             driving = sd.extract_driving_poses(source, detector_path, estimator_path, person=person,
                                                no_person=no_person, max_frames=max_frames, target_fps=target_fps,
                                                providers=pose_providers(), progress=_progress(count, unique_id))
-            sequence, fps, notes, loaded = driving.sequence, driving.fps, driving.notes, driving.models
         else:
             if video is not None:
                 images, fps, audio = bridge.video_components(video)
@@ -112,10 +111,10 @@ class ExtractPose:
             images, fps, notes = _pick_frames(images, fps, max_frames, target_fps)
             count = int(images.shape[0])
             frames = (frames_to_uint8(images[i:i + 1])[0] for i in range(count))
-            loaded = pose_api.load_models(detector_path, estimator_path, person, providers=pose_providers())
-            sequence = pose_api.extract(frames, detector_path, estimator_path, person=person, no_person=no_person,
-                                        providers=pose_providers(), progress=_progress(count, unique_id))
-            notes += [n for n in [pose_api.missing_note(sequence, no_person)] if n]
+            driving = sd.extract_poses(frames, fps, detector_path, estimator_path, person=person,
+                                       no_person=no_person, providers=pose_providers(),
+                                       progress=_progress(count, unique_id), notes=notes)
+        sequence, fps, notes, loaded = driving.sequence, driving.fps, driving.notes, driving.models
         models = PoseModels(detector_path=detector_path, estimator_path=estimator_path, person=person,
                             no_person=no_person, loaded=loaded)
         count = len(sequence)

@@ -9,7 +9,6 @@ body points keep their coordinates whatever their score.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterable, Iterator, Sequence
@@ -22,7 +21,6 @@ from .detector import DetectorConfig, PersonDetector
 from .estimator import WholeBodyEstimator
 from .types import PoseFrame, PoseSequence
 
-log = logging.getLogger(__name__)
 
 DETECT_RESOLUTION = 1024
 RESOLUTION_MULTIPLE = 64
@@ -173,10 +171,7 @@ def extract(frames: Iterable[np.ndarray], model: WholeBody, batch_size: int = 8,
             progress(i + 1)
     if image_hw is None:
         raise ValueError("no frames to extract poses from: the driving video is empty.")
-    filled = fill_missing(out, no_person)
-    if missing:
-        log.warning("pose extraction: no person in %d of %d frames (%s)", len(missing), len(out),
-                    "held the nearest pose" if no_person == "hold" else "left empty")
+    filled = fill_missing(out, no_person)          # the caller says it (``missing_note``): not logged twice
     return PoseSequence(out, image_hw, tuple(missing), filled)
 
 

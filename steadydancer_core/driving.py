@@ -5,15 +5,16 @@ DWPose run on each; only the keypoints are kept. The defaults are ExtractPose's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from .option_tables import EXTRACT
 from .sampling.defaults import WAN_FPS
 from .host_memory import trim_host_memory
 from .pose_package import pose
-from .video_io import iter_pose_frames, probe_video, resample_indices
+from .video_io import VideoReadError, iter_pose_frames, probe_video, resample_indices
 
-__all__ = ["DrivingPoses", "extract_driving_poses", "expected_frames"]
+__all__ = ["DrivingPoses", "expected_frames", "extract_driving_poses", "extract_poses"]
+
 
 @dataclass
 class DrivingPoses:
@@ -27,15 +28,21 @@ class DrivingPoses:
     notes: list = field(default_factory=list)
 
 
+def _checked(max_frames, target_fps) -> tuple[int, float]:
+    return EXTRACT["max_frames"].check(max_frames), EXTRACT["target_fps"].check(target_fps)
+
+
 def expected_frames(video, max_frames: int = EXTRACT.default("max_frames"),
                     target_fps: float = EXTRACT.default("target_fps")) -> tuple[float, Optional[int], list]:
     """(frame rate used, frames to read or None when the file does not say, notes) for reading ``video`` (a path or
     a seekable file-like) with these options; nothing is decoded."""
-    max_frames = EXTRACT["max_frames"].check(max_frames)
-    target_fps = EXTRACT["target_fps"].check(target_fps)
+    max_frames, target_fps = _checked(max_frames, target_fps)
     info = probe_video(video)
     fps, total, notes = float(info.fps), info.frames, []
-    if fps <= 0 and not target_fps:
+    if fps <= 0:
+        if target_fps:
+            raise VideoReadError(f"{video} does not state its frame rate, so it cannot be resampled to "
+                                 f"{target_fps:g} fps; set target_fps to 0 (every frame)")
         notes.append(f"the driving video states no frame rate: {WAN_FPS:g} fps assumed")
         fps = WAN_FPS
     if target_fps and abs(target_fps - fps) > 1e-3:
@@ -59,20 +66,31 @@ def _picks(count: int, source_fps: float, target_fps: float):
         yield source
 
 
+def extract_poses(frames: Iterable, fps: float, detector, pose_model, *, person: str = EXTRACT.default("person"),
+                  no_person: str = EXTRACT.default("no_person"), providers: Sequence[str] | None = None,
+                  progress: Callable[[int], None] | None = None, notes: Sequence[str] = ()) -> DrivingPoses:
+    """Poses of driving ``frames`` (uint8 [H, W, 3], any iterable, consumed as it goes) played at ``fps``, with the
+    DWPose ONNX files ``detector`` and ``pose_model``; ``notes`` (what reading them adjusted) lead the result's."""
+    person, no_person = EXTRACT["person"].check(person), EXTRACT["no_person"].check(no_person)
+    models = pose.load_models(detector, pose_model, person=person, providers=providers)
+    sequence = pose.extract(frames, detector, pose_model, person=person, no_person=no_person, providers=providers,
+                            progress=progress)
+    trim_host_memory()                  # the decoder's freed frame buffers (large for 4K / 8K clips) go back
+    missing = pose.missing_note(sequence, no_person)
+    return DrivingPoses(sequence=sequence, fps=float(fps), models=models,
+                        notes=list(notes) + ([missing] if missing else []))
+
+
 def extract_driving_poses(video, detector, pose_model, *, person: str = EXTRACT.default("person"),
                           no_person: str = EXTRACT.default("no_person"),
                           max_frames: int = EXTRACT.default("max_frames"),
                           target_fps: float = EXTRACT.default("target_fps"),
                           providers: Sequence[str] | None = None,
                           progress: Callable[[int], None] | None = None) -> DrivingPoses:
-    """Poses of the driving ``video`` (a path or a seekable file-like) with the DWPose ONNX files ``detector`` and
-    ``pose_model``. target_fps 0 keeps every frame; max_frames 0 reads them all. progress(frames done)."""
-    person, no_person = EXTRACT["person"].check(person), EXTRACT["no_person"].check(no_person)
+    """Poses of the driving ``video`` (a path or a seekable file-like): ``extract_poses`` of its frames read by
+    ``iter_pose_frames``. target_fps 0 keeps every frame; max_frames 0 reads them all. progress(frames done)."""
+    max_frames, target_fps = _checked(max_frames, target_fps)
     fps, _, notes = expected_frames(video, max_frames, target_fps)
-    models = pose.load_models(detector, pose_model, person=person, providers=providers)
     frames = iter_pose_frames(video, max_frames=max_frames or None, target_fps=target_fps or None)
-    sequence = pose.extract(frames, detector, pose_model, person=person, no_person=no_person, providers=providers,
-                            progress=progress)
-    trim_host_memory()                  # the decoder's freed frame buffers (large for 4K / 8K clips) go back
-    notes += [n for n in [pose.missing_note(sequence, no_person)] if n]
-    return DrivingPoses(sequence=sequence, fps=fps, models=models, notes=notes)
+    return extract_poses(frames, fps, detector, pose_model, person=person, no_person=no_person, providers=providers,
+                         progress=progress, notes=notes)

@@ -13,7 +13,6 @@ code's noise for the same seed); see ``noise.py``.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -49,7 +48,6 @@ from .segments import (
 )
 from .step_cache import calibration_for, make_step_cache
 
-log = logging.getLogger(__name__)
 
 __all__ = ["GenerationSettings", "GenerationResult", "Job", "SegmentLatent", "decode", "finish_segment", "generate",
            "iter_decoded", "prepare_job", "prepare_references", "sample_segment"]
@@ -212,8 +210,6 @@ def prepare_job(model: SamplingModel, photo, positive_pose, negative_pose, setti
     if len(neg) < num_frames:
         raise ValueError(f"negative_pose has {len(neg)} frames but {num_frames} are generated; connect the "
                          f"negative output of the same AlignPose")
-    for note in notices:
-        log.warning(note)
     size = cond.target_size(photo.shape[0], photo.shape[1], settings.max_area)
     segments = plan_segments(num_frames, settings.segment_frames, settings.segment_overlap)
     schedule = make_schedule(settings.solver, settings.steps, settings.shift, settings.sigmas)

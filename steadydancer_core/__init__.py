@@ -59,7 +59,7 @@ from .models.text_encoder_config import T5Config
 from .models.vae import WanVAE, from_raw_latent, to_raw_latent
 from .models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .models.vae_tiling import TilePlan, plan_tiles
-from .driving import DrivingPoses, expected_frames, extract_driving_poses
+from .driving import DrivingPoses, expected_frames, extract_driving_poses, extract_poses
 from .option import Option, OptionError, OptionTable
 from .runtime.bundle import SteadyDancerModel, check_model_files, load_model
 from .runtime.options import (
@@ -136,6 +136,7 @@ from .quality import (
                                 clip_embedder,
                                 compare_reports,
                                 quality_report,
+                                report_paths,
                                 start_gap,
                                 write_report,
 )
@@ -166,7 +167,7 @@ __all__ = [
     "AUTO_PRECISION", "COMPONENTS", "DevicePolicy", "PRECISION_CHOICES", "VRAM_MODES", "component_device_bytes",
     "LoaderSettings", "ModelFiles", "SamplingModel", "JobPlan", "check_model_files",
     # the driving video's poses, with ExtractPose's defaults
-    "DrivingPoses", "expected_frames", "extract_driving_poses",
+    "DrivingPoses", "expected_frames", "extract_driving_poses", "extract_poses",
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "read_audio", "resample_indices", "write_video",
@@ -197,7 +198,7 @@ __all__ = [
     "model_files_for", "model_folders", "model_role_tooltip", "preferred_file_name", "render_model_table",
     # quality report of a result: measures, JSON + picture beside the video, comparison of several runs
     "QualityReport", "QualitySettings", "StartGap", "clip_embedder", "compare_reports", "quality_report",
-    "start_gap", "write_report",
+    "report_paths", "start_gap", "write_report",
     # one clip on several processes (GPUs): layout, process groups, each rank's share
     "GUIDANCE_DEGREES", "ParallelConfig", "ParallelRuntime", "RankFailedError", "RankShare", "busiest_group_passes",
     "init_parallel", "parallel_process_group", "valid_sequence_degrees", "LoopbackSequenceParallel",

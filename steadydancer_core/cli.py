@@ -2,7 +2,7 @@
 
     python -m steadydancer_core.cli --photo me.png --video dance.mp4 --prompt "a person dancing" \\
         --dit Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors --vae wan_2.1_vae.safetensors \\
-        --t5 umt5_xxl_fp8_e4m3fn_scaled.safetensors --clip clip_vision_h.safetensors \\
+        --t5 umt5_xxl_fp8_e4m3fn_scaled.safetensors --clip-vision clip_vision_h.safetensors \\
         --detector yolox_l.onnx --pose-model dw-ll_ucoco_384.onnx --out out.mp4
     python -m steadydancer_core.cli --photo me.png --video dance.mp4 --models ComfyUI/models --out out.mp4
 
@@ -54,6 +54,7 @@ from . import (
     load_model,
     parse_background,
     preferred_file_name,
+    report_paths,
     start_gap,
     video_io,
 )
@@ -110,7 +111,13 @@ class ImageFilePoses:
         return len(self.files)
 
     def frames(self, start: int, stop: int) -> np.ndarray:
-        return np.stack([read_image(f) for f in self.files[start:stop]])
+        images = [read_image(f) for f in self.files[start:stop]]
+        first = images[0].shape if images else None
+        for path, image in zip(self.files[start:stop], images):
+            if image.shape != first:
+                raise CLIError(f"{path} is {image.shape[1]}x{image.shape[0]} but {self.files[start].name} is "
+                               f"{first[1]}x{first[0]}; every pose frame of --pose-dir must have the same size")
+        return np.stack(images)
 
 
 def load_pose_dir(folder: str | Path) -> tuple[ImageFilePoses, ImageFilePoses | None]:
@@ -191,6 +198,10 @@ def _check_out(args, inputs) -> Path:
     if os.path.lexists(out) and not args.overwrite:
         raise CLIError(f"--out {out} exists; pass --overwrite to replace it (only once the new video is "
                        "complete) or choose another path")
+    if args.report and not args.overwrite:
+        for path in report_paths(out):
+            if os.path.lexists(path):
+                raise CLIError(f"--report: {path} exists; pass --overwrite to replace it or choose another --out")
     try:
         check_writable(out)                  # before any model loads: the folder, the name, the free space
     except NotWritableError as err:
@@ -273,7 +284,7 @@ def _run(args, launch=None) -> Path:
         log.info(start_gap(prepared.reference, prepared.aligned.frames[0]).message)
     else:
         positive, negative = load_pose_dir(args.pose_dir)
-        pose_fps = args.target_fps or WAN_FPS
+        pose_fps = WAN_FPS                  # a pose folder has no frame rate: Wan's (--fps sets another)
     fps = args.fps or pose_fps
     if negative is None:
         negative = positive

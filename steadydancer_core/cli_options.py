@@ -60,7 +60,7 @@ def _help(row: Option) -> str:
 def add_options(group, table: OptionTable) -> None:
     """One argument per row of ``table`` shown on the CLI."""
     for row in table.shown("cli"):
-        flags = [row.flag, *row.aliases]
+        flags = [row.flag]
         if row.kind == "bool":
             group.add_argument(*flags, dest=row.name, action=argparse.BooleanOptionalAction, default=row.default,
                                help=_help(row))
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_NAMES = {row.name: row.flag for table in TABLES for row in table}
+_NAMES = {row.name: row.flag for table in TABLES for row in table.shown("cli")}
 
 
 def flagged(text: str) -> str:
@@ -123,10 +123,3 @@ def flagged(text: str) -> str:
 def option_values(args, table: OptionTable) -> dict:
     """{name: value} of ``table``'s CLI options from parsed ``args``."""
     return {row.name: getattr(args, row.name) for row in table.shown("cli")}
-
-
-def pose_package():
-    """The ``pose`` package beside ``steadydancer_core`` (see ``pose_package.py``)."""
-    from .pose_package import pose
-
-    return pose

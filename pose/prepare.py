@@ -81,8 +81,11 @@ def prepare(photo: np.ndarray, driving: PoseSequence | Sequence[PoseFrame], mode
                          f"{getattr(photo, 'dtype', type(photo).__name__)} {getattr(photo, 'shape', '')}")
     if scale_fallback not in SCALE_FALLBACKS:
         raise ValueError(f"scale_fallback must be one of {', '.join(SCALE_FALLBACKS)}, got {scale_fallback!r}")
-    if isinstance(augment_seed, bool) or not isinstance(augment_seed, (int, np.integer)) or augment_seed < 0:
-        raise ValueError(f"augment_seed must be an integer >= 0, got {augment_seed!r}")
+    if canvas not in CANVAS_MODES:
+        raise ValueError(f"canvas must be one of {', '.join(CANVAS_MODES)}, got {canvas!r}")
+    if isinstance(augment_seed, bool) or not isinstance(augment_seed, (int, np.integer)) \
+            or not 0 <= augment_seed <= 2 ** 64 - 1:
+        raise ValueError(f"augment_seed must be an integer from 0 to 2**64-1, got {augment_seed!r}")
     reference, resized = _extract_reference(photo, models)
     aligned = align(reference, driving, scale_fallback=scale_fallback)
     notes = []

@@ -38,8 +38,8 @@ class Option:
     besides a number (resolved by the settings that use it). rule: an extra test of a valid value, returning the
     reason it is refused (or None); rule_text: how the docs state it. fronts: where it is shown (node, cli, api).
     level: "basic" (what an artist changes every time) or "expert". zero: what 0 means, when it means something
-    (e.g. "every pose frame"). aliases: old CLI spellings still accepted for one version (with a deprecation line).
-    multiline: a text box rather than a line. unit: shown after numbers in the docs (e.g. "px").
+    (e.g. "every pose frame"). multiline: a text box rather than a line. unit: shown after numbers in the docs
+    (e.g. "px"). (An old CLI spelling of a renamed option is ``cli_options.DEPRECATED_FLAGS``'.)
     """
 
     name: str
@@ -56,7 +56,6 @@ class Option:
     fronts: tuple = FRONTS
     level: str = "expert"
     zero: str = ""
-    aliases: tuple = ()
     multiline: bool = False
     unit: str = ""
 

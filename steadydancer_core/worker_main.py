@@ -19,9 +19,10 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from . import (Cancelled, FrameCount, GenerationSettings, LoaderSettings, ModelFiles, ParallelConfig, generate,
+from . import (COMPONENTS, Cancelled, FrameCount, GenerationSettings, LoaderSettings, ModelFiles, ParallelConfig, generate,
                load_model, module_bytes, start_process_group)
 from . import worker_protocol as wire
+from .runtime.offload import torch_modules
 
 PARENT_CHECK_S = 1.0
 
@@ -83,9 +84,7 @@ def _device_bytes(model) -> int:
     device = model.execution_device
     if device.type == "cuda":
         return int(torch.cuda.memory_reserved(device))
-    return sum(module_bytes(m) for m in (model.dit, model.vae) if isinstance(m, torch.nn.Module)) + sum(
-        module_bytes(v) for enc in (model.text_encoder, model.image_encoder) if enc is not None
-        for v in vars(enc).values() if isinstance(v, torch.nn.Module))
+    return sum(module_bytes(m) for name in COMPONENTS for m in torch_modules(getattr(model, name)))
 
 
 def run_job(conn: Connection, model, rank: int, msg: dict) -> bool:

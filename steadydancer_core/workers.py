@@ -37,7 +37,7 @@ from typing import Callable, Optional
 import torch
 
 from . import worker_protocol as wire
-from .runtime.launch import file_bytes
+from .runtime.launch import TORCHRUN_VARIABLES, file_bytes
 from .runtime.options import LoaderSettings, ModelFiles
 from .runtime.parallel import ParallelConfig
 from .sampling.guidance import Cancelled
@@ -87,8 +87,7 @@ class WorkerProcesses:
 
 
 def _worker_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT", "GROUP_RANK", "LOCAL_WORLD_SIZE")}
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES}
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(PACKAGE_ROOT) + (os.pathsep + path if path else "")
     return env
@@ -271,7 +270,7 @@ class WorkerModel:
         return result
 
     def decode_on_worker(self, latent: torch.Tensor, tile) -> torch.Tensor:
-        self.make_ready()
+        """Worker 0's VAE decode of one latent; reached through ``use("vae")``, which readied the workers."""
         group = self._box[0]
         wire.send(group.conns[0], "decode", latent=latent.detach().float().cpu().contiguous(), tile=tile)
         while True:

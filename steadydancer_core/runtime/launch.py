@@ -23,7 +23,8 @@ from .parallel import PARALLEL_TIMEOUT, ParallelConfig, ParallelRuntime, init_pa
 __all__ = ["FrameCount", "TORCHRUN_VARIABLES", "file_bytes", "fits_straight_onto", "join_parallel",
            "launched_world_size", "rank_device", "start_process_group"]
 
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+                      "LOCAL_WORLD_SIZE")
 
 
 def launched_world_size(environ=os.environ) -> int:

@@ -217,8 +217,12 @@ class RankShare:
         mine = self.passes(passes)
         share = (f"all {passes} passes" if mine == passes else
                  f"{'' if passes % self.guidance == 0 else 'up to '}{mine} of {passes} passes")
+        return f"{self.layout()}: each rank holds {weights}, {tokens}, {share} per step"
+
+    def layout(self) -> str:
+        """E.g. "2 guidance groups x 4 sequence ranks"."""
         return (f"{self.guidance} guidance group{'s' * (self.guidance > 1)} x {self.sequence} sequence "
-                f"rank{'s' * (self.sequence > 1)}: each rank holds {weights}, {tokens}, {share} per step")
+                f"rank{'s' * (self.sequence > 1)}")
 
 
 @dataclass(frozen=True)

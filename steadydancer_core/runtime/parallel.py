@@ -83,8 +83,8 @@ class ParallelConfig:
             raise ValueError(f"guidance-parallel degree must be 1, 2 or 3 (a step has at most three guidance "
                              f"passes), got {self.guidance}")
         if self.shard_blocks and self.sequence < 2:
-            raise ValueError("shard_blocks splits the DiT blocks over the sequence-parallel ranks: set sequence to "
-                             "2 or more, or turn shard_blocks off")
+            raise ValueError("shard_blocks splits the DiT blocks over the sequence-parallel GPUs: set sequence to 2 or "
+                             "more (sequence_parallel on the node and CLI), or turn shard_blocks off")
 
     @property
     def world_size(self) -> int:
@@ -101,8 +101,7 @@ class ParallelConfig:
 
     def describe(self) -> str:
         """E.g. "2 guidance groups x 4 sequence ranks"."""
-        return f"{self.guidance} guidance group{'s' * (self.guidance > 1)} x {self.sequence} sequence " \
-               f"rank{'s' * (self.sequence > 1)}"
+        return self.share.layout()
 
 
 @dataclass(frozen=True)

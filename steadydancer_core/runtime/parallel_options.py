@@ -44,8 +44,5 @@ def parallel_config(sequence_parallel: int = PARALLEL.default("sequence_parallel
     ``ValueError`` name the option and the fix)."""
     values = PARALLEL.check_all(dict(sequence_parallel=sequence_parallel, guidance_parallel=guidance_parallel,
                                      shard_blocks=shard_blocks))
-    if values["shard_blocks"] and values["sequence_parallel"] < 2:
-        raise ValueError("shard_blocks splits the DiT blocks over the sequence_parallel GPUs: set sequence_parallel "
-                         "to 2 or more, or turn shard_blocks off")
     return ParallelConfig(sequence=values["sequence_parallel"], guidance=values["guidance_parallel"],
                           shard_blocks=values["shard_blocks"])

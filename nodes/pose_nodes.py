@@ -287,13 +287,11 @@ class AlignPose:
         return {"result": (positive, negative, compact, preview), "ui": {"text": [text]}}
 
 
-def align_to_photo(photo, pose: DrivingPose, augment_seed: int, canvas: str, scale_fallback: str):
+def align_to_photo(photo, pose: DrivingPose, augment_seed: int = ALIGN.default("augment_seed"),
+                   canvas: str = ALIGN.default("canvas"), scale_fallback: str = ALIGN.default("scale_fallback")):
     """(AlignedPose, resized photo uint8 [h, w, 3]): the driving poses prepared for the photo (``pose.prepare``:
-    photo IMAGE [1, H, W, 3]), compact, and the photo at the size the alignment used (for the preview)."""
+    one photo, IMAGE [1, H, W, 3], at its own size), compact, and the photo at the size the alignment used."""
     photo_np = frames_to_uint8(photo)
-    if photo_np.shape[0] > 1:
-        raise ValueError(f"AlignPose needs one photo, got a batch of {photo_np.shape[0]} images; "
-                         "pick one (e.g. with an ImageFromBatch node).")
     models = pose.models.loaded or pose_api.load_models(pose.models.detector_path, pose.models.estimator_path,
                                                         person=pose.models.person, providers=pose_providers())
     prepared = pose_api.prepare(photo_np[0], pose.sequence, models, augment_seed=ALIGN["augment_seed"].check(

@@ -14,7 +14,6 @@ import weakref
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
 from ..steadydancer_core import PHOTO, SAMPLER, WAN_FPS
-from ..steadydancer_core.option_tables import ALIGN
 from . import comfy_bridge as bridge
 from .photo_input import PHOTO_MASK_INPUT, composite_with_mask
 from .pose_nodes import align_to_photo, driving_from_keypoints
@@ -93,16 +92,18 @@ class SteadyDancerSampler:
         expert, old_note = expert_values(options, old)
         basic = {k: v for k, v in values.items() if k in BASIC}
         if photo.shape[0] != 1:
-            raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images.")
+            raise ValueError(f"SteadyDancerSampler needs one photo, got a batch of {photo.shape[0]} images; pick one "
+                             "(e.g. with an ImageFromBatch node).")
         photo, photo_note = composite_with_mask(photo, photo_mask, background, "SteadyDancerSampler")
-        photo = official_size(photo)
         notes = [old_note] if old_note else []
         if pose_keypoint is not None:
             if aligned_pose is not None or positive_pose is not None or negative_pose is not None:
                 raise ValueError("SteadyDancerSampler: pose_keypoint is connected together with another pose input; "
                                  "connect only one of aligned_pose, pose_keypoint, positive_pose + negative_pose.")
-            aligned_pose, _ = align_to_photo(photo, driving_from_keypoints(pose_keypoint), **ALIGN.defaults("cli"))
+            # aligned to the photo at its own size, as AlignPose does: prepare() resizes it exactly once
+            aligned_pose, _ = align_to_photo(photo, driving_from_keypoints(pose_keypoint))
             notes.append(aligned_pose.report)
+        photo = official_size(photo)
         fps = aligned_pose.fps if aligned_pose is not None else WAN_FPS
         positive_pose, negative_pose = pose_inputs(aligned_pose, positive_pose, negative_pose)
         settings = sd.GenerationSettings(**basic, **expert, preview=bridge.previews_enabled(),

@@ -240,3 +240,18 @@ def test_decode_video_file_mode_with_a_vae(env):
     assert info.frames == latent["steadydancer_result"].num_frames
     assert info.fps == pytest.approx(latent["steadydancer_fps"])
     assert vae.calls and vae.calls[-1][0] == "decode"
+
+
+def test_pose_keypoint_on_the_sampler_aligns_to_the_photo_at_its_own_size(env):
+    """A 400x640 photo resizes to 592x960, and 592x960 would resize again to 592x976: the sampler must align the
+    poses to the photo before resizing it, as AlignPose does, or they land on the wrong canvas."""
+    host, nodes, prompt, ids, out = env
+    photo = torch.nn.functional.interpolate(out[ids["LoadImage"]][0].movedim(-1, 1), size=(400, 640),
+                                            mode="bilinear").movedim(1, -1).clamp(0, 1)
+    driving, keypoints = out[ids["ExtractPose"]][0], out[ids["ExtractPose"]][3]
+    via_align = nodes["AlignPose"]().align(photo, pose_keypoint=keypoints, **_widgets(prompt, ids["AlignPose"]))
+    args = dict(model=out[ids["LoadSteadyDancerModel"]][0], photo=photo,
+                **_widgets(prompt, ids["SteadyDancerSampler"]))
+    reference = nodes["SteadyDancerSampler"]().sample(aligned_pose=via_align["result"][2], **args)["result"][0]
+    direct = nodes["SteadyDancerSampler"]().sample(pose_keypoint=keypoints, **args)["result"][0]
+    assert torch.equal(direct["samples"], reference["samples"])

@@ -8,6 +8,7 @@ poses and the photo's pose; the model its CLIP vision encoder.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from .. import steadydancer_core as sd
@@ -71,11 +72,13 @@ class QualityReport:
         settings = sd.QualitySettings(identity_every=QUALITY["identity_every"].check(identity_every))
         progress = bridge.StepProgress(1, unique_id)
         pose_models = _pose_models(aligned_pose)
-        with _clip_in_use(model):
+        # the several-GPU model keeps CLIP vision in its worker processes: no encoder here, and nothing started
+        clip = model.image_encoder if model is not None else None
+        with model.use("image_encoder") if clip is not None else contextlib.nullcontext():
             report = sd.quality_report(
                 result.photo if result is not None else photo[0], source if source is not None else frames,
                 aligned_pose.aligned if aligned_pose is not None else None,
-                clip=model.image_encoder if model is not None else None, pose_extractor=pose_models,
+                clip=clip, pose_extractor=pose_models,
                 photo_pose=aligned_pose.reference if aligned_pose is not None else None,
                 segments=result.segments if result is not None else (),
                 fps=float(latent.get(LATENT_FPS_KEY)) if latent is not None and latent.get(LATENT_FPS_KEY) else None,
@@ -83,6 +86,9 @@ class QualityReport:
                 progress=lambda done, total: progress(done, total or done), should_cancel=bridge.interrupted)
         picture = report.plot()
         lines = [report.summary_line()]
+        if model is not None and clip is None:
+            lines.append("identity not measured: the several-GPU model keeps CLIP vision in its workers; connect a "
+                         "Load SteadyDancer Model's model to measure identity")
         if isinstance(source, (str, Path)) and bridge.in_output_directory(source):
             try:
                 written = sd.write_report(report, source, picture=picture)
@@ -105,13 +111,6 @@ def _pose_models(aligned_pose):
 
     return pose_api.load_models(models.detector_path, models.estimator_path, person=models.person,
                                 providers=pose_providers())
-
-
-def _clip_in_use(model):
-    """The model's CLIP vision encoder placed for use (ComfyUI's model management loads it); nothing without one."""
-    import contextlib
-
-    return model.use("image_encoder") if model is not None else contextlib.nullcontext()
 
 
 NODE_CLASS_MAPPINGS = {"SteadyDancerQualityReport": QualityReport}

@@ -68,3 +68,14 @@ def test_report_on_frames_and_what_is_missing(run):
         node.report(identity_every=1, photo=photo)
     with pytest.raises(ValueError, match="needs the photo"):
         node.report(identity_every=1, frames=frames)
+
+
+def test_report_with_the_several_gpu_model_starts_no_worker(run):
+    host, nodes, ids, out = run
+    from steadydancer_core import ModelFiles, WorkerModel
+
+    model = WorkerModel(ModelFiles("dit.safetensors", "vae.safetensors", "t5.safetensors", "clip.safetensors"))
+    photo, frames = out[ids["LoadImage"]][0], torch.rand(3, 64, 48, 3)
+    done = nodes["SteadyDancerQualityReport"]().report(identity_every=1, frames=frames, photo=photo, model=model)
+    assert not model.running and model.pids == []
+    assert "identity not measured" in done["ui"]["text"][0]

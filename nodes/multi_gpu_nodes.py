@@ -59,13 +59,6 @@ def _book(patcher: WorkersPatcher):
     return before_use
 
 
-def check_gpus(config) -> None:
-    """One GPU per worker on a CUDA machine (ComfyUI's CPU mode runs them on the CPU)."""
-    if torch.cuda.is_available() and torch.cuda.device_count() < config.world_size:
-        raise ValueError(f"{config.describe()} needs {config.world_size} GPUs but {torch.cuda.device_count()} are "
-                         f"visible; lower sequence_parallel / guidance_parallel (their product is the GPU count)")
-
-
 class LoadSteadyDancerModelMultiGPU:
     """Loads SteadyDancer on several GPUs: one worker process per GPU keeps the model between prompts."""
 
@@ -86,15 +79,22 @@ class LoadSteadyDancerModelMultiGPU:
 
     def load(self, dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras=None, **options):
         """``options``: the loader options and the parallel options by name (rows of ``LOADER`` and ``PARALLEL``)."""
+        unknown = sorted(set(options) - set(LOADER.names) - set(PARALLEL.names))
+        if unknown:
+            raise TypeError(f"LoadSteadyDancerModelMultiGPU has no option {', '.join(unknown)}; known: "
+                            f"{', '.join(LOADER.names + PARALLEL.names)}")
         files = model_files(dit_name, vae_name, t5_name, clip_vision_name, lora_name, lora_strength, loras)
         settings = sd.LoaderSettings(**{k: v for k, v in options.items() if k in LOADER})
         config = sd.parallel_config(**{k: v for k, v in options.items() if k in PARALLEL})
         if config.world_size == 1:
             raise ValueError("LoadSteadyDancerModelMultiGPU: set sequence_parallel or guidance_parallel above 1 "
                              "(their product is the number of GPUs), or use Load SteadyDancer Model for one GPU")
-        check_gpus(config)
+        device = mm.get_torch_device()
+        if device.type == "cpu" and torch.cuda.is_available():
+            raise ValueError("LoadSteadyDancerModelMultiGPU: ComfyUI runs in CPU mode (--cpu) but its workers would "
+                             "take the GPUs; start ComfyUI without --cpu, or use Load SteadyDancer Model")
         model = sd.WorkerModel(files, settings, config)
-        patcher = WorkersPatcher(model, mm.get_torch_device(), torch.device("cpu"))
+        patcher = WorkersPatcher(model, device, torch.device("cpu"))
         model.before_use = _book(patcher)
         model.make_ready()
         return {"result": (model,), "ui": {"text": [model.describe()]}}

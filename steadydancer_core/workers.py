@@ -37,7 +37,7 @@ from typing import Callable, Optional
 import torch
 
 from . import worker_protocol as wire
-from .runtime.launch import TORCHRUN_VARIABLES, file_bytes
+from .runtime.launch import TORCHRUN_VARIABLES, file_bytes, require_gpus
 from .runtime.options import LoaderSettings, ModelFiles
 from .runtime.parallel import ParallelConfig
 from .sampling.guidance import Cancelled
@@ -176,6 +176,7 @@ class WorkerModel:
         self.config = parallel if parallel is not None else ParallelConfig()
         if not isinstance(self.settings, LoaderSettings) or not isinstance(self.config, ParallelConfig):
             raise ValueError("settings must be a LoaderSettings and parallel a ParallelConfig")
+        require_gpus(self.config)                     # before any worker starts
         self.before_use = before_use
         self.vae = RemoteVAE(self)
         self.working_bytes = 0

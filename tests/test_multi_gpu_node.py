@@ -104,3 +104,22 @@ def test_interrupt_keeps_the_workers_and_the_next_prompt_reuses_them(env):
     finally:
         model.stop()
     assert wait_gone(pids)
+
+
+def test_too_few_gpus_or_cpu_mode_is_refused_before_any_worker_starts(env, monkeypatch):
+    host, nodes, core = env
+    prompt, loader, _ = _prompt(multi=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="needs 2 GPUs but 1 are visible"):
+        core.WorkerModel(core.ModelFiles("d", "v", "t", "c"), parallel=core.parallel_config(guidance_parallel=2))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="CPU mode"):               # the stand-in host's device is the CPU
+        nodes[prompt[loader]["class_type"]]().load(**prompt[loader]["inputs"])
+
+
+def test_an_unknown_option_is_refused(env):
+    host, nodes, core = env
+    prompt, loader, _ = _prompt(multi=True)
+    with pytest.raises(TypeError, match="has no option tile_size; known: precision"):
+        nodes[prompt[loader]["class_type"]]().load(**prompt[loader]["inputs"], tile_size=4)

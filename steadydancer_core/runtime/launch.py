@@ -48,6 +48,14 @@ def rank_device(local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def require_gpus(config) -> None:
+    """One GPU per process of the ``ParallelConfig`` on a CUDA machine (an error naming the fix when too few are
+    visible); nothing on a machine without CUDA, where every process runs on the CPU."""
+    if torch.cuda.is_available() and torch.cuda.device_count() < config.world_size:
+        raise ValueError(f"{config.describe()} needs {config.world_size} GPUs but {torch.cuda.device_count()} are "
+                         f"visible; lower sequence_parallel / guidance_parallel (their product is the GPU count)")
+
+
 def start_process_group(init_method: Optional[str] = None, rank: Optional[int] = None,
                         world_size: Optional[int] = None, local_rank: Optional[int] = None,
                         timeout: datetime.timedelta = PARALLEL_TIMEOUT) -> torch.device:

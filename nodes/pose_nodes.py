@@ -9,7 +9,7 @@ import torch
 
 from .. import pose as pose_api
 from .. import steadydancer_core as sd
-from ..steadydancer_core import PHOTO, WAN_FPS, resample_indices
+from ..steadydancer_core import PHOTO, WAN_FPS
 from ..steadydancer_core import frames_to_uint8 as core_frames_to_uint8
 from ..steadydancer_core.option_tables import ALIGN, EXTRACT
 from . import comfy_bridge as bridge
@@ -110,6 +110,7 @@ class ExtractPose:
                 raise ValueError("ExtractPose needs a driving video: connect 'video' (Load Video) or 'images'.")
             images, fps, notes = _pick_frames(images, fps, max_frames, target_fps)
             count = int(images.shape[0])
+            audio = trim_audio(audio, count / fps)
             frames = (frames_to_uint8(images[i:i + 1])[0] for i in range(count))
             driving = sd.extract_poses(frames, fps, detector_path, estimator_path, person=person,
                                        no_person=no_person, providers=pose_providers(),
@@ -165,29 +166,19 @@ def _persons_found(sequence) -> str:
 
 
 def _pick_frames(images: torch.Tensor, fps: float, max_frames: int, target_fps: float):
-    """An IMAGE batch resampled to target_fps (0 = keep) and cut to max_frames (0 = all) -> (images, fps, notes)."""
-    notes = []
-    if target_fps and abs(target_fps - fps) > 1e-3:
-        picks = resample(int(images.shape[0]), fps, float(target_fps))
-        notes.append(f"driving video {fps:g} fps resampled to {target_fps:g} fps ({images.shape[0]} -> "
-                     f"{len(picks)} frames)")
-        images, fps = images[picks], float(target_fps)
-    total = int(images.shape[0])
-    if max_frames and total > max_frames:
-        images = images[:max_frames]
-        notes.append(f"used the first {max_frames} of {total} driving frames (max_frames)")
-    return images, fps, notes
+    """An IMAGE batch resampled to target_fps (0 = keep) and cut to max_frames (0 = all) -> (images, fps, notes);
+    a plain cut stays a view of the batch."""
+    picks, fps, notes = sd.pick_frames(int(images.shape[0]), fps, max_frames, target_fps)
+    kept = images[:len(picks)] if picks == list(range(len(picks))) else images[picks]
+    return kept, fps, notes
 
 
-def resample(count: int, source_fps: float, target_fps: float) -> list[int]:
-    """Source frame index shown at each output frame's time (nearest earlier frame), covering the whole clip."""
-
-    picks = []
-    for source, _ in resample_indices(source_fps, target_fps):
-        if source >= count:
-            break
-        picks.append(source)
-    return picks
+def trim_audio(audio, seconds: float):
+    """ComfyUI AUDIO cut to its first ``seconds`` (the part the kept frames cover); None stays None."""
+    if audio is None:
+        return None
+    keep = int(round(seconds * audio["sample_rate"]))
+    return {**audio, "waveform": audio["waveform"][..., :keep]}
 
 
 def _render_preview(sequence):

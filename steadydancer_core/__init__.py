@@ -59,7 +59,7 @@ from .models.text_encoder_config import T5Config
 from .models.vae import WanVAE, from_raw_latent, to_raw_latent
 from .models.vae_config import VAE_SPATIAL_STRIDE, VAE_TEMPORAL_STRIDE, VAEConfig
 from .models.vae_tiling import TilePlan, plan_tiles
-from .driving import DrivingPoses, expected_frames, extract_driving_poses, extract_poses
+from .driving import DrivingPoses, expected_frames, extract_driving_poses, extract_poses, pick_frames
 from .option import Option, OptionError, OptionTable
 from .runtime.bundle import SteadyDancerModel, check_model_files, load_model
 from .runtime.options import (
@@ -167,7 +167,7 @@ __all__ = [
     "AUTO_PRECISION", "COMPONENTS", "DevicePolicy", "PRECISION_CHOICES", "VRAM_MODES", "component_device_bytes",
     "LoaderSettings", "ModelFiles", "SamplingModel", "JobPlan", "check_model_files",
     # the driving video's poses, with ExtractPose's defaults
-    "DrivingPoses", "expected_frames", "extract_driving_poses", "extract_poses",
+    "DrivingPoses", "expected_frames", "extract_driving_poses", "extract_poses", "pick_frames",
     "component_footprint", "load_component", "unload_component",
     "VideoReadError", "VideoWriteError", "VideoWriter", "frames_to_uint8", "iter_video_frames", "probe_video",
     "read_audio", "resample_indices", "write_video",

@@ -38,13 +38,31 @@ def expected_frames(video, max_frames: int = EXTRACT.default("max_frames"),
     a seekable file-like) with these options; nothing is decoded."""
     max_frames, target_fps = _checked(max_frames, target_fps)
     info = probe_video(video)
-    fps, total, notes = float(info.fps), info.frames, []
+    fps, notes = float(info.fps), []
     if fps <= 0:
         if target_fps:
             raise VideoReadError(f"{video} does not state its frame rate, so it cannot be resampled to "
                                  f"{target_fps:g} fps; set target_fps to 0 (every frame)")
         notes.append(f"the driving video states no frame rate: {WAN_FPS:g} fps assumed")
         fps = WAN_FPS
+    fps, total, more = _resample_and_cut(info.frames, fps, max_frames, target_fps)
+    return fps, total, notes + more
+
+
+def pick_frames(count: int, fps: float, max_frames: int = EXTRACT.default("max_frames"),
+                target_fps: float = EXTRACT.default("target_fps")) -> tuple[list, float, list]:
+    """(indices of the kept frames, their frame rate, notes) for ``count`` frames at ``fps`` read with these
+    options, as ``extract_driving_poses`` reads a file: resampled to ``target_fps``, cut at ``max_frames``."""
+    max_frames, target_fps = _checked(max_frames, target_fps)
+    new_fps, total, notes = _resample_and_cut(count, float(fps), max_frames, target_fps)
+    picks = list(_picks(count, fps, new_fps)) if new_fps != fps else list(range(count))
+    return picks[:total], new_fps, notes
+
+
+def _resample_and_cut(total: Optional[int], fps: float, max_frames: int, target_fps: float):
+    """(frame rate, frames or None when unknown, notes) after resampling to target_fps and cutting at max_frames
+    (0 = keep / all)."""
+    notes = []
     if target_fps and abs(target_fps - fps) > 1e-3:
         if total:
             resampled = sum(1 for _ in _picks(total, fps, target_fps))

@@ -124,3 +124,24 @@ def test_preview_keeps_at_most_its_frame_limit(env):
     picks = pose_nodes.preview_indices(1000, 48)
     assert len(picks) == 48 and picks[0] == 0 and picks[-1] == 999 and picks == sorted(set(picks))
     assert len(pose_nodes.preview_indices(49, 48)) == 48
+
+
+def test_components_audio_is_cut_to_the_kept_frames(env):
+    host, classes, _ = env
+    frames = comfy_standin.VideoFromFile(str(_video_path(host))).get_components().images
+    audio = {"waveform": torch.rand(1, 2, 8000 * 10), "sample_rate": 8000}          # 10 s, longer than the frames
+    video = comfy_standin.VideoFromComponents(comfy_standin.VideoComponents(frames, audio=audio, frame_rate=24))
+    out = classes["ExtractPose"]().extract(**COMMON, max_frames=2, target_fps=0.0, images_fps=24.0, video=video)
+    cut = out["result"][4]
+    assert cut["sample_rate"] == 8000 and cut["waveform"].shape == (1, 2, round(2 / 24 * 8000))
+    torch.testing.assert_close(cut["waveform"], audio["waveform"][..., :cut["waveform"].shape[-1]])
+
+
+def test_pick_frames_resamples_and_cuts_as_the_file_path():
+    from steadydancer_core import pick_frames
+
+    assert pick_frames(10, 24.0, 0, 0.0) == (list(range(10)), 24.0, [])
+    picks, fps, notes = pick_frames(48, 24.0, 5, 16.0)
+    assert picks == [0, 1, 3, 4, 6] and fps == 16.0 and len(notes) == 2
+    with pytest.raises(ValueError, match="max_frames"):
+        pick_frames(10, 24.0, -1, 0.0)

@@ -83,7 +83,7 @@ def sampler_report(result, settings, fps: float, seconds: float, available: int,
     photo, pixel for pixel", then what was adjusted and why, the memory plan of this job in the loader's words and
     its detail."""
     segments = len(result.segments)
-    steps = len(settings.sigmas) - 1 if settings.sigmas else settings.steps
+    steps = settings.schedule.steps
     head = (f"Made {result.num_frames} frames{length_words(result.num_frames, settings.length, available)} at "
             f"{result.width}x{result.height}, {fps:g} fps ({result.num_frames / fps:.1f} s of video), in "
             + (_plural(segments, "segment") if segments == 1 else f"{segments} overlapping segments")

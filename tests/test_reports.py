@@ -122,6 +122,12 @@ def test_sampler_report_first_line(env, result, settings, available, seconds, fi
     assert text.splitlines()[0] == first
 
 
+@pytest.mark.parametrize("sigmas, steps", [((1.0, 0.6, 0.3), 3), ((1.0, 0.6, 0.3, 0.0), 3), ((0.9,), 1)])
+def test_sampler_report_counts_the_steps_of_custom_sigmas(env, sigmas, steps):
+    text = _module("reports").sampler_report(_result(), sd.GenerationSettings(sigmas=sigmas), 16.0, 1.0, 81)
+    assert f" {steps} step{'s' * (steps > 1)}, " in text.splitlines()[0]
+
+
 def test_sampler_report_says_the_adjustment_once_then_the_real_plan(env):
     reports = _module("reports")
     plan = sd.plan_memory(12 * GIB, sd.ModelSizes(400 << 20, 40, 1 << 30), sd.JobShape(832, 480, 81, 2))

@@ -38,7 +38,7 @@ from .noise import NoiseSource
 from .parallel_job import agreed_cancel, decodes_here, parallel_job, parallel_predictor, shared
 from .preview import latent_to_rgb
 from .progress import JobProgress, Progress, plan_tasks
-from .schedulers import make_schedule, make_solver
+from .schedulers import make_solver
 from .segments import (
     Assembler,
     apply_color,
@@ -212,7 +212,7 @@ def prepare_job(model: SamplingModel, photo, positive_pose, negative_pose, setti
                          f"negative output of the same AlignPose")
     size = cond.target_size(photo.shape[0], photo.shape[1], settings.max_area)
     segments = plan_segments(num_frames, settings.segment_frames, settings.segment_overlap)
-    schedule = make_schedule(settings.solver, settings.steps, settings.shift, settings.sigmas)
+    schedule = settings.schedule
     guidance = settings.guidance
     plan = model.plan_job(width=size[1], height=size[0], frames=segments[0][1],
                           guidance_passes=max(len(guidance.passes(i, schedule.steps)) for i in range(schedule.steps)))

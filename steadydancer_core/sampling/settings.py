@@ -15,6 +15,7 @@ import torch
 from .defaults import WAN_I2V_NEGATIVE_PROMPT, resolve_shift
 from .guidance import Guidance
 from .options import SAMPLER, VAE_TILING, vae_tile
+from .schedulers import Schedule, make_schedule
 
 __all__ = ["GenerationSettings", "SETTINGS_OPTIONS"]
 
@@ -79,6 +80,12 @@ class GenerationSettings:
     @property
     def guidance(self) -> Guidance:
         return Guidance(self.text_cfg, self.pose_cfg, self.pose_cfg_start, self.pose_cfg_end)
+
+    @property
+    def schedule(self) -> Schedule:
+        """The sigmas these settings sample with: ``solver``'s schedule of ``steps`` and ``shift``, or the custom
+        ``sigmas`` (``make_schedule``); its ``steps`` is the number of steps taken."""
+        return make_schedule(self.solver, self.steps, self.shift, self.sigmas)
 
     @property
     def effective_negative_prompt(self) -> str:

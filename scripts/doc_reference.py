@@ -26,8 +26,8 @@ from steadydancer_core import cli_options  # noqa: E402
 from steadydancer_core.option_tables import TABLES  # noqa: E402
 
 # the nodes in the order a workflow uses them (others, if any, follow in the pack's order)
-NODE_ORDER = ("ExtractPose", "AlignPose", "LoadSteadyDancerModel", "SteadyDancerLoRA", "SteadyDancerSampler",
-              "DecodeVideo")
+NODE_ORDER = ("ExtractPose", "AlignPose", "LoadSteadyDancerModel", "LoadSteadyDancerModelMultiGPU", "SteadyDancerLoRA",
+              "SteadyDancerSampler", "SteadyDancerSamplerOptions", "DecodeVideo", "SteadyDancerQualityReport")
 NONE_CHOICE = "None"
 
 

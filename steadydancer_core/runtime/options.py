@@ -53,7 +53,8 @@ LOADER = OptionTable("Load SteadyDancer Model", [
                 "(exact; a small speed-up)."),
 ])
 
-LORA_STRENGTH = Option("lora_strength", "float", 1.0, minimum=-10.0, maximum=10.0, step=0.01,
+# the command line takes it inside --lora PATH[:STRENGTH] (cli_options), not as a flag of its own
+LORA_STRENGTH = Option("lora_strength", "float", 1.0, minimum=-10.0, maximum=10.0, step=0.01, fronts=("node", "api"),
                        help="Strength of the LoRA (1 = as trained; 0 = not applied).")
 
 

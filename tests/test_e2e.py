@@ -25,6 +25,7 @@ from steadydancer_core.runtime.options import LoaderSettings, ModelFiles
 from steadydancer_core.sampling import conditioning as cond
 from steadydancer_core.sampling.defaults import WAN_I2V_NEGATIVE_PROMPT
 from steadydancer_core.sampling.noise import NoiseSource
+from steadydancer_core.sampling.options import SAMPLER
 from steadydancer_core.sampling.pipeline import GenerationSettings, decode, generate
 
 pytestmark = pytest.mark.fidelity
@@ -99,7 +100,13 @@ def _settings(run: dict, **kw) -> GenerationSettings:
         solver=run["sample_solver"], shift=float(run["shift"]), text_cfg=float(run["guide_scale"]),
         pose_cfg=float(run["condition_guide_scale"]), pose_cfg_start=run["st_cond_cfg"], pose_cfg_end=run["end_cond_cfg"],
         max_area=int(spec["max_area"]), length=int(spec["frame_num"]), tiling="off", pose_resize="official",
-        **{"first_frame": "model", **kw})
+        # the official generate() makes one clip of any length: one segment here too
+        **{"first_frame": "model", "segment_frames": _one_segment(int(spec["frame_num"])), **kw})
+
+
+def _one_segment(frames: int) -> int:
+    """segment_frames that keeps ``frames`` (rounded down to 4n+1 as generate does) in one segment."""
+    return max(SAMPLER.default("segment_frames"), (max(frames, 1) - 1) // 4 * 4 + 1)
 
 
 class _DiTRecorder:

@@ -17,6 +17,7 @@ from steadydancer_core.sampling.guidance import (
     pose_window_active,
     denoise,
 )
+from steadydancer_core.sampling.options import SAMPLER
 from steadydancer_core.sampling.schedulers import (
     make_schedule,
     make_solver,
@@ -50,6 +51,15 @@ def _toy_uncond_condition(x, t):
 
 
 TOYS = {COND: _toy_cond, UNCOND_TEXT: _toy_uncond_text, UNCOND_CONDITION: _toy_uncond_condition}
+# the formulas above as the fixture set's sampler_meta.json writes them
+TOY_FORMULAS = {"v_cond": "0.3*x + 0.1*sin(t/100)", "v_uncond_context": "0.2*x - 0.05*cos(t/300)",
+                "v_uncond_condition": "0.4*x + 0.03"}
+
+
+def test_the_fixture_set_uses_these_toy_predictions():
+    toy = _sampler_meta()["toy"]
+    found = {k: toy.get(k) for k in TOY_FORMULAS}
+    assert found == TOY_FORMULAS, f"this fixture set's toy predictions differ from the test's: {found}"
 
 
 def _toy_predict(calls=None):
@@ -215,7 +225,8 @@ def test_sampler_pipeline_reproduces_official_loop(batch):
     settings = GenerationSettings(prompt="dance", seed=loop["seed"], steps=loop["steps"], solver=loop["solver"],
                                   shift=loop["shift"], text_cfg=loop["gs"], pose_cfg=loop["cgs"],
                                   pose_cfg_start=loop["st"], pose_cfg_end=loop["end"], max_area=h * w, first_frame="model",
-                                  batch_passes=batch, length=0)
+                                  batch_passes=batch, length=0,
+                                  segment_frames=max(SAMPLER.default("segment_frames"), num_frames))  # one clip
     photo = torch.full((h, w, 3), 0.5)
     pos, neg = torch.full((num_frames, h, w, 3), 0.25), torch.full((num_frames, h, w, 3), 0.75)
     result = generate(model, photo, pos, neg, settings)

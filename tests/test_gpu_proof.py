@@ -248,6 +248,10 @@ def test_carried_fixtures_hold_what_the_gpu_fidelity_tests_read(tmp_path, fixtur
     dest = tmp_path / "carry"
     proc = subprocess.run([sys.executable, str(CARRIER), "--fixtures", str(fixtures_dir), "--dest", str(dest)],
                           capture_output=True, text=True, timeout=120)
+    needed = sum((fixtures_dir / n).stat().st_size for n in carry.FIXTURE_FILES if (fixtures_dir / n).is_file())
+    if needed > carry.CARRY_LIMIT_MIB << 20:       # a fixture set too large to carry: refused in one clear line
+        assert proc.returncode == 2 and f"is over {carry.CARRY_LIMIT_MIB} MiB" in proc.stderr, proc.stderr
+        return
     assert proc.returncode == 0, proc.stderr
     assert f"in {dest}" in proc.stdout
     sizes = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())

@@ -15,7 +15,7 @@ import comfy.model_management as mm
 import torch
 
 from .. import steadydancer_core as sd
-from ..steadydancer_core import LOADER, LORA_STRENGTH, PARALLEL
+from ..steadydancer_core import LOADER, PARALLEL
 from .comfy_models import WholePatcher
 from .model_nodes import LoadSteadyDancerModel, model_files
 from .types import MODEL_TYPE

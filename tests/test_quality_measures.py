@@ -26,7 +26,7 @@ def test_psnr_and_max_abs_match_numpy():
 
 
 def test_photo_at_is_the_samplers_resize():
-    from steadydancer_core.sampling.pipeline import _photo_at
+    from steadydancer_core.sampling.conditioning import photo_at as _photo_at   # what generate() uses
 
     photo = _rng().random((40, 24, 3)).astype(np.float32)
     ours = first_frame.photo_at(photo, (32, 20))

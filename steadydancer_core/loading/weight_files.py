@@ -10,7 +10,6 @@ Key names are not touched here: renaming lives in ``key_names.py``.
 """
 from __future__ import annotations
 
-import json
 import pickle
 import struct
 from collections.abc import Callable, Iterator, Mapping

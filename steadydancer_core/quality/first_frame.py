@@ -6,18 +6,18 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..sampling import conditioning
 
 LEVELS = 255.0
 
 
 def photo_at(photo: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """photo float32 [H, W, 3] in [0, 1] -> float32 [h, w, 3] at ``hw`` (the same array when already that size)."""
+    """photo float32 [H, W, 3] in [0, 1] -> float32 [h, w, 3] at ``hw``, as the sampler resizes it
+    (``conditioning.photo_at``; the same array when already that size)."""
     if tuple(photo.shape[:2]) == tuple(hw):
         return photo
-    t = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None]
-    out = F.interpolate(t, size=tuple(hw), mode="bicubic")[0]
-    return out.permute(1, 2, 0).clamp(0.0, 1.0).numpy()
+    return conditioning.photo_at(torch.from_numpy(np.ascontiguousarray(photo)), hw).numpy()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

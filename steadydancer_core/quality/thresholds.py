@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, fields
 
 GOOD, CHECK, BAD, NOT_MEASURED = "good", "check", "bad", "n/a"
-VERDICTS = (GOOD, CHECK, BAD, NOT_MEASURED)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,16 @@ def resize_bicubic(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(video.transpose(0, 1), size=size, mode="bicubic").transpose(0, 1)
 
 
+def photo_at(photo: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The photo [H, W, 3] in [0, 1] at ``size`` (h, w): bicubic without antialias, clamped to [0, 1]; the very
+    same tensor when the size already matches. Frame 0 of a ``first_frame`` exact video, and what the quality
+    report compares frame 0 with."""
+    if tuple(photo.shape[:2]) == tuple(size):
+        return photo
+    out = F.interpolate(photo.permute(2, 0, 1)[None], size=tuple(size), mode="bicubic")[0]
+    return out.permute(1, 2, 0).clamp(0.0, 1.0)
+
+
 def resize_like_pil(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """[T, H, W, 3] in [0, 1] -> [T, *size, 3] on 8-bit levels, bit for bit what the official script does to every
     pose frame before ``generate()``: ``Image.resize(photo.size, Image.Resampling.BICUBIC)`` on the 8-bit RGB

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..models.vae_config import LATENT_CHANNELS
 from . import conditioning as cond
@@ -51,14 +50,6 @@ from .step_cache import calibration_for, make_step_cache
 
 __all__ = ["GenerationSettings", "GenerationResult", "Job", "SegmentLatent", "decode", "finish_segment", "generate",
            "iter_decoded", "prepare_job", "prepare_references", "sample_segment"]
-
-
-def _photo_at(photo: torch.Tensor, size: tuple) -> torch.Tensor:
-    """The photo [H, W, 3] at the output size; the very same tensor when the size already matches."""
-    if tuple(photo.shape[:2]) == tuple(size):
-        return photo
-    out = F.interpolate(photo.permute(2, 0, 1)[None], size=size, mode="bicubic")[0]
-    return out.permute(1, 2, 0).clamp(0.0, 1.0)
 
 
 class _Predictor:
@@ -218,7 +209,7 @@ def prepare_job(model: SamplingModel, photo, positive_pose, negative_pose, setti
                           guidance_passes=max(len(guidance.passes(i, schedule.steps)) for i in range(schedule.steps)))
     batch = bool(plan is not None and plan.batch_passes) if settings.batch_passes is None else settings.batch_passes
     return Job(photo=photo, positive=pos, negative=neg, num_frames=num_frames, size=size, segments=segments,
-               schedule=schedule, guidance=guidance, batch_passes=batch, photo_out=_photo_at(photo, size),
+               schedule=schedule, guidance=guidance, batch_passes=batch, photo_out=cond.photo_at(photo, size),
                notices=notices, plan=plan)
 
 

@@ -1,8 +1,8 @@
 """Writing files without destroying anyone's: through a temporary name beside the target, renamed into place only
 when complete, with the permissions a plain ``open()`` would give, and never over a file that appeared meanwhile.
 
-Used by the tiny kit and the CLI. ``write_beside(target, writer, replace)`` is the one entry point;
-``check_writable(target)`` says before any long work whether it can succeed.
+Used by the CLI, the nodes that write videos, the quality report and the tiny kit. ``write_beside(target, writer,
+replace)`` is the one entry point; ``check_writable(target)`` says before any long work whether it can succeed.
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 
 class TargetExistsError(FileExistsError):
@@ -39,10 +40,10 @@ def check_writable(target: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
     except (OSError, ValueError, AttributeError):
         name_max = 255
     for part in target.relative_to(folder).parts:
-        if len(os.fsencode(part)) > name_max - (TEMP_NAME_EXTRA if part == target.name else 0):
+        limit = name_max - (TEMP_NAME_EXTRA if part == target.name else 0)   # the file's temporary name is longer
+        if len(os.fsencode(part)) > limit:
             raise NotWritableError(f"{target}: the name {part[:40]}... is too long for the file system "
-                                   f"({len(os.fsencode(part))} bytes; at most {name_max - TEMP_NAME_EXTRA}); "
-                                   "choose a shorter name")
+                                   f"({len(os.fsencode(part))} bytes; at most {limit}); choose a shorter name")
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
         os.close(fd)
@@ -65,16 +66,35 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux), else set and restored under
+    a lock (a file another thread creates meanwhile gets the usual 022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def file_mode() -> int:
     """The mode ``open()`` gives a new file: 0666 less the umask (0644 under the usual 022)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
 
 
-def write_beside(target: Path, writer: Callable[[Path], object], replace: bool = False) -> str:
+def write_beside(target: Path, writer: Callable[[Path], object], replace: bool = False,
+                 digest: bool = False) -> Optional[str]:
     """Write ``target`` through ``writer(temp_path)`` (a temporary dot-name beside it, same suffix, so writers that
-    pick the format from the suffix work), then rename it into place. Returns the file's SHA-256.
+    pick the format from the suffix work), then rename it into place. Returns the file's SHA-256 with ``digest``
+    (read back once; a video can be large, so only when asked), else None.
 
     replace=False never overwrites: a target that exists (or appears meanwhile) raises ``TargetExistsError`` and
     the temporary file is removed. On any error the target is untouched.
@@ -87,12 +107,12 @@ def write_beside(target: Path, writer: Callable[[Path], object], replace: bool =
     try:
         writer(tmp)
         os.chmod(tmp, file_mode())
-        digest = sha256(tmp)
+        hexdigest = sha256(tmp) if digest else None
         _publish(tmp, target, replace)
     finally:
         if os.path.lexists(tmp):
             tmp.unlink()
-    return digest
+    return hexdigest
 
 
 def _publish(tmp: Path, target: Path, replace: bool) -> None:

@@ -367,7 +367,7 @@ class _KitFolder:
         target = self.root / rel
         _refuse_conflicts([self.conflict(rel)])
         try:
-            self.files[rel] = write_beside(target, writer, replace=os.path.lexists(target))
+            self.files[rel] = write_beside(target, writer, replace=os.path.lexists(target), digest=True)
         except TargetExistsError:
             _refuse_conflicts([f"{target} (appeared while the kit was writing it)"])
         self._write_manifest()

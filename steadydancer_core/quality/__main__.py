@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..safe_write import write_beside
 from .compare import compare_reports
 from .files import save_png
 from .result import QualityReport
@@ -44,8 +45,12 @@ def main(argv=None) -> int:
         return 2
     print(comparison.table)
     if outputs:
-        outputs[0].write_text(comparison.table + "\n")
-        save_png(comparison.plot(), outputs[1])
+        try:      # through a temporary file, never over a file that appeared meanwhile
+            write_beside(outputs[0], lambda tmp: tmp.write_text(comparison.table + "\n"))
+            write_beside(outputs[1], lambda tmp: save_png(comparison.plot(), tmp))
+        except OSError as err:
+            print(f"{p.prog}: error: {err}", file=sys.stderr)
+            return 2
         print(f"wrote {outputs[0]} and {outputs[1]}")
     return 0
 

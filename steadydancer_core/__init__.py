@@ -7,7 +7,7 @@ The modules behind them follow the data flow and may change:
     loading/   files -> models: readers, GGUF codecs, quantised ops, key-name tables, identify, loaders, LoRA
     runtime/   a loaded SteadyDancerModel: the loader's options, memory planner, every device movement
     sampling/  the sampler's options, schedules, guidance, conditioning, segments, generate / decode; it uses a
-               model through ``SamplingModel`` (``sampling/model_interface.py``) and imports only models/
+               model through ``SamplingModel`` (``sampling/model_interface.py``) and imports only models/ and option.py
 
 Typical use::
 

@@ -19,14 +19,16 @@ from .sampling.options import PHOTO, SAMPLER, VAE_TILING
 from .video_io import DEFAULT_CRF
 from .video_io import FPS_RANGE as VIDEO_FPS_RANGE
 
-__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_RANGE", "LOADER", "OUTPUT", "PARALLEL", "PHOTO", "QUALITY", "SAMPLER",
-           "TABLES", "VAE_TILING"]
+__all__ = ["ALIGN", "DECODE", "EXTRACT", "FPS_OPTION_RANGE", "LOADER", "OUTPUT", "PARALLEL", "PHOTO", "QUALITY",
+           "SAMPLER", "TABLES", "VAE_TILING"]
 
-FPS_RANGE = (0.0, VIDEO_FPS_RANGE[1])  # a frame-rate option: 0 (= from the source) or a rate video_io reads and writes
+# a frame-rate option: 0 (= from the source) or a rate video_io reads and writes
+FPS_OPTION_RANGE = (0.0, VIDEO_FPS_RANGE[1])
 
 
 def _a_rate_or_zero(value) -> str | None:
     return None if value == 0 or value >= VIDEO_FPS_RANGE[0] else f"must be 0 or at least {VIDEO_FPS_RANGE[0]:g}"
+
 
 EXTRACT = OptionTable("SteadyDancer Extract Pose", [
     Option("person", "choice", pose.PERSON_MODES[0], choices=pose.PERSON_MODES,
@@ -35,17 +37,18 @@ EXTRACT = OptionTable("SteadyDancer Extract Pose", [
            help="Driving frames without a person: hold the nearest earlier pose, or leave the frame empty."),
     Option("max_frames", "int", 0, minimum=0, maximum=100000, step=1, zero="every frame",
            help="Use at most this many driving frames (0 = all)."),
-    Option("target_fps", "float", WAN_FPS, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
-           zero="every frame", rule=_a_rate_or_zero,
+    Option("target_fps", "float", WAN_FPS, minimum=FPS_OPTION_RANGE[0], maximum=FPS_OPTION_RANGE[1], step=0.01,
+           unit="fps", zero="every frame", rule=_a_rate_or_zero,
            help="Resample the driving video to this frame rate before extracting poses (Wan 2.1 was trained on "
-                "16 fps, so the motion plays at its real speed); 0 keeps every frame as the official scripts do."),
-    Option("images_fps", "float", 24.0, minimum=VIDEO_FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
-           fronts=("node",),
+                "16 fps, so the motion plays at its real speed); the official scripts keep every frame."),
+    Option("images_fps", "float", 24.0, minimum=VIDEO_FPS_RANGE[0], maximum=VIDEO_FPS_RANGE[1], step=0.01,
+           unit="fps", fronts=("node",),
            help="Frame rate of the 'images' input. A connected 'video' brings its own frame rate."),
 ])
 
 ALIGN = OptionTable("SteadyDancer Align Pose to Photo", [
-    Option("augment_seed", "seed", pose.PREPARE_DEFAULTS["augment_seed"], help="Seed of the negative-pose augmentation (random scale/aspect per frame)."),
+    Option("augment_seed", "seed", pose.PREPARE_DEFAULTS["augment_seed"],
+           help="Seed of the negative-pose augmentation (random scale/aspect per frame)."),
     Option("canvas", "choice", pose.PREPARE_DEFAULTS["canvas"], choices=pose.CANVAS_MODES,
            help="2x: pose frames at twice the resized photo, as the official code draws them; 1x: at its size (a "
                 "quarter of the memory, for long videos)."),
@@ -58,8 +61,8 @@ ALIGN = OptionTable("SteadyDancer Align Pose to Photo", [
                 "(connect aligned_pose to the sampler: it renders one segment at a time)."),
 ])
 
-_FPS = Option("fps", "float", 0.0, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1], step=0.01, unit="fps",
-              zero="the driving poses' rate", rule=_a_rate_or_zero,
+_FPS = Option("fps", "float", 0.0, minimum=FPS_OPTION_RANGE[0], maximum=FPS_OPTION_RANGE[1], step=0.01,
+              unit="fps", zero="the driving poses' rate", rule=_a_rate_or_zero,
               help="Frame rate of the video (0 = the driving poses' rate: ExtractPose's after target_fps; 16, Wan's, "
                    "for IMAGE pose frames, POSE_KEYPOINT and pose folders).")
 

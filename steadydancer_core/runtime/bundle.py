@@ -37,7 +37,8 @@ class SteadyDancerModel:
     nothing is placed by the model, the caller placed the networks); device: execution device (None = the policy's
     when there is a plan, else where the DiT's first parameter lives); policy: the ``DevicePolicy``; offloader: the
     ``offload.Offloader`` moving its tensors (made on first use); fp8_matmul_report: which path the DiT's fp8 layers
-    take (when fp8 matmul was asked for; "" otherwise); lora_reports: one ``LoraReport`` per LoRA file.
+    take (when fp8 matmul was asked for; "" otherwise); lora_reports: the DiT's ``LoraReport`` (one report, a line
+    per LoRA file), or none without LoRAs.
     """
 
     dit: Any
